@@ -1,0 +1,283 @@
+"""The recipe schema: typed, validated, serialisable config for a pre-finetuning run.
+
+A recipe is YAML with the sections below; `load_recipe(path, overrides)` validates it
+(unknown keys and bad values raise `RecipeError` naming the key) and applies
+command-line overrides such as `train.updates=200` or `tasks.0.label_names=[a,b]`.
+The result is plain data (`RecipeConfig.model_dump()`) that travels to Ray workers unchanged.
+
+    python -c "from prefinetune.config import load_recipe; print(load_recipe('recipes/local_cpu.yaml'))"
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["RecipeConfig", "TaskConfig", "RecipeError", "load_recipe", "apply_overrides", "recipe_from_dict"]
+
+Family = Literal["classification"]
+Column = Union[str, int]
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run: the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class RunSection(_Strict):
+    name: str = Field("prefinetune", description="run name; the run folder is output_dir/name")
+    output_dir: str = Field("runs", description="where shards, checkpoints, metrics and the export go")
+    seed: int = Field(0, description="seeds the slot schedule, head init and dropout")
+
+
+class ModelSection(_Strict):
+    name_or_path: str = Field(..., description="hub id or local folder of a Hugging Face encoder")
+    revision: Optional[str] = Field(None, description="hub revision (branch, tag or commit)")
+    trust_remote_code: bool = Field(False, description="run model code from the hub; off unless asked")
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per sequence after truncation")
+    head_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout inside the task heads")
+
+
+class ColumnsSection(_Strict):
+    text: Column = Field(..., description="column (name, or index for headerless files) of the first text")
+    text_pair: Optional[Column] = Field(None, description="column of the second text for pair tasks")
+    label: Column = Field(..., description="column of the label")
+
+
+class HubSource(_Strict):
+    path: str = Field(..., description="datasets.load_dataset path, e.g. 'nyu-mll/glue'")
+    name: Optional[str] = Field(None, description="dataset config, e.g. 'cola'")
+    revision: Optional[str] = None
+
+
+class TaskConfig(_Strict):
+    name: str = Field(..., description="task id: letters, digits, '_' and '-'")
+    family: Family = "classification"
+    label_names: list[str] = Field(..., min_length=2, description="class names; a label's id is its index")
+    format: Literal["tsv", "csv", "txt", "jsonl", "json", "parquet", "hub"] = "jsonl"
+    splits: dict[str, str] = Field(..., description="split -> file (relative to data.root) or hub split")
+    columns: ColumnsSection
+    header: bool = Field(True, description="tsv/csv: first line holds column names")
+    encoding: str = Field("utf-8", description="file encoding (utf-8-sig strips a BOM)")
+    label_map: Optional[dict[str, str]] = Field(None, description="raw label value -> label name")
+    hub: Optional[HubSource] = Field(None, description="with format: hub, the dataset to load")
+    line_pattern: Optional[str] = Field(
+        None, description="txt: regex each whole line must match; its named groups are the columns")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_\-]+", v):
+            raise ValueError(f"task name {v!r} may hold only letters, digits, '_' and '-'")
+        return v
+
+    @field_validator("label_names")
+    @classmethod
+    def _labels_unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"label_names repeat a name: {v}")
+        return v
+
+    @field_validator("splits")
+    @classmethod
+    def _has_train(cls, v: dict[str, str]) -> dict[str, str]:
+        if "train" not in v:
+            raise ValueError("splits must name a 'train' split")
+        return v
+
+    @model_validator(mode="after")
+    def _hub_needs_source(self) -> "TaskConfig":
+        if self.format == "hub" and self.hub is None:
+            raise ValueError("format 'hub' needs a 'hub' section with the dataset path")
+        if self.label_map is not None:
+            unknown = sorted(set(self.label_map.values()) - set(self.label_names))
+            if unknown:
+                raise ValueError(f"label_map maps to names not in label_names: {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _txt_needs_pattern(self) -> "TaskConfig":
+        if (self.format == "txt") != (self.line_pattern is not None):
+            raise ValueError("format 'txt' needs line_pattern, and line_pattern is only for format 'txt'")
+        if self.line_pattern is None:
+            return self
+        try:
+            groups = set(re.compile(self.line_pattern).groupindex)
+        except re.error as err:
+            raise ValueError(f"line_pattern is not a valid regex: {err}") from None
+        cols = self.columns
+        named = [c for c in (cols.text, cols.text_pair, cols.label) if c is not None]
+        missing = [c for c in named if c not in groups]
+        if missing:
+            raise ValueError(f"columns {missing} are not named groups of line_pattern (groups: {sorted(groups)})")
+        return self
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+
+class DataSection(_Strict):
+    root: Optional[str] = Field(None, description="folder the task files are relative to")
+    synthetic: bool = Field(False, description="generate the offline synthetic suite into root first")
+    synthetic_rows: int = Field(3000, ge=50, description="train rows per synthetic task")
+    shards_dir: Optional[str] = Field(None, description="prepared shards; default output_dir/shards")
+    num_proc: int = Field(2, ge=1, description="processes for tokenization")
+    on_bad_row: Literal["error", "quarantine"] = Field(
+        "error", description="error: stop naming file/row/field; quarantine: set aside and count")
+
+
+class SamplingSection(_Strict):
+    policy: Literal["natural", "uniform"] = Field("natural", description="which task fills each slot")
+
+
+class TrainSection(_Strict):
+    updates: int = Field(..., ge=1, description="optimizer updates in the run")
+    slots_per_update: int = Field(64, ge=1, description="homogeneous micro-batches per update (Muppet: 64)")
+    batch_size: int = Field(16, ge=1, description="rows in one slot's micro-batch")
+    log_every: int = Field(10, ge=1, description="updates between metric lines")
+
+
+class OptimSection(_Strict):
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = Field(1e-6, gt=0)
+    warmup_updates: int = Field(0, ge=0)
+    grad_clip: float = Field(0.0, ge=0, description="max gradient norm; 0 turns clipping off")
+
+
+class DeepSpeedSection(_Strict):
+    zero_stage: Literal[0, 1, 2] = 2
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+
+
+class ScalingSection(_Strict):
+    num_workers: int = Field(64, ge=1, description="Ray Train workers (one DeepSpeed rank each)")
+    use_gpu: bool = True
+    cpus_per_worker: float = Field(1, gt=0)
+    max_failures: int = Field(0, ge=-1, description="Ray Train restarts after a worker failure")
+
+
+class CheckpointSection(_Strict):
+    every_updates: int = Field(100, ge=1)
+    keep: int = Field(2, ge=1, description="checkpoints Ray keeps")
+
+
+class EvalSection(_Strict):
+    every_updates: int = Field(100, ge=1)
+    split: str = "dev"
+    max_rows: Optional[int] = Field(None, ge=1, description="cap on rows evaluated per task")
+    batch_size: int = Field(64, ge=1)
+
+
+class RecipeConfig(_Strict):
+    run: RunSection = RunSection()
+    model: ModelSection
+    data: DataSection = DataSection()
+    tasks: list[TaskConfig] = Field(..., min_length=1)
+    sampling: SamplingSection = SamplingSection()
+    train: TrainSection
+    optim: OptimSection = OptimSection()
+    deepspeed: DeepSpeedSection = DeepSpeedSection()
+    scaling: ScalingSection = ScalingSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    eval: EvalSection = EvalSection()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RecipeConfig":
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tasks repeat a name: {dupes}")
+        if self.train.slots_per_update % self.scaling.num_workers:
+            raise ValueError(
+                f"train.slots_per_update={self.train.slots_per_update} must be a multiple of "
+                f"scaling.num_workers={self.scaling.num_workers}: every worker runs the same "
+                "number of micro-steps per update")
+        if self.data.synthetic and self.data.root is None:
+            raise ValueError("data.synthetic needs data.root, the folder to write the suite into")
+        return self
+
+    def task(self, name: str) -> TaskConfig:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(f"unknown task {name!r}; the recipe has {[t.name for t in self.tasks]}")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+    @property
+    def shards_path(self) -> Path:
+        return Path(self.data.shards_dir) if self.data.shards_dir else self.run_dir / "shards"
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"recipe {source} is not valid:"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  key '{key}': {msg}")
+    return "\n".join(lines)
+
+
+def recipe_from_dict(data: dict[str, Any], source: str = "<dict>") -> RecipeConfig:
+    """Validate a plain dict as a recipe; errors name `source` and each bad key."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {source} must be a mapping at the top level, got {type(data).__name__}")
+    try:
+        return RecipeConfig.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_errors(err, source)) from None
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
+    parts = dotted.split(".")
+    node: Any = data
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise RecipeError(f"override {source!r}: key '{where}': no list item {part}")
+            part = int(part)
+        elif not isinstance(node, dict):
+            raise RecipeError(f"override {source!r}: key '{where}': parent is not a section")
+        if last:
+            node[part] = value
+        else:
+            if isinstance(node, dict) and part not in node:
+                node[part] = {}
+            node = node[part]
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides (value parsed as YAML) to a recipe dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None, item)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read a YAML recipe, apply overrides, validate. Errors name the file and key."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"recipe {path} is not valid YAML: {err}") from None
+    if isinstance(data, dict):
+        apply_overrides(data, overrides or [])
+    return recipe_from_dict(data, str(path))

@@ -1,0 +1,33 @@
+"""The DeepSpeed engine of one worker: process group, optimizer, LR schedule, ZeRO.
+
+Called inside a Ray Train worker (or a test's spawned process); `import deepspeed` happens here,
+never in the Ray driver.
+"""
+from __future__ import annotations
+
+import torch
+
+from prefinetune.dist.deepspeed_config import deepspeed_config
+from prefinetune.optim import build_optimizer, scheduler_factory
+
+__all__ = ["init_distributed", "build_engine"]
+
+
+def init_distributed(on_gpu: bool) -> None:
+    """Join (or start) the process group: NCCL on GPUs, gloo on CPU."""
+    import deepspeed
+
+    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+
+
+def build_engine(model: torch.nn.Module, recipe, world_size: int, on_gpu: bool):
+    """Wrap the model in a DeepSpeed engine configured by the recipe."""
+    import deepspeed
+
+    init_distributed(on_gpu)
+    optimizer = build_optimizer(model, recipe.optim)
+    engine, _, _, _ = deepspeed.initialize(
+        model=model, optimizer=optimizer,
+        lr_scheduler=scheduler_factory(recipe.optim, recipe.train.updates),
+        config=deepspeed_config(recipe, world_size, on_gpu))
+    return engine

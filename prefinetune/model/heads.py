@@ -1,0 +1,45 @@
+"""The classification head bank: one RoBERTa-style head per task (dense, tanh, dropout, projection),
+stored as stacked parameters indexed by task id.
+
+Why stacked: under DeepSpeed ZeRO-1/2, gradients are reduced in buckets filled by backward hooks.
+If each rank ran a different `nn.Module` head, ranks would fill different buckets in a step and the
+collectives would mismatch (crash, hang or silently wrong gradients). With one stacked tensor per
+weight, every rank's backward touches the same parameters in the same order, whichever task it runs;
+rows of tasks not run receive zero gradient, exactly as they would under DDP.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ClassificationHeadBank"]
+
+
+class ClassificationHeadBank(nn.Module):
+    """Heads for T tasks with hidden size H; task t has num_labels[t] classes (padded to the max)."""
+
+    def __init__(self, hidden_size: int, num_labels: list[int], dropout: float, init_std: float = 0.02):
+        super().__init__()
+        tasks, width = len(num_labels), max(num_labels)
+        self.num_labels = list(num_labels)
+        self.dense_weight = nn.Parameter(torch.empty(tasks, hidden_size, hidden_size))
+        self.dense_bias = nn.Parameter(torch.zeros(tasks, hidden_size))
+        self.out_weight = nn.Parameter(torch.empty(tasks, width, hidden_size))
+        self.out_bias = nn.Parameter(torch.zeros(tasks, width))
+        self.dropout = nn.Dropout(dropout)
+        nn.init.normal_(self.dense_weight, std=init_std)
+        nn.init.normal_(self.out_weight, std=init_std)
+
+    def forward(self, features: torch.Tensor, task_id: int) -> torch.Tensor:
+        """Logits [batch, num_labels[task_id]] from the first-token features [batch, H]."""
+        x = self.dropout(features)
+        x = torch.tanh(x @ self.dense_weight[task_id].T + self.dense_bias[task_id])
+        x = self.dropout(x)
+        logits = x @ self.out_weight[task_id].T + self.out_bias[task_id]
+        return logits[:, : self.num_labels[task_id]]
+
+    def head_state(self, task_id: int) -> dict[str, torch.Tensor]:
+        """One task's head as separate tensors (for export), trimmed to its classes."""
+        n = self.num_labels[task_id]
+        return {"dense.weight": self.dense_weight[task_id], "dense.bias": self.dense_bias[task_id],
+                "out_proj.weight": self.out_weight[task_id, :n], "out_proj.bias": self.out_bias[task_id, :n]}

@@ -1,0 +1,64 @@
+"""One update of heterogeneous multi-task training, as each worker runs it.
+
+A worker receives its share of the update's slots; each slot is one micro-step on a homogeneous
+batch of one task: forward, the family loss divided by log(n), `engine.backward`, `engine.step`
+(DeepSpeed applies the optimizer only after the last micro-step of the update).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from prefinetune.data.schedule import Slot
+from prefinetune.losses.scaling import scale_loss
+from prefinetune.tasks import family_module
+
+__all__ = ["SlotResult", "TrainData", "slot_loss", "run_update"]
+
+
+@dataclass(frozen=True)
+class SlotResult:
+    task: str
+    loss: float          # the family loss before log(n) scaling
+    examples: int
+
+
+class TrainData:
+    """The training splits of every task, read from shards, turned into batches for slots."""
+
+    def __init__(self, splits: dict, tasks: list, pad_id: int):
+        self.splits = splits                      # task name -> TaskSplit
+        self.tasks = {t.name: t for t in tasks}   # task name -> TaskConfig
+        self.pad_id = pad_id
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return {name: len(self.splits[name]) for name in self.tasks}
+
+    def batch(self, slot: Slot, device: torch.device) -> dict[str, torch.Tensor]:
+        family = family_module(self.tasks[slot.task].family)
+        rows = self.splits[slot.task].take(list(slot.rows))
+        return {k: v.to(device) for k, v in family.collate(rows, self.pad_id).items()}
+
+
+def slot_loss(model, task_id: int, task, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scaled loss for backward, unscaled family loss for logging) of one homogeneous batch."""
+    family = family_module(task.family)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(task_id=task_id, **inputs)
+    raw = family.loss(logits, batch["labels"])
+    return scale_loss(raw, family.num_predictions(task.num_labels)), raw.detach()
+
+
+def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData,
+               device: torch.device) -> list[SlotResult]:
+    """This worker's micro-steps of one update; returns what each slot did."""
+    results = []
+    for slot in slots:
+        batch = data.batch(slot, device)
+        loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch)
+        engine.backward(loss)
+        engine.step()
+        results.append(SlotResult(slot.task, float(raw), len(slot.rows)))
+    return results

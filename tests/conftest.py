@@ -1,0 +1,23 @@
+"""Shared fixtures: tiny random backbones, free ports, the real data folder."""
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "MANIFEST.json").is_file():
+        pytest.skip(f"real data folder {SHARED_DATA} is not there")
+    return SHARED_DATA
