@@ -1,0 +1,173 @@
+"""The export folder: a Hugging Face backbone + the head bank + per-task classifiers + tasks.json.
+
+    out = export_from_checkpoint("runs/muppet/checkpoints", recipe, "runs/muppet/export")
+    model, info = load_exported(out)          # the MultiTaskModel again, for downstream runs
+
+Layout (weights only as safetensors):
+    config.json, model.safetensors, tokenizer files   AutoModel.from_pretrained(out) loads the backbone
+    heads.safetensors                                  the stacked head bank (classification.*)
+    tasks.json                                         tasks, labels, head index, per-task folder
+    README.md                                          model card
+    tasks/<name>/                                      AutoModelForSequenceClassification, where exact
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prefinetune import __version__
+from prefinetune.config import RecipeConfig, recipe_from_dict
+from prefinetune.export.card import model_card
+from prefinetune.export.checkpoint import state_dict_from_checkpoint
+from prefinetune.export.task_models import task_model, task_model_support
+from prefinetune.model.multitask import MultiTaskModel, TaskHead, build_model
+from prefinetune.model.source import load_tokenizer
+
+__all__ = ["EXPORT_FORMAT", "export_model", "export_from_checkpoint", "load_exported"]
+
+EXPORT_FORMAT = "prefinetune-export/1"
+HEADS_FILE = "heads.safetensors"
+TASKS_FILE = "tasks.json"
+_PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+
+
+def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | dict, out_dir: str | Path,
+                           backbone: torch.nn.Module | None = None, *, tag: str | None = None) -> Path:
+    """Export the model a DeepSpeed checkpoint holds; `backbone` replaces the recipe's starting one."""
+    recipe = _as_recipe(recipe)
+    model = build_model(recipe, backbone)
+    state = state_dict_from_checkpoint(checkpoint_dir, tag)
+    _keep_fp32_frozen(model, state)
+    model.load_state_dict(state, strict=True)
+    m = recipe.model
+    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
+    return export_model(model, tokenizer, out_dir, recipe)
+
+
+def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: RecipeConfig | dict) -> Path:
+    """Write the export folder (tensors in the model's dtype: fp32 from export_from_checkpoint).
+    An earlier export in out_dir is replaced; any other non-empty folder is refused."""
+    from safetensors.torch import save_file
+
+    recipe, out = _as_recipe(recipe), Path(out_dir)
+    _check_tasks_match(model, recipe)
+    stage = _staging_dir(out)
+    model.backbone.save_pretrained(stage)
+    tokenizer.save_pretrained(stage)
+    heads = {k: v.detach().cpu().contiguous() for k, v in model.classification.state_dict().items()}
+    save_file(heads, str(stage / HEADS_FILE), metadata={"format": "pt"})
+    info = tasks_info(model, recipe)
+    for task in info["tasks"]:
+        if task["folder"]:
+            _write_task_folder(model, tokenizer, recipe, task, stage / task["folder"])
+    (stage / TASKS_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    (stage / "README.md").write_text(model_card(info, recipe), encoding="utf-8")
+    _check_no_pickles(stage)
+    if out.exists():
+        shutil.rmtree(out)
+    stage.rename(out)
+    return out
+
+
+def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple[MultiTaskModel, dict[str, Any]]:
+    """The MultiTaskModel (in eval mode) and the parsed tasks.json of an export folder."""
+    from safetensors.torch import load_file
+    from transformers import AutoModel
+
+    out = Path(out_dir)
+    info = read_tasks_info(out)
+    backbone = AutoModel.from_pretrained(out, trust_remote_code=trust_remote_code)
+    tasks = sorted(info["tasks"], key=lambda t: t["head_index"])
+    heads = [TaskHead(t["name"], t["family"], t["num_labels"]) for t in tasks]
+    model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"])
+    model.classification.load_state_dict(load_file(str(out / HEADS_FILE)), strict=True)
+    return model.eval(), info
+
+
+def read_tasks_info(out_dir: str | Path) -> dict[str, Any]:
+    """tasks.json of an export folder, checked to be one."""
+    path = Path(out_dir) / TASKS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir} is not a prefinetune export: it has no {TASKS_FILE}")
+    info = json.loads(path.read_text(encoding="utf-8"))
+    if info.get("format") != EXPORT_FORMAT:
+        raise ValueError(f"{path}: format {info.get('format')!r}, expected {EXPORT_FORMAT!r}")
+    return info
+
+
+def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
+    """What tasks.json holds: the model's source and, per task, its labels, head and folder."""
+    model_type = model.backbone.config.model_type
+    no_folder = task_model_support(model_type)
+    tasks = []
+    for i, head in enumerate(model.tasks):
+        labels = recipe.task(head.name).label_names
+        tasks.append({"name": head.name, "family": head.family, "label_names": list(labels),
+                      "num_labels": head.num_labels, "head_index": i,
+                      "folder": None if no_folder else f"tasks/{head.name}", "folder_skipped": no_folder})
+    m = recipe.model
+    return {"format": EXPORT_FORMAT, "prefinetune_version": __version__,
+            "model": {"name_or_path": public_model_name(m.name_or_path), "revision": m.revision,
+                      "model_type": model_type, "hidden_size": model.backbone.config.hidden_size,
+                      "max_length": m.max_length, "head_dropout": m.head_dropout},
+            "heads": {"file": HEADS_FILE, "head": "first token -> dropout -> dense -> tanh -> dropout -> out_proj, "
+                      "logits[:num_labels]; tensors classification.{dense_weight,dense_bias,out_weight,out_bias}"
+                      "[head_index]"},
+            "tasks": tasks}
+
+
+def public_model_name(name_or_path: str) -> str:
+    """The recipe's model name as the export states it: a local path is reduced to its folder name."""
+    if not name_or_path.startswith("pkg:") and Path(name_or_path).expanduser().exists():
+        return f"local:{Path(name_or_path).expanduser().resolve().name}"
+    return name_or_path
+
+
+def _write_task_folder(model, tokenizer, recipe, task: dict, folder: Path) -> None:
+    head = model.classification.head_state(task["head_index"])
+    cls_model = task_model(model.backbone, head, task["label_names"], recipe.model.head_dropout)
+    cls_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _keep_fp32_frozen(model: MultiTaskModel, state: dict[str, torch.Tensor]) -> None:
+    """Frozen parameters never change, but a bf16/fp16 run checkpoints them only in that dtype. Where
+    the checkpoint holds exactly the rounding of the model's starting value, keep the fp32 start."""
+    for name, param in model.named_parameters():
+        saved = state.get(name)
+        if param.requires_grad or saved is None or torch.equal(saved, param.detach()):
+            continue
+        if any(torch.equal(saved, param.detach().to(low).float()) for low in (torch.bfloat16, torch.float16)):
+            state[name] = param.detach().clone()
+
+
+def _check_tasks_match(model: MultiTaskModel, recipe: RecipeConfig) -> None:
+    got = [(t.name, t.num_labels) for t in model.tasks]
+    want = [(t.name, t.num_labels) for t in recipe.tasks]
+    if got != want:
+        raise ValueError(f"the model's tasks {got} are not the recipe's {want}")
+
+
+def _staging_dir(out: Path) -> Path:
+    """An empty sibling folder to write into; `out` may be replaced only if it is an earlier export."""
+    if out.exists() and any(out.iterdir()) and not (out / TASKS_FILE).is_file():
+        raise FileExistsError(f"{out} is not empty and holds no earlier export ({TASKS_FILE}): not replacing it")
+    stage = out.parent / f".{out.name}.partial"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    return stage
+
+
+def _check_no_pickles(folder: Path) -> None:
+    found = sorted(str(p.relative_to(folder)) for pattern in _PICKLED for p in folder.rglob(pattern))
+    if found:
+        raise RuntimeError(f"export {folder} holds pickled weights {found}; only safetensors may be written")
+
+
+def _as_recipe(recipe: RecipeConfig | dict) -> RecipeConfig:
+    return recipe if isinstance(recipe, RecipeConfig) else recipe_from_dict(recipe)

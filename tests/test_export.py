@@ -1,0 +1,306 @@
+"""Export: DeepSpeed checkpoints (ZeRO 0/1/2, fp32 and bf16) of tiny random BERT/RoBERTa models become
+Hugging Face folders that reproduce the trained model exactly.
+
+    python -m pytest tests/test_export.py -q
+
+DeepSpeed runs in this process on a 1-rank gloo group; each test gets a fresh port and destroys the
+group afterwards.
+"""
+from __future__ import annotations
+
+import json
+import runpy
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+import yaml
+from transformers import AutoModel, AutoModelForSequenceClassification
+
+from conftest import free_port  # noqa: E402
+from prefinetune.config import recipe_from_dict
+from prefinetune.export import (CheckpointError, export_from_checkpoint, export_model, load_exported, push_to_hub,
+                                read_tasks_info, state_dict_from_checkpoint)
+from prefinetune.model.multitask import build_model
+from prefinetune.model.source import load_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
+    "the a cat dog sat ran far away good bad movie was not very is it and of to on in at by").split()
+TASKS = {"sentiment": ["neg", "pos"], "nli": ["entail", "neutral", "contradict"],
+         "topic": ["sport", "tech", "food", "art", "news"]}
+TEXTS = ["the cat sat on the movie", "a dog ran far away and it was not very good", "bad"]
+SIZES = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+             max_position_embeddings=64, pad_token_id=0)
+CONFIGS = {"bert": transformers.BertConfig, "roberta": transformers.RobertaConfig,
+           "xlm-roberta": transformers.XLMRobertaConfig, "camembert": transformers.CamembertConfig,
+           "electra": transformers.ElectraConfig}
+
+
+# ---------------------------------------------------------------- fixtures and helpers
+
+def tiny_model_dir(root: Path, model_type: str) -> Path:
+    """A local model folder (config, random weights, WordPiece tokenizer) that a recipe can name."""
+    folder = root / f"tiny-{model_type}"
+    if not folder.exists():
+        torch.manual_seed(0)
+        AutoModel.from_config(CONFIGS[model_type](**SIZES)).save_pretrained(folder)
+        transformers.BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)}).save_pretrained(folder)
+    return folder
+
+
+def make_recipe(model_dir: Path, zero_stage: int = 0, precision: str = "fp32"):
+    return recipe_from_dict({
+        "run": {"name": "tiny-export"},
+        "model": {"name_or_path": str(model_dir), "max_length": 32, "head_dropout": 0.1},
+        "tasks": [{"name": n, "label_names": labels, "splits": {"train": f"{n}.jsonl"},
+                   "columns": {"text": "text", "label": "label"}} for n, labels in TASKS.items()],
+        "train": {"updates": 2, "slots_per_update": 3, "batch_size": 3},
+        "scaling": {"num_workers": 1, "use_gpu": False},
+        "deepspeed": {"zero_stage": zero_stage, "precision": precision}})
+
+
+def batch(model_dir: Path) -> dict[str, torch.Tensor]:
+    enc = load_tokenizer(str(model_dir))(TEXTS, padding=True, return_tensors="pt")
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+@pytest.fixture
+def dist_group(monkeypatch):
+    """A 1-process gloo group on a free port, destroyed after the test."""
+    import deepspeed
+
+    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
+                           LOCAL_RANK="0", LOCAL_WORLD_SIZE="1").items():
+        monkeypatch.setenv(key, value)
+    deepspeed.init_distributed(dist_backend="gloo")
+    yield
+    deepspeed.comm.destroy_process_group()
+
+
+def train_and_save(recipe, checkpoint_dir: Path):
+    """Two DeepSpeed updates (one micro-batch per task each), then save_checkpoint; returns the engine."""
+    import deepspeed
+
+    torch.manual_seed(1)
+    model = build_model(recipe)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    config = {"train_micro_batch_size_per_gpu": recipe.train.batch_size, "gradient_accumulation_steps": len(TASKS),
+              "zero_optimization": {"stage": recipe.deepspeed.zero_stage}, "zero_allow_untested_optimizer": True,
+              "bf16": {"enabled": recipe.deepspeed.precision == "bf16"}}
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=config)
+    inputs = batch(Path(recipe.model.name_or_path))
+    for _update in range(2):
+        for task_id, labels in enumerate(TASKS.values()):
+            target = torch.arange(len(TEXTS)) % len(labels)
+            loss = torch.nn.functional.cross_entropy(engine(task_id, **inputs).float(), target)
+            engine.backward(loss)
+            engine.step()
+    engine.save_checkpoint(str(checkpoint_dir), tag="update2")
+    return engine
+
+
+def task_logits(model, inputs) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return {name: model(i, **inputs).float() for i, name in enumerate(TASKS)}
+
+
+# ---------------------------------------------------------------- checkpoint -> export, exactly
+
+@pytest.mark.parametrize("model_type,zero_stage", [("bert", 0), ("bert", 1), ("bert", 2), ("roberta", 2)])
+def test_export_reproduces_trained_model(tmp_path, dist_group, model_type, zero_stage):
+    model_dir = tiny_model_dir(tmp_path, model_type)
+    recipe = make_recipe(model_dir, zero_stage)
+    start = {k: v.clone() for k, v in build_model(recipe).state_dict().items()}
+    trained = train_and_save(recipe, tmp_path / "ckpt").module.eval()
+    out = export_from_checkpoint(tmp_path / "ckpt", recipe, tmp_path / "export")
+    inputs = batch(model_dir)
+
+    state = state_dict_from_checkpoint(tmp_path / "ckpt")
+    assert state.keys() == trained.state_dict().keys()
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
+    assert not torch.equal(state["classification.out_weight"], start["classification.out_weight"])
+
+    backbone = AutoModel.from_pretrained(out).eval()
+    with torch.no_grad():
+        got = backbone(**inputs).last_hidden_state
+        want = trained.backbone(**inputs).last_hidden_state
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert not torch.allclose(got, AutoModel.from_pretrained(model_dir).eval()(**inputs).last_hidden_state)
+
+    expected = task_logits(trained, inputs)
+    for name, labels in TASKS.items():
+        clf = AutoModelForSequenceClassification.from_pretrained(out / "tasks" / name).eval()
+        assert clf.config.id2label == dict(enumerate(labels)) and clf.config.num_labels == len(labels)
+        with torch.no_grad():
+            torch.testing.assert_close(clf(**inputs).logits, expected[name], atol=1e-6, rtol=0)
+
+    reloaded, info = load_exported(out)
+    for name, logits in task_logits(reloaded, inputs).items():
+        torch.testing.assert_close(logits, expected[name], atol=1e-6, rtol=0)
+    assert [t["name"] for t in info["tasks"]] == list(TASKS)
+
+
+@pytest.mark.parametrize("zero_stage", [1, 2])
+def test_frozen_pooler_survives_export(tmp_path, dist_group, zero_stage):
+    """zero_to_fp32 returns no frozen parameters for ZeRO-1; the export still holds the pooler."""
+    model_dir = tiny_model_dir(tmp_path, "bert")
+    recipe = make_recipe(model_dir, zero_stage)
+    trained = train_and_save(recipe, tmp_path / "ckpt").module
+    out = export_from_checkpoint(tmp_path / "ckpt", recipe, tmp_path / "export")
+    original = AutoModel.from_pretrained(model_dir).pooler.dense
+    exported = AutoModel.from_pretrained(out).pooler.dense
+    for name in ("weight", "bias"):
+        assert not getattr(trained.backbone.pooler.dense, name).requires_grad
+        assert torch.equal(getattr(exported, name), getattr(trained.backbone.pooler.dense, name))
+        assert torch.equal(getattr(exported, name), getattr(original, name))
+
+
+def test_bf16_zero2_recovers_fp32_master_weights(tmp_path, dist_group):
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    model_dir = tiny_model_dir(tmp_path, "bert")
+    recipe = make_recipe(model_dir, zero_stage=2, precision="bf16")
+    engine = train_and_save(recipe, tmp_path / "ckpt")
+    state = state_dict_from_checkpoint(tmp_path / "ckpt")
+    assert all(t.dtype == torch.float32 for t in state.values() if t.is_floating_point())
+    for name, param in engine.module.named_parameters():
+        if param.requires_grad:
+            assert param.dtype == torch.bfloat16
+            assert torch.equal(state[name], safe_get_full_fp32_param(param)), name
+
+    out = export_from_checkpoint(tmp_path / "ckpt", recipe, tmp_path / "export")
+    exported = AutoModel.from_pretrained(out)
+    assert exported.dtype == torch.float32
+    # the frozen pooler is checkpointed only in bf16; the export keeps its exact fp32 starting value
+    assert torch.equal(exported.pooler.dense.weight, AutoModel.from_pretrained(model_dir).pooler.dense.weight)
+    assert torch.equal(exported.encoder.layer[0].attention.self.query.weight,
+                       state["backbone.encoder.layer.0.attention.self.query.weight"])
+
+
+def test_command_line_export(tmp_path, dist_group, capsys):
+    model_dir = tiny_model_dir(tmp_path, "bert")
+    recipe = make_recipe(model_dir, zero_stage=0)
+    train_and_save(recipe, tmp_path / "ckpt")
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    main = runpy.run_path(str(REPO / "launch" / "export.py"), run_name="export_cli")["main"]
+    args = ["--recipe", str(recipe_file), "--checkpoint", str(tmp_path / "ckpt" / "update2"),
+            "--out", str(tmp_path / "export"), "model.max_length=48"]
+    assert main(args) == 0
+    assert read_tasks_info(tmp_path / "export")["model"]["max_length"] == 48
+    assert "export:" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the folder itself
+
+@pytest.fixture
+def exported(tmp_path, monkeypatch):
+    """An export of a tiny BERT with random heads (no DeepSpeed), written while HF_TOKEN is set."""
+    monkeypatch.setenv("HF_TOKEN", "hf_NotARealTokenButSecret123")
+    model_dir = tiny_model_dir(tmp_path, "bert")
+    recipe = make_recipe(model_dir)
+    model = _randomize_heads(build_model(recipe))
+    return export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe), recipe, model
+
+
+def _randomize_heads(model):
+    torch.manual_seed(2)
+    with torch.no_grad():
+        for p in model.classification.parameters():
+            p.normal_(std=0.3)
+    return model.eval()
+
+
+def test_folder_layout_and_tasks_json(exported):
+    out, recipe, _ = exported
+    names = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    assert {"config.json", "model.safetensors", "heads.safetensors", "tasks.json", "README.md",
+            "tokenizer.json", "tokenizer_config.json"} <= names
+    for task in TASKS:
+        assert {f"tasks/{task}/config.json", f"tasks/{task}/model.safetensors", f"tasks/{task}/tokenizer.json"} <= names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    assert not any(p.name.endswith(".partial") for p in out.parent.iterdir())
+
+    info = json.loads((out / "tasks.json").read_text())
+    assert info["model"] == {"name_or_path": "local:tiny-bert", "revision": None, "model_type": "bert",
+                             "hidden_size": 32, "max_length": 32, "head_dropout": 0.1}
+    assert [(t["name"], t["label_names"], t["num_labels"], t["head_index"], t["folder"], t["folder_skipped"])
+            for t in info["tasks"]] == [(n, labels, len(labels), i, f"tasks/{n}", None)
+                                        for i, (n, labels) in enumerate(TASKS.items())]
+    card = (out / "README.md").read_text()
+    assert all(name in card for name in TASKS) and "load_exported" in card
+
+
+def test_export_holds_no_token(exported):
+    out, _, _ = exported
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert b"hf_NotARealTokenButSecret123" not in path.read_bytes(), path
+
+
+def test_heads_file_holds_the_head_bank(exported):
+    from safetensors.torch import load_file
+
+    out, _, model = exported
+    heads = load_file(str(out / "heads.safetensors"))
+    assert heads.keys() == {"dense_weight", "dense_bias", "out_weight", "out_bias"}
+    for key, tensor in heads.items():
+        assert torch.equal(tensor, getattr(model.classification, key))
+
+
+def test_reexport_replaces_an_export_but_not_other_folders(exported, tmp_path):
+    out, recipe, model = exported
+    tokenizer = load_tokenizer(recipe.model.name_or_path)
+    (out / "stale.txt").write_text("from an earlier export")
+    assert export_model(model, tokenizer, out, recipe) == out and not (out / "stale.txt").exists()
+    other = tmp_path / "not-an-export"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not-an-export"):
+        export_model(model, tokenizer, other, recipe)
+    assert (other / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("model_type", ["xlm-roberta", "camembert", "electra"])
+def test_per_task_folders_only_where_exact(tmp_path, model_type):
+    model_dir = tiny_model_dir(tmp_path, model_type)
+    recipe = make_recipe(model_dir)
+    model = _randomize_heads(build_model(recipe))
+    out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
+    inputs = batch(model_dir)
+    expected = task_logits(model, inputs)
+    info = read_tasks_info(out)
+    if model_type == "electra":  # its head uses GELU: same shapes, different function
+        assert not (out / "tasks").exists()
+        assert all(t["folder"] is None and "electra" in t["folder_skipped"] for t in info["tasks"])
+    for name in TASKS if model_type != "electra" else []:
+        clf = AutoModelForSequenceClassification.from_pretrained(out / "tasks" / name).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(clf(**inputs).logits, expected[name], atol=1e-6, rtol=0)
+    reloaded, _ = load_exported(out)
+    for name, logits in task_logits(reloaded, inputs).items():
+        torch.testing.assert_close(logits, expected[name], atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------- errors
+
+def test_not_a_checkpoint_names_the_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="empty-folder.*latest"):
+        state_dict_from_checkpoint(tmp_path / "empty-folder")
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "latest").write_text("update9")
+    with pytest.raises(CheckpointError, match="ckpt.*update9"):
+        state_dict_from_checkpoint(tmp_path / "ckpt")
+
+
+def test_push_to_hub_refuses_folders_that_are_not_exports(tmp_path, exported):
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="loose.*tasks.json"):
+        push_to_hub(tmp_path / "loose", "someone/model", token="hf_unused")
+    out, _, _ = exported
+    (out / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(ValueError, match="pytorch_model.bin"):
+        push_to_hub(out, "someone/model", token="hf_unused")
