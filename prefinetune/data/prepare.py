@@ -1,0 +1,350 @@
+"""Prepare a recipe's tasks: read and validate each split, tokenize, write Arrow shards and a manifest.
+
+Layout under recipe.shards_path (data.shards_dir, or output_dir/name/shards):
+
+    manifest.json                                  tasks, splits, shards (+ sha256), tokenizer fingerprint
+    <task>/<split>/shard-00000.arrow               Arrow IPC *file* format, at most `shard_rows` rows each
+    <task>/<split>/quarantine.jsonl                bad rows, with data.on_bad_row=quarantine
+
+Shard columns: input_ids list<int32>, token_type_ids list<int8> (only if the tokenizer makes them),
+label int32, length int32 (tokens after truncation to model.max_length; pairs are encoded as pairs).
+
+A task is keyed by a fingerprint of its source bytes (file sha256s, or hub id + revision), its
+TaskConfig, the tokenizer fingerprint, max_length, on_bad_row and shard_rows. A re-run skips a task
+whose manifest entry has the same fingerprint and whose shard files still hash as recorded.
+With data.synthetic, the offline suite (prefinetune.data.synthetic) is first written into data.root
+(default output_dir/name/synthetic_data); files whose bytes would not change are left untouched.
+
+    python data_prep/prepare.py --recipe recipes/shared_data_cpu.yaml     # the command-line entry point
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+import numpy as np
+import pyarrow as pa
+
+from prefinetune.config import RecipeConfig, TaskConfig
+from prefinetune.data.readers import read_split, split_source
+from prefinetune.data.shards import MANIFEST_NAME, sha256_file
+from prefinetune.data.synthetic import write_suite
+
+__all__ = [
+    "FORMAT_VERSION", "DEFAULT_SHARD_ROWS", "shard_schema", "tokenizer_info", "source_description",
+    "task_fingerprint", "tokenize_records", "write_shards", "length_stats", "data_root", "prepare_tasks",
+]
+
+FORMAT_VERSION = 1
+DEFAULT_SHARD_ROWS = 50_000
+MIN_ROWS_PER_PROC = 10_000  # below this, extra tokenizer processes cost more than they save
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+# ---------------------------------------------------------------- hashing and fingerprints
+
+def _sha256_json(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def tokenizer_info(tokenizer, name: str, max_length: int) -> dict:
+    """Name, size and fingerprints of a tokenizer: vocab_sha256 = sha256 of the sorted vocab items."""
+    vocab = tokenizer.get_vocab()
+    return {
+        "name": name,
+        "class": type(tokenizer).__name__,
+        "vocab_size": len(vocab),
+        "vocab_sha256": _sha256_json(sorted(vocab.items())),
+        "fingerprint": _sha256_json(_tokenizer_state(tokenizer, vocab)),
+        "max_length": max_length,
+    }
+
+
+def _tokenizer_state(tokenizer, vocab: dict) -> Any:
+    """What decides the token ids: the fast tokenizer's pipeline (normalizer, model, post-processor...),
+    minus its per-call truncation/padding settings, which change whenever it is called."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return [type(tokenizer).__name__, sorted(vocab.items())]
+    state = json.loads(backend.to_str())
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    return state
+
+
+def _folder_hashes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def source_description(task: TaskConfig, data_root: Union[str, Path, None]) -> dict:
+    """What the task is read from: per-split file path + sha256, or the hub dataset + revision."""
+    if task.format == "hub":
+        hub = task.hub
+        desc = {"format": "hub", "path": hub.path, "name": hub.name, "revision": hub.revision,
+                "splits": dict(task.splits)}
+        if Path(hub.path).is_dir():  # a local dataset folder: key it by its bytes, like files
+            desc["folder_sha256"] = _sha256_json(_folder_hashes(Path(hub.path)))
+        return desc
+    files = {split: {"path": rel, "sha256": sha256_file(split_source(task, split, data_root))}
+             for split, rel in task.splits.items()}
+    return {"format": task.format, "files": files}
+
+
+def task_fingerprint(task: TaskConfig, source: dict, tokenizer_fp: str, max_length: int,
+                     on_bad_row: str, shard_rows: int) -> str:
+    return _sha256_json({
+        "format_version": FORMAT_VERSION, "source": source, "task": task.model_dump(mode="json"),
+        "tokenizer": tokenizer_fp, "max_length": max_length, "on_bad_row": on_bad_row,
+        "shard_rows": shard_rows,
+    })
+
+
+# ---------------------------------------------------------------- tokenization
+
+def shard_schema(with_token_types: bool) -> pa.Schema:
+    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
+    if with_token_types:
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
+    return pa.schema(fields + [pa.field("label", pa.int32()), pa.field("length", pa.int32())])
+
+
+def _encode_batch(batch: dict, tokenizer, max_length: int, pair: bool, with_types: bool) -> dict:
+    pairs = batch["text_pair"] if pair else None
+    enc = tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
+    out = {"input_ids": enc["input_ids"]}
+    if with_types:
+        out["token_type_ids"] = enc["token_type_ids"]
+    out["label"] = batch["label"]
+    out["length"] = [len(ids) for ids in enc["input_ids"]]
+    return out
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    import datasets
+
+    was = datasets.is_progress_bar_enabled()
+    (datasets.enable_progress_bars if enabled else datasets.disable_progress_bars)()
+    try:
+        yield
+    finally:
+        (datasets.enable_progress_bars if was else datasets.disable_progress_bars)()
+
+
+def tokenize_records(records: list[dict], tokenizer, max_length: int, pair: bool, num_proc: int = 1,
+                     fingerprint: Optional[str] = None, desc: Optional[str] = None) -> pa.Table:
+    """Records -> an Arrow table in `shard_schema`, via datasets.Dataset.map(batched=True, num_proc)."""
+    import datasets
+
+    with_types = "token_type_ids" in tokenizer("a", "b" if pair else None)
+    schema = shard_schema(with_types)
+    if not records:
+        return schema.empty_table()
+    columns = {"text": [r["text"] for r in records], "label": [r["label"] for r in records]}
+    if pair:
+        columns["text_pair"] = [r["text_pair"] for r in records]
+    features = datasets.Features.from_arrow_schema(schema)
+    ds = datasets.Dataset.from_dict(columns).map(
+        partial(_encode_batch, tokenizer=tokenizer, max_length=max_length, pair=pair, with_types=with_types),
+        batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
+        remove_columns=list(columns), features=features, new_fingerprint=fingerprint, desc=desc)
+    return ds.with_format("arrow")[:].select(schema.names).cast(schema)
+
+
+def _num_proc(rows: int, wanted: int) -> int:
+    return max(1, min(wanted, rows // MIN_ROWS_PER_PROC))
+
+
+# ---------------------------------------------------------------- shards and stats
+
+def write_shards(table: pa.Table, split_dir: Path, shards_dir: Path, shard_rows: int) -> list[dict]:
+    """Write `table` as shard-NNNNN.arrow files (at least one, even for 0 rows); returns their entries."""
+    split_dir.mkdir(parents=True, exist_ok=True)
+    for stale in split_dir.glob("shard-*.arrow"):
+        stale.unlink()
+    entries = []
+    for i, start in enumerate(range(0, max(table.num_rows, 1), shard_rows)):
+        part = table.slice(start, shard_rows)
+        path = split_dir / f"shard-{i:05d}.arrow"
+        tmp = path.with_name(path.name + ".tmp")
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(part)
+        os.replace(tmp, path)
+        entries.append({"file": path.relative_to(shards_dir).as_posix(), "rows": part.num_rows,
+                        "sha256": sha256_file(path)})
+    return entries
+
+
+def _bucket_uppers(max_length: int) -> list[int]:
+    uppers, edge = [], 8
+    while edge < max_length:
+        uppers.append(edge)
+        edge *= 2
+    return uppers + [max_length]
+
+
+def length_stats(lengths: np.ndarray, max_length: int) -> dict:
+    """Summary + power-of-two histogram.
+
+    counts[i] = rows with bucket_upper[i-1] < length <= bucket_upper[i] (bucket 0 from length 0).
+    """
+    uppers = _bucket_uppers(max_length)
+    if lengths.size == 0:
+        return {"min": 0, "max": 0, "mean": 0.0, "p50": 0, "p95": 0, "at_max_length": 0,
+                "histogram": {"bucket_upper": uppers, "counts": [0] * len(uppers)}}
+    bins = np.searchsorted(np.asarray(uppers), lengths, side="left")
+    counts = np.bincount(bins, minlength=len(uppers))
+    return {
+        "min": int(lengths.min()), "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2),
+        "p50": int(np.percentile(lengths, 50)), "p95": int(np.percentile(lengths, 95)),
+        "at_max_length": int((lengths >= max_length).sum()),
+        "histogram": {"bucket_upper": uppers, "counts": [int(c) for c in counts]},
+    }
+
+
+# ---------------------------------------------------------------- one task
+
+def data_root(recipe: RecipeConfig) -> Optional[str]:
+    """data.root; for a synthetic suite without one, output_dir/name/synthetic_data."""
+    if recipe.data.root is None and recipe.data.synthetic:
+        return str(recipe.run_dir / "synthetic_data")
+    return recipe.data.root
+
+
+def _say(progress: bool, message: str) -> None:
+    if progress:
+        print(f"[prepare] {message}", file=sys.stderr, flush=True)
+
+
+def _reusable(entry: Optional[dict], fingerprint: str, shards_dir: Path) -> bool:
+    """The old entry has this fingerprint and every shard it lists is there with the recorded sha256."""
+    if not entry or entry.get("fingerprint") != fingerprint:
+        return False
+    for split in entry.get("splits", {}).values():
+        for shard in split["shards"]:
+            path = shards_dir / shard["file"]
+            if not path.is_file() or sha256_file(path) != shard["sha256"]:
+                return False
+        quarantine = split.get("quarantine_file")
+        if quarantine and not (shards_dir / quarantine).is_file():
+            return False
+    return True
+
+
+def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer, shards_dir: Path,
+                   shard_rows: int, fingerprint: str, progress: bool) -> dict:
+    started = time.time()
+    split_dir = shards_dir / task.name / split
+    quarantine = split_dir / "quarantine.jsonl"
+    quarantine.unlink(missing_ok=True)
+    read = read_split(task, split, data_root(recipe), recipe.data.on_bad_row,
+                      quarantine if recipe.data.on_bad_row == "quarantine" else None)
+    max_length = recipe.model.max_length
+    procs = _num_proc(len(read.records), recipe.data.num_proc)
+    table = tokenize_records(read.records, tokenizer, max_length, task.columns.text_pair is not None, procs,
+                             fingerprint=_sha256_json([fingerprint, split])[:32], desc=f"{task.name}/{split}")
+    shards = write_shards(table, split_dir, shards_dir, shard_rows)
+    labels = table.column("label").to_numpy()
+    entry = {
+        "source": task.splits[split],
+        "rows": table.num_rows,
+        "shards": shards,
+        "quarantined": read.quarantined,
+        "quarantine_file": quarantine.relative_to(shards_dir).as_posix() if read.quarantine_file else None,
+        "max_length": max_length,
+        "label_counts": [int(c) for c in np.bincount(labels, minlength=task.num_labels)],
+        "lengths": length_stats(table.column("length").to_numpy(), max_length),
+    }
+    _say(progress, f"{task.name}/{split}: {entry['rows']} rows -> {len(shards)} shard(s), "
+                   f"{entry['quarantined']} quarantined, {procs} proc(s), {time.time() - started:.1f}s")
+    return entry
+
+
+def _check_names(task: TaskConfig) -> None:
+    for split in task.splits:
+        if not _SAFE_NAME.fullmatch(split):
+            raise ValueError(
+                f"task {task.name!r}: split name {split!r} must be letters, digits, '_', '-', '.'")
+
+
+# ---------------------------------------------------------------- the whole recipe
+
+def _read_old_manifest(shards_dir: Path) -> dict:
+    try:
+        return json.loads((shards_dir / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress: bool = True,
+                  shard_rows: int = DEFAULT_SHARD_ROWS) -> dict:
+    """Prepare every task and split of `recipe` into shards; returns the manifest (also written).
+
+    The manifest's "last_run" says which tasks were "prepared" and which "reused" (skipped).
+    """
+    if shard_rows < 1:
+        raise ValueError(f"shard_rows must be >= 1, not {shard_rows}")
+    shards_dir = recipe.shards_path
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    root = data_root(recipe)
+    if recipe.data.synthetic:
+        written = write_suite(root, recipe.data.synthetic_rows, recipe.run.seed)
+        changed = sum(v == "written" for v in written.values())
+        _say(progress, f"synthetic suite in {root}: {changed} file(s) written, "
+                       f"{len(written) - changed} unchanged")
+    if recipe.data.num_proc > 1:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers; no nested threads
+    max_length = recipe.model.max_length
+    tok = tokenizer_info(tokenizer, tokenizer_name, max_length)
+    old_tasks = _read_old_manifest(shards_dir).get("tasks", {})
+    tasks, report = {}, {"prepared": [], "reused": []}
+    with _progress_bars(progress):
+        for task in recipe.tasks:
+            _check_names(task)
+            source = source_description(task, root)
+            fingerprint = task_fingerprint(task, source, tok["fingerprint"], max_length,
+                                           recipe.data.on_bad_row, shard_rows)
+            if _reusable(old_tasks.get(task.name), fingerprint, shards_dir):
+                tasks[task.name] = old_tasks[task.name]
+                report["reused"].append(task.name)
+                _say(progress, f"{task.name}: reused (fingerprint {fingerprint[:12]} unchanged, "
+                               "shards verified)")
+                continue
+            splits = {split: _prepare_split(task, split, recipe, tokenizer, shards_dir, shard_rows,
+                                            fingerprint, progress)
+                      for split in task.splits}
+            tasks[task.name] = {
+                "fingerprint": fingerprint, "family": task.family, "label_names": list(task.label_names),
+                "num_labels": task.num_labels, "pair": task.columns.text_pair is not None,
+                "source": source, "config": task.model_dump(mode="json"), "splits": splits,
+            }
+            report["prepared"].append(task.name)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "data_root": root,
+        "on_bad_row": recipe.data.on_bad_row,
+        "shard_rows": shard_rows,
+        "max_length": max_length,
+        "tokenizer": tok,
+        "columns": {f.name: str(f.type) for f in shard_schema("token_type_ids" in tokenizer("a"))},
+        "tasks": tasks,
+        "last_run": report,
+    }
+    _write_json(shards_dir / MANIFEST_NAME, manifest)
+    _say(progress, f"manifest {shards_dir / MANIFEST_NAME}: {len(report['prepared'])} prepared, "
+                   f"{len(report['reused'])} reused")
+    return manifest

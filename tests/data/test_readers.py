@@ -1,0 +1,243 @@
+"""Readers: real shared-data files against MANIFEST.json, the catalog, and strict bad-row handling.
+
+    python -m pytest tests/data/test_readers.py -q
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prefinetune.config import TaskConfig
+from prefinetune.data.readers import BadRowError, TaskSourceError, label_id, read_split
+from prefinetune.tasks.catalog import CATALOG, EVAL_ONLY, catalog_task
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def data_root() -> Path:
+    if not (DATA / "MANIFEST.json").is_file():
+        pytest.skip(f"the shared data folder {DATA} is not there")
+    return DATA
+
+
+@pytest.fixture(scope="module")
+def manifest_rows(data_root) -> dict[str, int]:
+    manifest = json.loads((data_root / "MANIFEST.json").read_text())
+    return {f["path"]: f["rows"] for task in manifest for f in task["files"]}
+
+
+def _task(name: str, **overrides) -> TaskConfig:
+    base = {**CATALOG, **EVAL_ONLY}[name]
+    if "train" not in base["splits"] and "splits" not in overrides:  # eval-only: any split stands in
+        overrides["splits"] = {**base["splits"], "train": next(iter(base["splits"].values()))}
+    return TaskConfig.model_validate({**base, **overrides})
+
+
+def _tmp_task(tmp_path: Path, name: str, content: bytes, **config) -> TaskConfig:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return TaskConfig.model_validate({"name": "t", "label_names": ["neg", "pos"], "splits": {"train": name},
+                                      **config})
+
+
+ALL_SPLITS = [(name, split) for name, d in {**CATALOG, **EVAL_ONLY}.items() for split in d["splits"]]
+
+
+# ---------------------------------------------------------------- real data
+
+
+@pytest.mark.parametrize("name,split", ALL_SPLITS, ids=[f"{n}-{s}" for n, s in ALL_SPLITS])
+def test_catalog_rows_match_manifest(data_root, manifest_rows, name, split):
+    task = _task(name)
+    read = read_split(task, split, data_root)
+    assert len(read.records) == manifest_rows[task.splits[split]]
+    labels = {r["label"] for r in read.records}
+    assert labels <= set(range(task.num_labels)) and len(labels) >= 2
+    pair = task.columns.text_pair is not None
+    assert all((r["text_pair"] is not None) == pair for r in read.records)
+
+
+def test_catalog_task_dicts_validate():
+    for name in CATALOG:
+        assert TaskConfig.model_validate(catalog_task(name)).name == name
+    for name in EVAL_ONLY:
+        with pytest.raises(ValueError, match="no train split"):
+            catalog_task(name)
+    boolq = catalog_task("boolq", splits={"train": "boolq/val.jsonl"})
+    assert boolq["label_names"] == ["false", "true"]
+    with pytest.raises(KeyError, match="unknown catalog task"):
+        catalog_task("squad")
+
+
+def test_glue_tsv_keeps_quotes_and_known_labels(data_root):
+    first = read_split(_task("mrpc"), "train", data_root).records[0]
+    assert first["text"].startswith('Amrozi accused his brother , whom he called " the witness "')
+    assert first["label"] == 1  # "equivalent"
+    cola = read_split(_task("cola"), "dev", data_root).records
+    assert cola[-1]["text"].endswith("himself.")  # dev.tsv has no trailing newline
+    sst2 = read_split(_task("sst2"), "test", data_root).records  # CRLF line ends
+    assert not any(r["text"].endswith("\r") for r in sst2)
+
+
+def test_bom_needs_utf8_sig(data_root):
+    with pytest.raises(TaskSourceError, match="BOM"):
+        read_split(_task("mrpc", encoding="utf-8"), "dev", data_root)
+
+
+def test_trec_latin1_and_per_row_decode_errors(data_root, tmp_path):
+    rows = read_split(_task("trec"), "train", data_root).records
+    assert "sister\u00f0city" in rows[65]["text"]
+    assert rows[0] == {"text": "How did serfdom develop in and then leave Russia ?", "text_pair": None,
+                       "label": 2}  # DESC
+    as_utf8 = _task("trec", encoding="utf-8")
+    with pytest.raises(BadRowError) as err:
+        read_split(as_utf8, "train", data_root)
+    message = str(err.value)
+    assert "trec/train.txt" in message and "data row 66" in message and "field text" in message
+    read = read_split(as_utf8, "train", data_root, "quarantine", tmp_path / "q.jsonl")
+    assert read.quarantined == 1 and len(read.records) == 5451
+    bad = json.loads((tmp_path / "q.jsonl").read_text())
+    assert bad["row"] == 66 and "\\xf0" in bad["raw"] and "utf-8" in bad["reason"]
+
+
+def test_json_booleans_are_label_names(data_root):
+    wic = read_split(_task("wic"), "dev", data_root).records
+    raw = [json.loads(line)["label"] for line in (data_root / "wic/val.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in wic] == [int(v) for v in raw]
+
+
+# ---------------------------------------------------------------- bad rows in small files
+
+
+TSV = {"format": "tsv", "columns": {"text": "sentence", "label": "label"}}
+
+
+@pytest.mark.parametrize("body,row,line,field,reason", [
+    (b"sentence\tlabel\ngood one\t1\nonly one field\n", 2, 3, "(row)", "1 fields, expected 2"),
+    (b"sentence\tlabel\ngood\t1\nok\t0\nbad label\t7\n", 3, 4, "label", "outside 0..1"),
+    (b"sentence\tlabel\ngood\t1\nbad label\tmaybe\n", 2, 3, "label", "neither a label name"),
+    (b"sentence\tlabel\n   \t1\n", 1, 2, "text", "empty text"),
+    (b"sentence\tlabel\ngood\t1\ncaf\xe9 au lait\t0\n", 2, 3, "text", "not valid utf-8"),
+    (b"sentence\tlabel\ngood\t1\n\n", 2, 3, "(row)", "blank line"),
+])
+def test_bad_rows_raise_naming_file_row_field(tmp_path, body, row, line, field, reason):
+    task = _tmp_task(tmp_path, "bad.tsv", body, **TSV)
+    with pytest.raises(BadRowError) as err:
+        read_split(task, "train", tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "bad.tsv") in message
+    assert f"data row {row} (1-based, header not counted; line {line})" in message
+    assert f"field {field}" in message and reason in message
+    assert err.value.bad.row == row and err.value.bad.field.startswith(field)
+
+
+def test_quarantine_sets_aside_and_counts(tmp_path):
+    body = b"sentence\tlabel\ngood\t1\nbad\t9\n\t0\nfine\tpos\ncaf\xe9\t1\nlast\t0\n"
+    task = _tmp_task(tmp_path, "mixed.tsv", body, **TSV)
+    read = read_split(task, "train", tmp_path, "quarantine", tmp_path / "out" / "q.jsonl")
+    assert [r["text"] for r in read.records] == ["good", "fine", "last"]
+    assert [r["label"] for r in read.records] == [1, 1, 0]
+    assert read.quarantined == 3
+    bad = [json.loads(line) for line in (tmp_path / "out" / "q.jsonl").read_text().splitlines()]
+    assert [b["row"] for b in bad] == [2, 3, 5]
+    assert set(bad[0]) == {"file", "row", "line", "field", "reason", "raw"}
+    assert bad[0]["raw"] == "bad\t9" and bad[2]["raw"] == "caf\\xe9\t1"
+    with pytest.raises(ValueError, match="quarantine_path"):
+        read_split(task, "train", tmp_path, "quarantine")
+
+
+def test_csv_quoting_and_multiline_rows(tmp_path):
+    body = b'text,label\n"hello, world",1\n"two\nlines",0\n"",1\n'
+    task = _tmp_task(tmp_path, "q.csv", body, format="csv", columns={"text": "text", "label": "label"})
+    with pytest.raises(BadRowError, match=r"data row 3 \(1-based, header not counted; line 5\)"):
+        read_split(task, "train", tmp_path)
+    read = read_split(task, "train", tmp_path, "quarantine", tmp_path / "q.jsonl")
+    assert [r["text"] for r in read.records] == ["hello, world", "two\nlines"]
+
+
+def test_headerless_int_columns_and_bad_column_specs(tmp_path):
+    task = _tmp_task(tmp_path, "h.tsv", b"pos\ta b\nneg\tc d\n", format="tsv", header=False,
+                     columns={"text": 1, "label": 0})
+    assert [r["label"] for r in read_split(task, "train", tmp_path).records] == [1, 0]
+    named = _tmp_task(tmp_path, "h.tsv", b"pos\ta b\n", format="tsv", header=False,
+                      columns={"text": "text", "label": 0})
+    with pytest.raises(TaskSourceError, match="no header"):
+        read_split(named, "train", tmp_path)
+    missing = _tmp_task(tmp_path, "m.tsv", b"a\tb\nx\t1\n", format="tsv", columns={"text": "s", "label": "b"})
+    with pytest.raises(TaskSourceError, match="no column 's'"):
+        read_split(missing, "train", tmp_path)
+    with pytest.raises(TaskSourceError, match="does not exist"):
+        read_split(TaskConfig.model_validate({**task.model_dump(), "splits": {"train": "nope.tsv"}}),
+                   "train", tmp_path)
+    with pytest.raises(TaskSourceError, match="no split 'dev'"):
+        read_split(task, "dev", tmp_path)
+
+
+def test_jsonl_bad_rows(tmp_path):
+    lines = [b'{"s": "fine", "y": "pos"}', b'{"s": "no label"}', b"{not json", b'{"s": 3, "y": 0}',
+             b'["a", 1]', b'{"s": "ok", "y": 1.0}']
+    task = _tmp_task(tmp_path, "t.jsonl", b"\n".join(lines) + b"\n", columns={"text": "s", "label": "y"})
+    read = read_split(task, "train", tmp_path, "quarantine", tmp_path / "q.jsonl")
+    assert read.records == [{"text": "fine", "text_pair": None, "label": 1}]
+    bad = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert [(b["row"], b["field"]) for b in bad] == [
+        (2, "label (column 'y')"), (3, "(json)"), (4, "text (column 's')"), (5, "(json)"),
+        (6, "label (column 'y')")]
+    with pytest.raises(BadRowError, match=r"t.jsonl: data row 2 .*field label \(column 'y'\): missing"):
+        read_split(task, "train", tmp_path)
+
+
+def test_pair_task_needs_both_texts(tmp_path):
+    body = b'{"a": "x", "b": "y", "y": 0}\n{"a": "x", "y": 1}\n'
+    task = _tmp_task(tmp_path, "p.jsonl", body, columns={"text": "a", "text_pair": "b", "label": "y"})
+    with pytest.raises(BadRowError, match="data row 2 .*field text_pair"):
+        read_split(task, "train", tmp_path)
+
+
+def test_json_parquet_and_txt_formats(tmp_path):
+    (tmp_path / "d.json").write_text(json.dumps([{"s": "a", "y": "neg"}, {"s": "b", "y": 1}]))
+    pq.write_table(pa.table({"s": ["a", "b", "c"], "y": [0, 1, 0]}), tmp_path / "d.parquet")
+    (tmp_path / "d.txt").write_text("1 good film\n0 bad film\nno label here\n")
+    as_json = TaskConfig(name="j", label_names=["neg", "pos"], format="json", splits={"train": "d.json"},
+                         columns={"text": "s", "label": "y"})
+    assert [r["label"] for r in read_split(as_json, "train", tmp_path).records] == [0, 1]
+    as_parquet = as_json.model_copy(update={"format": "parquet", "splits": {"train": "d.parquet"}})
+    assert [r["text"] for r in read_split(as_parquet, "train", tmp_path).records] == ["a", "b", "c"]
+    as_txt = TaskConfig(name="x", label_names=["neg", "pos"], format="txt", splits={"train": "d.txt"},
+                        line_pattern=r"(?P<y>[01]) (?P<s>.*)", columns={"text": "s", "label": "y"})
+    with pytest.raises(BadRowError, match="data row 3 .*does not match line_pattern"):
+        read_split(as_txt, "train", tmp_path)
+
+
+def test_hub_format_reads_through_load_dataset(tmp_path):
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    rows = [{"sentence": f"text {i}", "label": i % 2} for i in range(5)]
+    for name in ("train", "validation"):
+        (folder / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task = TaskConfig(name="h", label_names=["neg", "pos"], format="hub", hub={"path": str(folder)},
+                      splits={"train": "train", "dev": "validation"}, columns={"text": "sentence", "label": "label"})
+    read = read_split(task, "dev", None)
+    assert [r["label"] for r in read.records] == [0, 1, 0, 1, 0]
+    assert read.source.startswith("hub:") and "[validation]" in read.source
+
+
+def test_label_rules():
+    task = TaskConfig(name="l", label_names=["neg", "pos"], splits={"train": "x"},
+                      columns={"text": "t", "label": "y"})
+    assert [label_id(v, task) for v in ("neg", "pos", 0, 1, "0", "1")] == [0, 1, 0, 1, 0, 1]
+    for bad in ("2", 2, -1, "-1", "POS", 1.0, None, True):
+        with pytest.raises(ValueError):
+            label_id(bad, task)
+    mapped = task.model_copy(update={"label_map": {"1": "pos", "-1": "neg", "true": "pos"}})
+    assert [label_id(v, mapped) for v in ("1", 1, "-1", -1, True)] == [1, 1, 0, 0, 1]
+    with pytest.raises(ValueError, match="not a key of label_map"):
+        label_id("pos", mapped)
+    numeric_names = TaskConfig(name="n", label_names=["1", "0"], splits={"train": "x"},
+                               columns={"text": "t", "label": "y"})
+    assert label_id("1", numeric_names) == 0  # a string equal to a label name is that name
