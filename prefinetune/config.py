@@ -124,7 +124,8 @@ class TaskConfig(_Strict):
 
 
 class DataSection(_Strict):
-    root: Optional[str] = Field(None, description="folder the task files are relative to")
+    root: Optional[str] = Field(None, description="folder the task files are relative to "
+                                "(synthetic: default output_dir/name/synthetic_data)")
     synthetic: bool = Field(False, description="generate the offline synthetic suite into root first")
     synthetic_rows: int = Field(3000, ge=50, description="train rows per synthetic task")
     shards_dir: Optional[str] = Field(None, description="prepared shards; default output_dir/shards")
@@ -201,8 +202,6 @@ class RecipeConfig(_Strict):
                 f"train.slots_per_update={self.train.slots_per_update} must be a multiple of "
                 f"scaling.num_workers={self.scaling.num_workers}: every worker runs the same "
                 "number of micro-steps per update")
-        if self.data.synthetic and self.data.root is None:
-            raise ValueError("data.synthetic needs data.root, the folder to write the suite into")
         return self
 
     def task(self, name: str) -> TaskConfig:

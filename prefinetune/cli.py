@@ -1,0 +1,70 @@
+"""The command line shared by the launch scripts: a recipe, a few flags, and key=value overrides.
+
+    python launch/local_cpu.py                                   # embedded default: offline, 2 CPU workers
+    python launch/local_cpu.py --recipe recipes/shared_data_cpu.yaml --data-dir ../shared/data
+    python launch/muppet_64gpu.py --recipe recipes/X.yaml --num-workers 8 train.updates=1000
+
+Flags are shorthands for overrides; any recipe key can be overridden as `section.key=value`
+(value parsed as YAML, e.g. `tasks.0.label_names=[no,yes]`).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from prefinetune.config import RecipeError, load_recipe
+
+__all__ = ["make_parser", "flag_overrides", "main"]
+
+# flag -> recipe key it overrides
+_FLAGS = {"num_workers": "scaling.num_workers", "updates": "train.updates", "slots": "train.slots_per_update",
+          "output_dir": "run.output_dir", "data_dir": "data.root", "shards_dir": "data.shards_dir",
+          "name": "run.name", "model": "model.name_or_path", "cpus_per_worker": "scaling.cpus_per_worker"}
+
+
+def make_parser(default_recipe: str | None, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--recipe", default=default_recipe, required=default_recipe is None,
+                   help=f"YAML recipe (default: {default_recipe})")
+    p.add_argument("--num-workers", type=int, help="Ray Train workers (scaling.num_workers)")
+    p.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker")
+    device = p.add_mutually_exclusive_group()
+    device.add_argument("--cpu", dest="use_gpu", action="store_false", default=None, help="train on CPU (gloo)")
+    device.add_argument("--gpu", dest="use_gpu", action="store_true", help="train on GPUs (NCCL)")
+    p.add_argument("--updates", type=int, help="optimizer updates (train.updates)")
+    p.add_argument("--slots", type=int, help="slots per update (train.slots_per_update)")
+    p.add_argument("--output-dir", help="run.output_dir: where the run folder goes")
+    p.add_argument("--name", help="run.name: the run folder's name")
+    p.add_argument("--data-dir", help="data.root: folder the tasks' files are read from")
+    p.add_argument("--shards-dir", help="data.shards_dir: prepared Arrow shards")
+    p.add_argument("--model", help="model.name_or_path")
+    p.add_argument("--prepare-only", action="store_true", help="write the shards and stop")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any recipe key, e.g. optim.lr=2e-5")
+    return p
+
+
+def flag_overrides(args: argparse.Namespace) -> list[str]:
+    """The overrides the flags stand for, before the explicit key=value ones (which win)."""
+    out = [f"{key}={getattr(args, flag)}" for flag, key in _FLAGS.items() if getattr(args, flag) is not None]
+    if args.use_gpu is not None:
+        out.append(f"scaling.use_gpu={str(args.use_gpu).lower()}")
+    if args.data_dir is not None:
+        out.append("data.synthetic=false")
+    return out + list(args.overrides)
+
+
+def main(argv: list[str] | None = None, default_recipe: str | None = None,
+         description: str = "prefinetune: multi-task pre-finetuning on Ray + DeepSpeed") -> int:
+    args = make_parser(default_recipe, description).parse_args(argv)
+    try:
+        recipe = load_recipe(args.recipe, flag_overrides(args))
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from prefinetune.launcher import prepare_data, resolve_paths, run
+
+    if args.prepare_only:
+        prepare_data(resolve_paths(recipe))
+        return 0
+    run(recipe)
+    return 0

@@ -1,0 +1,124 @@
+"""The Ray driver of a pre-finetuning run: prepare shards, start W Ray Train workers, export.
+
+    from prefinetune.config import load_recipe
+    from prefinetune.launcher import run
+    run(load_recipe("recipes/local_cpu.yaml"))
+
+Ray: connects to the cluster named by RAY_ADDRESS (as `ray job submit` sets it), else starts a local
+Ray in-process. DeepSpeed is imported only inside the workers and by the export, never before
+training in the driver.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from prefinetune.config import RecipeConfig, recipe_from_dict
+
+__all__ = ["resolve_paths", "prepare_data", "train", "export_run", "run", "metrics_table"]
+
+
+def _absolute(path: str | None) -> str | None:
+    if path is None or "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def resolve_paths(recipe: RecipeConfig) -> RecipeConfig:
+    """The recipe with every local path made absolute, so workers in other folders find them."""
+    data = recipe.model_dump(mode="json")
+    data["run"]["output_dir"] = _absolute(data["run"]["output_dir"])
+    if data["data"]["synthetic"] and data["data"]["root"] is None:
+        data["data"]["root"] = str(Path(data["run"]["output_dir"]) / data["run"]["name"] / "synthetic_data")
+    data["data"]["root"] = _absolute(data["data"]["root"])
+    data["data"]["shards_dir"] = _absolute(data["data"]["shards_dir"])
+    if Path(data["model"]["name_or_path"]).exists():
+        data["model"]["name_or_path"] = _absolute(data["model"]["name_or_path"])
+    return recipe_from_dict(data, "<resolved recipe>")
+
+
+def prepare_data(recipe: RecipeConfig) -> dict:
+    """Arrow shards for every task (finished work is reused); returns the manifest."""
+    from prefinetune.data.prepare import prepare_tasks
+    from prefinetune.model.source import load_tokenizer
+
+    m = recipe.model
+    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
+    return prepare_tasks(recipe, tokenizer, m.name_or_path)
+
+
+def _connect_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    print(f"[prefinetune] ray: {'connecting to ' + address if address else 'starting a local Ray'}")
+    ray.init(address=address or None, include_dashboard=False if not address else None,
+             log_to_driver=True)
+
+
+def train(recipe: RecipeConfig):
+    """Run the Ray Train job; returns Ray's Result (final metrics and checkpoint)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from prefinetune.train import train_worker
+
+    s = recipe.scaling
+    _connect_ray()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=recipe.model_dump(mode="json"),
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                     resources_per_worker={"CPU": s.cpus_per_worker}),
+        run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),
+                             failure_config=FailureConfig(max_failures=s.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=recipe.checkpoint.keep)))
+    return trainer.fit()
+
+
+def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path) -> Path:
+    """The final checkpoint as a Hugging Face folder (see prefinetune.export)."""
+    from prefinetune.export import export_from_checkpoint
+
+    with checkpoint.as_directory() as folder:
+        return export_from_checkpoint(folder, recipe, out_dir)
+
+
+def metrics_table(metrics: dict, split: str) -> str:
+    """Final per-task metrics as a readable table."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == split:
+            rows.setdefault(parts[1], {})[parts[2]] = value
+    names = sorted({k for r in rows.values() for k in r if k != "rows"})
+    lines = [f"{'task':<20}" + "".join(f"{n:>12}" for n in names) + f"{'rows':>8}"]
+    for task, r in sorted(rows.items()):
+        cells = "".join(f"{r[n]:>12.4f}" if n in r else f"{'-':>12}" for n in names)
+        lines.append(f"{task:<20}{cells}{int(r.get('rows', 0)):>8}")
+    return "\n".join(lines)
+
+
+def run(recipe: RecipeConfig) -> dict:
+    """Prepare, train, export; returns a summary with the final metrics and where things are."""
+    recipe = resolve_paths(recipe)
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
+    print(f"[prefinetune] run folder: {recipe.run_dir}")
+    prepare_data(recipe)
+    result = train(recipe)
+    if result.error:
+        raise RuntimeError(f"training failed: {result.error}")
+    export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export")
+    final = {k: v for k, v in result.metrics.items()}
+    (recipe.run_dir / "eval_final.json").write_text(json.dumps(final, indent=2))
+    table = metrics_table(final, recipe.eval.split)
+    (recipe.run_dir / "eval_final.txt").write_text(table + "\n")
+    print(f"[prefinetune] final {recipe.eval.split} metrics after {final.get('update')} updates:\n{table}")
+    print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n[prefinetune] export: {export_dir}")
+    return {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
+            "run_dir": str(recipe.run_dir)}

@@ -1,0 +1,99 @@
+"""The per-worker training loop that Ray Train runs on each of W workers.
+
+Each update: the pure schedule gives S slots; this worker runs slots rank, rank+W, ... as micro-steps
+(`prefinetune.step.run_update`), DeepSpeed steps the optimizer once on the mean gradient of all S.
+Every `eval.every_updates` the tasks are scored on their dev split; every `checkpoint.every_updates`
+(and at the end) every worker saves its DeepSpeed shard and reports it through `ray.train.report`,
+with the update counter in `client_state`, so a restarted run resumes where it was.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from prefinetune.config import recipe_from_dict
+from prefinetune.data.schedule import update_plan, worker_slots
+from prefinetune.data.shards import open_split, read_manifest
+from prefinetune.evaluate import evaluate_tasks
+from prefinetune.model.multitask import build_model
+from prefinetune.model.source import load_tokenizer
+from prefinetune.run_log import RunLog, WindowStats
+from prefinetune.step import TrainData, run_update
+
+__all__ = ["train_worker", "checkpoint_tag"]
+
+
+def checkpoint_tag(update: int) -> str:
+    return f"update-{update:07d}"
+
+
+def _splits(recipe, split: str) -> dict:
+    """The shards of `split` for every task that has it."""
+    manifest = read_manifest(recipe.shards_path)
+    return {t.name: open_split(recipe.shards_path, t.name, split)
+            for t in recipe.tasks if split in manifest["tasks"][t.name]["splits"]}
+
+
+def _resume(engine) -> int:
+    """Load the checkpoint Ray hands back after a restart; the update to continue from."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        _, client_state = engine.load_checkpoint(folder)
+    return int(client_state["update"])
+
+
+def _save_and_report(engine, update: int, metrics: dict) -> None:
+    """Every worker saves its shard of the DeepSpeed state; Ray merges them into one checkpoint."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as folder:
+        engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state={"update": update})
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train entry point: `config` is `RecipeConfig.model_dump()`, paths already absolute."""
+    import ray.train
+
+    from prefinetune.dist.engine import build_engine
+
+    recipe = recipe_from_dict(config, "<worker config>")
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    on_gpu = torch.cuda.is_available() and recipe.scaling.use_gpu
+    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
+    torch.manual_seed(recipe.run.seed)
+
+    tokenizer = load_tokenizer(recipe.model.name_or_path, recipe.model.revision, recipe.model.trust_remote_code)
+    model = build_model(recipe).to(device)
+    data = TrainData(_splits(recipe, "train"), recipe.tasks, tokenizer.pad_token_id)
+    dev = _splits(recipe, recipe.eval.split)
+    engine = build_engine(model, recipe, world, on_gpu)
+    task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
+
+    start = _resume(engine)
+    sizes, total = data.sizes, recipe.train.updates
+    stats, log = WindowStats(list(task_ids)), RunLog(recipe.run_dir, rank, total, start)
+    metrics: dict = {}
+    for update in range(start + 1, total + 1):
+        plan = update_plan(recipe.run.seed, update - 1, recipe.train.slots_per_update, sizes,
+                           recipe.train.batch_size, recipe.sampling.policy)
+        stats.add(run_update(engine, task_ids, worker_slots(plan, rank, world), data, device))
+        log.step()
+        last = update == total
+        if update % recipe.train.log_every == 0 or last:
+            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world)})
+        if update % recipe.eval.every_updates == 0 or last:
+            scores = evaluate_tasks(engine.module, recipe.tasks, dev, tokenizer.pad_token_id,
+                                    recipe.eval.batch_size, recipe.eval.max_rows, device, rank, world)
+            metrics = {f"{recipe.eval.split}/{t}/{k}": v for t, m in scores.items() for k, v in m.items()}
+            log.write(update, metrics)
+        if update % recipe.checkpoint.every_updates == 0 or last:
+            _save_and_report(engine, update, {"update": update, **metrics})
+    log.close()

@@ -1,0 +1,68 @@
+"""The cluster path, for real: `ray start --head`, then `ray job submit --working-dir . -- python
+launch/muppet_64gpu.py ...` with overrides for workers, CPU, updates and paths; the test stops its head."""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO, free_port  # noqa: E402
+
+RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+
+
+@pytest.fixture
+def ray_head():
+    """A Ray head of our own (ports, temp folder, auth token), stopped afterwards with every process it started.
+
+    Ray >= 2.5x turns token authentication on at `ray start --head`; head and client share a token of
+    this test's own through RAY_AUTH_TOKEN, so nothing is read from or written to ~/.ray."""
+    port, dashboard = free_port(), free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    subprocess.run([RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
+                    "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp}",
+                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dashboard}", env
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_job_submit_runs_the_main_job_on_a_local_head(ray_head, tmp_path):
+    address, env = ray_head
+    cmd = [RAY, "job", "submit", f"--address={address}", "--working-dir", str(REPO), "--",
+           "python", "launch/muppet_64gpu.py", "--recipe", "recipes/local_cpu.yaml",
+           "--num-workers", "2", "--cpu", "--updates", "4", "--slots", "2",
+           "--output-dir", str(tmp_path), "--name", "job",
+           "data.synthetic_rows=100", "checkpoint.every_updates=2", "eval.max_rows=16", "train.log_every=2"]
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    log = out.stdout[-4000:] + out.stderr[-4000:]
+    assert out.returncode == 0, log
+    assert "succeeded" in out.stdout.lower(), log
+
+    run = tmp_path / "job"
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in lines if any(k.startswith("loss/") for k in r)] == [2, 4]
+    final = json.loads((run / "eval_final.json").read_text())
+    assert final["update"] == 4
+    recipe = json.loads((run / "recipe.json").read_text())
+    assert recipe["scaling"] == {**recipe["scaling"], "num_workers": 2, "use_gpu": False}
+    assert {f"dev/{t['name']}/accuracy" for t in recipe["tasks"]} <= set(final)
+
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(run / "export")
+    assert isinstance(model(input_ids=torch.tensor([[101, 2023, 102]])).last_hidden_state, torch.Tensor)

@@ -1,0 +1,65 @@
+"""The pure slot schedule and log(n) scaling."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from prefinetune.data.schedule import task_probabilities, update_plan, worker_slots
+from prefinetune.losses.scaling import scale_loss
+
+SIZES = {"big": 6000, "mid": 3000, "small": 1000}
+
+
+def test_natural_and_uniform_probabilities():
+    assert task_probabilities("natural", SIZES) == pytest.approx({"big": 0.6, "mid": 0.3, "small": 0.1})
+    assert task_probabilities("uniform", SIZES) == pytest.approx({t: 1 / 3 for t in SIZES})
+    with pytest.raises(ValueError, match="unknown sampling policy 'nope'"):
+        task_probabilities("nope", SIZES)
+    with pytest.raises(ValueError, match=r"no training rows.*\['empty'\]"):
+        task_probabilities("natural", {"a": 3, "empty": 0})
+
+
+def test_drawn_tasks_follow_natural_proportions():
+    counts = {t: 0 for t in SIZES}
+    for step in range(400):
+        for slot in update_plan(seed=1, step=step, slots=16, sizes=SIZES, batch_size=2):
+            counts[slot.task] += 1
+    observed = np.array([counts[t] for t in SIZES])
+    expected = observed.sum() * np.array([0.6, 0.3, 0.1])
+    assert chisquare(observed, expected).pvalue > 0.001, counts
+
+
+def test_schedule_is_a_pure_function_of_seed_step_slot():
+    a = update_plan(5, 17, 8, SIZES, 4)
+    assert a == update_plan(5, 17, 8, SIZES, 4)
+    assert a != update_plan(6, 17, 8, SIZES, 4) and a != update_plan(5, 18, 8, SIZES, 4)
+    # Independent of the number of workers: the slots of all workers make up the same update.
+    for world in (1, 2, 4, 8):
+        merged = sorted((s for r in range(world) for s in worker_slots(a, r, world)), key=lambda s: s.index)
+        assert merged == a
+
+
+def test_rows_are_distinct_and_in_range():
+    sizes = {"tiny": 5, "big": 10**6}
+    for slot in update_plan(0, 0, 32, sizes, batch_size=8, policy="uniform"):
+        assert len(set(slot.rows)) == len(slot.rows) == min(8, sizes[slot.task])
+        assert all(0 <= r < sizes[slot.task] for r in slot.rows)
+
+
+def test_worker_slots_refuses_uneven_split():
+    with pytest.raises(ValueError, match="6 slots do not split evenly over 4 workers"):
+        worker_slots(update_plan(0, 0, 6, SIZES, 1), 0, 4)
+
+
+def test_scaled_loss_is_one_at_chance_level():
+    for n in (2, 3, 5, 17):
+        logits = torch.zeros(4, n)       # a uniform guess has cross-entropy log(n)
+        ce = torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
+        assert float(scale_loss(ce, n)) == pytest.approx(1.0)
+        assert float(ce) == pytest.approx(math.log(n))
+    with pytest.raises(ValueError, match="n >= 2"):
+        scale_loss(torch.tensor(1.0), 1)

@@ -1,0 +1,65 @@
+"""Pieces of the worker loop that need no process group: window stats, evaluation, the metrics table."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tiny import tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
+
+from prefinetune.config import recipe_from_dict
+from prefinetune.evaluate import evaluate_tasks
+from prefinetune.launcher import metrics_table, resolve_paths
+from prefinetune.model.multitask import build_model
+from prefinetune.run_log import WindowStats
+from prefinetune.step import SlotResult
+
+
+def test_window_stats_average_per_task_and_count_examples():
+    stats = WindowStats(["a", "b", "c"])
+    stats.add([SlotResult("a", 1.0, 4), SlotResult("a", 3.0, 4), SlotResult("b", 0.5, 2)])
+    first = stats.flush(world_size=1)
+    assert first == {"loss/a": 2.0, "seen/a": 8, "loss/b": 0.5, "seen/b": 2, "seen/c": 0}
+    stats.add([SlotResult("c", 0.25, 3)])
+    second = stats.flush(world_size=1)
+    assert second == {"loss/c": 0.25, "seen/a": 8, "seen/b": 2, "seen/c": 3}
+
+
+def test_evaluation_equals_argmax_accuracy_by_hand():
+    recipe = recipe_from_dict(tiny_recipe())
+    model = build_model(recipe, backbone=tiny_bert(seed=1))
+    splits = tiny_splits(recipe)
+    scores = evaluate_tasks(model, recipe.tasks, splits, pad_id=0, batch_size=7, max_rows=25,
+                            device=torch.device("cpu"))
+    assert model.training, "evaluation must hand the model back in train mode"
+    model.eval()
+    for i, task in enumerate(recipe.tasks):
+        split = splits[task.name]
+        correct = 0
+        for row in range(25):       # one row at a time: no padding at all
+            ids = torch.tensor([split.input_ids[row]])
+            logits = model(task_id=i, input_ids=ids, attention_mask=torch.ones_like(ids))
+            correct += int(logits.argmax(-1).item() == split.labels[row])
+        assert scores[task.name]["rows"] == 25
+        assert scores[task.name]["accuracy"] == pytest.approx(correct / 25)
+
+
+def test_metrics_table_lists_every_task():
+    table = metrics_table({"update": 9, "dev/b/accuracy": 0.5, "dev/b/rows": 10, "dev/a/accuracy": 0.25,
+                           "dev/a/rows": 4}, "dev")
+    lines = table.splitlines()
+    assert lines[0].split() == ["task", "accuracy", "rows"]
+    assert lines[1].split() == ["a", "0.2500", "4"] and lines[2].split() == ["b", "0.5000", "10"]
+
+
+def test_resolve_paths_makes_paths_absolute_and_places_synthetic_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_from_dict(tiny_recipe(run={"output_dir": "out", "name": "r"}, data={"synthetic": True}))
+    resolved = resolve_paths(recipe)
+    assert resolved.run.output_dir == str(tmp_path / "out")
+    assert resolved.data.root == str(tmp_path / "out" / "r" / "synthetic_data")
+    assert resolved.shards_path == tmp_path / "out" / "r" / "shards"
