@@ -38,6 +38,7 @@ def make_parser(default_recipe: str | None, description: str) -> argparse.Argume
     p.add_argument("--data-dir", help="data.root: folder the tasks' files are read from")
     p.add_argument("--shards-dir", help="data.shards_dir: prepared Arrow shards")
     p.add_argument("--model", help="model.name_or_path")
+    p.add_argument("--resume-from", help="a checkpoint folder the run reported (run_dir/ray/NAME/checkpoint_*)")
     p.add_argument("--prepare-only", action="store_true", help="write the shards and stop")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any recipe key, e.g. optim.lr=2e-5")
     return p
@@ -66,5 +67,5 @@ def main(argv: list[str] | None = None, default_recipe: str | None = None,
     if args.prepare_only:
         prepare_data(resolve_paths(recipe))
         return 0
-    run(recipe)
+    run(recipe, args.resume_from)
     return 0

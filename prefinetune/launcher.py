@@ -59,8 +59,8 @@ def _connect_ray() -> None:
              log_to_driver=True)
 
 
-def train(recipe: RecipeConfig):
-    """Run the Ray Train job; returns Ray's Result (final metrics and checkpoint)."""
+def train(recipe: RecipeConfig, resume_from: str | None = None):
+    """Run the Ray Train job, from scratch or from a reported checkpoint folder; returns Ray's Result."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -70,7 +70,7 @@ def train(recipe: RecipeConfig):
     _connect_ray()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=recipe.model_dump(mode="json"),
+        train_loop_config={"recipe": recipe.model_dump(mode="json"), "resume_from": _absolute(resume_from)},
         torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker={"CPU": s.cpus_per_worker}),
@@ -103,14 +103,16 @@ def metrics_table(metrics: dict, split: str) -> str:
     return "\n".join(lines)
 
 
-def run(recipe: RecipeConfig) -> dict:
-    """Prepare, train, export; returns a summary with the final metrics and where things are."""
+def run(recipe: RecipeConfig, resume_from: str | None = None) -> dict:
+    """Prepare, train (optionally resuming from a checkpoint folder), export; returns a summary."""
     recipe = resolve_paths(recipe)
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
     print(f"[prefinetune] run folder: {recipe.run_dir}")
     prepare_data(recipe)
-    result = train(recipe)
+    if resume_from:
+        print(f"[prefinetune] resuming from {resume_from}")
+    result = train(recipe, resume_from)
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
     export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export")

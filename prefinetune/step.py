@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from prefinetune.data.schedule import Slot
 from prefinetune.losses.scaling import scale_loss
 from prefinetune.tasks import family_module
 
-__all__ = ["SlotResult", "TrainData", "slot_loss", "run_update"]
+__all__ = ["SlotResult", "TrainData", "slot_loss", "seed_slot", "run_update"]
 
 
 @dataclass(frozen=True)
@@ -51,11 +52,18 @@ def slot_loss(model, task_id: int, task, batch: dict[str, torch.Tensor]) -> tupl
     return scale_loss(raw, family.num_predictions(task.num_labels)), raw.detach()
 
 
+def seed_slot(seed: int, step: int, slot: int) -> None:
+    """Seed dropout for one micro-step from (seed, update, slot): like the schedule, the noise a slot sees
+    depends on nothing else, so runs resumed from a checkpoint or on another number of workers match."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, slot]).generate_state(1)[0]))
+
+
 def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData,
-               device: torch.device) -> list[SlotResult]:
-    """This worker's micro-steps of one update; returns what each slot did."""
+               device: torch.device, seed: int = 0, step: int = 0) -> list[SlotResult]:
+    """This worker's micro-steps of update `step`; returns what each slot did."""
     results = []
     for slot in slots:
+        seed_slot(seed, step, slot.index)
         batch = data.batch(slot, device)
         loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch)
         engine.backward(loss)

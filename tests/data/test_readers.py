@@ -15,15 +15,6 @@ from prefinetune.config import TaskConfig
 from prefinetune.data.readers import BadRowError, TaskSourceError, label_id, read_split
 from prefinetune.tasks.catalog import CATALOG, EVAL_ONLY, catalog_task
 
-DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-
-
-@pytest.fixture(scope="module")
-def data_root() -> Path:
-    if not (DATA / "MANIFEST.json").is_file():
-        pytest.skip(f"the shared data folder {DATA} is not there")
-    return DATA
-
 
 @pytest.fixture(scope="module")
 def manifest_rows(data_root) -> dict[str, int]:

@@ -45,7 +45,7 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
         plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes,
                            recipe.train.batch_size)
         mine = worker_slots(plan, rank, WORLD)
-        run_update(engine, ids, mine, data, torch.device("cpu"))
+        run_update(engine, ids, mine, data, torch.device("cpu"), recipe.run.seed, step)
         tasks_run.append([s.task for s in mine])
     state = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
     torch.save({"state": state, "tasks": tasks_run}, f"{out}/rank{rank}.pt")

@@ -1,0 +1,55 @@
+"""The main job end to end on real data: `python launch/local_cpu.py --real-data ../shared/data`,
+with a local Ray started in-process, 2 CPU workers, ZeRO-2 over gloo, then the export."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO  # noqa: E402
+
+UPDATES, SLOTS, BATCH = 4, 2, 4
+
+
+@pytest.mark.slow
+def test_main_job_on_real_data_trains_reports_and_exports(data_root, tmp_path):
+    cmd = [sys.executable, "launch/local_cpu.py", "--real-data", str(data_root), "--updates", str(UPDATES),
+           "--slots", str(SLOTS), "--output-dir", str(tmp_path), "--name", "real",
+           f"train.batch_size={BATCH}", "train.log_every=2", "checkpoint.every_updates=2", "eval.max_rows=24"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
+
+    run = tmp_path / "real"
+    recipe = json.loads((run / "recipe.json").read_text())
+    tasks = [t["name"] for t in recipe["tasks"]]
+    assert len(tasks) >= 6 and recipe["data"]["root"] == str(data_root.resolve())
+
+    # Every slot's examples are counted once, whichever worker ran it.
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    last_train = [r for r in records if "lr" in r][-1]
+    assert last_train["update"] == UPDATES
+    assert sum(last_train[f"seen/{t}"] for t in tasks) == UPDATES * SLOTS * BATCH
+
+    final = json.loads((run / "eval_final.json").read_text())
+    manifest = json.loads((run / "shards" / "manifest.json").read_text())
+    for t in tasks:
+        assert 0.0 <= final[f"dev/{t}/accuracy"] <= 1.0
+        assert final[f"dev/{t}/rows"] == min(24, manifest["tasks"][t]["splits"]["dev"]["rows"])
+        assert t in out.stdout.split("final dev metrics")[-1]
+
+    from transformers import AutoModel, AutoModelForSequenceClassification
+
+    exported = json.loads((run / "export" / "tasks.json").read_text())
+    assert [t["name"] for t in exported["tasks"]] == tasks
+    encoder = AutoModel.from_pretrained(run / "export")
+    ids = torch.tensor([[101, 7592, 2088, 102]])
+    assert encoder(input_ids=ids).last_hidden_state.shape == (1, 4, encoder.config.hidden_size)
+    clf = AutoModelForSequenceClassification.from_pretrained(run / "export" / "tasks" / tasks[0])
+    assert clf.config.num_labels == len(recipe["tasks"][0]["label_names"])
