@@ -18,8 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = ["RecipeConfig", "TaskConfig", "RecipeError", "load_recipe", "apply_overrides", "recipe_from_dict"]
 
-Family = Literal["classification"]
+Family = Literal["classification", "regression", "multiple_choice", "span", "summarization"]
 Column = Union[str, int]
+
+# Column roles each family reads (required, optional). Roles name what a column is for; the values in
+# `columns` say where it is (a name, a dotted path into JSON objects, or an index for headerless files).
+FAMILY_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "classification": (("text", "label"), ("text_pair",)),
+    "regression": (("text", "label"), ("text_pair",)),
+    "multiple_choice": (("text", "choices", "label"), ("text_pair",)),
+    "span": (("context", "question", "answers"), ("id",)),
+    "summarization": (("text", "target"), ()),
+}
 
 
 class RecipeError(ValueError):
@@ -45,9 +55,18 @@ class ModelSection(_Strict):
 
 
 class ColumnsSection(_Strict):
-    text: Column = Field(..., description="column (name, or index for headerless files) of the first text")
-    text_pair: Optional[Column] = Field(None, description="column of the second text for pair tasks")
-    label: Column = Field(..., description="column of the label")
+    text: Optional[Column] = Field(None, description="first text (name, dotted JSON path, or index); "
+                                   "multiple choice: the context; summarization: the source document")
+    text_pair: Optional[Column] = Field(None, description="second text for pair tasks; multiple choice: the "
+                                        "question, paired with each choice")
+    label: Optional[Column] = Field(None, description="class, value (regression) or correct choice")
+    choices: Optional[Union[Column, list[Column]]] = Field(
+        None, description="multiple choice: one column holding the list of choices, or one column per choice")
+    context: Optional[Column] = Field(None, description="span: the passage answers are found in")
+    question: Optional[Column] = Field(None, description="span: the question")
+    answers: Optional[Column] = Field(None, description="span: answers with character offsets into context")
+    id: Optional[Column] = Field(None, description="span: example id (default: the row number)")
+    target: Optional[Column] = Field(None, description="summarization: the reference summary")
 
 
 class HubSource(_Strict):
@@ -59,8 +78,16 @@ class HubSource(_Strict):
 class TaskConfig(_Strict):
     name: str = Field(..., description="task id: letters, digits, '_' and '-'")
     family: Family = "classification"
-    label_names: list[str] = Field(..., min_length=2, description="class names; a label's id is its index")
-    format: Literal["tsv", "csv", "txt", "jsonl", "json", "parquet", "hub"] = "jsonl"
+    label_names: Optional[list[str]] = Field(
+        None, min_length=2, description="classification: class names (a label's id is its index); multiple "
+        "choice: optional choice keys such as [A, B, C, D] that labels may name")
+    num_choices: Optional[int] = Field(None, ge=2, description="multiple choice: choices per row (others are bad rows)")
+    metrics: Optional[list[Literal["accuracy", "f1", "mcc"]]] = Field(
+        None, description="classification metrics (default accuracy; the dataset's convention, e.g. mrpc: "
+        "[accuracy, f1], cola: [mcc])")
+    doc_stride: int = Field(128, ge=1, description="span: tokens of overlap between windows of a long context")
+    max_target_length: int = Field(128, ge=4, description="summarization: target tokens after truncation")
+    format: Literal["tsv", "csv", "txt", "jsonl", "json", "parquet", "hub", "squad", "pydict"] = "jsonl"
     splits: dict[str, str] = Field(..., description="split -> file (relative to data.root) or hub split")
     columns: ColumnsSection
     header: bool = Field(True, description="tsv/csv: first line holds column names")
@@ -79,8 +106,8 @@ class TaskConfig(_Strict):
 
     @field_validator("label_names")
     @classmethod
-    def _labels_unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
+    def _labels_unique(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None and len(set(v)) != len(v):
             raise ValueError(f"label_names repeat a name: {v}")
         return v
 
@@ -96,9 +123,29 @@ class TaskConfig(_Strict):
         if self.format == "hub" and self.hub is None:
             raise ValueError("format 'hub' needs a 'hub' section with the dataset path")
         if self.label_map is not None:
-            unknown = sorted(set(self.label_map.values()) - set(self.label_names))
+            unknown = sorted(set(self.label_map.values()) - set(self.label_names or []))
             if unknown:
                 raise ValueError(f"label_map maps to names not in label_names: {unknown}")
+        return self
+
+    @model_validator(mode="after")
+    def _family_fields(self) -> "TaskConfig":
+        required, optional = FAMILY_ROLES[self.family]
+        given = {role for role, col in self.columns.model_dump().items() if col is not None}
+        missing = [r for r in required if r not in given]
+        if missing:
+            raise ValueError(f"family {self.family!r} needs columns {missing}")
+        extra = sorted(given - set(required) - set(optional))
+        if extra:
+            raise ValueError(f"family {self.family!r} reads no columns {extra}; it reads {list(required + optional)}")
+        if self.family == "classification" and not self.label_names:
+            raise ValueError("classification needs label_names (at least 2)")
+        if self.family in ("regression", "span", "summarization") and self.label_names:
+            raise ValueError(f"family {self.family!r} has no label_names")
+        if self.metrics is not None and self.family != "classification":
+            raise ValueError("metrics chooses among classification metrics; other families have fixed ones")
+        if self.num_choices is not None and self.family != "multiple_choice":
+            raise ValueError("num_choices is for multiple_choice tasks")
         return self
 
     @model_validator(mode="after")
@@ -120,7 +167,8 @@ class TaskConfig(_Strict):
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names)
+        """Classes of a classification task (1 for a regression output)."""
+        return len(self.label_names) if self.family == "classification" else 1
 
 
 class DataSection(_Strict):
