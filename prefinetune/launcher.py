@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prefinetune.config import RecipeConfig, recipe_from_dict
 
-__all__ = ["resolve_paths", "prepare_data", "train", "export_run", "run", "metrics_table"]
+__all__ = ["resolve_paths", "check_backbone", "prepare_data", "train", "export_run", "run", "metrics_table"]
 
 
 def _absolute(path: str | None) -> str | None:
@@ -36,6 +36,23 @@ def resolve_paths(recipe: RecipeConfig) -> RecipeConfig:
     if Path(data["model"]["name_or_path"]).exists():
         data["model"]["name_or_path"] = _absolute(data["model"]["name_or_path"])
     return recipe_from_dict(data, "<resolved recipe>")
+
+
+def check_backbone(recipe: RecipeConfig) -> None:
+    """Errors a run would meet only in its workers, found from the backbone's config alone: a
+    summarization task needs an encoder-decoder (BART) backbone."""
+    from transformers import AutoConfig
+
+    from prefinetune.model.source import resolve_model_source
+
+    m = recipe.model
+    config = AutoConfig.from_pretrained(resolve_model_source(m.name_or_path), revision=m.revision,
+                                        trust_remote_code=m.trust_remote_code)
+    summarization = [t.name for t in recipe.tasks if t.family == "summarization"]
+    if summarization and not getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"tasks {summarization} are summarization, which needs an encoder-decoder backbone "
+                         f"such as BART; model.name_or_path={m.name_or_path!r} is {config.model_type}, "
+                         "encoder-only")
 
 
 def prepare_data(recipe: RecipeConfig) -> dict:
@@ -109,6 +126,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None) -> dict:
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
     print(f"[prefinetune] run folder: {recipe.run_dir}")
+    check_backbone(recipe)
     prepare_data(recipe)
     if resume_from:
         print(f"[prefinetune] resuming from {resume_from}")

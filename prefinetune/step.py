@@ -15,7 +15,7 @@ from prefinetune.data.schedule import Slot
 from prefinetune.losses.scaling import scale_loss
 from prefinetune.tasks import family_module
 
-__all__ = ["SlotResult", "TrainData", "slot_loss", "seed_slot", "run_update"]
+__all__ = ["SlotResult", "TrainData", "to_device", "slot_loss", "seed_slot", "run_update"]
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,28 @@ class TrainData:
 
     def batch(self, slot: Slot, device: torch.device) -> dict[str, torch.Tensor]:
         family = family_module(self.tasks[slot.task].family)
+        task = self.tasks[slot.task]
         rows = self.splits[slot.task].take(list(slot.rows))
-        return {k: v.to(device) for k, v in family.collate(rows, self.pad_id).items()}
+        return to_device(family.collate(rows, self.pad_id, task), device)
 
 
-def slot_loss(model, task_id: int, task, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scaled loss for backward, unscaled family loss for logging) of one homogeneous batch."""
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Tensors of a batch moved to `device`; plain values (e.g. num_choices) kept."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def slot_loss(model, task_id: int, task, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss for backward, unscaled family loss for logging) of one homogeneous batch.
+
+    The family loss is divided by log(n) (n from the family: classes, choices, positions, vocabulary;
+    regression has none and stays unscaled); the 0-valued `inactive` term ties every other head into
+    the graph so all ranks build the same one (see prefinetune.model.multitask)."""
     family = family_module(task.family)
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    logits = model(task_id=task_id, **inputs)
-    raw = family.loss(logits, batch["labels"])
-    return scale_loss(raw, family.num_predictions(task.num_labels)), raw.detach()
+    out = model(task_id, batch)
+    raw = family.loss(out["outputs"], batch, task)
+    n = family.num_predictions(task, batch, out["outputs"])
+    scaled = raw if n is None else scale_loss(raw, n)
+    return scaled + out["inactive"], raw.detach()
 
 
 def seed_slot(seed: int, step: int, slot: int) -> None:

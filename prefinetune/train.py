@@ -99,7 +99,8 @@ def train_worker(config: dict) -> None:
             log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world)})
         if update % recipe.eval.every_updates == 0 or last:
             scores = evaluate_tasks(engine.module, recipe.tasks, dev, tokenizer.pad_token_id,
-                                    recipe.eval.batch_size, recipe.eval.max_rows, device, rank, world)
+                                    recipe.eval.batch_size, recipe.eval.max_rows, device, rank, world,
+                                    tokenizer)
             metrics = {f"{recipe.eval.split}/{t}/{k}": v for t, m in scores.items() for k, v in m.items()}
             log.write(update, metrics)
         if update % recipe.checkpoint.every_updates == 0 or last:

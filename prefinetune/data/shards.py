@@ -3,7 +3,8 @@
     from prefinetune.data.shards import read_manifest, open_split
     split = open_split("runs/prefinetune/shards", "cola", "train")
     batch = split.take([0, 5, 7])      # {"input_ids": [[...], ...], "label": [...], "length": [...], ...}
-    split.labels                       # numpy int32 array, one label id per row
+    split.labels                       # numpy int32 array, one label id per row (families with a label)
+    split.family, split.columns        # "classification", the family's shard columns
 
 Shards are opened with `pa.memory_map`, so opening a split reads no row data until it is used, and
 every worker on a machine shares the page cache.
@@ -14,7 +15,7 @@ import hashlib
 import json
 from functools import cached_property
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
@@ -60,7 +61,10 @@ class TaskSplit:
 
     def __init__(self, task: str, split: str, table: pa.Table, task_entry: dict):
         self.task, self.split, self.table = task, split, table
-        self.label_names: list[str] = list(task_entry["label_names"])
+        self.family: str = task_entry.get("family", "classification")
+        names = task_entry.get("label_names")
+        self.label_names: Optional[list[str]] = list(names) if names is not None else None
+        self._num_labels: Optional[int] = task_entry.get("num_labels")
         self.entry: dict = task_entry["splits"][split]
 
     def __len__(self) -> int:
@@ -75,10 +79,16 @@ class TaskSplit:
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names)
+        """Classes (classification; 1 for the other families), as recorded in the manifest."""
+        if self._num_labels is not None:
+            return self._num_labels
+        return len(self.label_names) if self.label_names else 1
 
     @cached_property
     def labels(self) -> np.ndarray:
+        """The `label` column (classification class ids, multiple-choice answers, regression values)."""
+        if "label" not in self.columns:
+            raise KeyError(f"{self.task}/{self.split} ({self.family}) has no label column; columns: {self.columns}")
         return self.table.column("label").to_numpy()
 
     @cached_property

@@ -41,7 +41,7 @@ def _task_table(info: dict[str, Any]) -> str:
     rows = ["## Tasks", "", "| task | family | labels | head | per-task folder |", "| --- | --- | --- | --- | --- |"]
     for task in info["tasks"]:
         folder = f"`{task['folder']}`" if task["folder"] else "none"
-        rows.append(f"| {task['name']} | {task['family']} | {', '.join(task['label_names'])} | "
+        rows.append(f"| {task['name']} | {task['family']} | {', '.join(task['label_names'] or ['-'])} | "
                     f"{task['head_index']} | {folder} |")
     skipped = next((t["folder_skipped"] for t in info["tasks"] if t["folder_skipped"]), None)
     if skipped:

@@ -58,7 +58,7 @@ def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: 
     stage = _staging_dir(out)
     model.backbone.save_pretrained(stage)
     tokenizer.save_pretrained(stage)
-    heads = {k: v.detach().cpu().contiguous() for k, v in model.classification.state_dict().items()}
+    heads = {k: v.detach().cpu().contiguous() for k, v in head_state_dict(model).items()}
     save_file(heads, str(stage / HEADS_FILE), metadata={"format": "pt"})
     info = tasks_info(model, recipe)
     for task in info["tasks"]:
@@ -84,8 +84,17 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
     tasks = sorted(info["tasks"], key=lambda t: t["head_index"])
     heads = [TaskHead(t["name"], t["family"], t["num_labels"]) for t in tasks]
     model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"])
-    model.classification.load_state_dict(load_file(str(out / HEADS_FILE)), strict=True)
+    saved = load_file(str(out / HEADS_FILE))
+    expected = head_state_dict(model)
+    if saved.keys() != expected.keys():
+        raise ValueError(f"{out / HEADS_FILE} holds {sorted(saved)}, the tasks need {sorted(expected)}")
+    model.load_state_dict(saved, strict=False)
     return model.eval(), info
+
+
+def head_state_dict(model: MultiTaskModel) -> dict[str, torch.Tensor]:
+    """Every tensor of the model outside the backbone: the heads of all families, by module name."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
 
 
 def read_tasks_info(out_dir: str | Path) -> dict[str, Any]:
@@ -106,17 +115,20 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
     tasks = []
     for i, head in enumerate(model.tasks):
         labels = recipe.task(head.name).label_names
-        tasks.append({"name": head.name, "family": head.family, "label_names": list(labels),
-                      "num_labels": head.num_labels, "head_index": i,
-                      "folder": None if no_folder else f"tasks/{head.name}", "folder_skipped": no_folder})
+        skipped = no_folder if head.family == "classification" else (
+            f"per-task folders are written for classification tasks; the {head.family} head is in {HEADS_FILE}")
+        tasks.append({"name": head.name, "family": head.family, "label_names": list(labels) if labels else None,
+                      "num_labels": head.num_labels, "head_index": i, "family_index": head.family_index,
+                      "folder": None if skipped else f"tasks/{head.name}", "folder_skipped": skipped})
     m = recipe.model
     return {"format": EXPORT_FORMAT, "prefinetune_version": __version__,
             "model": {"name_or_path": public_model_name(m.name_or_path), "revision": m.revision,
                       "model_type": model_type, "hidden_size": model.backbone.config.hidden_size,
                       "max_length": m.max_length, "head_dropout": m.head_dropout},
-            "heads": {"file": HEADS_FILE, "head": "first token -> dropout -> dense -> tanh -> dropout -> out_proj, "
-                      "logits[:num_labels]; tensors classification.{dense_weight,dense_bias,out_weight,out_bias}"
-                      "[head_index]"},
+            "heads": {"file": HEADS_FILE, "head": "classification/regression/multiple_choice: first token (BART: "
+                      "last token) -> dropout -> dense -> tanh -> dropout -> out_proj, tensors "
+                      "<family>.{dense_weight,dense_bias,out_weight,out_bias}[family_index]; span: span.{weight,bias} "
+                      "(start, end logits per token); summarization: the backbone's tied LM head"},
             "tasks": tasks}
 
 
@@ -128,7 +140,7 @@ def public_model_name(name_or_path: str) -> str:
 
 
 def _write_task_folder(model, tokenizer, recipe, task: dict, folder: Path) -> None:
-    head = model.classification.head_state(task["head_index"])
+    head = model.classification.head_state(task["family_index"])
     cls_model = task_model(model.backbone, head, task["label_names"], recipe.model.head_dropout)
     cls_model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -1,7 +1,18 @@
-"""The multi-task model: a Hugging Face encoder backbone plus the task heads.
+"""The multi-task model: a Hugging Face backbone (encoder-only, or BART) plus the heads of every family.
 
     model = build_model(recipe)                  # backbone from recipe.model, heads from recipe.tasks
-    logits = model(task_id=0, input_ids=..., attention_mask=...)
+    out = model(task_id, batch)                  # {"outputs": the task family's outputs, "inactive": 0-valued}
+
+Heads (Muppet): a head per classification dataset and per regression dataset (stacked banks), ONE shared
+ranking head for all multiple-choice tasks, ONE shared span head for all extractive tasks, and BART's own
+decoder + LM head (tied to the embeddings) for summarization. On BART the heads read the decoder's
+states as transformers' BartFor* classes do: the last real token (an end-of-sequence token) for
+classification, regression and choices, every position for spans.
+
+Same graph on every rank: each forward runs every head the model has, in a fixed order, on the batch's
+features. The task's own family gives `outputs`; the others are summed into `inactive`, multiplied by 0,
+which the step adds to the loss. Whatever tasks the ranks run in one micro-step, their backward passes
+touch the same parameters in the same order, so DeepSpeed ZeRO-1/2 reduce matching gradient buckets.
 """
 from __future__ import annotations
 
@@ -13,28 +24,61 @@ from torch import nn
 from prefinetune.model.heads import ClassificationHeadBank
 from prefinetune.model.source import resolve_model_source
 
-__all__ = ["TaskHead", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model"]
+__all__ = ["TaskHead", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "FAMILY_ORDER"]
+
+FAMILY_ORDER = ("classification", "regression", "multiple_choice", "span", "summarization")
 
 
 @dataclass(frozen=True)
 class TaskHead:
-    """What the model needs to know about one task."""
+    """What the model needs to know about one task: its family, its classes, its row in a head bank."""
     name: str
     family: str
     num_labels: int
+    family_index: int = 0
+
+
+def _family_indices(tasks: list[TaskHead]) -> list[TaskHead]:
+    counters: dict[str, int] = {}
+    out = []
+    for t in tasks:
+        out.append(TaskHead(t.name, t.family, t.num_labels, counters.get(t.family, 0)))
+        counters[t.family] = counters.get(t.family, 0) + 1
+    return out
+
+
+def _shift_right(ids: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
+    """Decoder inputs: the sequence shifted one right behind the start token, -100 read as padding."""
+    shifted = ids.new_full(ids.shape, pad_id)
+    shifted[:, 1:] = ids[:, :-1]
+    shifted[:, 0] = start_id
+    return shifted.masked_fill(shifted == -100, pad_id)
 
 
 class MultiTaskModel(nn.Module):
     def __init__(self, backbone: nn.Module, tasks: list[TaskHead], head_dropout: float):
         super().__init__()
-        unknown = sorted({t.family for t in tasks} - {"classification"})
+        unknown = sorted({t.family for t in tasks} - set(FAMILY_ORDER))
         if unknown:
-            raise ValueError(f"task families not supported yet: {unknown}")
+            raise ValueError(f"unknown task families: {unknown}")
         self.backbone = backbone
+        self.encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
+        if any(t.family == "summarization" for t in tasks) and not self.encoder_decoder:
+            raise ValueError(f"summarization needs an encoder-decoder backbone such as BART; "
+                             f"{backbone.config.model_type} is encoder-only")
         freeze_pooler(backbone)
-        self.tasks = list(tasks)
-        self.classification = ClassificationHeadBank(
-            backbone.config.hidden_size, [t.num_labels for t in tasks], head_dropout)
+        self.tasks = _family_indices(tasks)
+        hidden = backbone.config.hidden_size if hasattr(backbone.config, "hidden_size") else backbone.config.d_model
+        of = {f: [t for t in self.tasks if t.family == f] for f in FAMILY_ORDER}
+        bank = lambda sizes: ClassificationHeadBank(hidden, sizes, head_dropout) if sizes else None  # noqa: E731
+        self.classification = bank([t.num_labels for t in of["classification"]])
+        self.regression = bank([1] * len(of["regression"]))
+        self.multiple_choice = bank([1] if of["multiple_choice"] else [])
+        self.span = nn.Linear(hidden, 2) if of["span"] else None
+        if self.span is not None:
+            nn.init.normal_(self.span.weight, std=0.02)
+            nn.init.zeros_(self.span.bias)
+        self.summarization = bool(of["summarization"])
 
     def task_id(self, name: str) -> int:
         for i, t in enumerate(self.tasks):
@@ -42,19 +86,90 @@ class MultiTaskModel(nn.Module):
                 return i
         raise KeyError(f"unknown task {name!r}; the model has {[t.name for t in self.tasks]}")
 
-    def forward(self, task_id: int, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
-        hidden = self.backbone(**inputs).last_hidden_state
-        return self.classification(hidden[:, 0], task_id)
+    # ------------------------------------------------------------------ features
+    def _features(self, batch: dict, summarization: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(states [N, L, H], pooled [N, H], mask [N, L] of real positions) of the batch's sequences.
+        On BART the states are the decoder's: over the source, or over the target for summarization."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self.encoder_decoder:
+            cfg = self.backbone.config
+            source = batch["labels"] if summarization else batch["input_ids"]
+            inputs["decoder_input_ids"] = _shift_right(source, cfg.pad_token_id, cfg.decoder_start_token_id)
+        elif "token_type_ids" in batch:
+            inputs["token_type_ids"] = batch["token_type_ids"]
+        states = self.backbone(**inputs).last_hidden_state
+        mask = (batch["labels"] != -100).long() if summarization else batch["attention_mask"]
+        if self.encoder_decoder:   # last real token: the end-of-sequence token, as BartForSequenceClassification
+            last = mask.sum(dim=1) - 1
+            pooled = states[torch.arange(states.shape[0], device=states.device), last]
+        else:
+            pooled = states[:, 0]
+        return states, pooled, mask
+
+    def _lm_logits(self, states: torch.Tensor) -> torch.Tensor:
+        return states @ self.backbone.get_input_embeddings().weight.T
+
+    # ------------------------------------------------------------------ heads
+    def _heads(self, task: TaskHead, batch: dict, states, pooled, mask) -> dict[str, object]:
+        """Every head's outputs, in FAMILY_ORDER; heads of other families read index 0 / few positions."""
+        own = lambda family: task.family == family  # noqa: E731
+        out: dict[str, object] = {}
+        if self.classification is not None:
+            out["classification"] = self.classification(pooled, task.family_index if own("classification") else 0)
+        if self.regression is not None:
+            out["regression"] = self.regression(pooled, task.family_index if own("regression") else 0).squeeze(-1)
+        if self.multiple_choice is not None:
+            scores = self.multiple_choice(pooled, 0).squeeze(-1)
+            if own("multiple_choice"):
+                scores = scores.view(-1, int(batch["num_choices"]))
+                scores = scores.masked_fill(~batch["choice_mask"], torch.finfo(scores.dtype).min / 2)
+            out["multiple_choice"] = scores
+        if self.span is not None:
+            logits = self.span(states).float()
+            pad = ~mask.bool()
+            start, end = (x.squeeze(-1).masked_fill(pad, -1e4) for x in logits.split(1, dim=-1))
+            out["span"] = (start, end)
+        if self.summarization:
+            out["summarization"] = self._lm_logits(states if own("summarization") else states[:, :1])
+        return out
+
+    def forward(self, task_id: int, batch: dict) -> dict[str, object]:
+        task = self.tasks[task_id]
+        states, pooled, mask = self._features(batch, task.family == "summarization")
+        heads = self._heads(task, batch, states, pooled, mask)
+        inactive = states.new_zeros((), dtype=torch.float32)
+        for family, value in heads.items():
+            if family != task.family:
+                for t in value if isinstance(value, tuple) else (value,):
+                    inactive = inactive + t.float().sum()
+        return {"outputs": heads[task.family], "inactive": inactive * 0.0}
+
+    @torch.no_grad()
+    def generate(self, task_id: int, batch: dict, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding with BART's decoder (summarization); returns [B, T] token ids."""
+        if not self.encoder_decoder:
+            raise ValueError("generate needs an encoder-decoder backbone")
+        cfg = self.backbone.config
+        encoder = self.backbone.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        tokens = batch["input_ids"].new_full((batch["input_ids"].shape[0], 1), cfg.decoder_start_token_id)
+        done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        for _ in range(max_new_tokens):
+            states = self.backbone.get_decoder()(
+                input_ids=tokens, encoder_hidden_states=encoder.last_hidden_state,
+                encoder_attention_mask=batch["attention_mask"]).last_hidden_state
+            nxt = self._lm_logits(states[:, -1]).argmax(-1)
+            nxt = nxt.masked_fill(done, cfg.pad_token_id)
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)
+            done |= nxt == cfg.eos_token_id
+            if done.all():
+                break
+        return tokens[:, 1:]
 
 
 def freeze_pooler(backbone: nn.Module) -> None:
-    """The heads read the first token's hidden state, so a BERT-style pooler is never used. It is kept
-    (the export stays a complete AutoModel) but frozen: a trainable parameter that no rank's graph
-    touches has no place in ZeRO's gradient buckets."""
+    """The heads read token states, so a BERT-style pooler is never used. It is kept (the export stays a
+    complete AutoModel) but frozen: a trainable parameter that no rank's graph touches has no place in
+    ZeRO's gradient buckets."""
     pooler = getattr(backbone, "pooler", None)
     if isinstance(pooler, nn.Module):
         pooler.requires_grad_(False)

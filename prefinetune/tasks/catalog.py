@@ -1,26 +1,56 @@
-"""Catalog of the classification tasks in the shared data folder, as TaskConfig dicts.
+"""Catalog of the tasks in the shared data folder, every family, as TaskConfig dicts.
 
 Paths are relative to the data root laid out like /work/shared/data (see its README.md and
 MANIFEST.json); split names follow MANIFEST.json ("dev" for SuperGLUE's val.jsonl). A recipe lists
 tasks in full TaskConfig form; this catalog is where those dicts come from:
 
-    python -c "from prefinetune.tasks.catalog import catalog_task; print(catalog_task('cola'))"
+    python -c "from prefinetune.tasks.catalog import catalog_task; print(catalog_task('arc_easy'))"
 
 - `CATALOG`: tasks with a train split, ready for a recipe.
-- `EVAL_ONLY`: classification sets present without a train split (qnli, boolq, ag_news, wikiqa,
-  snli/mnli samples, imdb/yelp samples, SuperGLUE diagnostics). A TaskConfig must name a train split,
-  so `catalog_task` refuses them unless `splits=` (with a "train" entry) is overridden.
-- Left out (not single-label text / text-pair classification here): stsb (regression), copa,
-  openbookqa, arc_*, sciq, cosmos_qa, commonsense_qa (multiple choice), wsc and multirc (nested
-  spans / answers), rotten_tomatoes (the file name is the label, no splits), xquad_en, aeslc,
-  dialogsum. WiC is read as a sentence pair: the target word (field `word`) is not part of the input.
+    classification: cola, sst2, mrpc, rte, wnli, trec, trec_fine, cb, wic
+    regression: stsb
+    multiple_choice: copa, arc_easy, arc_challenge, openbookqa
+    span: xquad_en (see below)
+    summarization: aeslc, dialogsum
+- `EVAL_ONLY`: sets present without a train split. A TaskConfig must name a train split, so
+  `catalog_task` refuses them unless `splits=` (with a "train" entry) is overridden.
+    classification: qnli, boolq, ag_news, wikiqa, snli/mnli samples, imdb/yelp samples, SuperGLUE AX-b/g
+    regression: stsb_test (the original STS-benchmark test file; its layout differs from train/dev)
+    multiple_choice: sciq, cosmos_qa, commonsense_qa
+    summarization: dialogsum_test (3 references per dialogue; the first, summary1, is the target)
+- Left out: wsc and multirc (nested spans / answers per passage: no family reads them as they are),
+  rotten_tomatoes (the file name is the label, no splits).
 
-Label ids follow the Hugging Face ClassLabel order (GLUE, SuperGLUE, trec coarse). TREC is latin-1 (one
-train line holds byte 0xf0) and comes as `<COARSE>:<fine> <question>` lines, hence format txt.
+Per dataset:
+- Metrics follow GLUE: CoLA Matthews correlation, MRPC accuracy and F1, the others accuracy.
+- Label ids follow the Hugging Face ClassLabel order (GLUE, SuperGLUE, trec coarse). TREC is latin-1
+  (one train line holds byte 0xf0) and comes as `<COARSE>:<fine> <question>` lines, hence format txt.
+  WiC is read as a sentence pair: the target word (field `word`) is not part of the input.
+- stsb_test: the file has 7 tab-separated fields, and 284 lines carry 2 more (StackExchange
+  attributions), so it is read as txt with a line pattern that allows exactly that.
+- COPA: the context is the premise and the pair its question word ("cause" / "effect"), so the
+  model sees e.g. "My body cast a shadow over the grass. cause" + choice.
+- ARC: nested JSON (question.stem, question.choices = [{text, label}], answerKey naming a label).
+  A few questions have 3 or 5 choices, so num_choices is not fixed; some use labels 1-4 for A-D.
+- OpenBookQA: the choices are one tsv field "(A) .. (B) .. (C) .. (D) .."; Answer Key names a letter.
+  One train row (data row 3333, id 12-1145) holds a fifth "(D) ..." option: the multiple-choice
+  reader takes markers only in sequence, so its choice D reads "baby birds chewing worms (D) mother
+  dogs nursing their pups" (the answer is B, unaffected).
+- SciQ: choices = [correct_answer, distractor1..3], label = correct_answer (matched against the
+  choice texts), text_pair = support (often empty). The correct answer is always choice 0: harmless
+  for a model that scores every (context, choice) sequence on its own with one shared head (it cannot
+  see positions), but see multiple_choice's label rules: a correct answer that is a string of digits
+  ("3") is read as an index first. SciQ is eval-only here (its train file was not retrievable).
+- CommonsenseQA: `choices` is an object {label: [A-E], text: [...]}; answerKey names a label.
+- xquad_en: the English XQuAD file (SQuAD v1.1 format, 48 articles, 1,190 questions, all from the
+  SQuAD v1.1 dev set) is the only span data. It is split by ARTICLE, deterministically: train =
+  articles 0-39 (1,013 questions), dev = articles 40-47 (177 questions), so no paragraph is in both.
+  Its scores are therefore not comparable with published SQuAD / XQuAD numbers.
+- DialogSum: train is a Python-dict-literal file, dev a JSONL file; format pydict reads both.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 __all__ = ["CATALOG", "EVAL_ONLY", "catalog_task", "catalog_names"]
 
@@ -39,7 +69,7 @@ CATALOG: dict[str, dict[str, Any]] = {
         "name": "cola", "format": "tsv", "header": False,
         "splits": {"train": "cola/train.tsv", "dev": "cola/dev.tsv"},
         "columns": {"text": 3, "label": 1},
-        "label_names": ["unacceptable", "acceptable"],
+        "label_names": ["unacceptable", "acceptable"], "metrics": ["mcc"],
         "label_map": {"0": "unacceptable", "1": "acceptable"},
     },
     "sst2": {
@@ -53,7 +83,7 @@ CATALOG: dict[str, dict[str, Any]] = {
         "name": "mrpc", "format": "tsv", "encoding": "utf-8-sig",
         "splits": {"train": "mrpc/train.tsv", "dev": "mrpc/dev.tsv", "test": "mrpc/msr_paraphrase_test.txt"},
         "columns": {"text": "#1 String", "text_pair": "#2 String", "label": "Quality"},
-        "label_names": ["not_equivalent", "equivalent"],
+        "label_names": ["not_equivalent", "equivalent"], "metrics": ["accuracy", "f1"],
         "label_map": {"0": "not_equivalent", "1": "equivalent"},
     },
     "rte": {
@@ -94,6 +124,54 @@ CATALOG: dict[str, dict[str, Any]] = {
         "splits": {"train": "wic/train.jsonl", "dev": "wic/val.jsonl"},
         "columns": {"text": "sentence1", "text_pair": "sentence2", "label": "label"},
         "label_names": ["false", "true"],
+    },
+    # ------------------------------------------------------------ regression
+    "stsb": {
+        "name": "stsb", "family": "regression", "format": "tsv",
+        "splits": {"train": "stsb/train.tsv", "dev": "stsb/dev.tsv"},
+        "columns": {"text": "sentence1", "text_pair": "sentence2", "label": "score"},
+    },
+    # ------------------------------------------------------------ multiple choice
+    "copa": {
+        "name": "copa", "family": "multiple_choice", "format": "jsonl", "num_choices": 2,
+        "splits": {"train": "copa/train.jsonl", "dev": "copa/val.jsonl"},
+        "columns": {"text": "premise", "text_pair": "question", "choices": ["choice1", "choice2"],
+                    "label": "label"},
+    },
+    "arc_easy": {
+        "name": "arc_easy", "family": "multiple_choice", "format": "jsonl",
+        "splits": {"train": "arc_easy/ARC-Easy-Train.jsonl", "dev": "arc_easy/ARC-Easy-Dev.jsonl",
+                   "test": "arc_easy/ARC-Easy-Test.jsonl"},
+        "columns": {"text": "question.stem", "choices": "question.choices", "label": "answerKey"},
+    },
+    "arc_challenge": {
+        "name": "arc_challenge", "family": "multiple_choice", "format": "jsonl",
+        "splits": {"train": "arc_challenge/ARC-Challenge-Train.jsonl", "dev": "arc_challenge/ARC-Challenge-Dev.jsonl",
+                   "test": "arc_challenge/ARC-Challenge-Test.jsonl"},
+        "columns": {"text": "question.stem", "choices": "question.choices", "label": "answerKey"},
+    },
+    "openbookqa": {
+        "name": "openbookqa", "family": "multiple_choice", "format": "tsv", "num_choices": 4,
+        "splits": {"train": "openbookqa/train.tsv", "dev": "openbookqa/dev.tsv", "test": "openbookqa/test.tsv"},
+        "columns": {"text": "Question Stem", "choices": "Choices", "label": "Answer Key"},
+    },
+    # ------------------------------------------------------------ span
+    "xquad_en": {
+        "name": "xquad_en", "family": "span", "format": "squad",
+        "splits": {"train": "xquad_en/xquad.en.json#articles=0:40", "dev": "xquad_en/xquad.en.json#articles=40:"},
+        "columns": {"context": "context", "question": "question", "answers": "answers", "id": "id"},
+    },
+    # ------------------------------------------------------------ summarization
+    "aeslc": {
+        "name": "aeslc", "family": "summarization", "format": "jsonl",
+        "max_target_length": 32,  # subject lines: 99% of train targets take <= 21 tokens (BERT wordpieces)
+        "splits": {"train": "aeslc/train.jsonl", "dev": "aeslc/dev.jsonl", "test": "aeslc/test.jsonl"},
+        "columns": {"text": "email_body", "target": "subject_line"},
+    },
+    "dialogsum": {
+        "name": "dialogsum", "family": "summarization", "format": "pydict",
+        "splits": {"train": "dialogsum/train.first5000.pydict.txt", "dev": "dialogsum/dev.jsonl"},
+        "columns": {"text": "dialogue", "target": "summary"},
     },
 }
 
@@ -165,12 +243,47 @@ EVAL_ONLY: dict[str, dict[str, Any]] = {
         "columns": {"text": "premise", "text_pair": "hypothesis", "label": "label"},
         "label_names": ["entailment", "not_entailment"],
     },
+    # ------------------------------------------------------------ regression
+    "stsb_test": {
+        "name": "stsb_test", "family": "regression", "format": "txt", "header": False,
+        "line_pattern": r"(?P<genre>[^\t]*)\t(?P<filename>[^\t]*)\t(?P<year>[^\t]*)\t(?P<old_index>[^\t]*)"
+                        r"\t(?P<score>[^\t]*)\t(?P<sentence1>[^\t]*)\t(?P<sentence2>[^\t]*)"
+                        r"(?:\t(?P<source1>[^\t]*)\t(?P<source2>[^\t]*))?",
+        "splits": {"test": "stsb/sts-test.tsv"},
+        "columns": {"text": "sentence1", "text_pair": "sentence2", "label": "score"},
+    },
+    # ------------------------------------------------------------ multiple choice
+    "sciq": {
+        "name": "sciq", "family": "multiple_choice", "format": "json", "num_choices": 4,
+        "splits": {"dev": "sciq/valid.json", "test": "sciq/test.json"},
+        "columns": {"text": "question", "text_pair": "support",
+                    "choices": ["correct_answer", "distractor1", "distractor2", "distractor3"],
+                    "label": "correct_answer"},
+    },
+    "cosmos_qa": {
+        "name": "cosmos_qa", "family": "multiple_choice", "format": "csv", "num_choices": 4,
+        "splits": {"dev": "cosmos_qa/valid.csv"},
+        "columns": {"text": "context", "text_pair": "question",
+                    "choices": ["answer0", "answer1", "answer2", "answer3"], "label": "label"},
+    },
+    "commonsense_qa": {
+        "name": "commonsense_qa", "family": "multiple_choice", "format": "jsonl", "num_choices": 5,
+        "splits": {"dev": "commonsense_qa/dev.jsonl"},
+        "columns": {"text": "question", "choices": "choices", "label": "answerKey"},
+    },
+    # ------------------------------------------------------------ summarization
+    "dialogsum_test": {
+        "name": "dialogsum_test", "family": "summarization", "format": "jsonl",
+        "splits": {"test": "dialogsum/test.jsonl"},
+        "columns": {"text": "dialogue", "target": "summary1"},
+    },
 }
 
 
-def catalog_names() -> list[str]:
-    """Every catalogued task: trainable ones first, then the eval-only ones."""
-    return list(CATALOG) + list(EVAL_ONLY)
+def catalog_names(family: Optional[str] = None) -> list[str]:
+    """Every catalogued task (of `family`, if given): trainable ones first, then the eval-only ones."""
+    entries = {**CATALOG, **EVAL_ONLY}
+    return [name for name, d in entries.items() if family is None or d.get("family", "classification") == family]
 
 
 def catalog_task(name: str, **overrides: Any) -> dict[str, Any]:

@@ -3,18 +3,111 @@
 Everything a task family needs lives here: how shard rows become a batch, the loss, the n used for
 log(n) scaling, and the metrics. The head itself sits in `prefinetune.model.heads` (a bank shared
 by all classification tasks, so every rank builds the same graph).
+
+Data side: a record is {"text", "text_pair" (None for single-sentence tasks), "label" (class id)};
+texts must be non-empty strings. Labels: with `label_map`, the raw value (as a string; JSON booleans
+read as "true"/"false") must be one of its keys. Without it, a raw string equal to a label name is that
+name; otherwise an int, or a string of digits, is a label id in 0..num_labels-1. Anything else is a bad
+row. Shard rows: input_ids, token_type_ids (when the tokenizer makes them), label, length.
 """
 from __future__ import annotations
 
+import re
+from typing import Any, Union
+
 import numpy as np
+import pyarrow as pa
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-__all__ = ["collate", "loss", "num_predictions", "predict", "metrics"]
+from prefinetune.tasks import FieldError
+
+__all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions", "predict", "metrics", "evaluate", "TARGETS"]
+
+TARGETS = ("labels",)
+_DIGITS = re.compile(r"[0-9]+")
 
 
-def collate(rows: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
+# ---------------------------------------------------------------- data side
+
+def _label_key(raw: Any) -> Union[str, int]:
+    if raw is None:
+        raise FieldError("label", "missing")
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
+    if isinstance(raw, (int, str)):
+        return raw
+    raise FieldError("label", f"label {raw!r} is a {type(raw).__name__}, not a name or an int id")
+
+
+def label_id(raw: Any, task) -> int:
+    """The class id of a raw label value under the rules in the module docstring."""
+    names = task.label_names
+    key = _label_key(raw)
+    if task.label_map is not None:
+        if str(key) not in task.label_map:
+            raise FieldError("label", f"raw label {str(key)!r} is not a key of label_map {sorted(task.label_map)}")
+        return names.index(task.label_map[str(key)])
+    if isinstance(key, str):
+        if key in names:
+            return names.index(key)
+        if not _DIGITS.fullmatch(key):
+            raise FieldError("label", f"raw label {key!r} is neither a label name {names} nor an int id")
+        key = int(key)
+    if not 0 <= key < len(names):
+        raise FieldError("label", f"label id {key} is outside 0..{len(names) - 1} (label_names {names})")
+    return key
+
+
+def _text(value: Any, role: str) -> str:
+    if value is None:
+        raise FieldError(role, "missing")
+    if not isinstance(value, str):
+        raise FieldError(role, f"expected a string, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise FieldError(role, "empty text")
+    return value
+
+
+def to_record(values: dict[str, Any], task) -> dict:
+    """{"text", "text_pair", "label"} from one row's raw values; FieldError names the bad role."""
+    record = {"text": _text(values.get("text"), "text"), "text_pair": None}
+    if task.columns.text_pair is not None:
+        record["text_pair"] = _text(values.get("text_pair"), "text_pair")
+    record["label"] = label_id(values.get("label"), task)
+    return record
+
+
+def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
+    """One shard row per record: the text (pair) truncated longest-first to max_length."""
+    pairs = [r["text_pair"] for r in records] if task.columns.text_pair is not None else None
+    enc = tokenizer([r["text"] for r in records], pairs, truncation=True, max_length=max_length)
+    out = {"input_ids": enc["input_ids"]}
+    if "token_type_ids" in enc:
+        out["token_type_ids"] = enc["token_type_ids"]
+    out["label"] = [r["label"] for r in records]
+    out["length"] = [len(ids) for ids in enc["input_ids"]]
+    return out
+
+
+def shard_schema(with_token_types: bool) -> pa.Schema:
+    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
+    if with_token_types:
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
+    return pa.schema(fields + [pa.field("label", pa.int32()), pa.field("length", pa.int32())])
+
+
+def split_stats(table: pa.Table, task) -> dict:
+    """label_counts[i] = rows of class i."""
+    labels = table.column("label").to_numpy()
+    return {"label_counts": [int(c) for c in np.bincount(labels, minlength=task.num_labels)]}
+
+
+# ---------------------------------------------------------------- train side
+
+
+def collate(rows: dict[str, list], pad_id: int, task=None) -> dict[str, torch.Tensor]:
     """Pad `input_ids` (and `token_type_ids`) of shard rows to the longest row; labels as a tensor."""
     ids = rows["input_ids"]
     width = max(len(r) for r in ids)
@@ -33,20 +126,44 @@ def collate(rows: dict[str, list], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def loss(logits: torch.Tensor, batch: dict, task=None) -> torch.Tensor:
     """Mean cross-entropy over the batch, computed in fp32."""
-    return F.cross_entropy(logits.float(), labels)
+    return F.cross_entropy(logits.float(), batch["labels"])
 
 
-def num_predictions(num_labels: int) -> int:
+def num_predictions(task, batch=None, outputs=None) -> int:
     """n for log(n) scaling: the number of classes."""
-    return num_labels
+    return task.num_labels
 
 
 def predict(logits: torch.Tensor) -> np.ndarray:
     return logits.argmax(dim=-1).cpu().numpy()
 
 
-def metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """Accuracy (dataset-specific F1 / Matthews correlation come with the families issue)."""
-    return {"accuracy": float(accuracy_score(labels, predictions))}
+def metrics(predictions: np.ndarray, labels: np.ndarray, task=None) -> dict[str, float]:
+    """The task's metrics (default accuracy): `f1` is binary F1 of class 1 (MRPC, QQP convention) or
+    macro F1 for more classes; `mcc` is Matthews correlation (CoLA convention)."""
+    names = (task.metrics if task is not None and task.metrics else None) or ["accuracy"]
+    binary = task is None or task.num_labels == 2
+    scorers = {"accuracy": accuracy_score,
+               "f1": lambda y, p: f1_score(y, p, average="binary" if binary else "macro", zero_division=0),
+               "mcc": matthews_corrcoef}
+    return {name: float(scorers[name](labels, predictions)) for name in names}
+
+
+@torch.no_grad()
+def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
+    """Metrics of one task on (the first `max_rows` rows of) a split; the model is left in train mode."""
+    from prefinetune.step import to_device
+
+    rows = range(min(len(split), max_rows or len(split)))
+    predictions, labels = [], []
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate(split.take(list(rows[start:start + batch_size])), pad_id, task)
+            labels.append(batch["labels"].numpy())
+            predictions.append(predict(model(task_id, to_device(batch, device))["outputs"]))
+    finally:
+        model.train()
+    return {**metrics(np.concatenate(predictions), np.concatenate(labels), task), "rows": len(rows)}

@@ -117,10 +117,12 @@ def test_shards_equal_direct_tokenization(real, tokenizer, data_root, name, spli
 def test_tokenize_in_several_processes_equals_one(tokenizer):
     records = [{"text": f"sentence number {i} " * (1 + i % 7), "text_pair": f"pair {i}", "label": i % 3}
                for i in range(400)]
-    one = tokenize_records(records, tokenizer, 16, pair=True, num_proc=1)
-    two = tokenize_records(records, tokenizer, 16, pair=True, num_proc=2)
+    task = TaskConfig(name="p", label_names=["a", "b", "c"], splits={"train": "x"},
+                      columns={"text": "t", "text_pair": "u", "label": "y"})
+    one = tokenize_records(records, tokenizer, task, 16, num_proc=1)
+    two = tokenize_records(records, tokenizer, task, 16, num_proc=2)
     assert one.equals(two) and one.num_rows == 400 and max(one.column("length").to_pylist()) == 16
-    assert tokenize_records([], tokenizer, 16, pair=False).num_rows == 0
+    assert tokenize_records([], tokenizer, task, 16).num_rows == 0
 
 
 def test_length_histogram_buckets():

@@ -1,4 +1,5 @@
-"""Readers: real shared-data files against MANIFEST.json, the catalog, and strict bad-row handling.
+"""Readers: real shared-data files of every family against MANIFEST.json, the catalog, and strict
+bad-row handling (classification files; the other families' formats: tests/data/test_family_readers.py).
 
     python -m pytest tests/data/test_readers.py -q
 """
@@ -12,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefinetune.config import TaskConfig
-from prefinetune.data.readers import BadRowError, TaskSourceError, label_id, read_split
-from prefinetune.tasks.catalog import CATALOG, EVAL_ONLY, catalog_task
+from prefinetune.data.readers import BadRowError, TaskSourceError, label_id, read_split, split_target
+from prefinetune.tasks.catalog import CATALOG, EVAL_ONLY, catalog_names, catalog_task
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +43,62 @@ ALL_SPLITS = [(name, split) for name, d in {**CATALOG, **EVAL_ONLY}.items() for 
 # ---------------------------------------------------------------- real data
 
 
-@pytest.mark.parametrize("name,split", ALL_SPLITS, ids=[f"{n}-{s}" for n, s in ALL_SPLITS])
-def test_catalog_rows_match_manifest(data_root, manifest_rows, name, split):
-    task = _task(name)
-    read = read_split(task, split, data_root)
-    assert len(read.records) == manifest_rows[task.splits[split]]
-    labels = {r["label"] for r in read.records}
+# Rows of the real data that are bad on purpose-built rules: sciq/test.json 270 (correct answer "3"
+# is also choice index 3), 719 and 885 (the correct answer repeats a distractor).
+EXPECTED_BAD = {("sciq", "test"): [270, 719, 885]}
+
+
+def _check_classification(task: TaskConfig, records: list[dict]) -> None:
+    labels = {r["label"] for r in records}
     assert labels <= set(range(task.num_labels)) and len(labels) >= 2
     pair = task.columns.text_pair is not None
-    assert all((r["text_pair"] is not None) == pair for r in read.records)
+    assert all((r["text_pair"] is not None) == pair for r in records)
+
+
+def _check_regression(task: TaskConfig, records: list[dict]) -> None:
+    labels = [r["label"] for r in records]
+    assert all(isinstance(v, float) and 0.0 <= v <= 5.0 for v in labels) and len(set(labels)) > 10
+    assert all(r["text"].strip() and r["text_pair"].strip() for r in records)
+
+
+def _check_multiple_choice(task: TaskConfig, records: list[dict]) -> None:
+    assert all(0 <= r["label"] < len(r["choices"]) for r in records)
+    assert all(len(r["choices"]) == (task.num_choices or len(r["choices"])) >= 2 for r in records)
+    assert len({r["label"] for r in records}) >= 2 or task.name == "sciq"  # SciQ: the answer is choice 0
+
+
+def _check_span(task: TaskConfig, records: list[dict]) -> None:
+    assert len({r["id"] for r in records}) == len(records)
+    for r in records:
+        assert r["answers"] and all(r["context"][a["answer_start"]:].startswith(a["text"]) for a in r["answers"])
+
+
+def _check_summarization(task: TaskConfig, records: list[dict]) -> None:
+    assert all(r["text"].strip() and r["target"].strip() for r in records)
+
+
+CHECKS = {"classification": _check_classification, "regression": _check_regression,
+          "multiple_choice": _check_multiple_choice, "span": _check_span,
+          "summarization": _check_summarization}
+
+
+@pytest.mark.parametrize("name,split", ALL_SPLITS, ids=[f"{n}-{s}" for n, s in ALL_SPLITS])
+def test_catalog_rows_match_manifest(data_root, manifest_rows, tmp_path, name, split):
+    task = _task(name)
+    read = read_split(task, split, data_root, "quarantine", tmp_path / "q.jsonl")
+    bad = [json.loads(line)["row"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
+    assert bad == EXPECTED_BAD.get((name, split), [])
+    path, articles = split_target(task, split)
+    if articles is None:  # xquad_en's article splits: tests/data/test_family_readers.py
+        assert len(read.records) + len(bad) == manifest_rows[path]
+    CHECKS[task.family](task, read.records)
+
+
+def test_catalog_covers_every_shared_dataset(data_root):
+    tasks = {t["task"] for t in json.loads((data_root / "MANIFEST.json").read_text())}
+    left_out = {"wsc", "multirc", "rotten_tomatoes"}  # see the catalog's docstring
+    assert tasks - left_out <= set(catalog_names())
+    assert {f: len(catalog_names(f)) > 0 for f in CHECKS} == {f: True for f in CHECKS}
 
 
 def test_catalog_task_dicts_validate():
@@ -136,7 +184,7 @@ def test_quarantine_sets_aside_and_counts(tmp_path):
     assert read.quarantined == 3
     bad = [json.loads(line) for line in (tmp_path / "out" / "q.jsonl").read_text().splitlines()]
     assert [b["row"] for b in bad] == [2, 3, 5]
-    assert set(bad[0]) == {"file", "row", "line", "field", "reason", "raw"}
+    assert set(bad[0]) == {"file", "row", "unit", "line", "field", "reason", "raw"} and bad[0]["unit"] == "data row"
     assert bad[0]["raw"] == "bad\t9" and bad[2]["raw"] == "caf\\xe9\t1"
     with pytest.raises(ValueError, match="quarantine_path"):
         read_split(task, "train", tmp_path, "quarantine")

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import free_port  # noqa: E402
-from tiny import tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
+from tiny import family_splits, mixed_recipe, tiny_bart, tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
 
 from prefinetune.config import recipe_from_dict
 from prefinetune.data.schedule import update_plan, worker_slots
@@ -27,18 +27,21 @@ from prefinetune.optim import build_optimizer, scheduler_factory
 from prefinetune.tasks.classification import collate
 
 WORLD = 2
+BACKBONES = {"bert": tiny_bert, "bart": tiny_bart}
+DATA = {"classification": tiny_splits, "families": family_splits}
 
 
-def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
+def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "bert",
+            data_kind: str = "classification") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     from prefinetune.dist.engine import build_engine
     from prefinetune.step import TrainData, run_update
 
     recipe = recipe_from_dict(recipe_dict)
-    model = build_model(recipe, backbone=tiny_bert(seed=0))
+    model = build_model(recipe, backbone=BACKBONES[backbone](seed=0))
     engine = build_engine(model, recipe, WORLD, on_gpu=False)
-    data = TrainData(tiny_splits(recipe), recipe.tasks, pad_id=0)
+    data = TrainData(DATA[data_kind](recipe), recipe.tasks, pad_id=0)
     ids = {t.name: i for i, t in enumerate(recipe.tasks)}
     tasks_run = []
     for step in range(recipe.train.updates):
@@ -65,8 +68,7 @@ def _reference(recipe) -> dict[str, torch.Tensor]:
         for slot in plan:
             task = recipe.task(slot.task)
             batch = collate(splits[slot.task].take(list(slot.rows)), pad_id=0)
-            logits = model(task_id=model.task_id(slot.task), input_ids=batch["input_ids"],
-                           attention_mask=batch["attention_mask"])
+            logits = model(model.task_id(slot.task), batch)["outputs"]
             loss = F.cross_entropy(logits, batch["labels"]) / math.log(task.num_labels)
             (loss / len(plan)).backward()
         optimizer.step()
@@ -94,3 +96,50 @@ def test_two_workers_on_different_tasks_match_single_process_reference(stage, tm
                                        msg=lambda m: f"rank {r}, {name}: {m}")
     moved = [n for n in reference if not torch.equal(reference[n], initial[n])]
     assert any(n.startswith("classification.") for n in moved) and any(n.startswith("backbone.") for n in moved)
+
+
+def _family_reference(recipe, backbone: str) -> dict[str, torch.Tensor]:
+    """Single process: each update steps AdamW on the mean over all S slots of the scaled family losses."""
+    from prefinetune.step import TrainData, slot_loss
+
+    model = build_model(recipe, backbone=BACKBONES[backbone](seed=0))
+    optimizer = build_optimizer(model, recipe.optim)
+    scheduler = scheduler_factory(recipe.optim, recipe.train.updates)(optimizer)
+    data = TrainData(family_splits(recipe), recipe.tasks, pad_id=0)
+    for step in range(recipe.train.updates):
+        optimizer.zero_grad()
+        plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes, recipe.train.batch_size)
+        for slot in plan:
+            batch = data.batch(slot, torch.device("cpu"))
+            loss, _ = slot_loss(model, model.task_id(slot.task), recipe.task(slot.task), batch)
+            (loss / len(plan)).backward()
+        optimizer.step()
+        scheduler.step()
+    return model.state_dict()
+
+
+FAMILY_CASES = {
+    "bert": ["classification", "regression", "multiple_choice", "span"],
+    "bart": ["classification", "regression", "multiple_choice", "span", "summarization"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [1, 2])
+@pytest.mark.parametrize("backbone", ["bert", "bart"])
+def test_mixed_families_on_two_workers_match_single_process_reference(backbone, stage, tmp_path):
+    recipe_dict = mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": stage}, run={"seed": 1},
+                               train={"updates": 3, "slots_per_update": 6, "batch_size": 3})
+    recipe = recipe_from_dict(recipe_dict)
+    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, "families"), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    family = {t.name: t.family for t in recipe.tasks}
+    pairs = [(family[a], family[b]) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
+    assert any(a != b for a, b in pairs), f"the ranks never ran different families at once: {pairs}"
+    assert {f for pair in pairs for f in pair} == set(FAMILY_CASES[backbone]), pairs
+
+    reference = _family_reference(recipe, backbone)
+    for name, expected in reference.items():
+        for r in range(WORLD):
+            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
+                                       msg=lambda m: f"rank {r}, {name}: {m}")

@@ -1,0 +1,180 @@
+"""Regression, single sentence or pair (STS-B style): one head per dataset, mean squared error, no log(n).
+
+Records: {"text", "text_pair" (None without a pair column), "label": float}. `text`, and `text_pair`
+when the task has a text_pair column, must be non-empty text; `label` must be a finite number (an int,
+a float, or a string such as "4.750"). Shard columns: input_ids list<int32>, token_type_ids list<int8>
+(when the tokenizer makes them), label float32, length int32.
+
+The model gives one value per row ([B] floats). The loss is the mean squared error in fp32.
+
+n for log(n) scaling: a regression output ranges over no finite set of outcomes, and the MSE has no
+chance-level value of log(n) to normalise away, so `num_predictions` returns None, which means "no
+scaling": the step uses the loss as it is. Metrics are Pearson and Spearman correlation (the STS-B
+convention), NaN where undefined (fewer than 2 rows, or constant predictions or labels).
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from prefinetune.tasks import FieldError
+
+__all__ = ["TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss",
+           "num_predictions", "predict", "metrics", "evaluate"]
+
+TARGETS = ("labels",)
+
+
+# ---------------------------------------------------------------- records
+
+def _text(value: Any, role: str) -> str:
+    if value is None:
+        raise FieldError(role, "missing")
+    if not isinstance(value, str):
+        raise FieldError(role, f"expected a string, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise FieldError(role, "empty text")
+    return value
+
+
+def _label_value(raw: Any) -> float:
+    if raw is None:
+        raise FieldError("label", "missing")
+    if isinstance(raw, bool) or not isinstance(raw, (numbers.Real, str)):
+        raise FieldError("label", f"label {raw!r} is a {type(raw).__name__}, not a number")
+    try:
+        value = float(raw.strip() if isinstance(raw, str) else raw)
+    except ValueError:
+        raise FieldError("label", f"label {raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise FieldError("label", f"label {raw!r} is not a finite number")
+    return value
+
+
+def to_record(values: dict[str, Any], task) -> dict:
+    """Validate one row's raw values into {"text", "text_pair", "label": float}; FieldError if bad."""
+    text = _text(values.get("text"), "text")
+    pair = _text(values.get("text_pair"), "text_pair") if task.columns.text_pair is not None else None
+    return {"text": text, "text_pair": pair, "label": _label_value(values.get("label"))}
+
+
+# ---------------------------------------------------------------- tokenization and shards
+
+def _pairs(records: list[dict]) -> Optional[list[str]]:
+    pairs = [r.get("text_pair") for r in records]
+    if all(p is None for p in pairs):
+        return None
+    if any(p is None for p in pairs):
+        raise ValueError("records mix rows with and without text_pair")
+    return pairs
+
+
+def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
+    """Records -> shard columns (one row per record; pairs are encoded as pairs)."""
+    pairs = _pairs(records)
+    with_types = "token_type_ids" in tokenizer("a", "b" if pairs is not None else None)
+    columns: dict[str, list] = {"input_ids": []}
+    if with_types:
+        columns["token_type_ids"] = []
+    if records:
+        enc = tokenizer([r["text"] for r in records], pairs, truncation=True, max_length=max_length)
+        columns["input_ids"] = list(enc["input_ids"])
+        if with_types:
+            columns["token_type_ids"] = list(enc["token_type_ids"])
+    columns["label"] = [float(r["label"]) for r in records]
+    columns["length"] = [len(ids) for ids in columns["input_ids"]]
+    return columns
+
+
+def shard_schema(with_token_types: bool) -> pa.Schema:
+    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
+    if with_token_types:
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
+    return pa.schema(fields + [pa.field("label", pa.float32()), pa.field("length", pa.int32())])
+
+
+def split_stats(table: pa.Table, task) -> dict:
+    """label_stats: mean / std (population) / min / max of the labels (None for an empty split)."""
+    labels = table.column("label").to_numpy().astype(np.float64)
+    if labels.size == 0:
+        return {"label_stats": {"mean": None, "std": None, "min": None, "max": None}}
+    return {"label_stats": {"mean": float(labels.mean()), "std": float(labels.std()),
+                            "min": float(labels.min()), "max": float(labels.max())}}
+
+
+# ---------------------------------------------------------------- batches and loss
+
+def collate(rows: dict[str, list], pad_id: int, task) -> dict[str, torch.Tensor]:
+    """Pad `input_ids` (and `token_type_ids`) to the longest row; labels float32 [B]."""
+    ids = rows["input_ids"]
+    width = max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, r in enumerate(ids):
+        input_ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        attention[i, : len(r)] = 1
+    batch = {"input_ids": input_ids, "attention_mask": attention}
+    if "token_type_ids" in rows:
+        types = torch.zeros_like(input_ids)
+        for i, r in enumerate(rows["token_type_ids"]):
+            types[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
+        batch["token_type_ids"] = types
+    batch["labels"] = torch.as_tensor(rows["label"], dtype=torch.float32)
+    return batch
+
+
+def loss(outputs: torch.Tensor, batch: dict, task) -> torch.Tensor:
+    """Mean squared error between the outputs [B] (or [B, 1]) and the labels, in fp32."""
+    return F.mse_loss(outputs.float().reshape(-1), batch["labels"].float().to(outputs.device))
+
+
+def num_predictions(task, batch=None, outputs=None) -> None:
+    """None: regression has no n, so its loss is not log(n)-scaled (see the module docstring)."""
+    return None
+
+
+def predict(outputs: torch.Tensor) -> np.ndarray:
+    return outputs.float().reshape(-1).cpu().numpy()
+
+
+def _correlation(fn, predictions: np.ndarray, labels: np.ndarray) -> float:
+    if len(labels) < 2:
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: scipy warns and returns NaN
+        return float(fn(predictions, labels)[0])
+
+
+def metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Pearson and Spearman correlation of predictions with labels."""
+    return {"pearson": _correlation(stats.pearsonr, predictions, labels),
+            "spearman": _correlation(stats.spearmanr, predictions, labels)}
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
+    """Pearson / Spearman on (the first `max_rows` rows of) a split; the model's train/eval mode is restored."""
+    rows = range(min(len(split), max_rows or len(split)))
+    predictions, labels = [np.zeros(0, dtype=np.float32)], [np.zeros(0, dtype=np.float32)]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate(split.take(list(rows[start:start + batch_size])), pad_id, task)
+            labels.append(batch["labels"].numpy())
+            predictions.append(predict(model(task_id, _to_device(batch, device))["outputs"]))
+    finally:
+        model.train(was_training)
+    return {**metrics(np.concatenate(predictions), np.concatenate(labels)), "rows": len(rows)}
