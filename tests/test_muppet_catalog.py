@@ -15,7 +15,7 @@ import pytest
 from prefinetune.config import TaskConfig, load_recipe, recipe_from_dict
 from prefinetune.data.readers import read_split
 from prefinetune.tasks.muppet_catalog import (
-    MUPPET_CATALOG, NOTES, PAPER_DATASETS, PARQUET_EXPORT, PENDING, UNSUPPORTED, muppet_names, muppet_task,
+    MUPPET_CATALOG, NOTES, PAPER_DATASETS, PARQUET_EXPORT, STRING_ANSWER_SPANS, UNSUPPORTED, muppet_names, muppet_task,
     muppet_tasks,
 )
 
@@ -54,7 +54,7 @@ def test_families_of_known_datasets():
                            "eraser_multirc", "wikiqa", "trec", "scitail"],
         "multiple_choice": ["copa", "record", "openbookqa", "swag", "hellaswag", "race", "commonsense_qa",
                             "cosmos_qa", "arc_easy", "arc_challenge", "sciq"],
-        "span": ["squad"],
+        "span": ["squad", "drop", "natural_questions", "triviaqa", "hotpotqa"],
         "summarization": ["cnn_dailymail", "billsum", "xsum", "aeslc", "multi_news"],
     }
     for family, names in expected.items():
@@ -79,10 +79,10 @@ def test_every_paper_dataset_is_catalogued_or_unsupported_with_a_reason():
     assert set(NOTES) <= set(names)
 
 
-@pytest.mark.parametrize("name", list(PENDING))
-def test_pending_entries_validate_and_are_unsupported(name):
-    assert name in UNSUPPORTED and name not in MUPPET_CATALOG
-    assert TaskConfig.model_validate(PENDING[name]).name == name
+@pytest.mark.parametrize("name", list(STRING_ANSWER_SPANS))
+def test_string_answer_span_tasks_are_in_the_catalog(name):
+    assert name in MUPPET_CATALOG and name not in UNSUPPORTED
+    assert TaskConfig.model_validate(MUPPET_CATALOG[name]).family == "span"
 
 
 def test_muppet_task_overrides_and_errors():
@@ -93,7 +93,7 @@ def test_muppet_task_overrides_and_errors():
         muppet_task("nope")
     with pytest.raises(ValueError, match="unknown task families"):
         muppet_tasks(["clasification"])
-    assert [t["name"] for t in muppet_tasks("span")] == ["squad"]
+    assert [t["name"] for t in muppet_tasks("span")] == ["squad", "drop", "natural_questions", "triviaqa", "hotpotqa"]
     assert len(muppet_tasks()) == len(MUPPET_CATALOG)
 
 
@@ -198,6 +198,14 @@ SAMPLE_ROWS = {
               "context": "Architecturally, the school has a Catholic character.",
               "question": "What character does the school have?",
               "answers": {"text": ["a Catholic character"], "answer_start": [32]}},
+    "drop": {"section_id": "nfl_1", "query_id": "q1", "passage": "The Bears scored first with a field goal.",
+             "question": "Who scored first?", "answers_spans": {"spans": ["The Bears"], "types": ["span"]}},
+    "natural_questions": {"key": "nq1", "context": "The capital of France is Paris.",
+                          "question": "what is the capital of france", "answers": ["Paris"]},
+    "triviaqa": {"key": "tq1", "context": "Mount Everest is the highest mountain.",
+                 "question": "Which is the highest mountain?", "answers": ["Mount Everest"]},
+    "hotpotqa": {"key": "hp1", "context": "Ada Lovelace wrote the first program. She was English.",
+                 "question": "Who wrote the first program?", "answers": ["Ada Lovelace"]},
     "cnn_dailymail": {"article": "LONDON (CNN) -- A long article.", "highlights": "A summary.", "id": "abc"},
     "billsum": {"text": "SECTION 1. SHORT TITLE.", "summary": "A bill summary.", "title": "A bill"},
     "xsum": {"document": "A news story.", "summary": "One sentence.", "id": "1"},

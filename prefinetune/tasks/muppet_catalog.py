@@ -3,7 +3,7 @@
 Data, not code: `MUPPET_CATALOG` maps a task name to the TaskConfig dict of one dataset (format "hub":
 a `datasets.load_dataset` path, config and revision, the split names, the columns each family role reads,
 the label conventions). `UNSUPPORTED` names the paper's datasets our schema or readers cannot read yet,
-with the reason; `PENDING` holds the entries some of them would get once that is fixed; `NOTES` says,
+with the reason; `NOTES` says,
 per dataset, every conversion that is not a plain copy of the hub columns. `PAPER_DATASETS` lists the
 paper's datasets by their paper name, each either in the catalog or in UNSUPPORTED.
 
@@ -36,11 +36,11 @@ Conversions (details in NOTES)
 - MultiRC (SuperGLUE) -> would be pairs (paragraph + question, answer) classification; needs three
   texts in two roles: UNSUPPORTED. ERASER MultiRC (same passages; question and answer pre-joined in
   `query_and_answer`) is in the catalog.
-- DROP, Natural Questions, TriviaQA, HotpotQA -> span, but UNSUPPORTED until the span family accepts
-  answers without offsets (see PENDING, ready to move in): DROP's `answers_spans.spans` and the MRQA 2019
-  copies of NQ / TriviaQA / HotpotQA (lucadiliello/*, SQuAD-like contexts: one passage per question,
-  answers that occur in it) hold answer strings only. DROP's number and date answers that do not occur in
-  the passage would then be bad rows, quarantined (data.on_bad_row: quarantine), never dropped silently.
+- DROP, Natural Questions, TriviaQA, HotpotQA -> span. DROP's `answers_spans.spans` and the MRQA 2019
+  copies of NQ / TriviaQA / HotpotQA (lucadiliello/*, SQuAD-like contexts: one passage per question)
+  hold answer strings without offsets; the span family places each at its first exact occurrence in the
+  context. DROP's number and date answers that do not occur in the passage are bad rows, quarantined
+  (data.on_bad_row: quarantine) and counted, never dropped silently.
 - MathQA, WSC: UNSUPPORTED (reasons below).
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Optional
 
 __all__ = [
-    "MUPPET_CATALOG", "UNSUPPORTED", "PENDING", "NOTES", "PAPER_DATASETS", "PARQUET_EXPORT",
+    "MUPPET_CATALOG", "UNSUPPORTED", "STRING_ANSWER_SPANS", "NOTES", "PAPER_DATASETS", "PARQUET_EXPORT",
     "muppet_task", "muppet_tasks", "muppet_names",
 ]
 
@@ -193,11 +193,6 @@ MUPPET_CATALOG: dict[str, dict[str, Any]] = {
                    "columns": {"text": "document", "target": "summary"}, "max_target_length": 256},
 }
 
-_SPAN_NEEDS_OFFSETS = (
-    "the span family takes answers only with character offsets ({text, answer_start}, SQuAD style) and "
-    "this hub layout gives answer strings without offsets; it becomes supported once span.to_record "
-    "accepts a list of answer strings and finds each in the context (an answer that does not occur is a "
-    "bad row). The entry is ready in PENDING.")
 
 UNSUPPORTED: dict[str, str] = {
     "multirc": (
@@ -219,16 +214,10 @@ UNSUPPORTED: dict[str, str] = {
         "options with ' , ' while options themselves contain ' , ' ('rs . 1 , 200'), so any split we wrote "
         "would guess. Its main branch is also a loading script (Parquet export needed). Needs a MathQA "
         "options parser (anchored on the fixed a..e sequence) in the multiple-choice family."),
-    "drop": "DROP (ucinlp/drop): " + _SPAN_NEEDS_OFFSETS,
-    "natural_questions": "Natural Questions, MRQA 2019 short-answer version (lucadiliello/naturalquestionsshortqa): "
-                         + _SPAN_NEEDS_OFFSETS,
-    "triviaqa": "TriviaQA, MRQA 2019 web version (lucadiliello/triviaqa): " + _SPAN_NEEDS_OFFSETS,
-    "hotpotqa": "HotpotQA, MRQA 2019 distractor-paragraph version (lucadiliello/hotpotqa): " + _SPAN_NEEDS_OFFSETS,
 }
 
-# Entries for UNSUPPORTED datasets that validate as TaskConfig and only wait for the reader feature named
-# in their UNSUPPORTED reason. Not in MUPPET_CATALOG and not in any recipe until then.
-PENDING: dict[str, dict[str, Any]] = {
+# Span tasks whose answers come as strings without offsets (placed at their first occurrence).
+STRING_ANSWER_SPANS: dict[str, dict[str, Any]] = {
     "drop": {"name": "drop", "family": "span", "format": "hub", "hub": _hub("ucinlp/drop"),
              "splits": dict(_TRAIN_DEV),
              "columns": {"context": "passage", "question": "question", "answers": "answers_spans.spans",
@@ -244,6 +233,8 @@ PENDING: dict[str, dict[str, Any]] = {
                  "splits": dict(_TRAIN_DEV),
                  "columns": {"context": "context", "question": "question", "answers": "answers", "id": "key"}},
 }
+
+MUPPET_CATALOG.update(STRING_ANSWER_SPANS)
 
 NOTES: dict[str, str] = {
     "mnli": "dev = validation_matched; dev_mismatched is prepared too.",
@@ -281,14 +272,14 @@ NOTES: dict[str, str] = {
             "choice independently, so the position teaches nothing). `support` is optional context. Rows "
             "where a distractor repeats the answer, or whose answer is a digit string naming another "
             "position, are ambiguous: bad rows (quarantine).",
-    "squad": "SQuAD v1.1 (rajpurkar/squad, plain_text): the only span task the span family reads today.",
+    "squad": "SQuAD v1.1 (rajpurkar/squad, plain_text): answers with character offsets.",
     "cnn_dailymail": "Config 3.0.0 (non-anonymised). Target length 142 tokens (BART's CNN/DM setting).",
     "billsum": "No validation split: dev = test (ca_test unused). Bills are long: model.max_length truncates.",
     "xsum": "Script-only on the main branch: Parquet export.",
     "aeslc": "Email body -> subject line.",
     "multi_news": "Source documents joined by '|||||' in one string, truncated to model.max_length. Parquet export.",
-    "drop": "Span over the passage; answers_spans.spans are answer strings (number, date or span). Once "
-            "supported, an answer string that does not occur in the passage (most numbers and dates) is a bad "
+    "drop": "Span over the passage; answers_spans.spans are answer strings (number, date or span), each "
+            "placed at its first occurrence. An answer string that does not occur in the passage (most numbers and dates) is a bad "
             "row, quarantined; a multi-span answer trains on its first span; a number that happens to occur "
             "in the passage trains as a span (the schema cannot filter on answers_spans.types).",
     "natural_questions": "MRQA 2019 NaturalQuestionsShort: the long-answer paragraph as context, short answers "

@@ -106,6 +106,8 @@ def _answer_list(value: Any) -> list[tuple[Any, Any]]:
                 or len(texts) != len(starts):
             raise FieldError("answers", "'text' and 'answer_start' must be lists of the same length")
         return list(zip(texts, starts))
+    if isinstance(value, (list, tuple)) and value and all(isinstance(a, str) for a in value):
+        return [(a, None) for a in value]      # answer strings without offsets (DROP, MRQA): located below
     if isinstance(value, (list, tuple)):
         pairs = []
         for a in value:
@@ -128,6 +130,11 @@ def _check_answer(context: str, text: Any, start: Any) -> dict:
     """The answer, its surrounding whitespace trimmed (the offset moved to match), checked in place."""
     if not isinstance(text, str) or not text.strip():
         raise FieldError("answers", f"answer text must be a non-empty string, got {text!r:.60}")
+    if start is None:           # no offset given: the answer's first exact occurrence in the context
+        start = context.find(text)
+        if start < 0:
+            raise FieldError("answers", f"answer {text!r:.80} (given without an offset) occurs nowhere in "
+                                        "the context")
     start = _offset(start)
     if context[start:start + len(text)] != text or start < 0:
         where = _occurrences(context, text)
@@ -141,7 +148,8 @@ def _check_answer(context: str, text: Any, start: Any) -> dict:
 
 
 def to_record(values: dict[str, Any], task) -> dict:
-    """One row -> {id, context, question, answers}. Every answer must sit at its offset in the context;
+    """One row -> {id, context, question, answers}. Every answer must sit at its offset in the context
+    (answers given as plain strings, without offsets, are placed at their first exact occurrence);
     at least one answer is required (SQuAD v1.1 has no unanswerable questions). The question is stripped
     (leading spaces would waste the window); answers are whitespace-trimmed with the offset moved."""
     context = _text(values.get("context"), "context")

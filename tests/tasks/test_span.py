@@ -386,3 +386,17 @@ def test_evaluate_on_real_xquad_rows(tokenizer, data_root):
     assert stats["answer_in_no_window"] == 0
     result = span.evaluate(GoldModel(gold_targets(cols)), 0, task, split, tokenizer.pad_token_id, 8, None, "cpu")
     assert result == {"exact_match": 100.0, "f1": 100.0, "rows": len(recs)}
+
+
+def test_answers_given_as_strings_are_placed_at_their_first_occurrence():
+    from prefinetune.tasks import FieldError
+    from prefinetune.tasks.span import to_record
+
+    context = "The Bears kicked a field goal, then the Bears scored again."
+    record = to_record({"context": context, "question": "Who scored?", "answers": ["the Bears", "field goal"]}, None)
+    assert record["answers"] == [{"text": "the Bears", "answer_start": context.index("the Bears")},
+                                 {"text": "field goal", "answer_start": 19}]
+    for a in record["answers"]:
+        assert context[a["answer_start"]:a["answer_start"] + len(a["text"])] == a["text"]
+    with pytest.raises(FieldError, match=r"answers: answer '17' \(given without an offset\) occurs nowhere"):
+        to_record({"context": context, "question": "How many points?", "answers": ["17"]}, None)
