@@ -2,6 +2,7 @@
 
     python data_prep/prepare.py --recipe recipes/shared_data_cpu.yaml --data-dir ../shared/data
     python data_prep/prepare.py --recipe recipes/shared_data_cpu.yaml model.max_length=128 data.on_bad_row=quarantine
+    python data_prep/prepare.py --recipe recipes/shared_data_no_summ_cpu.yaml --data-dir ../shared/data  # 4 families
 
 Overrides are `key.sub=value` (YAML values), as for every recipe. A second run with the same inputs
 reuses the finished shards and says so. The shards go to data.shards_dir, or output_dir/name/shards.
@@ -31,6 +32,12 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rows(split: dict) -> str:
+    """Shard rows of a split, and the records they came from where these differ (span windows)."""
+    records = split.get("records", split["rows"])
+    return f"{split['rows']}" + (f" ({records} records)" if records != split["rows"] else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_intermixed_args(argv)
     try:
@@ -46,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
                              shard_rows=args.shard_rows)
     for name, task in manifest["tasks"].items():
         state = "reused" if name in manifest["last_run"]["reused"] else "prepared"
-        rows = ", ".join(f"{split} {s['rows']}" for split, s in task["splits"].items())
+        rows = ", ".join(f"{split} {_rows(s)}" for split, s in task["splits"].items())
         print(f"{name:20s} {state:8s} {rows}")
     print(f"shards: {recipe.shards_path}")
     return 0

@@ -287,8 +287,11 @@ def _txt_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
             yield _Raw(no, no, match.groupdict(), text)
 
 
-def _parse_json_object(text: str) -> Any:
-    return json.loads(text)
+def _parse_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not valid JSON: {err}") from None
 
 
 def _parse_python_dict(text: str) -> Any:
@@ -300,7 +303,7 @@ def _parse_python_dict(text: str) -> Any:
     try:
         return ast.literal_eval(text.strip())
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
-        raise ValueError(f"neither JSON nor a Python literal: {type(err).__name__}: {err}") from None
+        raise ValueError(f"neither JSON nor a Python literal ({type(err).__name__}: {err})") from None
 
 
 def _object_lines(path: Path, task: TaskConfig, parse: Callable[[str], Any], what: str) -> Iterator[_Raw]:
@@ -313,7 +316,7 @@ def _object_lines(path: Path, task: TaskConfig, parse: Callable[[str], Any], wha
         try:
             obj = parse(text)
         except ValueError as err:
-            yield _Raw(no, no, None, text, (f"({what})", f"not valid {what.upper()}: {err}"))
+            yield _Raw(no, no, None, text, (f"({what})", str(err)))
             continue
         if not isinstance(obj, dict):
             yield _Raw(no, no, None, text, (f"({what})", f"a {type(obj).__name__}, not an object"))
@@ -322,7 +325,7 @@ def _object_lines(path: Path, task: TaskConfig, parse: Callable[[str], Any], wha
 
 
 def _jsonl_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
-    return _object_lines(path, task, _parse_json_object, "json")
+    return _object_lines(path, task, _parse_json, "json")
 
 
 def _pydict_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:

@@ -22,7 +22,7 @@ tasks in full TaskConfig form; this catalog is where those dicts come from:
   rotten_tomatoes (the file name is the label, no splits).
 
 Per dataset:
-- Metrics follow GLUE: CoLA Matthews correlation, MRPC accuracy and F1, the others accuracy.
+- Metrics follow GLUE (CoLA Matthews correlation, MRPC F1), with accuracy reported for every task.
 - Label ids follow the Hugging Face ClassLabel order (GLUE, SuperGLUE, trec coarse). TREC is latin-1
   (one train line holds byte 0xf0) and comes as `<COARSE>:<fine> <question>` lines, hence format txt.
   WiC is read as a sentence pair: the target word (field `word`) is not part of the input.
@@ -69,7 +69,7 @@ CATALOG: dict[str, dict[str, Any]] = {
         "name": "cola", "format": "tsv", "header": False,
         "splits": {"train": "cola/train.tsv", "dev": "cola/dev.tsv"},
         "columns": {"text": 3, "label": 1},
-        "label_names": ["unacceptable", "acceptable"], "metrics": ["mcc"],
+        "label_names": ["unacceptable", "acceptable"], "metrics": ["accuracy", "mcc"],
         "label_map": {"0": "unacceptable", "1": "acceptable"},
     },
     "sst2": {
