@@ -183,14 +183,84 @@ class DataSection(_Strict):
 
 
 class SamplingSection(_Strict):
-    policy: Literal["natural", "uniform"] = Field("natural", description="which task fills each slot")
+    """Task sampling (prefinetune/data/sampling.py): how likely each task is at each update, and how
+    the slots of an update share tasks. Everything is a pure function of (seed, update, slot, updates)."""
+    policy: Literal["natural", "uniform", "temperature"] = Field(
+        "natural", description="P(task): natural ∝ training rows (Muppet); uniform; temperature ∝ rows^alpha")
+    alpha: float = Field(1.0, ge=0.0, description="temperature: the fixed exponent when anneal is 'none' "
+                         "(1 = natural, 0 = uniform; T5's temperature T is alpha = 1/T)")
+    anneal: Literal["none", "linear", "exponential", "cosine"] = Field(
+        "none", description="temperature: move alpha from alpha_start (first update) to alpha_end (last) "
+        "linearly, geometrically (exponential) or along a half cosine. Left out with policy temperature: "
+        "'exponential' (Wolfe & Lundgaard 2022: 1.0 -> 0.1), or 'none' if alpha is given")
+    alpha_start: float = Field(1.0, ge=0.0, description="temperature with anneal: alpha at the first update")
+    alpha_end: float = Field(0.1, ge=0.0, description="temperature with anneal: alpha at the end of the run")
+    examples_cap: Optional[int] = Field(
+        None, ge=1, description="natural/temperature: count at most this many rows of a task (T5/seqio's "
+        "examples-proportional mixing cap), so the largest tasks do not crowd out the rest")
+    strategy: Literal["batch_heterogeneous", "batch_homogeneous", "dataset_homogeneous"] = Field(
+        "batch_heterogeneous", description="Muppet 5.2: batch_heterogeneous = each slot draws its own task; "
+        "batch_homogeneous = one task per update, drawn from the policy; dataset_homogeneous = tasks one "
+        "after another in a seeded order, each for its share of the run's updates")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_anneal(cls, data: Any) -> Any:
+        """policy temperature without alpha or anneal: the exponential 1.0 -> 0.1 schedule."""
+        if isinstance(data, dict) and data.get("anneal") is None:
+            data = dict(data)
+            annealed = data.get("policy") == "temperature" and data.get("alpha") is None
+            data["anneal"] = "exponential" if annealed else "none"
+        return data
+
+    @model_validator(mode="after")
+    def _keys_fit_the_policy(self) -> "SamplingSection":
+        defaults = {k: f.default for k, f in type(self).model_fields.items()}
+        if self.policy != "temperature":
+            if self.anneal != "none":
+                raise ValueError(f"anneal={self.anneal!r} anneals the temperature exponent: it needs "
+                                 f"policy 'temperature', not {self.policy!r}")
+            if self.alpha != 1.0:
+                raise ValueError(f"alpha is the temperature exponent: it needs policy 'temperature', "
+                                 f"not {self.policy!r}")
+        if self.policy == "uniform" and self.examples_cap is not None:
+            raise ValueError("examples_cap has no effect with policy 'uniform'; use natural or temperature")
+        if self.anneal == "none":
+            moved = [k for k in ("alpha_start", "alpha_end") if getattr(self, k) != defaults[k]]
+            if moved:
+                raise ValueError(f"{' and '.join(moved)} only apply with anneal linear, exponential or "
+                                 "cosine; a fixed temperature exponent is alpha")
+        else:
+            if self.alpha != 1.0:
+                raise ValueError(f"alpha is the fixed exponent; with anneal={self.anneal!r} set alpha_start "
+                                 "and alpha_end instead")
+            if self.anneal == "exponential" and not (self.alpha_start > 0 and self.alpha_end > 0):
+                raise ValueError("anneal 'exponential' interpolates geometrically: it needs alpha_start > 0 "
+                                 f"and alpha_end > 0 (got alpha_start={self.alpha_start}, "
+                                 f"alpha_end={self.alpha_end})")
+        return self
 
 
 class TrainSection(_Strict):
     updates: int = Field(..., ge=1, description="optimizer updates in the run")
     slots_per_update: int = Field(64, ge=1, description="homogeneous micro-batches per update (Muppet: 64)")
-    batch_size: int = Field(16, ge=1, description="rows in one slot's micro-batch")
+    batch_size: int = Field(16, ge=1, description="rows in one slot's micro-batch (unused with token_budget)")
     log_every: int = Field(10, ge=1, description="updates between metric lines")
+    token_budget: Optional[int] = Field(
+        None, ge=8, description="tokens per slot: rows x padded length of a slot's batch stays within it (a row "
+        "longer than the budget goes alone), rows of similar length batched together (multiple choice: rows x "
+        "longest choice; the [B*K, L] tensor is K times that). None: batch_size random rows per slot. "
+        "See prefinetune/data/batching.py")
+    length_buckets: int = Field(
+        8, ge=1, le=128, description="with token_budget: length buckets per task, their boundaries fitted to the "
+        "task's own lengths for least padding (1: no bucketing)")
+
+    @model_validator(mode="after")
+    def _buckets_need_budget(self) -> "TrainSection":
+        if "length_buckets" in self.model_fields_set and self.token_budget is None:
+            raise ValueError("length_buckets acts only with a token_budget (without one every slot holds "
+                             "batch_size random rows): set token_budget too, or drop length_buckets")
+        return self
 
 
 class OptimSection(_Strict):
@@ -205,6 +275,20 @@ class OptimSection(_Strict):
 class DeepSpeedSection(_Strict):
     zero_stage: Literal[0, 1, 2] = 2
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+
+
+class R3FSection(_Strict):
+    enabled: bool = Field(False, description="add the R3F penalty lambda * symKL(f(x), f(x + z))")
+    weight: float = Field(1.0, ge=0, description="lambda, the penalty's weight (paper default 1)")
+    sigma: float = Field(1e-5, ge=0, description="scale of the noise z on the input embeddings")
+    noise: Literal["normal", "uniform"] = Field("normal", description="z ~ N(0, sigma^2) or U(-sigma, sigma)")
+    spectral_norm: bool = Field(False, description="R4F: spectral normalisation of the heads (needs enabled)")
+
+    @model_validator(mode="after")
+    def _r4f_needs_r3f(self) -> "R3FSection":
+        if self.spectral_norm and not self.enabled:
+            raise ValueError("spectral_norm (R4F) is R3F plus spectral normalisation: set enabled: true too")
+        return self
 
 
 class ScalingSection(_Strict):
@@ -235,6 +319,7 @@ class RecipeConfig(_Strict):
     train: TrainSection
     optim: OptimSection = OptimSection()
     deepspeed: DeepSpeedSection = DeepSpeedSection()
+    r3f: R3FSection = R3FSection()
     scaling: ScalingSection = ScalingSection()
     checkpoint: CheckpointSection = CheckpointSection()
     eval: EvalSection = EvalSection()

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from prefinetune.data.schedule import Slot
+from prefinetune.losses.r3f import embedding_noise, family_sym_kl
 from prefinetune.losses.scaling import scale_loss
 from prefinetune.tasks import family_module
 
@@ -49,18 +50,40 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def slot_loss(model, task_id: int, task, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def slot_loss(model, task_id: int, task, batch: dict, r3f=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss for backward, unscaled family loss for logging) of one homogeneous batch.
 
-    The family loss is divided by log(n) (n from the family: classes, choices, positions, vocabulary;
-    regression has none and stays unscaled); the 0-valued `inactive` term ties every other head into
-    the graph so all ranks build the same one (see prefinetune.model.multitask)."""
+    The family loss (plus, with R3F on, lambda times the symmetric KL between clean and perturbed outputs)
+    is divided by log(n) (n from the family: classes, choices, positions, vocabulary; regression has none
+    and stays unscaled); the 0-valued `inactive` term ties every other head into the graph so all ranks
+    build the same one (see prefinetune.model.multitask)."""
     family = family_module(task.family)
-    out = model(task_id, batch)
-    raw = family.loss(out["outputs"], batch, task)
+    if r3f is not None and r3f.enabled:
+        out, noisy = _clean_and_perturbed(model, task_id, batch, r3f)
+        raw = family.loss(out["outputs"], batch, task)
+        total = raw + r3f.weight * family_sym_kl(task.family, out["outputs"], noisy["outputs"], batch)
+        inactive = out["inactive"] + noisy["inactive"]
+    else:
+        out = model(task_id, batch)
+        total = raw = family.loss(out["outputs"], batch, task)
+        inactive = out["inactive"]
     n = family.num_predictions(task, batch, out["outputs"])
-    scaled = raw if n is None else scale_loss(raw, n)
-    return scaled + out["inactive"], raw.detach()
+    return (total if n is None else scale_loss(total, n)) + inactive, raw.detach()
+
+
+def _clean_and_perturbed(model, task_id: int, batch: dict, r3f) -> tuple[dict, dict]:
+    """Both R3F passes with the same dropout masks: the clean one runs under a forked RNG state, the
+    noise comes from its own generator, so sigma = 0 reproduces the clean outputs exactly."""
+    device = batch["input_ids"].device
+    noise_seed = int(torch.randint(2**62, (1,)).item())
+    generator = torch.Generator(device=device).manual_seed(noise_seed)
+
+    def perturb(embeds: torch.Tensor) -> torch.Tensor:
+        return embeds + embedding_noise(embeds.shape, embeds.dtype, device, r3f.sigma, r3f.noise, generator)
+
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        clean = model(task_id, batch, perturb=lambda embeds: embeds)
+    return clean, model(task_id, batch, perturb=perturb)
 
 
 def seed_slot(seed: int, step: int, slot: int) -> None:
@@ -70,13 +93,13 @@ def seed_slot(seed: int, step: int, slot: int) -> None:
 
 
 def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData,
-               device: torch.device, seed: int = 0, step: int = 0) -> list[SlotResult]:
+               device: torch.device, seed: int = 0, step: int = 0, r3f=None) -> list[SlotResult]:
     """This worker's micro-steps of update `step`; returns what each slot did."""
     results = []
     for slot in slots:
         seed_slot(seed, step, slot.index)
         batch = data.batch(slot, device)
-        loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch)
+        loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f)
         engine.backward(loss)
         engine.step()
         results.append(SlotResult(slot.task, float(raw), len(slot.rows)))

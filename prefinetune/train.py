@@ -92,7 +92,7 @@ def train_worker(config: dict) -> None:
         plan = update_plan(recipe.run.seed, update - 1, recipe.train.slots_per_update, sizes,
                            recipe.train.batch_size, recipe.sampling.policy)
         mine = worker_slots(plan, rank, world)
-        stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update - 1))
+        stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update - 1, recipe.r3f))
         log.step()
         last = update == total
         if update % recipe.train.log_every == 0 or last:

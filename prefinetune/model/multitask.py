@@ -87,7 +87,7 @@ class MultiTaskModel(nn.Module):
         raise KeyError(f"unknown task {name!r}; the model has {[t.name for t in self.tasks]}")
 
     # ------------------------------------------------------------------ features
-    def _features(self, batch: dict, summarization: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _features(self, batch: dict, summarization: bool, perturb=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(states [N, L, H], pooled [N, H], mask [N, L] of real positions) of the batch's sequences.
         On BART the states are the decoder's: over the source, or over the target for summarization."""
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -97,6 +97,8 @@ class MultiTaskModel(nn.Module):
             inputs["decoder_input_ids"] = _shift_right(source, cfg.pad_token_id, cfg.decoder_start_token_id)
         elif "token_type_ids" in batch:
             inputs["token_type_ids"] = batch["token_type_ids"]
+        if perturb is not None:    # R3F: the input embeddings, perturbed
+            inputs["inputs_embeds"] = perturb(self.backbone.get_input_embeddings()(inputs.pop("input_ids")))
         states = self.backbone(**inputs).last_hidden_state
         mask = (batch["labels"] != -100).long() if summarization else batch["attention_mask"]
         if self.encoder_decoder:   # last real token: the end-of-sequence token, as BartForSequenceClassification
@@ -133,9 +135,10 @@ class MultiTaskModel(nn.Module):
             out["summarization"] = self._lm_logits(states if own("summarization") else states[:, :1])
         return out
 
-    def forward(self, task_id: int, batch: dict) -> dict[str, object]:
+    def forward(self, task_id: int, batch: dict, perturb=None) -> dict[str, object]:
+        """`perturb`, when given, maps the input embeddings [N, L, H] to what the backbone reads (R3F)."""
         task = self.tasks[task_id]
-        states, pooled, mask = self._features(batch, task.family == "summarization")
+        states, pooled, mask = self._features(batch, task.family == "summarization", perturb)
         heads = self._heads(task, batch, states, pooled, mask)
         inactive = states.new_zeros((), dtype=torch.float32)
         for family, value in heads.items():

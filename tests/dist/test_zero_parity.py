@@ -48,7 +48,7 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
         plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes,
                            recipe.train.batch_size)
         mine = worker_slots(plan, rank, WORLD)
-        run_update(engine, ids, mine, data, torch.device("cpu"), recipe.run.seed, step)
+        run_update(engine, ids, mine, data, torch.device("cpu"), recipe.run.seed, step, recipe.r3f)
         tasks_run.append([s.task for s in mine])
     state = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
     torch.save({"state": state, "tasks": tasks_run}, f"{out}/rank{rank}.pt")
@@ -100,7 +100,7 @@ def test_two_workers_on_different_tasks_match_single_process_reference(stage, tm
 
 def _family_reference(recipe, backbone: str) -> dict[str, torch.Tensor]:
     """Single process: each update steps AdamW on the mean over all S slots of the scaled family losses."""
-    from prefinetune.step import TrainData, slot_loss
+    from prefinetune.step import TrainData, seed_slot, slot_loss
 
     model = build_model(recipe, backbone=BACKBONES[backbone](seed=0))
     optimizer = build_optimizer(model, recipe.optim)
@@ -110,8 +110,9 @@ def _family_reference(recipe, backbone: str) -> dict[str, torch.Tensor]:
         optimizer.zero_grad()
         plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes, recipe.train.batch_size)
         for slot in plan:
+            seed_slot(recipe.run.seed, step, slot.index)
             batch = data.batch(slot, torch.device("cpu"))
-            loss, _ = slot_loss(model, model.task_id(slot.task), recipe.task(slot.task), batch)
+            loss, _ = slot_loss(model, model.task_id(slot.task), recipe.task(slot.task), batch, recipe.r3f)
             (loss / len(plan)).backward()
         optimizer.step()
         scheduler.step()
@@ -139,6 +140,25 @@ def test_mixed_families_on_two_workers_match_single_process_reference(backbone, 
     assert {f for pair in pairs for f in pair} == set(FAMILY_CASES[backbone]), pairs
 
     reference = _family_reference(recipe, backbone)
+    for name, expected in reference.items():
+        for r in range(WORLD):
+            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
+                                       msg=lambda m: f"rank {r}, {name}: {m}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["bert", "bart"])
+def test_mixed_families_with_r3f_under_zero2_match_single_process_reference(backbone, tmp_path):
+    recipe_dict = mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": 2}, run={"seed": 1},
+                               train={"updates": 2, "slots_per_update": 6, "batch_size": 3},
+                               r3f={"enabled": True, "sigma": 0.05, "weight": 1.0})
+    recipe = recipe_from_dict(recipe_dict)
+    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, "families"), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    reference = _family_reference(recipe, backbone)
+    recipe_off = recipe_from_dict({**recipe_dict, "r3f": {"enabled": False}})
+    without = _family_reference(recipe_off, backbone)
+    assert any(not torch.allclose(reference[n], without[n], atol=1e-6) for n in reference), "R3F changed nothing"
     for name, expected in reference.items():
         for r in range(WORLD):
             torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,

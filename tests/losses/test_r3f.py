@@ -1,0 +1,113 @@
+"""R3F: the symmetric KL against a direct computation, exactly 0 at sigma = 0 (dropout on), a gradient
+check on a tiny model, and the noise distributions."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny import TINY_BERT, family_splits, mixed_recipe  # noqa: E402
+
+from prefinetune.config import RecipeError, recipe_from_dict
+from prefinetune.data.schedule import Slot
+from prefinetune.losses.r3f import embedding_noise, family_sym_kl, sym_kl
+from prefinetune.model.multitask import build_model
+from prefinetune.step import TrainData, _clean_and_perturbed, slot_loss
+
+FAMILIES = ["classification", "regression", "multiple_choice", "span"]
+
+
+def _model(dropout: float, families=FAMILIES, dtype=torch.float32, **r3f):
+    from transformers import AutoModel, BertConfig
+
+    torch.manual_seed(0)
+    cfg = {**TINY_BERT, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+    data = mixed_recipe(families, r3f={"enabled": True, **r3f})
+    data["model"]["head_dropout"] = dropout
+    recipe = recipe_from_dict(data)
+    model = build_model(recipe, backbone=AutoModel.from_config(BertConfig(**cfg))).to(dtype)
+    return recipe, model, TrainData(family_splits(recipe), recipe.tasks, pad_id=0)
+
+
+def test_sym_kl_equals_kl_both_ways_by_hand():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    p = np.exp(a) / np.exp(a).sum(1, keepdims=True)
+    q = np.exp(b) / np.exp(b).sum(1, keepdims=True)
+    expected = np.mean((p * np.log(p / q)).sum(1) + (q * np.log(q / p)).sum(1))
+    assert float(sym_kl(torch.tensor(a), torch.tensor(b))) == pytest.approx(expected, rel=1e-6)
+    mask = torch.tensor([True, False, True, False])
+    masked = np.mean(((p * np.log(p / q)).sum(1) + (q * np.log(q / p)).sum(1))[[0, 2]])
+    assert float(sym_kl(torch.tensor(a), torch.tensor(b), mask)) == pytest.approx(masked, rel=1e-6)
+    assert float(sym_kl(torch.tensor(a), torch.tensor(a))) == 0.0
+
+
+def test_family_penalties_span_sums_start_and_end_and_regression_is_squared_difference():
+    s, e = torch.randn(3, 7), torch.randn(3, 7)
+    s2, e2 = torch.randn(3, 7), torch.randn(3, 7)
+    assert float(family_sym_kl("span", (s, e), (s2, e2), {})) == pytest.approx(float(sym_kl(s, s2) + sym_kl(e, e2)))
+    x, y = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 1.0])
+    assert float(family_sym_kl("regression", x, y, {})) == pytest.approx((0.25 + 1.0) / 2)
+
+
+@pytest.mark.parametrize("task_index", range(5))
+def test_sigma_zero_gives_exactly_zero_penalty_with_dropout_on(task_index):
+    recipe, model, data = _model(dropout=0.3, sigma=0.0)
+    model.train()
+    task = recipe.tasks[task_index]
+    batch = data.batch(Slot(0, task.name, (0, 1, 2, 3)), torch.device("cpu"))
+    clean, noisy = _clean_and_perturbed(model, task_index, batch, recipe.r3f)
+    assert float(family_sym_kl(task.family, clean["outputs"], noisy["outputs"], batch)) == 0.0
+    recipe.r3f.sigma = 1e-2            # and a real perturbation does move the outputs
+    clean, noisy = _clean_and_perturbed(model, task_index, batch, recipe.r3f)
+    assert float(family_sym_kl(task.family, clean["outputs"], noisy["outputs"], batch)) > 0.0
+
+
+def test_r3f_loss_gradient_check_on_a_tiny_model():
+    recipe, model, data = _model(dropout=0.0, families=["classification"], dtype=torch.float64, sigma=0.5)
+    task = recipe.tasks[0]
+    batch = data.batch(Slot(0, task.name, (0, 1, 2)), torch.device("cpu"))
+    weight = model.classification.out_weight
+
+    def loss_of(w):
+        with torch.no_grad():
+            weight.copy_(w)
+        torch.manual_seed(1)                       # the same noise on every evaluation
+        loss, _ = slot_loss(model, 0, task, batch, recipe.r3f)
+        return loss
+
+    w0 = weight.detach().clone()
+    torch.manual_seed(1)
+    model.zero_grad()
+    slot_loss(model, 0, task, batch, recipe.r3f)[0].backward()
+    analytic = weight.grad.clone()
+    numeric = torch.zeros_like(w0)
+    eps = 1e-3                                       # the family losses compute in fp32 by design
+    for idx in [(0, 0, 0), (0, 1, 3), (1, 2, 5), (1, 0, 31)]:
+        plus, minus = w0.clone(), w0.clone()
+        plus[idx] += eps
+        minus[idx] -= eps
+        numeric[idx] = (loss_of(plus) - loss_of(minus)) / (2 * eps)
+        assert float(analytic[idx]) == pytest.approx(float(numeric[idx]), rel=2e-3, abs=5e-5), idx   # fp32 loss rounding / (2 eps)
+    assert analytic.abs().sum() > 0
+
+
+def test_noise_distributions():
+    g = torch.Generator().manual_seed(0)
+    z = embedding_noise((200, 500), torch.float32, "cpu", 0.1, "normal", g)
+    assert float(z.mean()) == pytest.approx(0.0, abs=2e-3) and float(z.std()) == pytest.approx(0.1, rel=0.01)
+    u = embedding_noise((200, 500), torch.float32, "cpu", 0.1, "uniform", g)
+    assert float(u.min()) >= -0.1 and float(u.max()) <= 0.1
+    assert float(u.std()) == pytest.approx(0.1 / 3 ** 0.5, rel=0.01)
+    with pytest.raises(ValueError, match="unknown R3F noise 'gumbel'"):
+        embedding_noise((2,), torch.float32, "cpu", 0.1, "gumbel")
+
+
+def test_r4f_needs_r3f():
+    data = mixed_recipe(["classification"], r3f={"spectral_norm": True})
+    with pytest.raises(RecipeError, match=r"key 'r3f': .*set enabled: true too"):
+        recipe_from_dict(data)
