@@ -251,13 +251,13 @@ class TrainSection(_Strict):
         "longer than the budget goes alone), rows of similar length batched together (multiple choice: rows x "
         "longest choice; the [B*K, L] tensor is K times that). None: batch_size random rows per slot. "
         "See prefinetune/data/batching.py")
-    length_buckets: int = Field(
-        8, ge=1, le=128, description="with token_budget: length buckets per task, their boundaries fitted to the "
-        "task's own lengths for least padding (1: no bucketing)")
+    length_buckets: Optional[int] = Field(
+        None, ge=1, le=128, description="with token_budget: length buckets per task, their boundaries fitted to "
+        "the task's own lengths for least padding (1: no bucketing; None: 8)")
 
     @model_validator(mode="after")
     def _buckets_need_budget(self) -> "TrainSection":
-        if "length_buckets" in self.model_fields_set and self.token_budget is None:
+        if self.length_buckets is not None and self.token_budget is None:
             raise ValueError("length_buckets acts only with a token_budget (without one every slot holds "
                              "batch_size random rows): set token_budget too, or drop length_buckets")
         return self

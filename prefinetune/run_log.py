@@ -17,12 +17,14 @@ class WindowStats:
     def __init__(self, task_names: list[str]):
         self.names = list(task_names)
         self.index = {n: i for i, n in enumerate(self.names)}
-        self.sums = torch.zeros(len(self.names), 3, dtype=torch.float64)  # loss sum, slots, examples
+        # loss sum, slots, examples, real tokens, computed tokens
+        self.sums = torch.zeros(len(self.names), 5, dtype=torch.float64)
         self.seen = torch.zeros(len(self.names), dtype=torch.float64)     # examples seen, whole run
 
     def add(self, results) -> None:
         for r in results:
-            self.sums[self.index[r.task]] += torch.tensor([r.loss, 1.0, r.examples], dtype=torch.float64)
+            self.sums[self.index[r.task]] += torch.tensor(
+                [r.loss, 1.0, r.examples, r.real_tokens, r.computed_tokens], dtype=torch.float64)
 
     def flush(self, world_size: int) -> dict[str, float]:
         """Window means of every task run in the window, and run totals; resets the window."""
@@ -35,6 +37,8 @@ class WindowStats:
         for i, name in enumerate(self.names):
             if sums[i, 1] > 0:
                 out[f"loss/{name}"] = float(sums[i, 0] / sums[i, 1])
+            if sums[i, 4] > 0:     # real tokens / tokens computed: how little goes to padding
+                out[f"padding_efficiency/{name}"] = float(sums[i, 3] / sums[i, 4])
             out[f"seen/{name}"] = int(self.seen[i])
         return out
 

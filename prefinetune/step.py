@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from prefinetune.data.batching import LengthBuckets, budget_rows, expected_rows
 from prefinetune.data.schedule import Slot
 from prefinetune.losses.r3f import embedding_noise, family_sym_kl
 from prefinetune.losses.scaling import scale_loss
@@ -24,15 +25,37 @@ class SlotResult:
     task: str
     loss: float          # the family loss before log(n) scaling
     examples: int
+    real_tokens: int = 0       # non-padding tokens in the batch
+    computed_tokens: int = 0   # tokens the batch tensor holds
 
 
 class TrainData:
     """The training splits of every task, read from shards, turned into batches for slots."""
 
-    def __init__(self, splits: dict, tasks: list, pad_id: int):
+    def __init__(self, splits: dict, tasks: list, pad_id: int, token_budget: int | None = None,
+                 length_buckets: int | None = None):
         self.splits = splits                      # task name -> TaskSplit
         self.tasks = {t.name: t for t in tasks}   # task name -> TaskConfig
         self.pad_id = pad_id
+        self.token_budget = token_budget
+        self.buckets = ({name: LengthBuckets.from_lengths(split.lengths, length_buckets)
+                         for name, split in splits.items()} if token_budget else {})
+
+    def draw(self, task: str, rng: np.random.Generator) -> tuple[int, ...]:
+        """A slot's rows under the token budget, length-bucketed (prefinetune.data.batching)."""
+        return budget_rows(rng, self.buckets[task], self.token_budget)
+
+    @property
+    def row_drawer(self):
+        """What the schedule uses to pick a slot's rows: None keeps batch_size random rows."""
+        return self.draw if self.token_budget else None
+
+    def weight(self, slot: Slot) -> float:
+        """A slot's share of the update: with a token budget, rows / the task's expected rows per slot,
+        so every row weighs the same however many rows its bucket packs into a slot; else 1."""
+        if not self.token_budget:
+            return 1.0
+        return len(slot.rows) / expected_rows(self.buckets[slot.task], self.token_budget)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -100,7 +123,8 @@ def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainD
         seed_slot(seed, step, slot.index)
         batch = data.batch(slot, device)
         loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f)
-        engine.backward(loss)
+        engine.backward(loss * data.weight(slot))
         engine.step()
-        results.append(SlotResult(slot.task, float(raw), len(slot.rows)))
+        mask = batch["attention_mask"]
+        results.append(SlotResult(slot.task, float(raw), len(slot.rows), int(mask.sum()), mask.numel()))
     return results

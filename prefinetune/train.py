@@ -14,13 +14,14 @@ from pathlib import Path
 import torch
 
 from prefinetune.config import recipe_from_dict
-from prefinetune.data.schedule import update_plan, worker_slots
+from prefinetune.data.schedule import plan_update, worker_slots
 from prefinetune.data.shards import open_split, read_manifest
 from prefinetune.evaluate import evaluate_tasks
 from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.run_log import RunLog, WindowStats
 from prefinetune.step import TrainData, run_update
+from prefinetune.task_mix import TaskMix, plot_task_mix
 
 __all__ = ["train_worker", "checkpoint_tag"]
 
@@ -78,7 +79,8 @@ def train_worker(config: dict) -> None:
 
     tokenizer = load_tokenizer(recipe.model.name_or_path, recipe.model.revision, recipe.model.trust_remote_code)
     model = build_model(recipe).to(device)
-    data = TrainData(_splits(recipe, "train"), recipe.tasks, tokenizer.pad_token_id)
+    data = TrainData(_splits(recipe, "train"), recipe.tasks, tokenizer.pad_token_id,
+                     recipe.train.token_budget, recipe.train.length_buckets)
     dev = _splits(recipe, recipe.eval.split)
     engine = build_engine(model, recipe, world, on_gpu)
     task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
@@ -86,17 +88,18 @@ def train_worker(config: dict) -> None:
     stats = WindowStats(list(task_ids))
     start = _resume(engine, stats, config.get("resume_from"))
     sizes, total = data.sizes, recipe.train.updates
-    log = RunLog(recipe.run_dir, rank, total, start)
+    log, mix = RunLog(recipe.run_dir, rank, total, start), TaskMix(list(task_ids))
     metrics: dict = {}
     for update in range(start + 1, total + 1):
-        plan = update_plan(recipe.run.seed, update - 1, recipe.train.slots_per_update, sizes,
-                           recipe.train.batch_size, recipe.sampling.policy)
+        plan = plan_update(recipe.sampling, recipe.run.seed, update - 1, total, recipe.train.slots_per_update,
+                           sizes, recipe.train.batch_size, data.row_drawer)
+        mix.add(plan)                                    # the realised task mix of the whole update
         mine = worker_slots(plan, rank, world)
         stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update - 1, recipe.r3f))
         log.step()
         last = update == total
         if update % recipe.train.log_every == 0 or last:
-            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world)})
+            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world), **mix.flush()})
         if update % recipe.eval.every_updates == 0 or last:
             scores = evaluate_tasks(engine.module, recipe.tasks, dev, tokenizer.pad_token_id,
                                     recipe.eval.batch_size, recipe.eval.max_rows, device, rank, world,
@@ -106,3 +109,5 @@ def train_worker(config: dict) -> None:
         if update % recipe.checkpoint.every_updates == 0 or last:
             _save_and_report(engine, update, stats, {"update": update, **metrics})
     log.close()
+    if rank == 0:
+        plot_task_mix(recipe.run_dir / "metrics.jsonl", recipe.run_dir / "task_mix.png")

@@ -225,7 +225,7 @@ def test_folder_layout_and_tasks_json(exported):
 
     info = json.loads((out / "tasks.json").read_text())
     assert info["model"] == {"name_or_path": "local:tiny-bert", "revision": None, "model_type": "bert",
-                             "hidden_size": 32, "max_length": 32, "head_dropout": 0.1}
+                             "hidden_size": 32, "max_length": 32, "head_dropout": 0.1, "spectral_norm": False}
     assert [(t["name"], t["label_names"], t["num_labels"], t["head_index"], t["folder"], t["folder_skipped"])
             for t in info["tasks"]] == [(n, labels, len(labels), i, f"tasks/{n}", None)
                                         for i, (n, labels) in enumerate(TASKS.items())]

@@ -47,7 +47,10 @@ def test_ray_job_submit_runs_the_main_job_on_a_local_head(ray_head, tmp_path):
            "python", "launch/muppet_64gpu.py", "--recipe", "recipes/local_cpu.yaml",
            "--num-workers", "2", "--cpu", "--updates", "4", "--slots", "2",
            "--output-dir", str(tmp_path), "--name", "job",
-           "data.synthetic_rows=100", "checkpoint.every_updates=2", "eval.max_rows=16", "train.log_every=2"]
+           "data.synthetic_rows=100", "checkpoint.every_updates=2", "eval.max_rows=16", "train.log_every=2",
+           # the knobs of the method, all on at once: R3F + R4F, annealed temperature sampling, token budgets
+           "r3f.enabled=true", "r3f.spectral_norm=true", "r3f.sigma=0.01", "sampling.policy=temperature",
+           "train.token_budget=96"]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     log = out.stdout[-4000:] + out.stderr[-4000:]
     assert out.returncode == 0, log
@@ -55,7 +58,15 @@ def test_ray_job_submit_runs_the_main_job_on_a_local_head(ray_head, tmp_path):
 
     run = tmp_path / "job"
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["update"] for r in lines if any(k.startswith("loss/") for k in r)] == [2, 4]
+    train_lines = [r for r in lines if any(k.startswith("loss/") for k in r)]
+    assert [r["update"] for r in train_lines] == [2, 4]
+    for r in train_lines:
+        assert sum(v for k, v in r.items() if k.startswith("mix/")) == pytest.approx(1.0)
+        assert all(0 < v <= 1 for k, v in r.items() if k.startswith("padding_efficiency/"))
+        assert any(k.startswith("padding_efficiency/") for k in r)
+    from PIL import Image
+
+    assert Image.open(run / "task_mix.png").size[0] > 100
     final = json.loads((run / "eval_final.json").read_text())
     assert final["update"] == 4
     recipe = json.loads((run / "recipe.json").read_text())

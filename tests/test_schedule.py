@@ -1,4 +1,7 @@
-"""The pure slot schedule and log(n) scaling."""
+"""The pure slot schedule and log(n) scaling (policies and strategies: tests/data/test_sampling.py).
+
+    python -m pytest tests/test_schedule.py -q
+"""
 from __future__ import annotations
 
 import math
@@ -8,7 +11,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from prefinetune.data.schedule import task_probabilities, update_plan, worker_slots
+from prefinetune.config import SamplingSection
+from prefinetune.data.schedule import plan_update, task_probabilities, update_plan, worker_slots
 from prefinetune.losses.scaling import scale_loss
 
 SIZES = {"big": 6000, "mid": 3000, "small": 1000}
@@ -17,6 +21,7 @@ SIZES = {"big": 6000, "mid": 3000, "small": 1000}
 def test_natural_and_uniform_probabilities():
     assert task_probabilities("natural", SIZES) == pytest.approx({"big": 0.6, "mid": 0.3, "small": 0.1})
     assert task_probabilities("uniform", SIZES) == pytest.approx({t: 1 / 3 for t in SIZES})
+    assert task_probabilities("temperature", SIZES, alpha=0.0) == pytest.approx(task_probabilities("uniform", SIZES))
     with pytest.raises(ValueError, match="unknown sampling policy 'nope'"):
         task_probabilities("nope", SIZES)
     with pytest.raises(ValueError, match=r"no training rows.*\['empty'\]"):
@@ -41,6 +46,24 @@ def test_schedule_is_a_pure_function_of_seed_step_slot():
     for world in (1, 2, 4, 8):
         merged = sorted((s for r in range(world) for s in worker_slots(a, r, world)), key=lambda s: s.index)
         assert merged == a
+
+
+def test_plan_update_defaults_reproduce_update_plan():
+    # The recipe entry with the default section (natural, batch_heterogeneous) makes exactly the old schedule,
+    # so runs and checkpoints from before it continue unchanged.
+    for step in (0, 7, 99):
+        assert plan_update(SamplingSection(), 5, step, 100, 8, SIZES, 4) == update_plan(5, step, 8, SIZES, 4)
+    uniform = SamplingSection(policy="uniform")
+    assert plan_update(uniform, 5, 3, 100, 8, SIZES, 4) == update_plan(5, 3, 8, SIZES, 4, policy="uniform")
+
+
+@pytest.mark.parametrize("strategy", ["batch_heterogeneous", "batch_homogeneous", "dataset_homogeneous"])
+def test_plan_update_splits_over_workers_like_update_plan(strategy):
+    plan = plan_update(SamplingSection(strategy=strategy), 2, 9, 40, 8, SIZES, 3)
+    assert [s.index for s in plan] == list(range(8))
+    for world in (1, 2, 4, 8):
+        merged = sorted((s for r in range(world) for s in worker_slots(plan, r, world)), key=lambda s: s.index)
+        assert merged == plan
 
 
 def test_rows_are_distinct_and_in_range():

@@ -77,3 +77,32 @@ def test_summarization_on_an_encoder_only_backbone_fails_before_any_worker(tmp_p
     with pytest.raises(ValueError, match="encoder-decoder"):
         run(recipe)
     assert not (tmp_path / "prefinetune" / "shards").exists(), "nothing is prepared for a run that cannot start"
+
+
+def test_window_stats_report_padding_efficiency():
+    stats = WindowStats(["a"])
+    stats.add([SlotResult("a", 1.0, 2, real_tokens=30, computed_tokens=40),
+               SlotResult("a", 1.0, 2, real_tokens=10, computed_tokens=40)])
+    assert stats.flush(world_size=1)["padding_efficiency/a"] == pytest.approx(0.5)
+
+
+def test_token_budget_rows_through_the_schedule():
+    from prefinetune.data.schedule import plan_update
+    from prefinetune.step import TrainData
+    from tiny import ArraySplit
+
+    recipe = recipe_from_dict(tiny_recipe(train={"token_budget": 40, "length_buckets": 3, "slots_per_update": 8}))
+    splits = {t.name: ArraySplit(300, t.num_labels, seed=i) for i, t in enumerate(recipe.tasks)}
+    data = TrainData(splits, recipe.tasks, pad_id=0, token_budget=40, length_buckets=3)
+    weights = {t.name: [] for t in recipe.tasks}
+    for step in range(150):
+        plan = plan_update(recipe.sampling, 0, step, 150, 8, data.sizes, recipe.train.batch_size, data.row_drawer)
+        assert plan == plan_update(recipe.sampling, 0, step, 150, 8, data.sizes, recipe.train.batch_size,
+                                   data.row_drawer)
+        for slot in plan:
+            lengths = data.splits[slot.task].lengths[list(slot.rows)]
+            assert len(set(slot.rows)) == len(slot.rows)
+            assert len(slot.rows) * lengths.max() <= 40 or len(slot.rows) == 1
+            weights[slot.task].append(data.weight(slot))
+    for task, w in weights.items():      # unbiased: a slot's weight is 1 on average
+        assert np.mean(w) == pytest.approx(1.0, abs=0.1), task

@@ -28,6 +28,10 @@ class ArraySplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(ids) for ids in self.input_ids])
+
     def take(self, indices) -> dict[str, list]:
         return {"input_ids": [self.input_ids[i] for i in indices],
                 "label": [int(self.labels[i]) for i in indices]}

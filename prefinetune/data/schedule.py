@@ -1,22 +1,36 @@
 """The slot schedule: which task and which rows fill each slot of each update.
 
 An update has S slots (S independent of the number of workers W). Slot k of update t is a pure
-function of (seed, t, k): its task is drawn from the sampling policy's probabilities and its rows
-uniformly without replacement from that task's training split. Worker r runs slots r, r+W, r+2W, ...
-Because nothing depends on W or on earlier draws, a run resumed on a different number of workers
-makes the same updates, and the schedule's whole state is the update counter.
+function of (seed, t, k[, total updates]): its task comes from the recipe's sampling policy and
+strategy (`prefinetune.data.sampling`), its rows uniformly without replacement from that task's
+training split. Worker r runs slots r, r+W, r+2W, ... Because nothing depends on W or on earlier
+draws, a run resumed on a different number of workers makes the same updates, and the schedule's
+whole state is the update counter.
+
+`plan_update(sampling, ...)` is the entry for a recipe's `sampling` section (policies natural, uniform,
+temperature with annealing; strategies batch_heterogeneous, batch_homogeneous, dataset_homogeneous);
+`update_plan(..., policy)` is the batch-heterogeneous natural/uniform schedule it reduces to by default.
 
     >>> plan = update_plan(seed=0, step=3, slots=4, sizes={"a": 100, "b": 10}, batch_size=2)
     >>> [s.task for s in plan] == [s.task for s in update_plan(0, 3, 4, {"a": 100, "b": 10}, 2)]
     True
+
+    python -m pytest tests/test_schedule.py tests/data/test_sampling.py -q
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-__all__ = ["Slot", "task_probabilities", "slot_plan", "update_plan", "worker_slots"]
+from prefinetune.data.sampling import policy_probabilities, probabilities_at, update_task
+
+if TYPE_CHECKING:
+    from prefinetune.config import SamplingSection
+
+__all__ = ["Slot", "task_probabilities", "slot_rows", "slot_plan", "update_plan", "plan_update", "worker_slots"]
 
 
 @dataclass(frozen=True)
@@ -27,31 +41,32 @@ class Slot:
     rows: tuple[int, ...]
 
 
-def task_probabilities(policy: str, sizes: dict[str, int]) -> dict[str, float]:
-    """P(task) under a policy: 'natural' (proportional to training rows, Muppet's default) or 'uniform'."""
-    if not sizes:
-        raise ValueError("task_probabilities needs at least one task")
-    empty = sorted(t for t, n in sizes.items() if n <= 0)
-    if empty:
-        raise ValueError(f"tasks with no training rows cannot be sampled: {empty}")
-    if policy == "natural":
-        weights = np.array([sizes[t] for t in sizes], dtype=np.float64)
-    elif policy == "uniform":
-        weights = np.ones(len(sizes))
-    else:
-        raise ValueError(f"unknown sampling policy {policy!r}; known: natural, uniform")
-    return dict(zip(sizes, (weights / weights.sum()).tolist()))
+def task_probabilities(policy: str, sizes: dict[str, int], alpha: float = 1.0) -> dict[str, float]:
+    """P(task) under a policy: 'natural' (proportional to training rows, Muppet's default), 'uniform',
+    or 'temperature' (proportional to rows^alpha)."""
+    return policy_probabilities(policy, sizes, alpha)
+
+
+def _rows(rng: np.random.Generator, task: str, n: int, batch_size: int, draw=None) -> tuple[int, ...]:
+    """`batch_size` (at most n) distinct random rows, or what `draw(task, rng)` picks (token budgets)."""
+    if draw is not None:
+        return tuple(int(r) for r in draw(task, rng))
+    return tuple(int(r) for r in rng.choice(n, size=min(batch_size, n), replace=False))
+
+
+def slot_rows(seed: int, step: int, slot: int, n: int, batch_size: int, task: str = "", draw=None) -> tuple[int, ...]:
+    """Rows of slot `slot` of update `step` when its task is fixed for the whole update."""
+    return _rows(np.random.default_rng([seed, step, slot]), task, n, batch_size, draw)
 
 
 def slot_plan(seed: int, step: int, slot: int, probabilities: dict[str, float],
-              sizes: dict[str, int], batch_size: int) -> Slot:
-    """Slot `slot` of update `step`: a task drawn from `probabilities`, then its rows."""
+              sizes: dict[str, int], batch_size: int, draw=None) -> Slot:
+    """Slot `slot` of update `step`: a task drawn from `probabilities`, then its rows (`draw(task, rng)`
+    picks them under a token budget; the same rng keeps the slot a pure function of (seed, step, slot))."""
     rng = np.random.default_rng([seed, step, slot])
     names = list(probabilities)
     task = names[int(rng.choice(len(names), p=np.array([probabilities[t] for t in names])))]
-    n = sizes[task]
-    rows = rng.choice(n, size=min(batch_size, n), replace=False)
-    return Slot(slot, task, tuple(int(r) for r in rows))
+    return Slot(slot, task, _rows(rng, task, sizes[task], batch_size, draw))
 
 
 def update_plan(seed: int, step: int, slots: int, sizes: dict[str, int], batch_size: int,
@@ -59,6 +74,18 @@ def update_plan(seed: int, step: int, slots: int, sizes: dict[str, int], batch_s
     """All slots of one update."""
     probabilities = task_probabilities(policy, sizes)
     return [slot_plan(seed, step, k, probabilities, sizes, batch_size) for k in range(slots)]
+
+
+def plan_update(sampling: "SamplingSection", seed: int, step: int, total_updates: int, slots: int,
+                sizes: dict[str, int], batch_size: int, draw=None) -> list[Slot]:
+    """All slots of update `step` (0-based) of a run of `total_updates`, under the recipe's sampling
+    section: its policy (with alpha at this step) and its strategy. With the defaults (natural,
+    batch_heterogeneous) this equals `update_plan(seed, step, slots, sizes, batch_size)`."""
+    if sampling.strategy == "batch_heterogeneous":
+        probabilities = probabilities_at(sampling, sizes, step, total_updates)
+        return [slot_plan(seed, step, k, probabilities, sizes, batch_size, draw) for k in range(slots)]
+    task = update_task(sampling, seed, step, total_updates, sizes)
+    return [Slot(k, task, slot_rows(seed, step, k, sizes[task], batch_size, task, draw)) for k in range(slots)]
 
 
 def worker_slots(plan: list[Slot], rank: int, world_size: int) -> list[Slot]:

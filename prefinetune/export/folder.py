@@ -83,7 +83,8 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
     backbone = AutoModel.from_pretrained(out, trust_remote_code=trust_remote_code)
     tasks = sorted(info["tasks"], key=lambda t: t["head_index"])
     heads = [TaskHead(t["name"], t["family"], t["num_labels"]) for t in tasks]
-    model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"])
+    model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"],
+                           spectral_norm=info["model"].get("spectral_norm", False))
     saved = load_file(str(out / HEADS_FILE))
     expected = head_state_dict(model)
     if saved.keys() != expected.keys():
@@ -124,7 +125,8 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
     return {"format": EXPORT_FORMAT, "prefinetune_version": __version__,
             "model": {"name_or_path": public_model_name(m.name_or_path), "revision": m.revision,
                       "model_type": model_type, "hidden_size": model.backbone.config.hidden_size,
-                      "max_length": m.max_length, "head_dropout": m.head_dropout},
+                      "max_length": m.max_length, "head_dropout": m.head_dropout,
+                      "spectral_norm": model.spectral_norm},
             "heads": {"file": HEADS_FILE, "head": "classification/regression/multiple_choice: first token (BART: "
                       "last token) -> dropout -> dense -> tanh -> dropout -> out_proj, tensors "
                       "<family>.{dense_weight,dense_bias,out_weight,out_bias}[family_index]; span: span.{weight,bias} "

@@ -12,14 +12,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ClassificationHeadBank"]
+__all__ = ["ClassificationHeadBank", "spectrally_normalised"]
 
 
 class ClassificationHeadBank(nn.Module):
     """Heads for T tasks with hidden size H; task t has num_labels[t] classes (padded to the max)."""
 
-    def __init__(self, hidden_size: int, num_labels: list[int], dropout: float, init_std: float = 0.02):
+    def __init__(self, hidden_size: int, num_labels: list[int], dropout: float, init_std: float = 0.02,
+                 spectral_norm: bool = False):
         super().__init__()
+        self.spectral_norm = spectral_norm
         tasks, width = len(num_labels), max(num_labels)
         self.num_labels = list(num_labels)
         self.dense_weight = nn.Parameter(torch.empty(tasks, hidden_size, hidden_size))
@@ -30,16 +32,31 @@ class ClassificationHeadBank(nn.Module):
         nn.init.normal_(self.dense_weight, std=init_std)
         nn.init.normal_(self.out_weight, std=init_std)
 
+    def weights(self, task_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dense [H, H], out_proj [C, H]) of one task; with spectral_norm (R4F) each divided by its
+        largest singular value, computed exactly (no power-iteration state that ranks could disagree on)."""
+        dense, out = self.dense_weight[task_id], self.out_weight[task_id, : self.num_labels[task_id]]
+        if self.spectral_norm:
+            dense, out = spectrally_normalised(dense), spectrally_normalised(out)
+        return dense, out
+
     def forward(self, features: torch.Tensor, task_id: int) -> torch.Tensor:
         """Logits [batch, num_labels[task_id]] from the first-token features [batch, H]."""
+        dense, out = self.weights(task_id)
         x = self.dropout(features)
-        x = torch.tanh(x @ self.dense_weight[task_id].T + self.dense_bias[task_id])
+        x = torch.tanh(x @ dense.T + self.dense_bias[task_id])
         x = self.dropout(x)
-        logits = x @ self.out_weight[task_id].T + self.out_bias[task_id]
-        return logits[:, : self.num_labels[task_id]]
+        return x @ out.T + self.out_bias[task_id, : self.num_labels[task_id]]
 
     def head_state(self, task_id: int) -> dict[str, torch.Tensor]:
-        """One task's head as separate tensors (for export), trimmed to its classes."""
+        """One task's head as separate tensors (for export), trimmed to its classes; R4F's normalisation
+        baked in, so a plain head computes the same function."""
         n = self.num_labels[task_id]
-        return {"dense.weight": self.dense_weight[task_id], "dense.bias": self.dense_bias[task_id],
-                "out_proj.weight": self.out_weight[task_id, :n], "out_proj.bias": self.out_bias[task_id, :n]}
+        dense, out = self.weights(task_id)
+        return {"dense.weight": dense, "dense.bias": self.dense_bias[task_id],
+                "out_proj.weight": out, "out_proj.bias": self.out_bias[task_id, :n]}
+
+
+def spectrally_normalised(weight: torch.Tensor) -> torch.Tensor:
+    """The matrix divided by its spectral norm (largest singular value), differentiably."""
+    return weight / torch.linalg.matrix_norm(weight.float(), ord=2).to(weight.dtype)

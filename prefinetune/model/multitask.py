@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prefinetune.model.heads import ClassificationHeadBank
+from prefinetune.model.heads import ClassificationHeadBank, spectrally_normalised
 from prefinetune.model.source import resolve_model_source
 
 __all__ = ["TaskHead", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "FAMILY_ORDER"]
@@ -56,7 +56,7 @@ def _shift_right(ids: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, backbone: nn.Module, tasks: list[TaskHead], head_dropout: float):
+    def __init__(self, backbone: nn.Module, tasks: list[TaskHead], head_dropout: float, spectral_norm: bool = False):
         super().__init__()
         unknown = sorted({t.family for t in tasks} - set(FAMILY_ORDER))
         if unknown:
@@ -70,7 +70,9 @@ class MultiTaskModel(nn.Module):
         self.tasks = _family_indices(tasks)
         hidden = backbone.config.hidden_size if hasattr(backbone.config, "hidden_size") else backbone.config.d_model
         of = {f: [t for t in self.tasks if t.family == f] for f in FAMILY_ORDER}
-        bank = lambda sizes: ClassificationHeadBank(hidden, sizes, head_dropout) if sizes else None  # noqa: E731
+        self.spectral_norm = spectral_norm     # R4F: every head's weight matrices spectrally normalised
+        bank = lambda sizes: (ClassificationHeadBank(hidden, sizes, head_dropout, spectral_norm=spectral_norm)  # noqa: E731
+                              if sizes else None)
         self.classification = bank([t.num_labels for t in of["classification"]])
         self.regression = bank([1] * len(of["regression"]))
         self.multiple_choice = bank([1] if of["multiple_choice"] else [])
@@ -127,7 +129,8 @@ class MultiTaskModel(nn.Module):
                 scores = scores.masked_fill(~batch["choice_mask"], torch.finfo(scores.dtype).min / 2)
             out["multiple_choice"] = scores
         if self.span is not None:
-            logits = self.span(states).float()
+            weight = spectrally_normalised(self.span.weight) if self.spectral_norm else self.span.weight
+            logits = nn.functional.linear(states, weight, self.span.bias).float()
             pad = ~mask.bool()
             start, end = (x.squeeze(-1).masked_fill(pad, -1e4) for x in logits.split(1, dim=-1))
             out["span"] = (start, end)
@@ -192,4 +195,4 @@ def build_model(recipe, backbone: nn.Module | None = None) -> MultiTaskModel:
         m = recipe.model
         backbone = load_backbone(m.name_or_path, m.revision, m.trust_remote_code)
     heads = [TaskHead(t.name, t.family, t.num_labels) for t in recipe.tasks]
-    return MultiTaskModel(backbone, heads, recipe.model.head_dropout)
+    return MultiTaskModel(backbone, heads, recipe.model.head_dropout, spectral_norm=recipe.r3f.spectral_norm)

@@ -111,3 +111,41 @@ def test_r4f_needs_r3f():
     data = mixed_recipe(["classification"], r3f={"spectral_norm": True})
     with pytest.raises(RecipeError, match=r"key 'r3f': .*set enabled: true too"):
         recipe_from_dict(data)
+
+
+def test_r4f_heads_are_spectrally_normalised_and_export_round_trips(tmp_path):
+    from prefinetune.export import export_model, load_exported
+    from prefinetune.model.source import load_tokenizer
+    from prefinetune.model.tiny import save_tiny_bart
+
+    recipe, model, data = _model(dropout=0.0, spectral_norm=True)
+    for bank in (model.classification, model.regression, model.multiple_choice):
+        for t in range(len(bank.num_labels)):
+            for w in bank.weights(t):
+                assert float(torch.linalg.svdvals(w.detach())[0]) == pytest.approx(1.0, rel=1e-5)
+    # The span head's effective weight too, and the penalty still flows into the raw parameters.
+    task = recipe.tasks[-1]
+    batch = data.batch(Slot(0, task.name, (0, 1)), torch.device("cpu"))
+    slot_loss(model, len(recipe.tasks) - 1, task, batch, recipe.r3f)[0].backward()
+    assert model.span.weight.grad is not None and model.span.weight.grad.abs().sum() > 0
+    # R4F changes the function: same weights without normalisation give other logits.
+    plain_recipe = recipe_from_dict(mixed_recipe(FAMILIES, r3f={"enabled": True}))
+    plain = build_model(plain_recipe, backbone=model.backbone)
+    plain.load_state_dict(model.state_dict())
+    b0 = data.batch(Slot(0, recipe.tasks[0].name, (0, 1)), torch.device("cpu"))
+    model.eval(), plain.eval()
+    assert not torch.allclose(model(0, b0)["outputs"], plain(0, b0)["outputs"])
+    # Export keeps the flag: the reloaded model computes the same outputs.
+    bart = save_tiny_bart(tmp_path / "bart")
+    data_b = mixed_recipe(["classification", "span"], r3f={"enabled": True, "spectral_norm": True})
+    data_b["model"]["name_or_path"] = str(bart)
+    recipe_b = recipe_from_dict(data_b)
+    model_b = build_model(recipe_b).eval()
+    loaded, info = load_exported(export_model(model_b, load_tokenizer(str(bart)), tmp_path / "exp", recipe_b))
+    assert info["model"]["spectral_norm"] is True
+    splits = TrainData(family_splits(recipe_b), recipe_b.tasks, pad_id=0)
+    for i, t in enumerate(recipe_b.tasks):
+        b = splits.batch(Slot(0, t.name, (0, 1)), torch.device("cpu"))
+        want, got = model_b(i, b)["outputs"], loaded(i, b)["outputs"]
+        for w, g in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
+            torch.testing.assert_close(g, w)
