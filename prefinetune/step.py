@@ -16,6 +16,7 @@ from prefinetune.data.schedule import Slot
 from prefinetune.losses.r3f import embedding_noise, family_sym_kl
 from prefinetune.losses.scaling import scale_loss
 from prefinetune.tasks import family_module
+from prefinetune.tasks.eval_loop import to_device
 
 __all__ = ["SlotResult", "TrainData", "to_device", "slot_loss", "seed_slot", "run_update"]
 
@@ -66,11 +67,6 @@ class TrainData:
         task = self.tasks[slot.task]
         rows = self.splits[slot.task].take(list(slot.rows))
         return to_device(family.collate(rows, self.pad_id, task), device)
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Tensors of a batch moved to `device`; plain values (e.g. num_choices) kept."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
 def slot_loss(model, task_id: int, task, batch: dict, r3f=None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,7 +51,7 @@ def test_families_of_known_datasets():
     expected = {
         "classification": ["cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli", "boolq", "wic", "cb",
                            "ag_news", "imdb", "snli", "hans", "rotten_tomatoes", "yelp_polarity",
-                           "eraser_multirc", "wikiqa", "trec", "scitail"],
+                           "multirc", "eraser_multirc", "wikiqa", "trec", "scitail"],
         "multiple_choice": ["copa", "record", "openbookqa", "swag", "hellaswag", "race", "commonsense_qa",
                             "cosmos_qa", "arc_easy", "arc_challenge", "sciq"],
         "span": ["squad", "drop", "natural_questions", "triviaqa", "hotpotqa"],
@@ -156,6 +156,8 @@ SAMPLE_ROWS = {
              "subcase": "ln_subject/object_swap", "template": "temp1"},
     "rotten_tomatoes": {"text": "the film is a mess .", "label": 0},
     "yelp_polarity": {"text": "Great food, friendly staff.", "label": 1},
+    "multirc": {"paragraph": "Tom went home. He ate.", "question": "Who ate?", "answer": "Tom",
+                "idx": {"paragraph": 0, "question": 0, "answer": 0}, "label": 1},
     "eraser_multirc": {"passage": "Tom went home. He ate.", "query_and_answer": "Who ate? || Tom", "label": 1,
                        "evidences": ["He ate."]},
     "wikiqa": {"question_id": "Q1", "question": "how are glacier caves formed?", "document_title": "Glacier cave",
@@ -213,7 +215,7 @@ SAMPLE_ROWS = {
     "multi_news": {"document": "Story one. ||||| Story two.", "summary": "– Both stories."},
 }
 EXPECTED = {  # what the record must hold: a label id, a choice index, an answer or a target
-    "cola": 1, "mnli": 2, "cb": 2, "ag_news": 2, "trec": 5, "scitail": 0, "hans": 1, "eraser_multirc": 1,
+    "cola": 1, "mnli": 2, "cb": 2, "ag_news": 2, "trec": 5, "scitail": 0, "hans": 1, "multirc": 1, "eraser_multirc": 1,
     "copa": 0, "record": 1, "openbookqa": 1, "swag": 2, "hellaswag": 3, "race": 1, "commonsense_qa": 0,
     "cosmos_qa": 1, "arc_easy": 1, "arc_challenge": 2, "sciq": 3,
     "squad": "a Catholic character", "cnn_dailymail": "A summary.", "aeslc": "Report",

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.eval_loop import predict_rows
+from prefinetune.tasks.padding import sequence_batch
 
 __all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions", "predict", "metrics", "evaluate", "TARGETS"]
 
@@ -61,6 +63,8 @@ def label_id(raw: Any, task) -> int:
 
 
 def _text(value: Any, role: str) -> str:
+    if isinstance(value, list):      # several columns for one role: each checked, joined by a space
+        return " ".join(_text(part, f"{role}[{i}]") for i, part in enumerate(value))
     if value is None:
         raise FieldError(role, "missing")
     if not isinstance(value, str):
@@ -108,23 +112,8 @@ def split_stats(table: pa.Table, task) -> dict:
 
 
 def collate(rows: dict[str, list], pad_id: int, task=None) -> dict[str, torch.Tensor]:
-    """Pad `input_ids` (and `token_type_ids`) of shard rows to the longest row; labels as a tensor."""
-    ids = rows["input_ids"]
-    width = max(len(r) for r in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, r in enumerate(ids):
-        input_ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        attention[i, : len(r)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention,
-             "labels": torch.as_tensor(rows["label"], dtype=torch.long)}
-    if "token_type_ids" in rows:
-        types = torch.zeros_like(input_ids)
-        for i, r in enumerate(rows["token_type_ids"]):
-            types[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        batch["token_type_ids"] = types
-    return batch
-
+    """Shard rows padded to the longest row; labels as class ids [B]."""
+    return {**sequence_batch(rows, pad_id), "labels": torch.as_tensor(rows["label"], dtype=torch.long)}
 
 def loss(logits: torch.Tensor, batch: dict, task=None) -> torch.Tensor:
     """Mean cross-entropy over the batch, computed in fp32."""
@@ -151,19 +140,8 @@ def metrics(predictions: np.ndarray, labels: np.ndarray, task=None) -> dict[str,
     return {name: float(scorers[name](labels, predictions)) for name in names}
 
 
-@torch.no_grad()
 def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
-    """Metrics of one task on (the first `max_rows` rows of) a split; the model is left in train mode."""
-    from prefinetune.step import to_device
-
-    rows = range(min(len(split), max_rows or len(split)))
-    predictions, labels = [], []
-    model.eval()
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = collate(split.take(list(rows[start:start + batch_size])), pad_id, task)
-            labels.append(batch["labels"].numpy())
-            predictions.append(predict(model(task_id, to_device(batch, device))["outputs"]))
-    finally:
-        model.train()
-    return {**metrics(np.concatenate(predictions), np.concatenate(labels), task), "rows": len(rows)}
+    """The task's metrics on (the first `max_rows` rows of) a split."""
+    predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
+                                             collate, lambda outputs, batch: predict(outputs))
+    return {**metrics(predictions, labels, task), "rows": rows}

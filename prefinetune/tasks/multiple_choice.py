@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.eval_loop import predict_rows
 
 __all__ = ["TARGETS", "MASKED_SCORE", "to_record", "tokenize", "shard_schema", "split_stats", "collate",
            "mask_scores", "loss", "num_predictions", "predict", "metrics", "evaluate"]
@@ -326,23 +327,8 @@ def metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(accuracy_score(labels, predictions))}
 
 
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-@torch.no_grad()
 def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
-    """Choice accuracy on (the first `max_rows` rows of) a split; the model's train/eval mode is restored."""
-    rows = range(min(len(split), max_rows or len(split)))
-    predictions, labels = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = collate(split.take(list(rows[start:start + batch_size])), pad_id, task)
-            labels.append(batch["labels"].numpy())
-            outputs = model(task_id, _to_device(batch, device))["outputs"]
-            predictions.append(predict(outputs, batch["choice_mask"]))
-    finally:
-        model.train(was_training)
-    return {**metrics(np.concatenate(predictions), np.concatenate(labels)), "rows": len(rows)}
+    """Choice accuracy on (the first `max_rows` rows of) a split."""
+    predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
+                                             collate, lambda outputs, batch: predict(outputs, batch["choice_mask"]))
+    return {**metrics(predictions, labels), "rows": rows}

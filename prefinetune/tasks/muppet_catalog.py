@@ -33,8 +33,8 @@ Conversions (details in NOTES)
   question = the @placeholder query, choices = entities (variable K, ~14 on average), label = the first
   gold answer; a row whose answer is not among its entities is a bad row.
 - SciQ -> MC with the correct answer as a fourth choice and the label given as its text.
-- MultiRC (SuperGLUE) -> would be pairs (paragraph + question, answer) classification; needs three
-  texts in two roles: UNSUPPORTED. ERASER MultiRC (same passages; question and answer pre-joined in
+- MultiRC (SuperGLUE) -> pairs: text = paragraph + question (two columns joined by a space), text_pair =
+  the candidate answer, label True/False. ERASER MultiRC (same passages; question and answer pre-joined in
   `query_and_answer`) is in the catalog.
 - DROP, Natural Questions, TriviaQA, HotpotQA -> span. DROP's `answers_spans.spans` and the MRQA 2019
   copies of NQ / TriviaQA / HotpotQA (lucadiliello/*, SQuAD-like contexts: one passage per question)
@@ -114,6 +114,9 @@ MUPPET_CATALOG: dict[str, dict[str, Any]] = {
     "yelp_polarity": {"name": "yelp_polarity", "family": "classification", "format": "hub",
                       "hub": _hub("fancyzhx/yelp_polarity"), "splits": dict(_TRAIN_TEST),
                       "columns": {"text": "text", "label": "label"}, "label_names": ["negative", "positive"]},
+    "multirc": _super_glue("multirc", "classification",
+                           {"text": ["paragraph", "question"], "text_pair": "answer", "label": "label"},
+                           label_names=["false", "true"]),
     "eraser_multirc": {"name": "eraser_multirc", "family": "classification", "format": "hub",
                        "hub": _hub("CogComp/eraser_multi_rc", revision=PARQUET_EXPORT), "splits": dict(_TRAIN_DEV),
                        "columns": {"text": "passage", "text_pair": "query_and_answer", "label": "label"},
@@ -195,12 +198,6 @@ MUPPET_CATALOG: dict[str, dict[str, Any]] = {
 
 
 UNSUPPORTED: dict[str, str] = {
-    "multirc": (
-        "SuperGLUE MultiRC is one row per (paragraph, question, candidate answer) with a True/False label: "
-        "three texts, while classification reads two (text, text_pair) and a role takes one column, with "
-        "no way to join two columns. Needs a joined-text role (e.g. text: [paragraph, question]). Meanwhile "
-        "eraser_multirc (the same passages and questions, question and answer pre-joined in "
-        "query_and_answer) is in the catalog."),
     "wsc": (
         "SuperGLUE WSC asks whether the pronoun span2 (span2_text at word index span2_index) refers to "
         "span1_text in `text`: three inputs plus word-index spans. Reading it as a text pair would drop "
@@ -286,7 +283,9 @@ NOTES: dict[str, str] = {
                          "as strings (+ offsets in `labels`, which no role can read).",
     "triviaqa": "MRQA 2019 TriviaQA-web: evidence excerpt as context, answer strings.",
     "hotpotqa": "MRQA 2019 HotpotQA: the gold + distractor paragraphs concatenated as context, answer strings.",
-    "multirc": "Planned conversion: pairs (paragraph + question, answer) -> True/False classification.",
+    "multirc": "Pairs: (paragraph + question, candidate answer) -> True/False; the paragraph and question columns "
+               "are joined by a space into the first text. Scored as accuracy per answer (SuperGLUE's EM/F1a "
+               "over questions are not computed).",
 }
 
 # The paper's pre-finetuning datasets (paper name -> task name); each is in MUPPET_CATALOG or UNSUPPORTED.

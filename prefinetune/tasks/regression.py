@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from scipy import stats
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.eval_loop import predict_rows
+from prefinetune.tasks.padding import sequence_batch
 
 __all__ = ["TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss",
            "num_predictions", "predict", "metrics", "evaluate"]
@@ -113,23 +115,8 @@ def split_stats(table: pa.Table, task) -> dict:
 # ---------------------------------------------------------------- batches and loss
 
 def collate(rows: dict[str, list], pad_id: int, task) -> dict[str, torch.Tensor]:
-    """Pad `input_ids` (and `token_type_ids`) to the longest row; labels float32 [B]."""
-    ids = rows["input_ids"]
-    width = max(len(r) for r in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, r in enumerate(ids):
-        input_ids[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        attention[i, : len(r)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention}
-    if "token_type_ids" in rows:
-        types = torch.zeros_like(input_ids)
-        for i, r in enumerate(rows["token_type_ids"]):
-            types[i, : len(r)] = torch.as_tensor(r, dtype=torch.long)
-        batch["token_type_ids"] = types
-    batch["labels"] = torch.as_tensor(rows["label"], dtype=torch.float32)
-    return batch
-
+    """Shard rows padded to the longest row; labels float32 [B]."""
+    return {**sequence_batch(rows, pad_id), "labels": torch.as_tensor(rows["label"], dtype=torch.float32)}
 
 def loss(outputs: torch.Tensor, batch: dict, task) -> torch.Tensor:
     """Mean squared error between the outputs [B] (or [B, 1]) and the labels, in fp32."""
@@ -159,22 +146,8 @@ def metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             "spearman": _correlation(stats.spearmanr, predictions, labels)}
 
 
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-@torch.no_grad()
 def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
-    """Pearson / Spearman on (the first `max_rows` rows of) a split; the model's train/eval mode is restored."""
-    rows = range(min(len(split), max_rows or len(split)))
-    predictions, labels = [np.zeros(0, dtype=np.float32)], [np.zeros(0, dtype=np.float32)]
-    was_training = model.training
-    model.eval()
-    try:
-        for start in range(0, len(rows), batch_size):
-            batch = collate(split.take(list(rows[start:start + batch_size])), pad_id, task)
-            labels.append(batch["labels"].numpy())
-            predictions.append(predict(model(task_id, _to_device(batch, device))["outputs"]))
-    finally:
-        model.train(was_training)
-    return {**metrics(np.concatenate(predictions), np.concatenate(labels)), "rows": len(rows)}
+    """Pearson / Spearman on (the first `max_rows` rows of) a split."""
+    predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
+                                             collate, lambda outputs, batch: predict(outputs))
+    return {**metrics(predictions, labels), "rows": rows}

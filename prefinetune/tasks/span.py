@@ -51,6 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.padding import sequence_batch
 
 __all__ = [
     "TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions",
@@ -294,26 +295,13 @@ def split_stats(table: pa.Table, task) -> dict:
 
 # ---------------------------------------------------------------- training
 
-def _pad(seqs: list[list[int]], value: int) -> torch.Tensor:
-    out = torch.full((len(seqs), max(len(s) for s in seqs)), value, dtype=torch.long)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-    return out
 
 
 def collate(rows: dict[str, list], pad_id: int, task=None) -> dict[str, torch.Tensor]:
     """Windows -> input_ids, attention_mask, token_type_ids (if present) [B, L], start/end_positions [B]."""
-    input_ids = _pad(rows["input_ids"], pad_id)
-    attention = torch.zeros_like(input_ids)
-    for i, r in enumerate(rows["input_ids"]):
-        attention[i, : len(r)] = 1
-    batch = {"input_ids": input_ids, "attention_mask": attention}
-    if "token_type_ids" in rows:
-        batch["token_type_ids"] = _pad(rows["token_type_ids"], 0)
-    batch["start_positions"] = torch.as_tensor(rows["start_position"], dtype=torch.long)
-    batch["end_positions"] = torch.as_tensor(rows["end_position"], dtype=torch.long)
-    return batch
-
+    return {**sequence_batch(rows, pad_id),
+            "start_positions": torch.as_tensor(rows["start_position"], dtype=torch.long),
+            "end_positions": torch.as_tensor(rows["end_position"], dtype=torch.long)}
 
 def loss(outputs, batch: dict, task=None) -> torch.Tensor:
     """(CE(start) + CE(end)) / 2 over the positions, in fp32: the start and end losses averaged, as in

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.padding import pad
 
 __all__ = [
     "LABEL_SMOOTHING", "IGNORE_INDEX", "ROUGE_KEYS", "TARGETS",
@@ -110,21 +111,12 @@ def split_stats(table: pa.Table, task) -> dict:
 
 # ---------------------------------------------------------------- train side
 
-def _pad(sequences: Sequence[Sequence[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """[B, longest] tensor of `sequences` padded with `value`, and the 0/1 mask of real tokens."""
-    width = max((len(s) for s in sequences), default=0)
-    out = torch.full((len(sequences), width), value, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        out[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, : len(s)] = 1
-    return out, mask
 
 
 def collate(rows: dict[str, list], pad_id: int, task=None) -> dict[str, torch.Tensor]:
     """Shard rows -> input_ids / attention_mask [B, L] (padded with pad_id), labels [B, T] (with -100)."""
-    input_ids, attention = _pad(rows["input_ids"], pad_id)
-    labels, _ = _pad(rows["target_ids"], IGNORE_INDEX)
+    input_ids, attention = pad(rows["input_ids"], pad_id)
+    labels, _ = pad(rows["target_ids"], IGNORE_INDEX)
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
 

@@ -280,3 +280,20 @@ def test_label_rules():
     numeric_names = TaskConfig(name="n", label_names=["1", "0"], splits={"train": "x"},
                                columns={"text": "t", "label": "y"})
     assert label_id("1", numeric_names) == 0  # a string equal to a label name is that name
+
+
+def test_a_role_can_join_several_columns(tmp_path):
+    """MultiRC as pairs: text = paragraph + question (joined by a space), text_pair = the answer."""
+    from prefinetune.config import TaskConfig
+
+    rows = [{"paragraph": "Tom went home.", "question": "Who went?", "answer": "Tom", "label": 1},
+            {"paragraph": "Tom went home.", "question": "", "answer": "Ann", "label": 0}]
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    task = TaskConfig.model_validate({
+        "name": "multirc", "label_names": ["false", "true"], "splits": {"train": "m.jsonl"},
+        "columns": {"text": ["paragraph", "question"], "text_pair": "answer", "label": "label"}})
+    with pytest.raises(BadRowError, match=r"row 2.*text\[1\].*empty text"):
+        read_split(task, "train", tmp_path)
+    (tmp_path / "m.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    assert read_split(task, "train", tmp_path).records == [
+        {"text": "Tom went home. Who went?", "text_pair": "Tom", "label": 1}]
