@@ -51,8 +51,8 @@ def test_families_of_known_datasets():
     expected = {
         "classification": ["cola", "sst2", "mrpc", "qqp", "mnli", "qnli", "rte", "wnli", "boolq", "wic", "cb",
                            "ag_news", "imdb", "snli", "hans", "rotten_tomatoes", "yelp_polarity",
-                           "multirc", "eraser_multirc", "wikiqa", "trec", "scitail"],
-        "multiple_choice": ["copa", "record", "openbookqa", "swag", "hellaswag", "race", "commonsense_qa",
+                           "wsc", "multirc", "eraser_multirc", "wikiqa", "trec", "scitail"],
+        "multiple_choice": ["copa", "record", "math_qa", "openbookqa", "swag", "hellaswag", "race", "commonsense_qa",
                             "cosmos_qa", "arc_easy", "arc_challenge", "sciq"],
         "span": ["squad", "drop", "natural_questions", "triviaqa", "hotpotqa"],
         "summarization": ["cnn_dailymail", "billsum", "xsum", "aeslc", "multi_news"],
@@ -87,8 +87,6 @@ def test_string_answer_span_tasks_are_in_the_catalog(name):
 
 def test_muppet_task_overrides_and_errors():
     assert muppet_task("sst2", splits={"train": "train[:1%]", "dev": "validation"})["splits"]["train"] == "train[:1%]"
-    with pytest.raises(ValueError, match="not supported yet"):
-        muppet_task("wsc")
     with pytest.raises(KeyError, match="unknown Muppet task"):
         muppet_task("nope")
     with pytest.raises(ValueError, match="unknown task families"):
@@ -156,6 +154,10 @@ SAMPLE_ROWS = {
              "subcase": "ln_subject/object_swap", "template": "temp1"},
     "rotten_tomatoes": {"text": "the film is a mess .", "label": 0},
     "yelp_polarity": {"text": "Great food, friendly staff.", "label": 1},
+    "wsc": {"text": "The trophy does not fit in the suitcase because it is too big.", "span1_index": 1,
+            "span2_index": 9, "span1_text": "The trophy", "span2_text": "it", "idx": 0, "label": 1},
+    "math_qa": {"Problem": "what is 2 + 3 ?", "Rationale": "2 + 3 = 5", "options": "a ) 4 , b ) 5 , c ) 6 , d ) 1 , 0 , e ) none",
+                "correct": "b", "annotated_formula": "add(n0,n1)", "linear_formula": "add(n0,n1)|", "category": "general"},
     "multirc": {"paragraph": "Tom went home. He ate.", "question": "Who ate?", "answer": "Tom",
                 "idx": {"paragraph": 0, "question": 0, "answer": 0}, "label": 1},
     "eraser_multirc": {"passage": "Tom went home. He ate.", "query_and_answer": "Who ate? || Tom", "label": 1,
@@ -215,7 +217,7 @@ SAMPLE_ROWS = {
     "multi_news": {"document": "Story one. ||||| Story two.", "summary": "– Both stories."},
 }
 EXPECTED = {  # what the record must hold: a label id, a choice index, an answer or a target
-    "cola": 1, "mnli": 2, "cb": 2, "ag_news": 2, "trec": 5, "scitail": 0, "hans": 1, "multirc": 1, "eraser_multirc": 1,
+    "cola": 1, "mnli": 2, "cb": 2, "ag_news": 2, "trec": 5, "scitail": 0, "hans": 1, "wsc": 1, "math_qa": 1, "multirc": 1, "eraser_multirc": 1,
     "copa": 0, "record": 1, "openbookqa": 1, "swag": 2, "hellaswag": 3, "race": 1, "commonsense_qa": 0,
     "cosmos_qa": 1, "arc_easy": 1, "arc_challenge": 2, "sciq": 3,
     "squad": "a Catholic character", "cnn_dailymail": "A summary.", "aeslc": "Report",

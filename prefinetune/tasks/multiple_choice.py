@@ -56,6 +56,7 @@ TARGETS = ("labels",)
 MASKED_SCORE = -1e9  # score of a padded choice: exp() of it underflows to 0 next to any real score
 _DIGITS = re.compile(r"[0-9]+")
 _MARKER = re.compile(r"\(([A-Za-z]|[0-9]+)\)\s*")
+_MATHQA_MARKER = re.compile(r"(?:^|\s*,\s*)([a-z])\s?\)\s*")   # MathQA: "a ) 38 , b ) 27.675 , ..."
 
 
 # ---------------------------------------------------------------- records
@@ -80,15 +81,25 @@ def _next_key(key: str) -> str:
     return str(int(key) + 1) if key.isdigit() else chr(ord(key) + 1)
 
 
-def _split_marked(value: str) -> tuple[list[str], list[str]]:
-    """'(A) x (B) y' -> (["x", "y"], ["A", "B"]); markers count only in sequence A, B, C... or 1, 2, 3..."""
+def _marker_cuts(value: str, marker: re.Pattern) -> list[tuple[int, int, str]]:
+    """Where `marker` matches in sequence (A, B, C... or 1, 2, 3...), the first at the start."""
     cuts: list[tuple[int, int, str]] = []
-    for m in _MARKER.finditer(value):
+    for m in marker.finditer(value):
         expected = _next_key(cuts[-1][2]) if cuts else None
         if (not cuts and m.start() == len(value) - len(value.lstrip())) or m.group(1) == expected:
             cuts.append((m.start(), m.end(), m.group(1)))
+    return cuts
+
+
+def _split_marked(value: str) -> tuple[list[str], list[str]]:
+    """'(A) x (B) y' -> (["x", "y"], ["A", "B"]), or MathQA's 'a ) x , b ) y' -> (["x", "y"], ["a", "b"]);
+    markers count only in sequence A, B, C... or 1, 2, 3..., so a ')' inside an option does not split it."""
+    cuts = _marker_cuts(value, _MARKER)
     if len(cuts) < 2:
-        raise FieldError("choices", f"a single string without '(A) ... (B) ...' markers: {value!r}")
+        cuts = _marker_cuts(value, _MATHQA_MARKER)
+    if len(cuts) < 2:
+        raise FieldError("choices", f"a single string without '(A) ... (B) ...' or 'a ) ... , b ) ...' "
+                                    f"markers: {value!r}")
     ends = [c[0] for c in cuts[1:]] + [len(value)]
     return [value[c[1]:end].strip() for c, end in zip(cuts, ends)], [c[2] for c in cuts]
 

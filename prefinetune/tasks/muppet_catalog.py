@@ -41,7 +41,11 @@ Conversions (details in NOTES)
   hold answer strings without offsets; the span family places each at its first exact occurrence in the
   context. DROP's number and date answers that do not occur in the passage are bad rows, quarantined
   (data.on_bad_row: quarantine) and counted, never dropped silently.
-- MathQA, WSC: UNSUPPORTED (reasons below).
+- WSC -> pairs: the sentence vs. its pronoun and candidate mention (span2_text + span1_text joined), True
+  if they corefer. The word indices are not used: a pronoun or mention whose words occur twice in the
+  sentence is ambiguous in this form (SuperGLUE baselines mark the spans in the text instead).
+- MathQA -> multiple choice over the five options parsed from its one string 'a ) 38 , b ) 27.675 , ...'
+  (markers only in the sequence a, b, c, d, e, so ' , ' inside an option does not split it).
 """
 from __future__ import annotations
 
@@ -114,6 +118,9 @@ MUPPET_CATALOG: dict[str, dict[str, Any]] = {
     "yelp_polarity": {"name": "yelp_polarity", "family": "classification", "format": "hub",
                       "hub": _hub("fancyzhx/yelp_polarity"), "splits": dict(_TRAIN_TEST),
                       "columns": {"text": "text", "label": "label"}, "label_names": ["negative", "positive"]},
+    "wsc": {"name": "wsc", "family": "classification", "format": "hub", "hub": _hub("aps/super_glue", "wsc.fixed"),
+            "splits": dict(_TRAIN_DEV), "label_names": ["false", "true"],
+            "columns": {"text": "text", "text_pair": ["span2_text", "span1_text"], "label": "label"}},
     "multirc": _super_glue("multirc", "classification",
                            {"text": ["paragraph", "question"], "text_pair": "answer", "label": "label"},
                            label_names=["false", "true"]),
@@ -137,6 +144,9 @@ MUPPET_CATALOG: dict[str, dict[str, Any]] = {
                          "label": "label"}, num_choices=2),
     "record": _super_glue("record", "multiple_choice",
                           {"text": "passage", "text_pair": "query", "choices": "entities", "label": "answers.0"}),
+    "math_qa": {"name": "math_qa", "family": "multiple_choice", "format": "hub",
+                "hub": _hub("allenai/math_qa", revision=PARQUET_EXPORT), "splits": dict(_TRAIN_DEV),
+                "columns": {"text": "Problem", "choices": "options", "label": "correct"}, "num_choices": 5},
     "openbookqa": {"name": "openbookqa", "family": "multiple_choice", "format": "hub",
                    "hub": _hub("allenai/openbookqa", "main"), "splits": dict(_TRAIN_DEV),
                    "columns": {"text": "question_stem", "choices": "choices", "label": "answerKey"},
@@ -197,21 +207,7 @@ MUPPET_CATALOG: dict[str, dict[str, Any]] = {
 }
 
 
-UNSUPPORTED: dict[str, str] = {
-    "wsc": (
-        "SuperGLUE WSC asks whether the pronoun span2 (span2_text at word index span2_index) refers to "
-        "span1_text in `text`: three inputs plus word-index spans. Reading it as a text pair would drop "
-        "which mention is asked about (the same sentence appears with several candidate pairs), a broken "
-        "task, not a lossy one. Needs either a joined-text role or a marking step that wraps the two spans "
-        "in the text (as SuperGLUE baselines do)."),
-    "math_qa": (
-        "MathQA (allenai/math_qa) keeps its five options in ONE string, 'a ) 38 , b ) 27.675 , c ) 30 , "
-        "d ) none , e ) 47.5', answer key 'a'..'e'. The multiple-choice family splits one string only at "
-        "'(A) ... (B) ...' markers with both parentheses; this form has no opening parenthesis and separates "
-        "options with ' , ' while options themselves contain ' , ' ('rs . 1 , 200'), so any split we wrote "
-        "would guess. Its main branch is also a loading script (Parquet export needed). Needs a MathQA "
-        "options parser (anchored on the fixed a..e sequence) in the multiple-choice family."),
-}
+UNSUPPORTED: dict[str, str] = {}
 
 # Span tasks whose answers come as strings without offsets (placed at their first occurrence).
 STRING_ANSWER_SPANS: dict[str, dict[str, Any]] = {

@@ -365,3 +365,12 @@ def test_real_multiple_choice_files_become_records(data_root, tokenizer):
     batch = mc.collate(cols, tokenizer.pad_token_id, mc_task(num_choices=4))
     assert batch["input_ids"].shape[0] == 32 and batch["num_choices"] == 4
     assert torch.isfinite(mc.loss(torch.zeros(8, 4), batch, mc_task())).item()
+
+
+def test_mathqa_option_strings_split_only_at_markers_in_sequence():
+    from prefinetune.tasks.multiple_choice import _split_marked
+
+    texts, keys = _split_marked("a ) rs . 1 , 200 , b ) 27.675 , c ) 30 , d ) none , e ) 47.5")
+    assert texts == ["rs . 1 , 200", "27.675", "30", "none", "47.5"] and keys == ["a", "b", "c", "d", "e"]
+    texts, keys = _split_marked("a ) x ) y , b ) z")        # an 'x )' inside an option is not a marker
+    assert texts == ["x ) y", "z"] and keys == ["a", "b"]
