@@ -56,10 +56,10 @@ class ModelSection(_Strict):
 
 class ColumnsSection(_Strict):
     text: Optional[Union[Column, list[Column]]] = Field(
-        None, description="first text (name, dotted JSON path, or index; classification: a list of columns is "
+        None, description="first text (name, dotted JSON path, or index; a list of columns is "
         "joined by spaces); multiple choice: the context; summarization: the source document")
     text_pair: Optional[Union[Column, list[Column]]] = Field(
-        None, description="second text for pair tasks (classification: a list of columns is joined); "
+        None, description="second text for pair tasks (a list of columns is joined); "
         "multiple choice: the question, paired with each choice")
     label: Optional[Column] = Field(None, description="class, value (regression) or correct choice")
     choices: Optional[Union[Column, list[Column]]] = Field(

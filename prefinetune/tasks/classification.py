@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.records import sentence_schema, text_value
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.padding import sequence_batch
 
@@ -62,23 +63,11 @@ def label_id(raw: Any, task) -> int:
     return key
 
 
-def _text(value: Any, role: str) -> str:
-    if isinstance(value, list):      # several columns for one role: each checked, joined by a space
-        return " ".join(_text(part, f"{role}[{i}]") for i, part in enumerate(value))
-    if value is None:
-        raise FieldError(role, "missing")
-    if not isinstance(value, str):
-        raise FieldError(role, f"expected a string, got {type(value).__name__} {value!r}")
-    if not value.strip():
-        raise FieldError(role, "empty text")
-    return value
-
-
 def to_record(values: dict[str, Any], task) -> dict:
     """{"text", "text_pair", "label"} from one row's raw values; FieldError names the bad role."""
-    record = {"text": _text(values.get("text"), "text"), "text_pair": None}
+    record = {"text": text_value(values.get("text"), "text"), "text_pair": None}
     if task.columns.text_pair is not None:
-        record["text_pair"] = _text(values.get("text_pair"), "text_pair")
+        record["text_pair"] = text_value(values.get("text_pair"), "text_pair")
     record["label"] = label_id(values.get("label"), task)
     return record
 
@@ -96,10 +85,7 @@ def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str,
 
 
 def shard_schema(with_token_types: bool) -> pa.Schema:
-    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
-    if with_token_types:
-        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
-    return pa.schema(fields + [pa.field("label", pa.int32()), pa.field("length", pa.int32())])
+    return sentence_schema(with_token_types, pa.int32())
 
 
 def split_stats(table: pa.Table, task) -> dict:

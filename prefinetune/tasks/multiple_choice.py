@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.records import text_value
 from prefinetune.tasks.eval_loop import predict_rows
 
 __all__ = ["TARGETS", "MASKED_SCORE", "to_record", "tokenize", "shard_schema", "split_stats", "collate",
@@ -61,20 +62,10 @@ _MATHQA_MARKER = re.compile(r"(?:^|\s*,\s*)([a-z])\s?\)\s*")   # MathQA: "a ) 38
 
 # ---------------------------------------------------------------- records
 
-def _text(value: Any, role: str) -> str:
-    if value is None:
-        raise FieldError(role, "missing")
-    if not isinstance(value, str):
-        raise FieldError(role, f"expected a string, got {type(value).__name__} {value!r}")
-    if not value.strip():
-        raise FieldError(role, "empty text")
-    return value
-
-
 def _optional_text(value: Any, role: str) -> Optional[str]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
-    return _text(value, role)
+    return text_value(value, role)
 
 
 def _next_key(key: str) -> str:
@@ -190,7 +181,7 @@ def _label_index(raw: Any, texts: list[str], keys: list[Optional[str]], task) ->
 
 def to_record(values: dict[str, Any], task) -> dict:
     """Validate one row's raw values into {"text", "text_pair", "choices", "label"}; FieldError if bad."""
-    text = _text(values.get("text"), "text")
+    text = text_value(values.get("text"), "text")
     pair = _optional_text(values.get("text_pair"), "text_pair")
     texts, keys = _choices(values.get("choices"), task)
     label = _label_index(values.get("label"), texts, keys, task)

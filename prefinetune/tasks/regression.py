@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.records import sentence_schema, text_value
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.padding import sequence_batch
 
@@ -36,16 +37,6 @@ TARGETS = ("labels",)
 
 
 # ---------------------------------------------------------------- records
-
-def _text(value: Any, role: str) -> str:
-    if value is None:
-        raise FieldError(role, "missing")
-    if not isinstance(value, str):
-        raise FieldError(role, f"expected a string, got {type(value).__name__} {value!r}")
-    if not value.strip():
-        raise FieldError(role, "empty text")
-    return value
-
 
 def _label_value(raw: Any) -> float:
     if raw is None:
@@ -63,8 +54,8 @@ def _label_value(raw: Any) -> float:
 
 def to_record(values: dict[str, Any], task) -> dict:
     """Validate one row's raw values into {"text", "text_pair", "label": float}; FieldError if bad."""
-    text = _text(values.get("text"), "text")
-    pair = _text(values.get("text_pair"), "text_pair") if task.columns.text_pair is not None else None
+    text = text_value(values.get("text"), "text")
+    pair = text_value(values.get("text_pair"), "text_pair") if task.columns.text_pair is not None else None
     return {"text": text, "text_pair": pair, "label": _label_value(values.get("label"))}
 
 
@@ -97,10 +88,7 @@ def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str,
 
 
 def shard_schema(with_token_types: bool) -> pa.Schema:
-    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
-    if with_token_types:
-        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
-    return pa.schema(fields + [pa.field("label", pa.float32()), pa.field("length", pa.int32())])
+    return sentence_schema(with_token_types, pa.float32())
 
 
 def split_stats(table: pa.Table, task) -> dict:

@@ -1,0 +1,32 @@
+"""Record and shard pieces shared by the sentence families (classification, regression, multiple choice):
+checking a text value, and the shard schema of one tokenized (pair of) text(s) with a label."""
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from prefinetune.tasks import FieldError
+
+__all__ = ["text_value", "sentence_schema"]
+
+
+def text_value(value: Any, role: str) -> str:
+    """A non-empty string; several columns for one role (a list) are each checked and joined by a space."""
+    if isinstance(value, list):
+        return " ".join(text_value(part, f"{role}[{i}]") for i, part in enumerate(value))
+    if value is None:
+        raise FieldError(role, "missing")
+    if not isinstance(value, str):
+        raise FieldError(role, f"expected a string, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise FieldError(role, "empty text")
+    return value
+
+
+def sentence_schema(with_token_types: bool, label_type: pa.DataType) -> pa.Schema:
+    """input_ids, token_type_ids (if the tokenizer makes them), label, length."""
+    fields = [pa.field("input_ids", pa.list_(pa.int32()))]
+    if with_token_types:
+        fields.append(pa.field("token_type_ids", pa.list_(pa.int8())))
+    return pa.schema(fields + [pa.field("label", label_type), pa.field("length", pa.int32())])
