@@ -127,3 +127,10 @@ def mixed_recipe(families, **sections) -> dict:
 def family_splits(recipe) -> dict:
     return {t.name: FamilySplit(t.family, 30, seed=i, num_labels=t.num_labels if t.family == "classification" else 2)
             for i, t in enumerate(recipe.tasks)}
+
+
+def table_split(table, family: str = "classification", name: str = "task"):
+    """The real TaskSplit over a table that a family's tokenize produced (no shard files needed)."""
+    from prefinetune.data.shards import TaskSplit
+
+    return TaskSplit(name, "dev", table, {"family": family, "label_names": None, "splits": {"dev": {}}})

