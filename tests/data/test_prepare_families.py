@@ -23,13 +23,6 @@ MAX_LENGTH = 96
 FAMILIES = ["regression", "multiple_choice", "span", "summarization"]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from prefinetune.model.source import load_tokenizer
-
-    return load_tokenizer(MODEL)
-
-
 def _tasks() -> list[dict]:
     """One small task per family (dev files stand in for train where the train file is large)."""
     return [

