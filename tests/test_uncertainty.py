@@ -272,3 +272,20 @@ def test_once_a_task_is_learned_the_slots_go_to_the_one_the_model_is_unsure_of()
     after, won = _scores_and_wins(model, data, ids)
     assert won == [0, 20], f"'easy' is learned, 'noise' is not: the slots must go to 'noise' ({after})"
     assert after["uncertainty/easy"] < 0.5 * after["uncertainty/noise"], after
+
+
+def test_candidates_follow_the_token_budget():
+    from tiny import tiny_splits
+
+    recipe = recipe_from_dict(tiny_recipe(sampling={"policy": "mt_uncertainty"},
+                                          train={"token_budget": 40, "length_buckets": 2}))
+    model = build_model(recipe, backbone=tiny_bert(seed=0))
+    splits = tiny_splits(recipe)
+    data = TrainData(splits, recipe.tasks, 0, recipe.train.token_budget, recipe.train.length_buckets)
+    ids = {t.name: model.task_id(t.name) for t in recipe.tasks}
+    for slot in range(6):
+        chosen, _ = choose_slot(model, data, ids, 0, 0, slot, recipe.train.batch_size, CPU)
+        lengths = splits[chosen.task].lengths[list(chosen.rows)]
+        assert len(chosen.rows) == 1 or len(chosen.rows) * lengths.max() <= 40, (chosen, lengths)
+        assert chosen == candidate_slot(0, 0, slot, list(ids).index(chosen.task), chosen.task,
+                                        data.sizes[chosen.task], recipe.train.batch_size, data.row_drawer)
