@@ -28,13 +28,16 @@ ENCODER_FAMILIES = ("classification", "multiple_choice", "span")  # encoder-only
 ALL_FAMILIES = ENCODER_FAMILIES + ("summarization",)
 
 # Shared by the three recipes. Sources: [paper] = Muppet (Aghajanyan et al. 2021) as summarised in
-# ARCHITECTURE.md; [roberta] = RoBERTa's fine-tuning Adam settings (Liu et al. 2019), also fairseq's;
+# ARCHITECTURE.md and in restatements of its sections 3.2-3.5 (the paper's own appendix could not be read
+# from here); [roberta] = RoBERTa's fine-tuning Adam settings (Liu et al. 2019), also fairseq's;
+# [r3f] = the R3F paper's defaults (Aghajanyan et al. 2020), this project's r3f section defaults;
 # [ours] = chosen here.
 _COMMON: dict[str, Any] = {
     "sampling": {"policy": "natural"},                                        # [ours] schema default
     "optim": {"weight_decay": 0.01, "betas": [0.9, 0.98], "eps": 1.0e-6,      # [roberta]
               "grad_clip": 1.0},                                              # [ours]
     "deepspeed": {"zero_stage": 2, "precision": "bf16"},                      # [paper] fp16 -> bf16 [ours]
+    "r3f": {"enabled": True, "weight": 1.0, "sigma": 1.0e-5, "noise": "normal"},  # [paper] R3F; values [r3f]
     "scaling": {"num_workers": 64, "use_gpu": True, "cpus_per_worker": 4, "max_failures": 3},
     "checkpoint": {"every_updates": 1000, "keep": 3},
     "eval": {"every_updates": 1000, "split": "dev", "max_rows": 2000, "batch_size": 32},
@@ -92,7 +95,7 @@ def build_recipe(name: str) -> dict[str, Any]:
         "train": {"updates": spec["updates"], "slots_per_update": 64, "batch_size": spec["batch_size"],
                   "log_every": 50},
         "optim": {"lr": spec["lr"], **_COMMON["optim"], "warmup_updates": spec["warmup_updates"]},
-        **{key: dict(_COMMON[key]) for key in ("deepspeed", "scaling", "checkpoint", "eval")},
+        **{key: dict(_COMMON[key]) for key in ("deepspeed", "r3f", "scaling", "checkpoint", "eval")},
     }
     recipe_from_dict(recipe, f"<{name}>")  # fail here, not at launch
     return recipe
@@ -132,14 +135,19 @@ def _header(name: str, recipe: dict[str, Any]) -> list[str]:
         "hold the most sequences; if a worker runs out of memory, lower train.batch_size or drop the task.",
         "",
         "Hyperparameters. From the paper: 64 heterogeneous slots per update, each a homogeneous micro-batch",
-        "of one task (train.slots_per_update), losses scaled by 1/log(n) (the trainer, no recipe key); the",
-        "paper trained in fp16, here bf16 (deepspeed.precision). From RoBERTa's fine-tuning setup: Adam betas",
-        "(0.9, 0.98), eps 1e-6, weight decay 0.01. Ours (the paper's table of pre-finetuning values could not",
-        f"be read while writing this; tune before quoting): lr {spec['lr']:g}, train.batch_size "
-        f"{recipe['train']['batch_size']} ({rows} rows per update),",
+        "of one task (train.slots_per_update), losses scaled by 1/log(n) (the trainer, no recipe key), no up-",
+        "or down-sampling of datasets (natural sampling), R3F/R4F regularisation (r3f; R4F is",
+        "r3f.spectral_norm: true); the paper trained in fp16, here bf16 (deepspeed.precision). The paper's",
+        "R3F settings were not found: sigma 1e-5, lambda 1, normal noise are this project's defaults,",
+        "from the R3F paper (Aghajanyan et al. 2020). R3F",
+        "roughly doubles the cost of a slot (README, Benchmarks); r3f.enabled=false turns it off. From",
+        "RoBERTa's fine-tuning setup: Adam betas (0.9, 0.98), eps 1e-6, weight decay 0.01. Ours (the paper",
+        "trained each model 'until convergence', a day to 4 days on 64 GPUs; its table of pre-finetuning",
+        "values, if any, could not be read while writing this; tune before quoting):",
+        f"lr {spec['lr']:g}, train.batch_size {recipe['train']['batch_size']} ({rows} rows per update),",
         f"updates {spec['updates']} (about 3 passes over the natural mixture), warmup "
         f"{spec['warmup_updates']} (6%), grad_clip 1.0, model.max_length {spec['max_length']},",
-        "natural sampling, and the checkpoint / eval / scaling cadence.",
+        "and the checkpoint / eval / scaling cadence.",
         "",
         "Offline (no hub on the cluster): on a machine with hub access, copy each task's dataset into",
         "<data-dir>/<task name>/ (task names as below), keeping the hub's files, configs and split names, e.g.",

@@ -118,6 +118,9 @@ def test_recipe_settings(name):
     assert recipe.train.slots_per_update == 64
     assert recipe.data.on_bad_row == "quarantine"
     assert recipe.deepspeed.precision == "bf16"
+    # What the paper gives: one-task slots (above), natural sampling, R3F; log(n) scaling is the trainer's.
+    assert recipe.sampling.policy == "natural" and recipe.sampling.strategy == "batch_heterogeneous"
+    assert recipe.r3f.enabled
     families = {t.family for t in recipe.tasks}
     if "roberta" in name:
         assert recipe.model.name_or_path == f"FacebookAI/{name.split('_', 1)[1].replace('_', '-')}"
