@@ -19,6 +19,7 @@ from prefinetune.config import recipe_from_dict
 from prefinetune.data.schedule import plan_update, worker_slots
 from prefinetune.data.shards import open_split, read_manifest
 from prefinetune.evaluate import evaluate_tasks
+from prefinetune.losses.r3f import low_precision_note
 from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.run_log import RunLog, WindowStats
@@ -80,6 +81,16 @@ def _plan(recipe, sampler, engine, data: TrainData, task_ids: dict, step: int, r
     return plan, worker_slots(plan, rank, world)
 
 
+def _check_r3f_precision(model, recipe, on_gpu: bool) -> None:
+    """Say so when R3F's noise is below what the training precision can hold (prefinetune.losses.r3f)."""
+    from prefinetune.dist.deepspeed_config import use_bf16
+
+    dtype = torch.bfloat16 if use_bf16(recipe.deepspeed.precision, on_gpu) else torch.float32
+    note = low_precision_note(model.backbone.get_input_embeddings().weight, recipe.r3f, dtype)
+    if note:
+        print(f"[prefinetune] WARNING: {note}", flush=True)
+
+
 def train_worker(config: dict) -> None:
     """Ray Train entry point: config = {"recipe": RecipeConfig.model_dump() with absolute paths,
     "resume_from": a checkpoint folder or None}."""
@@ -96,6 +107,8 @@ def train_worker(config: dict) -> None:
 
     tokenizer = load_tokenizer(recipe.model.name_or_path, recipe.model.revision, recipe.model.trust_remote_code)
     model = build_model(recipe).to(device)
+    if rank == 0:
+        _check_r3f_precision(model, recipe, on_gpu)
     data = TrainData(_splits(recipe, "train"), recipe.tasks, tokenizer.pad_token_id,
                      recipe.train.token_budget, recipe.train.length_buckets)
     dev = _splits(recipe, recipe.eval.split)

@@ -149,3 +149,33 @@ def test_r4f_heads_are_spectrally_normalised_and_export_round_trips(tmp_path):
         want, got = model_b(i, b)["outputs"], loaded(i, b)["outputs"]
         for w, g in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
             torch.testing.assert_close(g, w)
+
+
+# ---------------------------------------------------------------- noise and low precision
+
+def test_noise_survives_in_fp32_and_vanishes_below_the_rounding_step():
+    from prefinetune.losses.r3f import noise_survival
+
+    ones = torch.ones(100, 8)                  # bf16's step at 1.0 is 2**-7: noise of 1e-5 rounds away
+    # fp32's step at 1.0 is 2**-23: only noise below half of it (P ~ 0.5% at sigma 1e-5) is lost.
+    assert 0.98 < noise_survival(ones, 1e-5, "normal", torch.float32) < 1.0
+    assert noise_survival(ones, 1e-5, "normal", torch.bfloat16) == 0.0
+    assert noise_survival(ones, 1e-5, "uniform", torch.float16) == 0.0   # fp16's step at 1.0: 2**-10
+    tiny = torch.full((100, 8), 1e-7)          # far below sigma: every value moves
+    assert noise_survival(tiny, 1e-5, "normal", torch.bfloat16) == 1.0
+    assert noise_survival(ones, 0.0, "normal", torch.float32) == 0.0
+
+
+def test_low_precision_note_names_sigma_and_the_share_kept():
+    from prefinetune.config import R3FSection
+    from prefinetune.losses.r3f import low_precision_note
+
+    embeddings = torch.randn(500, 16, generator=torch.Generator().manual_seed(0)) * 0.035
+    on = R3FSection(enabled=True, sigma=1e-5)
+    note = low_precision_note(embeddings, on, torch.bfloat16)
+    assert note and "sigma=1e-05" in note and "bfloat16" in note and "deepspeed.precision: fp32" in note
+    kept = int(note.split("changes only ")[1].split("%")[0])
+    assert kept < 20, note
+    assert low_precision_note(embeddings, on, torch.float32) is None
+    assert low_precision_note(embeddings, R3FSection(enabled=True, sigma=1e-2), torch.bfloat16) is None
+    assert low_precision_note(embeddings, R3FSection(enabled=False), torch.bfloat16) is None
