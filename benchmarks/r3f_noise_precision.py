@@ -8,14 +8,13 @@ Measured on 4096 rows of the embedding matrix, seed 0 (prefinetune.losses.r3f.no
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_tasks import MODEL, REPO  # noqa: E402
+from minilm_tasks import MODEL, REPO, write_result  # noqa: E402
 
 from prefinetune.losses.r3f import noise_survival  # noqa: E402
 from prefinetune.model.source import resolve_model_source  # noqa: E402
@@ -40,9 +39,7 @@ def main(argv=None) -> int:
                         "what": "fraction of input embedding values that x + z changes in each dtype",
                         "median_abs_embedding": float(embeddings.detach().abs().median())},
            "kept": table}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 
