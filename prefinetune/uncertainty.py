@@ -28,11 +28,11 @@ Where this differs from CA-MTL, and why:
 - CA-MTL walks each task's data without replacement and consumes the candidates it does not keep; here
   a candidate's rows are drawn like every other slot's, so nothing but the weights decides the schedule.
 
-Seeded and resumable: candidates are a pure function of (seed, update, slot, task), the scores of the
-weights, and both are in the checkpoint; the sampler's record (how often each task was offered and won,
-its scores) travels in the checkpoint's client_state. On W workers each worker scores the candidates of
-its own slots only (S * T / W forward passes per update, no gradients, no communication) and the winners
-are then all-gathered, so every rank logs the whole update's task mix.
+Seeded and resumable: candidates are a pure function of (seed, update, slot, task) and the scores a
+function of the weights, which the checkpoint holds; the sampler's record (how often each task was
+offered and how often it won) travels in the checkpoint's client_state. On W workers each worker scores
+the candidates of its own slots only (S * T / W no-grad forward passes per update, with no communication
+while scoring); then one all-gather shares the winners and scores, so every rank logs the whole update.
 
     python -m pytest tests/test_uncertainty.py -q
 """

@@ -63,6 +63,20 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
     torch.distributed.destroy_process_group()
 
 
+def _run_workers(recipe_dict: dict, tmp_path, backbone: str = "bert", data_kind: str = "classification") -> list:
+    """Run the WORLD gloo workers on the recipe; what each saved (final state, tasks it ran, plans)."""
+    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, data_kind), nprocs=WORLD, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+
+
+def _assert_ranks_match(ranks: list, reference: dict) -> None:
+    """Every rank's final parameters equal the single-process reference's."""
+    for name, expected in reference.items():
+        for r in range(WORLD):
+            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
+                                       msg=lambda m: f"rank {r}, {name}: {m}")
+
+
 def _reference(recipe) -> dict[str, torch.Tensor]:
     """Single process: for each update, the mean over all S slots of CE / log(classes), one AdamW step."""
     model = build_model(recipe, backbone=tiny_bert(seed=0))
@@ -89,8 +103,7 @@ def _reference(recipe) -> dict[str, torch.Tensor]:
 def test_two_workers_on_different_tasks_match_single_process_reference(stage, tmp_path):
     recipe_dict = tiny_recipe(deepspeed={"zero_stage": stage}, run={"seed": 3})
     recipe = recipe_from_dict(recipe_dict)
-    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = _run_workers(recipe_dict, tmp_path)
 
     # Precondition: the ranks really ran different heads in the same micro-step.
     pairs = [(a, b) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
@@ -98,10 +111,7 @@ def test_two_workers_on_different_tasks_match_single_process_reference(stage, tm
 
     reference = _reference(recipe)
     initial = build_model(recipe, backbone=tiny_bert(seed=0)).state_dict()
-    for name, expected in reference.items():
-        for r in range(WORLD):
-            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
-                                       msg=lambda m: f"rank {r}, {name}: {m}")
+    _assert_ranks_match(ranks, reference)
     moved = [n for n in reference if not torch.equal(reference[n], initial[n])]
     assert any(n.startswith("classification.") for n in moved) and any(n.startswith("backbone.") for n in moved)
 
@@ -153,18 +163,14 @@ def test_mixed_families_on_two_workers_match_single_process_reference(backbone, 
     recipe_dict = mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": stage}, run={"seed": 1},
                                train={"updates": 3, "slots_per_update": 6, "batch_size": 3})
     recipe = recipe_from_dict(recipe_dict)
-    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, "families"), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = _run_workers(recipe_dict, tmp_path, backbone, "families")
     family = {t.name: t.family for t in recipe.tasks}
     pairs = [(family[a], family[b]) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
     assert any(a != b for a, b in pairs), f"the ranks never ran different families at once: {pairs}"
     assert {f for pair in pairs for f in pair} == set(FAMILY_CASES[backbone]), pairs
 
     reference = _family_reference(recipe, backbone)
-    for name, expected in reference.items():
-        for r in range(WORLD):
-            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
-                                       msg=lambda m: f"rank {r}, {name}: {m}")
+    _assert_ranks_match(ranks, reference)
 
 
 @pytest.mark.slow
@@ -174,16 +180,12 @@ def test_mixed_families_with_r3f_under_zero2_match_single_process_reference(back
                                train={"updates": 2, "slots_per_update": 6, "batch_size": 3},
                                r3f={"enabled": True, "sigma": 0.05, "weight": 1.0})
     recipe = recipe_from_dict(recipe_dict)
-    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, "families"), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = _run_workers(recipe_dict, tmp_path, backbone, "families")
     reference = _family_reference(recipe, backbone)
     recipe_off = recipe_from_dict({**recipe_dict, "r3f": {"enabled": False}})
     without = _family_reference(recipe_off, backbone)
     assert any(not torch.allclose(reference[n], without[n], atol=1e-6) for n in reference), "R3F changed nothing"
-    for name, expected in reference.items():
-        for r in range(WORLD):
-            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
-                                       msg=lambda m: f"rank {r}, {name}: {m}")
+    _assert_ranks_match(ranks, reference)
 
 
 @pytest.mark.slow
@@ -197,15 +199,11 @@ def test_mt_uncertainty_on_two_workers_matches_single_process_reference(backbone
                                train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
                                sampling={"policy": "mt_uncertainty", "candidate_tasks": 2})
     recipe = recipe_from_dict(recipe_dict)
-    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, "families"), nprocs=WORLD, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
+    ranks = _run_workers(recipe_dict, tmp_path, backbone, "families")
     plans: list = []
     reference = _family_reference(recipe, backbone, plans)
     assert ranks[0]["plans"] == ranks[1]["plans"] == plans
     assert len({t for plan in plans for t in plan}) > 1, f"one task won every slot: {plans}"
     for r in range(WORLD):
         assert ranks[r]["tasks"] == [plan[r::WORLD] for plan in plans]
-    for name, expected in reference.items():
-        for r in range(WORLD):
-            torch.testing.assert_close(ranks[r]["state"][name], expected, atol=2e-6, rtol=1e-5,
-                                       msg=lambda m: f"rank {r}, {name}: {m}")
+    _assert_ranks_match(ranks, reference)
