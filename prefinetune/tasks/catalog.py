@@ -19,7 +19,8 @@ tasks in full TaskConfig form; this catalog is where those dicts come from:
     multiple_choice: sciq, cosmos_qa, commonsense_qa
     summarization: dialogsum_test (3 references per dialogue; the first, summary1, is the target)
 - Left out: wsc and multirc (nested spans / answers per passage: no family reads them as they are),
-  rotten_tomatoes (the file name is the label, no splits).
+  rotten_tomatoes (the file name is the label, no splits), ud_en_ewt (CoNLL-U word tags: the tagging
+  family is not built yet).
 
 Per dataset:
 - Metrics follow GLUE (CoLA Matthews correlation, MRPC F1), with accuracy reported for every task.
