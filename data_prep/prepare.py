@@ -15,7 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from prefinetune.config import RecipeError, load_recipe  # noqa: E402
+from prefinetune.cli import data_dir_overrides, input_errors  # noqa: E402
+from prefinetune.config import load_recipe  # noqa: E402
 from prefinetune.data.prepare import DEFAULT_SHARD_ROWS, prepare_tasks  # noqa: E402
 from prefinetune.model.source import load_tokenizer  # noqa: E402
 
@@ -25,7 +26,8 @@ __all__ = ["make_parser", "main"]
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--recipe", required=True, help="recipe YAML")
-    parser.add_argument("--data-dir", help="data.root: the folder task files are relative to")
+    parser.add_argument("--data-dir", help="data.root: the folder task files are read from (never written to; "
+                        "turns data.synthetic off)")
     parser.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="rows per Arrow shard")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument("overrides", nargs="*", help="recipe overrides, key.sub=value")
@@ -41,16 +43,14 @@ def _rows(split: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_intermixed_args(argv)
     try:
-        recipe = load_recipe(args.recipe, args.overrides)
-        if args.data_dir is not None:
-            recipe.data.root = args.data_dir
-    except RecipeError as err:
-        print(err, file=sys.stderr)
+        recipe = load_recipe(args.recipe, data_dir_overrides(args.data_dir) + args.overrides)
+        model = recipe.model
+        tokenizer = load_tokenizer(model.name_or_path, model.revision, model.trust_remote_code)
+        manifest = prepare_tasks(recipe, tokenizer, model.name_or_path, progress=not args.quiet,
+                                 shard_rows=args.shard_rows)
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    model = recipe.model
-    tokenizer = load_tokenizer(model.name_or_path, model.revision, model.trust_remote_code)
-    manifest = prepare_tasks(recipe, tokenizer, model.name_or_path, progress=not args.quiet,
-                             shard_rows=args.shard_rows)
     for name, task in manifest["tasks"].items():
         state = "reused" if name in manifest["last_run"]["reused"] else "prepared"
         rows = ", ".join(f"{split} {_rows(s)}" for split, s in task["splits"].items())

@@ -14,11 +14,11 @@ import sys
 
 from prefinetune.config import RecipeError, load_recipe
 
-__all__ = ["make_parser", "flag_overrides", "main"]
+__all__ = ["make_parser", "flag_overrides", "data_dir_overrides", "input_errors", "main"]
 
 # flag -> recipe key it overrides
 _FLAGS = {"num_workers": "scaling.num_workers", "updates": "train.updates", "slots": "train.slots_per_update",
-          "output_dir": "run.output_dir", "data_dir": "data.root", "shards_dir": "data.shards_dir",
+          "output_dir": "run.output_dir", "shards_dir": "data.shards_dir",
           "name": "run.name", "model": "model.name_or_path", "cpus_per_worker": "scaling.cpus_per_worker"}
 
 
@@ -35,7 +35,8 @@ def make_parser(default_recipe: str | None, description: str) -> argparse.Argume
     p.add_argument("--slots", type=int, help="slots per update (train.slots_per_update)")
     p.add_argument("--output-dir", help="run.output_dir: where the run folder goes")
     p.add_argument("--name", help="run.name: the run folder's name")
-    p.add_argument("--data-dir", help="data.root: folder the tasks' files are read from")
+    p.add_argument("--data-dir", help="data.root: folder the tasks' files are read from (never written to; "
+                   "turns data.synthetic off)")
     p.add_argument("--shards-dir", help="data.shards_dir: prepared Arrow shards")
     p.add_argument("--model", help="model.name_or_path")
     p.add_argument("--resume-from", help="a checkpoint folder the run reported (run_dir/ray/NAME/checkpoint_*)")
@@ -47,25 +48,39 @@ def make_parser(default_recipe: str | None, description: str) -> argparse.Argume
 def flag_overrides(args: argparse.Namespace) -> list[str]:
     """The overrides the flags stand for, before the explicit key=value ones (which win)."""
     out = [f"{key}={getattr(args, flag)}" for flag, key in _FLAGS.items() if getattr(args, flag) is not None]
+    out += data_dir_overrides(args.data_dir)
     if args.use_gpu is not None:
         out.append(f"scaling.use_gpu={str(args.use_gpu).lower()}")
-    if args.data_dir is not None:
-        out.append("data.synthetic=false")
     return out + list(args.overrides)
+
+
+def data_dir_overrides(data_dir: str | None) -> list[str]:
+    """What `--data-dir DIR` means in every entry point: read the tasks' files from DIR (data.root),
+    and so not from a generated synthetic suite, which is never written into DIR."""
+    return [] if data_dir is None else [f"data.root={data_dir}", "data.synthetic=false"]
 
 
 def main(argv: list[str] | None = None, default_recipe: str | None = None,
          description: str = "prefinetune: multi-task pre-finetuning on Ray + DeepSpeed") -> int:
     args = make_parser(default_recipe, description).parse_args(argv)
-    try:
-        recipe = load_recipe(args.recipe, flag_overrides(args))
-    except RecipeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     from prefinetune.launcher import prepare_data, resolve_paths, run
 
-    if args.prepare_only:
-        prepare_data(resolve_paths(recipe))
-        return 0
-    run(recipe, args.resume_from)
+    try:
+        recipe = load_recipe(args.recipe, flag_overrides(args))
+        if args.prepare_only:
+            prepare_data(resolve_paths(recipe))
+        else:
+            run(recipe, args.resume_from, source=args.recipe)
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """Errors in what the user gave (recipe keys, task files, rows): each names the key, file or row,
+    so the entry points print the message alone, without a traceback, and exit 2."""
+    from prefinetune.data.readers import BadRowError, TaskSourceError
+    from prefinetune.tasks import FieldError
+
+    return RecipeError, TaskSourceError, BadRowError, FieldError

@@ -174,14 +174,24 @@ class TaskConfig(_Strict):
 
 
 class DataSection(_Strict):
-    root: Optional[str] = Field(None, description="folder the task files are relative to "
-                                "(synthetic: default output_dir/name/synthetic_data)")
-    synthetic: bool = Field(False, description="generate the offline synthetic suite into root first")
+    root: Optional[str] = Field(None, description="folder the task files are read from (only read, never "
+                                "written to); command line: --data-dir")
+    synthetic: bool = Field(False, description="generate the offline synthetic suite into the run folder "
+                            "(output_dir/name/synthetic_data) and read the tasks from there")
     synthetic_rows: int = Field(3000, ge=50, description="train rows per synthetic task")
     shards_dir: Optional[str] = Field(None, description="prepared shards; default output_dir/shards")
     num_proc: int = Field(2, ge=1, description="processes for tokenization")
     on_bad_row: Literal["error", "quarantine"] = Field(
         "error", description="error: stop naming file/row/field; quarantine: set aside and count")
+
+    @model_validator(mode="after")
+    def _generated_or_read(self) -> "DataSection":
+        """Generated data goes under the run folder, never into a folder of inputs."""
+        if self.synthetic and self.root is not None:
+            raise ValueError(f"synthetic: true writes its files under the run folder, and root={self.root!r} "
+                             "is a folder of input files, only read: set one of them (--data-dir turns "
+                             "synthetic off)")
+        return self
 
 
 class SamplingSection(_Strict):

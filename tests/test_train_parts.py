@@ -13,6 +13,7 @@ from tiny import tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
 
 from prefinetune.config import recipe_from_dict
 from prefinetune.evaluate import evaluate_tasks
+from prefinetune.data.prepare import data_root
 from prefinetune.launcher import metrics_table, resolve_paths
 from prefinetune.model.multitask import build_model
 from prefinetune.run_log import WindowStats
@@ -61,7 +62,7 @@ def test_resolve_paths_makes_paths_absolute_and_places_synthetic_data(tmp_path, 
     recipe = recipe_from_dict(tiny_recipe(run={"output_dir": "out", "name": "r"}, data={"synthetic": True}))
     resolved = resolve_paths(recipe)
     assert resolved.run.output_dir == str(tmp_path / "out")
-    assert resolved.data.root == str(tmp_path / "out" / "r" / "synthetic_data")
+    assert resolved.data.root is None and data_root(resolved) == str(tmp_path / "out" / "r" / "synthetic_data")
     assert resolved.shards_path == tmp_path / "out" / "r" / "shards"
 
 

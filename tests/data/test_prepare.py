@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,11 +175,11 @@ def test_quarantine_counts_in_manifest(tmp_path, tokenizer):
 
 
 def test_synthetic_suite_prepares_and_reuses(tmp_path, tokenizer):
-    recipe = _recipe(tmp_path, synthetic_task_configs(), root=str(tmp_path / "syn"), synthetic=True,
-                     synthetic_rows=60)
+    recipe = _recipe(tmp_path, synthetic_task_configs(), synthetic=True, synthetic_rows=60)
     first = prepare_tasks(recipe, tokenizer, MODEL, progress=False)
     assert len(first["last_run"]["prepared"]) == len(recipe.tasks) >= 6
-    suite = sorted((tmp_path / "syn").rglob("*.jsonl"))
+    suite = sorted((tmp_path / "runs" / "t" / "synthetic_data").rglob("*.jsonl"))   # under the run folder
+    assert len(suite) == 2 * len(recipe.tasks) and first["data_root"] == str(suite[0].parents[1])
     mtimes = [p.stat().st_mtime_ns for p in suite]
     again = prepare_tasks(recipe, tokenizer, MODEL, progress=False)
     assert again["last_run"]["prepared"] == [] and [p.stat().st_mtime_ns for p in suite] == mtimes
@@ -237,3 +238,25 @@ def test_entry_point(tmp_path, data_root, capsys):
     out = capsys.readouterr().out
     assert "cb" in out and "prepared" in out and "reused" in out
     assert TaskConfig.model_validate(read_manifest(tmp_path / "shards")["tasks"]["cb"]["config"]).name == "cb"
+
+
+def test_generated_data_never_goes_into_a_folder_of_inputs(tmp_path, capsys):
+    """`--data-dir DIR` means data.root=DIR (and no synthetic suite) in every entry point: DIR is only read."""
+    from prefinetune.cli import data_dir_overrides
+    from prefinetune.config import RecipeError, load_recipe
+
+    spec = importlib.util.spec_from_file_location("data_prep_prepare", REPO / "data_prep" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "notes.txt").write_text("a user's folder")
+    before = sorted(p.name for p in inputs.rglob("*"))
+    args = ["--recipe", str(REPO / "recipes" / "local_cpu.yaml"), "--data-dir", str(inputs), "--quiet",
+            f"run.output_dir={tmp_path / 'runs'}"]
+    assert module.main(args) == 2   # the synthetic tasks' files are looked for in DIR, not generated there
+    assert re.search(r"error: task 'syn_sentiment'.*does not exist \(data.root=.*inputs\)", capsys.readouterr().err)
+    assert sorted(p.name for p in inputs.rglob("*")) == before
+    assert data_dir_overrides(str(inputs)) == [f"data.root={inputs}", "data.synthetic=false"]
+    with pytest.raises(RecipeError, match=r"key 'data'.*synthetic: true writes its files under the run folder"):
+        load_recipe(REPO / "recipes" / "local_cpu.yaml", [f"data.root={inputs}"])
