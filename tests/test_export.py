@@ -321,9 +321,12 @@ def test_export_round_trips_every_family_on_bart(tmp_path):
     model = build_model(recipe)
     for p in (p for n, p in model.named_parameters() if not n.startswith("backbone.")):
         torch.nn.init.normal_(p, std=0.5)            # heads far from their init, so a lost head shows
-    out = export_model(model, load_tokenizer(str(folder)), tmp_path / "export", recipe)
+    metrics = {f"dev/{t.name}/{m}": 0.125 * (i + 1) + j for i, t in enumerate(recipe.tasks)
+               for j, m in enumerate(["accuracy", "rows"])}
+    out = export_model(model, load_tokenizer(str(folder)), tmp_path / "export", recipe, metrics)
     loaded, info = load_exported(out)
     assert [t["family"] for t in info["tasks"]] == [t.family for t in recipe.tasks]
+    _card_matches_tasks_json(out, metrics)
     # No exact AutoModelFor* mapping is written for BART heads yet: no folder, and tasks.json says why.
     assert all(t["folder"] is None and t["folder_skipped"] for t in info["tasks"])
 
@@ -334,3 +337,52 @@ def test_export_round_trips_every_family_on_bart(tmp_path):
         want, got = model(i, batch)["outputs"], loaded(i, batch)["outputs"]
         for w, g in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
             torch.testing.assert_close(g, w, atol=1e-6, rtol=1e-6, msg=lambda m: f"{task.name}: {m}")
+
+
+def _card_matches_tasks_json(out: Path, metrics: dict) -> None:
+    """The card states each task's family and head as tasks.json has them, and the run's metrics."""
+    from prefinetune.export.card import HEAD_OF_FAMILY
+
+    card, info = (out / "README.md").read_text(), read_tasks_info(out)
+    tasks_section = card.split("## Tasks")[1].split("##")[0]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in tasks_section.splitlines() if line.startswith("| ")}
+    for task in info["tasks"]:
+        assert rows[task["name"]][1] == task["family"] and rows[task["name"]][3] == str(task["head_index"])
+        head, loss = HEAD_OF_FAMILY[task["family"]]
+        assert f"| {task['family']} | {head} | {loss} |" in card
+    families = {t["family"] for t in info["tasks"]}
+    assert "shared by every multiple-choice task" in card and "not scaled" in card and "tied LM head" in card
+    assert len(families) == 5 and "Every task has its own classification head" not in card
+    metric_rows = card.split("## Final metrics (dev split)")[1].split("##")[0]
+    for name in (t["name"] for t in info["tasks"]):
+        accuracy, rows = metrics[f"dev/{name}/accuracy"], int(metrics[f"dev/{name}/rows"])
+        assert f"| {name} | {accuracy:.4f} | {rows} |" in metric_rows
+
+
+def test_a_failing_per_task_folder_leaves_the_export_whole(tmp_path, monkeypatch, capsys):
+    """One per-task AutoModelFor* folder that cannot be written costs that folder, not the export."""
+    import prefinetune.export.folder as folder_module
+
+    model_dir = tiny_model_dir(tmp_path, "bert")
+    recipe = make_recipe(model_dir)
+    model = _randomize_heads(build_model(recipe))
+    real = folder_module.task_model
+
+    def fails_for_nli(backbone, head, label_names, dropout):
+        if label_names == TASKS["nli"]:
+            raise OSError("disk full (on purpose)")
+        return real(backbone, head, label_names, dropout)
+
+    monkeypatch.setattr(folder_module, "task_model", fails_for_nli)
+    out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
+    info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
+    assert info["nli"]["folder"] is None and not (out / "tasks" / "nli").exists()
+    assert info["nli"]["folder_skipped"] == "writing it failed (OSError: disk full (on purpose))"
+    assert info["topic"]["folder"] == "tasks/topic" and (out / "tasks" / "topic" / "model.safetensors").is_file()
+    warning = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert len(warning) == 1 and "'nli'" in warning[0] and "disk full" in warning[0]
+    reloaded, _ = load_exported(out)                  # backbone and every head are there
+    expected, got = task_logits(model, batch(model_dir)), task_logits(reloaded, batch(model_dir))
+    for name in TASKS:
+        torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)

@@ -1,19 +1,35 @@
-"""The README.md model card of an export folder: what the model is, its tasks, how to load it.
+"""The README.md model card of an export folder: what the model is, its tasks, how each is served, how
+it was trained, its per-task dev metrics and how to load it.
 
-It is built from tasks.json and the recipe's training settings only (no data paths, no tokens).
+It is built from the export's own tasks.json, the recipe and the run's final metrics only (no data
+paths, no tokens), so what it says of heads and loss scaling is what the run did.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["model_card"]
+__all__ = ["model_card", "HEAD_OF_FAMILY"]
 
 _MUPPET = "[Aghajanyan et al., 2021](https://arxiv.org/abs/2101.11038)"
 
+# family -> (head, loss and its log(n) scaling): the README's table of task families, in short
+HEAD_OF_FAMILY = {
+    "classification": ("its own head (dense, tanh, dropout, projection) on the first token",
+                       "cross-entropy / log(number of classes)"),
+    "regression": ("its own one-output head on the first token", "mean squared error, not scaled"),
+    "multiple_choice": ("one ranking head shared by every multiple-choice task: a score per (context, "
+                        "choice), softmax over the choices", "cross-entropy / log(number of choices)"),
+    "span": ("one span head shared by every span task: start and end logits per token",
+             "(CE start + CE end) / 2 / log(positions)"),
+    "summarization": ("the backbone's decoder and its tied LM head (no new parameters)",
+                      "label-smoothed cross-entropy / log(vocabulary size)"),
+}
 
-def model_card(info: dict[str, Any], recipe) -> str:
-    """Markdown with YAML front matter for the hub."""
-    return "\n".join([_front_matter(info), _about(info, recipe), _task_table(info), _usage(info), ""])
+
+def model_card(info: dict[str, Any], recipe, metrics: dict[str, float] | None = None) -> str:
+    """Markdown with YAML front matter for the hub; `metrics` = the run's final `{split}/{task}/{metric}`."""
+    return "\n".join([_front_matter(info), _about(info, recipe), _task_table(info),
+                      _metrics_table(info, recipe.eval.split, metrics or {}), _usage(info), ""])
 
 
 def _front_matter(info: dict[str, Any]) -> str:
@@ -25,41 +41,64 @@ def _front_matter(info: dict[str, Any]) -> str:
 
 
 def _about(info: dict[str, Any], recipe) -> str:
-    m, t, ds = info["model"], recipe.train, recipe.deepspeed
+    m, t, ds, r3f = info["model"], recipe.train, recipe.deepspeed, recipe.r3f
+    families = sorted({task["family"] for task in info["tasks"]})
+    rows = f"{t.batch_size} rows" if t.token_budget is None else f"up to {t.token_budget} tokens"
+    reg = "off" if not r3f.enabled else (f"R{'4' if r3f.spectral_norm else '3'}F, weight {r3f.weight}, "
+                                        f"sigma {r3f.sigma}, {r3f.noise} noise")
     return "\n".join([
         f"# {recipe.run.name}", "",
-        f"A `{m['model_type']}` encoder (from `{m['name_or_path']}`) pre-finetuned with prefinetune: "
-        f"Muppet-style multi-task learning ({_MUPPET}) on {len(info['tasks'])} tasks. Every task has its "
-        "own classification head (first token -> dense -> tanh -> dropout -> out_proj) on the shared "
-        "encoder, and losses are scaled by 1/log(number of classes).", "",
-        f"Training: {t.updates} updates of {t.slots_per_update} single-task micro-batches of {t.batch_size} rows, "
-        f"`{recipe.sampling.policy}` task sampling, lr {recipe.optim.lr}, DeepSpeed ZeRO-{ds.zero_stage}, "
-        f"precision `{ds.precision}`, max length {m['max_length']} tokens.", ""])
+        f"A `{m['model_type']}` backbone (from `{m['name_or_path']}`) pre-finetuned with prefinetune: "
+        f"Muppet-style multi-task learning ({_MUPPET}) on {len(info['tasks'])} tasks of "
+        f"{len(families)} families ({', '.join(families)}).", "",
+        f"Training: {t.updates} updates, each of {t.slots_per_update} single-task micro-batches of {rows}; "
+        f"`{recipe.sampling.policy}` task sampling (`{recipe.sampling.strategy}`); AdamW lr {recipe.optim.lr}; "
+        f"R3F/R4F {reg}; DeepSpeed ZeRO-{ds.zero_stage}, precision `{ds.precision}`; "
+        f"max length {m['max_length']} tokens.", "",
+        "## Heads and losses", "",
+        "| family | head | loss |", "| --- | --- | --- |",
+        *(f"| {f} | {HEAD_OF_FAMILY[f][0]} | {HEAD_OF_FAMILY[f][1]} |" for f in families), ""])
 
 
 def _task_table(info: dict[str, Any]) -> str:
-    rows = ["## Tasks", "", "| task | family | labels | head | per-task folder |", "| --- | --- | --- | --- | --- |"]
+    rows = ["## Tasks", "", "| task | family | labels | head index | per-task folder |",
+            "| --- | --- | --- | --- | --- |"]
     for task in info["tasks"]:
         folder = f"`{task['folder']}`" if task["folder"] else "none"
-        rows.append(f"| {task['name']} | {task['family']} | {', '.join(task['label_names'] or ['-'])} | "
-                    f"{task['head_index']} | {folder} |")
-    skipped = next((t["folder_skipped"] for t in info["tasks"] if t["folder_skipped"]), None)
+        labels = ", ".join(task["label_names"]) if task["label_names"] else "-"
+        rows.append(f"| {task['name']} | {task['family']} | {labels} | {task['head_index']} | {folder} |")
+    skipped = sorted({t["folder_skipped"] for t in info["tasks"] if t["folder_skipped"]})
     if skipped:
-        rows += ["", f"No per-task folders: {skipped}."]
+        rows += ["", "Tasks without a per-task folder: " + "; ".join(skipped) + "."]
+    return "\n".join(rows + [""])
+
+
+def _metrics_table(info: dict[str, Any], split: str, metrics: dict[str, float]) -> str:
+    """Every task's final metrics on `split`, as the run measured them."""
+    per_task = {task["name"]: {k.split("/")[2]: v for k, v in metrics.items()
+                               if k.count("/") == 2 and k.startswith(f"{split}/{task['name']}/")}
+                for task in info["tasks"]}
+    names = sorted({n for scores in per_task.values() for n in scores if n != "rows"})
+    if not names:
+        return "\n".join(["## Final metrics", "", "None recorded with this export.", ""])
+    rows = [f"## Final metrics ({split} split)", "", "| task | " + " | ".join(names) + " | rows |",
+            "| --- |" + " --- |" * (len(names) + 1)]
+    for task, scores in per_task.items():
+        cells = [f"{scores[n]:.4f}" if n in scores else "-" for n in names]
+        rows.append(f"| {task} | " + " | ".join(cells) + f" | {int(scores.get('rows', 0))} |")
     return "\n".join(rows + [""])
 
 
 def _usage(info: dict[str, Any]) -> str:
     example = next((t["folder"] for t in info["tasks"] if t["folder"]), None)
     code = ["```python", "from transformers import AutoModel, AutoTokenizer",
-            'encoder = AutoModel.from_pretrained("REPO_OR_FOLDER")          # the shared encoder',
+            'encoder = AutoModel.from_pretrained("REPO_OR_FOLDER")          # the shared backbone',
             'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")']
     if example:
         code += ["from transformers import AutoModelForSequenceClassification",
                  f'clf = AutoModelForSequenceClassification.from_pretrained("REPO_OR_FOLDER", subfolder="{example}")']
-    code += ["", "# the whole multi-task model (encoder + all heads), with prefinetune installed:",
-             "from prefinetune.export import load_exported", 'model, info = load_exported("FOLDER")',
-             'logits = model(model.task_id("TASK"), **tokenizer(["some text"], return_tensors="pt"))', "```"]
+    code += ["", "# the whole multi-task model (backbone + every head), with prefinetune installed:",
+             "from prefinetune.export import load_exported", 'model, info = load_exported("FOLDER")', "```"]
     return "\n".join(["## How to load", "",
-                      "`heads.safetensors` holds all task heads stacked (row = head index in `tasks.json`).",
-                      ""] + code)
+                      "`heads.safetensors` holds every family's heads; `tasks.json` gives each task's family "
+                      "and head index.", ""] + code)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from prefinetune import __version__
+from prefinetune.best_effort import failure_reason, warn
 from prefinetune.config import RecipeConfig, recipe_from_dict
 from prefinetune.export.card import model_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
@@ -36,8 +37,10 @@ _PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 
 
 def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | dict, out_dir: str | Path,
-                           backbone: torch.nn.Module | None = None, *, tag: str | None = None) -> Path:
-    """Export the model a DeepSpeed checkpoint holds; `backbone` replaces the recipe's starting one."""
+                           backbone: torch.nn.Module | None = None, *, tag: str | None = None,
+                           metrics: dict | None = None) -> Path:
+    """Export the model a DeepSpeed checkpoint holds; `backbone` replaces the recipe's starting one;
+    `metrics` (the run's final `{split}/{task}/{metric}`) go into the model card."""
     recipe = _as_recipe(recipe)
     model = build_model(recipe, backbone)
     state = state_dict_from_checkpoint(checkpoint_dir, tag)
@@ -45,10 +48,11 @@ def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | di
     model.load_state_dict(state, strict=True)
     m = recipe.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
-    return export_model(model, tokenizer, out_dir, recipe)
+    return export_model(model, tokenizer, out_dir, recipe, metrics)
 
 
-def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: RecipeConfig | dict) -> Path:
+def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: RecipeConfig | dict,
+                 metrics: dict | None = None) -> Path:
     """Write the export folder (tensors in the model's dtype: fp32 from export_from_checkpoint).
     An earlier export in out_dir is replaced; any other non-empty folder is refused."""
     from safetensors.torch import save_file
@@ -63,9 +67,9 @@ def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: 
     info = tasks_info(model, recipe)
     for task in info["tasks"]:
         if task["folder"]:
-            _write_task_folder(model, tokenizer, recipe, task, stage / task["folder"])
+            _write_task_folder(model, tokenizer, recipe, task, stage)
     (stage / TASKS_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    (stage / "README.md").write_text(model_card(info, recipe), encoding="utf-8")
+    (stage / "README.md").write_text(model_card(info, recipe, metrics), encoding="utf-8")
     _check_no_pickles(stage)
     if out.exists():
         shutil.rmtree(out)
@@ -141,11 +145,20 @@ def public_model_name(name_or_path: str) -> str:
     return name_or_path
 
 
-def _write_task_folder(model, tokenizer, recipe, task: dict, folder: Path) -> None:
-    head = model.classification.head_state(task["family_index"])
-    cls_model = task_model(model.backbone, head, task["label_names"], recipe.model.head_dropout)
-    cls_model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+def _write_task_folder(model, tokenizer, recipe, task: dict, stage: Path) -> None:
+    """The task's AutoModelForSequenceClassification folder: an extra, so a failure leaves the
+    backbone export whole, takes the partial folder away and says why in tasks.json and one warning."""
+    folder = stage / task["folder"]
+    try:
+        head = model.classification.head_state(task["family_index"])
+        cls_model = task_model(model.backbone, head, task["label_names"], recipe.model.head_dropout)
+        cls_model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    except Exception as err:   # noqa: BLE001 - optional by design; recorded and warned
+        shutil.rmtree(folder, ignore_errors=True)
+        task["folder"], task["folder_skipped"] = None, f"writing it failed ({failure_reason(err)})"
+        warn(f"the per-task folder of {task['name']!r} was not written: {task['folder_skipped']}; "
+             f"its head is in {HEADS_FILE}")
 
 
 def _keep_fp32_frozen(model: MultiTaskModel, state: dict[str, torch.Tensor]) -> None:
