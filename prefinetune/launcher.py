@@ -16,7 +16,8 @@ from pathlib import Path
 
 from prefinetune.config import RecipeConfig, recipe_from_dict
 
-__all__ = ["resolve_paths", "check_backbone", "prepare_data", "train", "export_run", "run", "metrics_table"]
+__all__ = ["resolve_paths", "check_backbone", "prepare_data", "train", "export_run", "run", "metrics_table",
+           "header", "how_to_load", "write_final_metrics"]
 
 
 def _absolute(path: str | None) -> str | None:
@@ -29,8 +30,6 @@ def resolve_paths(recipe: RecipeConfig) -> RecipeConfig:
     """The recipe with every local path made absolute, so workers in other folders find them."""
     data = recipe.model_dump(mode="json")
     data["run"]["output_dir"] = _absolute(data["run"]["output_dir"])
-    if data["data"]["synthetic"] and data["data"]["root"] is None:
-        data["data"]["root"] = str(Path(data["run"]["output_dir"]) / data["run"]["name"] / "synthetic_data")
     data["data"]["root"] = _absolute(data["data"]["root"])
     data["data"]["shards_dir"] = _absolute(data["data"]["shards_dir"])
     if Path(data["model"]["name_or_path"]).exists():
@@ -72,15 +71,17 @@ def _connect_ray() -> None:
         return
     address = os.environ.get("RAY_ADDRESS")
     print(f"[prefinetune] ray: {'connecting to ' + address if address else 'starting a local Ray'}")
-    ray.init(address=address or None, include_dashboard=False if not address else None,
-             log_to_driver=True)
+    # A local Ray gets its dashboard: it serves the State API, which Ray Train's placement-group
+    # cleaner polls every second (without it, a warning a second and no clean-up).
+    ray.init(address=address or None, include_dashboard=True if not address else None, log_to_driver=True)
 
 
 def train(recipe: RecipeConfig, resume_from: str | None = None):
     """Run the Ray Train job, from scratch or from a reported checkpoint folder; returns Ray's Result."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from prefinetune.progress import PROGRESS_FILE, DriverProgress
     from prefinetune.train import train_worker
 
     s = recipe.scaling
@@ -93,16 +94,21 @@ def train(recipe: RecipeConfig, resume_from: str | None = None):
                                      resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),
                              failure_config=FailureConfig(max_failures=s.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=recipe.checkpoint.keep)))
-    return trainer.fit()
+                             checkpoint_config=CheckpointConfig(num_to_keep=recipe.checkpoint.keep),
+                             # Ray Train's INFO lines come per worker per checkpoint; warnings stay
+                             logging_config=LoggingConfig(log_level="WARNING")))
+    with DriverProgress(recipe.run_dir / PROGRESS_FILE, recipe.train.updates):
+        return trainer.fit()
 
 
-def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path) -> Path:
-    """The final checkpoint as a Hugging Face folder (see prefinetune.export)."""
+def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path, metrics: dict | None = None) -> Path:
+    """The final checkpoint as a Hugging Face folder (see prefinetune.export), `metrics` in its card."""
+    from prefinetune.console import quiet_libraries
     from prefinetune.export import export_from_checkpoint
 
+    quiet_libraries(on_gpu=False)      # the export runs on the driver's CPU
     with checkpoint.as_directory() as folder:
-        return export_from_checkpoint(folder, recipe, out_dir)
+        return export_from_checkpoint(folder, recipe, out_dir, metrics=metrics)
 
 
 def metrics_table(metrics: dict, split: str) -> str:
@@ -120,12 +126,47 @@ def metrics_table(metrics: dict, split: str) -> str:
     return "\n".join(lines)
 
 
-def run(recipe: RecipeConfig, resume_from: str | None = None) -> dict:
-    """Prepare, train (optionally resuming from a checkpoint folder), export; returns a summary."""
+def header(recipe: RecipeConfig, source: str | None = None) -> str:
+    """What the run is, before it starts: recipe, model, tasks, workers, run folder."""
+    s, t = recipe.scaling, recipe.train
+    names = [task.name for task in recipe.tasks]
+    shown = ", ".join(names if len(names) <= 12 else names[:12] + [f"... ({len(names) - 12} more)"])
+    return "\n".join([
+        f"[prefinetune] recipe: {source or '<in memory>'} (run {recipe.run.name!r}, seed {recipe.run.seed})",
+        f"[prefinetune] model: {recipe.model.name_or_path} (max length {recipe.model.max_length})",
+        f"[prefinetune] tasks ({len(names)}): {shown}",
+        f"[prefinetune] workers: {s.num_workers} x {'GPU' if s.use_gpu else 'CPU'}, DeepSpeed ZeRO-"
+        f"{recipe.deepspeed.zero_stage}; {t.updates} updates of {t.slots_per_update} slots",
+        f"[prefinetune] run folder: {recipe.run_dir}"])
+
+
+def how_to_load(export_dir: Path) -> str:
+    """Where the export is and the lines that load it."""
+    return "\n".join([
+        f"[prefinetune] export: {export_dir}",
+        "[prefinetune] load it with:",
+        f'    AutoModel.from_pretrained("{export_dir}")                      # the backbone',
+        f'    prefinetune.export.load_exported("{export_dir}")              # backbone + every head'])
+
+
+def write_final_metrics(recipe: RecipeConfig, metrics: dict) -> str:
+    """eval_final.json and eval_final.txt in the run folder; returns the table."""
+    (recipe.run_dir / "eval_final.json").write_text(json.dumps(metrics, indent=2))
+    table = metrics_table(metrics, recipe.eval.split)
+    (recipe.run_dir / "eval_final.txt").write_text(table + "\n")
+    return table
+
+
+def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None = None) -> dict:
+    """Prepare, train (optionally resuming from a checkpoint folder), then in this order: final
+    metrics, export, and the optional extras (plots), which may fail without failing the run."""
+    from prefinetune.best_effort import best_effort
+    from prefinetune.task_mix import plot_task_mix
+
     recipe = resolve_paths(recipe)
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
-    print(f"[prefinetune] run folder: {recipe.run_dir}")
+    print(header(recipe, source), flush=True)
     check_backbone(recipe)
     prepare_data(recipe)
     if resume_from:
@@ -133,12 +174,12 @@ def run(recipe: RecipeConfig, resume_from: str | None = None) -> dict:
     result = train(recipe, resume_from)
     if result.error:
         raise RuntimeError(f"training failed: {result.error}")
-    export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export")
-    final = {k: v for k, v in result.metrics.items()}
-    (recipe.run_dir / "eval_final.json").write_text(json.dumps(final, indent=2))
-    table = metrics_table(final, recipe.eval.split)
-    (recipe.run_dir / "eval_final.txt").write_text(table + "\n")
+    final = dict(result.metrics)
+    table = write_final_metrics(recipe, final)
     print(f"[prefinetune] final {recipe.eval.split} metrics after {final.get('update')} updates:\n{table}")
-    print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n[prefinetune] export: {export_dir}")
+    export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export", final)
+    best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
+                recipe.run_dir / "task_mix.png")
+    print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n{how_to_load(export_dir)}", flush=True)
     return {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
             "run_dir": str(recipe.run_dir)}

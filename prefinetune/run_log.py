@@ -1,5 +1,6 @@
 """What a run shows while it goes: per-task loss and examples seen, summed over all workers per
-window of updates; a progress bar and a metrics JSONL (one object per line) on rank 0."""
+window of updates; on rank 0 a line per window, a metrics JSONL (one object per line) and the progress
+file that the driver draws its bar from."""
 from __future__ import annotations
 
 import json
@@ -7,6 +8,9 @@ import time
 from pathlib import Path
 
 import torch
+
+from prefinetune.console import say
+from prefinetune.progress import write_progress
 
 __all__ = ["WindowStats", "RunLog", "summary_line"]
 
@@ -43,38 +47,48 @@ class WindowStats:
         return out
 
 
-def summary_line(record: dict) -> str:
-    """One short console line for a metrics record (the JSONL keeps everything)."""
-    losses = [v for k, v in record.items() if k.startswith("loss/")]
-    parts = []
-    if "lr" in record:
-        parts.append(f"lr {record['lr']:.2e}")
+def _window_line(record: dict) -> str:
+    """lr, each task's mean loss in the window, examples seen."""
+    losses = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("loss/")}
+    seen = sum(v for k, v in record.items() if k.startswith("seen/"))
+    parts = [f"lr {record['lr']:.2e}"]
     if losses:
-        seen = sum(v for k, v in record.items() if k.startswith("seen/"))
-        parts.append(f"mean task loss {sum(losses) / len(losses):.4f} over {len(losses)} tasks, {seen} examples seen")
-    scores = {k.split("/")[1]: v for k, v in record.items() if k.count("/") == 2 and not k.endswith("/rows")}
-    if scores:
-        parts.append("dev " + " ".join(f"{t}={v:.3f}" for t, v in scores.items()))
-    return " | ".join(parts + [f"{record['elapsed_s']:.0f}s"])
+        parts.append("loss " + ", ".join(f"{t} {v:.3f}" for t, v in sorted(losses.items())))
+    return " | ".join(parts + [f"{seen:,} examples seen"])
+
+
+def _eval_line(record: dict) -> str:
+    """Each task's first dev metric (the JSONL and eval_final.json keep all of them)."""
+    split, first = "eval", {}
+    for key, value in record.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] != "rows":
+            split = parts[0]
+            first.setdefault(parts[1], f"{parts[2]} {value:.3f}")
+    return f"{split} " + ", ".join(f"{t} {m}" for t, m in sorted(first.items()))
+
+
+def summary_line(record: dict) -> str:
+    """One console line for a metrics record: a training window (lr, per-task losses) or an eval."""
+    body = _window_line(record) if "lr" in record else _eval_line(record)
+    return f"{body} | {record['elapsed_s']:.0f}s"
 
 
 class RunLog:
-    """Rank 0's progress bar and metrics JSONL; other ranks write nothing."""
+    """Rank 0's metrics JSONL, window lines and progress file (prefinetune.progress: the driver draws
+    the bar from it); other ranks write nothing."""
 
-    def __init__(self, run_dir: Path, rank: int, total: int, start: int = 0):
+    def __init__(self, run_dir: Path, rank: int, total: int):
         self.active = rank == 0
+        self.run_dir, self.total = run_dir, total
         self.start_time = time.time()
-        self.bar = None
         if self.active:
-            from tqdm.auto import tqdm
-
             run_dir.mkdir(parents=True, exist_ok=True)
             self.path = run_dir / "metrics.jsonl"
-            self.bar = tqdm(total=total, initial=start, desc="updates", unit="upd", mininterval=5)
 
-    def step(self) -> None:
-        if self.bar is not None:
-            self.bar.update(1)
+    def step(self, update: int) -> None:
+        if self.active:
+            write_progress(self.run_dir, update, self.total)
 
     def write(self, update: int, record: dict) -> None:
         if not self.active:
@@ -82,8 +96,9 @@ class RunLog:
         record = {"update": update, "elapsed_s": round(time.time() - self.start_time, 2), **record}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        self.bar.write(f"update {update}: {summary_line(record)}")
+        self.say(f"update {update}/{self.total}: {summary_line(record)}")
 
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
+    def say(self, line: str) -> None:
+        """A line on rank 0's console."""
+        if self.active:
+            say(line)

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from prefinetune.config import recipe_from_dict
+from prefinetune.console import quiet_libraries, say
 from prefinetune.data.schedule import plan_update, worker_slots
 from prefinetune.data.shards import open_split, read_manifest
 from prefinetune.evaluate import evaluate_tasks
@@ -24,7 +25,7 @@ from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.run_log import RunLog, WindowStats
 from prefinetune.step import TrainData, run_update
-from prefinetune.task_mix import TaskMix, plot_task_mix
+from prefinetune.task_mix import TaskMix
 from prefinetune.uncertainty import UncertaintySampler
 
 __all__ = ["train_worker", "checkpoint_tag"]
@@ -88,7 +89,7 @@ def _check_r3f_precision(model, recipe, on_gpu: bool) -> None:
     dtype = torch.bfloat16 if use_bf16(recipe.deepspeed.precision, on_gpu) else torch.float32
     note = low_precision_note(model.backbone.get_input_embeddings().weight, recipe.r3f, dtype)
     if note:
-        print(f"[prefinetune] WARNING: {note}", flush=True)
+        say(f"[prefinetune] WARNING: {note}")
 
 
 def train_worker(config: dict) -> None:
@@ -102,6 +103,7 @@ def train_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     on_gpu = torch.cuda.is_available() and recipe.scaling.use_gpu
+    quiet_libraries(on_gpu)
     device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
     torch.manual_seed(recipe.run.seed)
 
@@ -120,13 +122,13 @@ def train_worker(config: dict) -> None:
                if recipe.sampling.policy == "mt_uncertainty" else None)
     start = _resume(engine, stats, sampler, config.get("resume_from"))
     total = recipe.train.updates
-    log, mix = RunLog(recipe.run_dir, rank, total, start), TaskMix(list(task_ids))
+    log, mix = RunLog(recipe.run_dir, rank, total), TaskMix(list(task_ids))
     metrics: dict = {}
     for update in range(start + 1, total + 1):
         plan, mine = _plan(recipe, sampler, engine, data, task_ids, update - 1, rank, world, device)
         mix.add(plan)                                    # the realised task mix of the whole update
         stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update - 1, recipe.r3f))
-        log.step()
+        log.step(update)
         last = update == total
         if update % recipe.train.log_every == 0 or last:
             window = sampler.flush() if sampler is not None else {}
@@ -139,6 +141,4 @@ def train_worker(config: dict) -> None:
             log.write(update, metrics)
         if update % recipe.checkpoint.every_updates == 0 or last:
             _save_and_report(engine, update, stats, sampler, {"update": update, **metrics})
-    log.close()
-    if rank == 0:
-        plot_task_mix(recipe.run_dir / "metrics.jsonl", recipe.run_dir / "task_mix.png")
+            log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")

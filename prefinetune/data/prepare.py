@@ -18,8 +18,8 @@ family's `split_stats` (classification: label_counts). Each task entry holds its
 A task is keyed by a fingerprint of its source bytes (file sha256s, or hub id + revision), its
 TaskConfig, the tokenizer fingerprint, max_length, on_bad_row and shard_rows. A re-run skips a task
 whose manifest entry has the same fingerprint and whose shard files still hash as recorded.
-With data.synthetic, the offline suite (prefinetune.data.synthetic) is first written into data.root
-(default output_dir/name/synthetic_data); files whose bytes would not change are left untouched.
+With data.synthetic, the offline suite (prefinetune.data.synthetic) is first written into the run folder
+(output_dir/name/synthetic_data), never into data.root; files whose bytes would not change are left untouched.
 
     python data_prep/prepare.py --recipe recipes/shared_data_cpu.yaml     # the command-line entry point
 """
@@ -217,8 +217,9 @@ def length_stats(lengths: np.ndarray, max_length: int) -> dict:
 # ---------------------------------------------------------------- one task
 
 def data_root(recipe: RecipeConfig) -> Optional[str]:
-    """data.root; for a synthetic suite without one, output_dir/name/synthetic_data."""
-    if recipe.data.root is None and recipe.data.synthetic:
+    """Where the task files are read from: data.root, or for the synthetic suite the run folder's
+    synthetic_data (generated data never goes into a folder of inputs)."""
+    if recipe.data.synthetic:
         return str(recipe.run_dir / "synthetic_data")
     return recipe.data.root
 
@@ -244,8 +245,7 @@ def _reusable(entry: Optional[dict], fingerprint: str, shards_dir: Path) -> bool
 
 
 def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer, shards_dir: Path,
-                   shard_rows: int, fingerprint: str, progress: bool) -> dict:
-    started = time.time()
+                   shard_rows: int, fingerprint: str) -> dict:
     split_dir = shards_dir / task.name / split
     quarantine = split_dir / "quarantine.jsonl"
     quarantine.unlink(missing_ok=True)
@@ -267,11 +267,17 @@ def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer
         **family_module(task.family).split_stats(table, task),
         "lengths": length_stats(table.column("length").to_numpy(), max_length),
     }
-    rows = f"{entry['rows']} rows" if entry["rows"] == entry["records"] else \
-        f"{entry['records']} records -> {entry['rows']} rows"
-    _say(progress, f"{task.name}/{split}: {rows} -> {len(shards)} shard(s), "
-                   f"{entry['quarantined']} quarantined, {procs} proc(s), {time.time() - started:.1f}s")
     return entry
+
+
+def _task_line(name: str, splits: dict, seconds: float) -> str:
+    """One progress line per prepared task: rows per split (records where a record made several rows)."""
+    def rows(e: dict) -> str:
+        return f"{e['rows']}" if e["rows"] == e["records"] else f"{e['rows']} ({e['records']} records)"
+
+    quarantined = sum(e["quarantined"] for e in splits.values())
+    return (f"{name}: " + ", ".join(f"{split} {rows(e)} rows" for split, e in splits.items())
+            + f"; {quarantined} quarantined; {seconds:.1f}s")
 
 
 def _check_names(task: TaskConfig) -> None:
@@ -318,7 +324,7 @@ def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress
     tok = tokenizer_info(tokenizer, tokenizer_name, max_length)
     old_tasks = _read_old_manifest(shards_dir).get("tasks", {})
     tasks, report = {}, {"prepared": [], "reused": []}
-    with _progress_bars(progress):
+    with _progress_bars(progress and sys.stderr.isatty()):    # in a log file, bars are only noise
         for task in recipe.tasks:
             _check_names(task)
             source = source_description(task, root)
@@ -330,9 +336,10 @@ def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress
                 _say(progress, f"{task.name}: reused (fingerprint {fingerprint[:12]} unchanged, "
                                "shards verified)")
                 continue
-            splits = {split: _prepare_split(task, split, recipe, tokenizer, shards_dir, shard_rows,
-                                            fingerprint, progress)
+            started = time.time()
+            splits = {split: _prepare_split(task, split, recipe, tokenizer, shards_dir, shard_rows, fingerprint)
                       for split in task.splits}
+            _say(progress, _task_line(task.name, splits, time.time() - started))
             tasks[task.name] = {
                 "fingerprint": fingerprint, "family": task.family,
                 "label_names": list(task.label_names) if task.label_names else None,
