@@ -107,3 +107,24 @@ def test_token_budget_rows_through_the_schedule():
             weights[slot.task].append(data.weight(slot))
     for task, w in weights.items():      # unbiased: a slot's weight is 1 on average
         assert np.mean(w) == pytest.approx(1.0, abs=0.1), task
+
+
+def test_progress_file_round_trip_and_partial_files(tmp_path):
+    from prefinetune.progress import PROGRESS_FILE, read_progress, write_progress
+
+    assert read_progress(tmp_path / PROGRESS_FILE) is None
+    write_progress(tmp_path, 3, 10)
+    assert read_progress(tmp_path / PROGRESS_FILE) == (3, 10)
+    (tmp_path / PROGRESS_FILE).write_text('{"update": 4')          # cut short: no bar move, no error
+    assert read_progress(tmp_path / PROGRESS_FILE) is None
+
+
+def test_window_and_eval_lines_name_every_task():
+    from prefinetune.run_log import summary_line
+
+    window = summary_line({"update": 5, "elapsed_s": 12.4, "lr": 1e-4, "loss/b": 0.5, "loss/a": 1.25,
+                           "seen/a": 40, "seen/b": 24, "mix/a": 0.5})
+    assert window == "lr 1.00e-04 | loss a 1.250, b 0.500 | 64 examples seen | 12s"
+    scores = summary_line({"update": 5, "elapsed_s": 3.0, "dev/b/accuracy": 0.5, "dev/b/f1": 0.4,
+                           "dev/b/rows": 10, "dev/a/mcc": 0.25})
+    assert scores == "dev a mcc 0.250, b accuracy 0.500 | 3s"
