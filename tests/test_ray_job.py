@@ -2,6 +2,7 @@
 launch/muppet_64gpu.py ...` with overrides for workers, CPU, updates and paths; the test stops its head."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -20,9 +21,10 @@ from conftest import REPO, free_port  # noqa: E402
 RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
 
 
-@pytest.fixture
-def ray_head():
-    """A Ray head of our own (ports, temp folder, auth token), stopped afterwards with every process it started.
+@contextlib.contextmanager
+def own_ray_head():
+    """A Ray head of our own (ports, temp folder, auth token), stopped afterwards with every process it
+    started: yields (dashboard address, client env, temp folder).
 
     Ray >= 2.5x turns token authentication on at `ray start --head`; head and client share a token of
     this test's own through RAY_AUTH_TOKEN, so nothing is read from or written to ~/.ray."""
@@ -34,10 +36,51 @@ def ray_head():
                     "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp}",
                     "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
     try:
-        yield f"http://127.0.0.1:{dashboard}", env
+        yield f"http://127.0.0.1:{dashboard}", env, temp
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        stop_ray_started_in(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_head():
+    with own_ray_head() as (address, env, _):
+        yield address, env
+
+
+def processes_naming(temp: str) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(temp in arg for arg in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def stop_ray_started_in(temp: str, timeout: float = 30.0) -> None:
+    """Stop the Ray head whose --temp-dir is `temp`, and only it, as `ray stop --force` would (SIGKILL):
+    its processes name that folder on their command lines, and its workers are their children. Never
+    `ray stop`, which stops every Ray of this user on the machine."""
+    import psutil
+
+    procs = {p.pid: p for root in processes_naming(temp) for p in [root, *_children(root)]}
+    for proc in procs.values():
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
+    assert not alive, f"Ray processes of {temp} still alive: {alive}"
+
+
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
 
 
 @pytest.mark.slow
@@ -77,3 +120,15 @@ def test_ray_job_submit_runs_the_main_job_on_a_local_head(ray_head, tmp_path):
 
     model = AutoModel.from_pretrained(run / "export")
     assert isinstance(model(input_ids=torch.tensor([[101, 2023, 102]])).last_hidden_state, torch.Tensor)
+
+
+@pytest.mark.slow
+def test_stopping_a_test_head_leaves_every_other_ray_running():
+    """What the suite's Ray tests do at the end stops their own head and nothing else on the machine."""
+    with own_ray_head() as (_, _, bystander):
+        with own_ray_head() as (_, _, ours):
+            assert any("gcs_server" in " ".join(p.cmdline()) for p in processes_naming(ours))
+        assert processes_naming(ours) == []
+        alive = [" ".join(p.cmdline()) for p in processes_naming(bystander)]
+        assert any("gcs_server" in c for c in alive) and any("raylet" in c for c in alive)
+    assert processes_naming(bystander) == []

@@ -50,7 +50,7 @@ def _about(info: dict[str, Any], recipe) -> str:
         f"# {recipe.run.name}", "",
         f"A `{m['model_type']}` backbone (from `{m['name_or_path']}`) pre-finetuned with prefinetune: "
         f"Muppet-style multi-task learning ({_MUPPET}) on {len(info['tasks'])} tasks of "
-        f"{len(families)} families ({', '.join(families)}).", "",
+        f"{len(families)} {'family' if len(families) == 1 else 'families'} ({', '.join(families)}).", "",
         f"Training: {t.updates} updates, each of {t.slots_per_update} single-task micro-batches of {rows}; "
         f"`{recipe.sampling.policy}` task sampling (`{recipe.sampling.strategy}`); AdamW lr {recipe.optim.lr}; "
         f"R3F/R4F {reg}; DeepSpeed ZeRO-{ds.zero_stage}, precision `{ds.precision}`; "
