@@ -30,7 +30,7 @@ from prefinetune.data.batching import (  # noqa: E402
     LengthBuckets, batch_tokens, budget_rows, expected_rows, plain_rows)
 from prefinetune.data.readers import read_split  # noqa: E402
 from prefinetune.model.source import load_tokenizer  # noqa: E402
-from prefinetune.tasks import family_module  # noqa: E402
+from prefinetune.tasks.family import get_family  # noqa: E402
 from prefinetune.tasks.catalog import catalog_task  # noqa: E402
 
 __all__ = ["make_parser", "main", "task_lengths", "calibrate_budget", "measure"]
@@ -58,7 +58,7 @@ def task_lengths(name: str, data_dir: str, tokenizer, max_length: int) -> tuple[
     """(family, tokens per row, per-choice lengths of each row or None) of a task's train split."""
     task = TaskConfig.model_validate(catalog_task(name, **STAND_INS.get(name, {})))
     records = read_split(task, "train", data_dir).records
-    columns = family_module(task.family).tokenize(records, tokenizer, task, max_length)
+    columns = get_family(task.family).tokenize(records, tokenizer, task, max_length)
     lengths = np.asarray(columns["length"], dtype=np.int64)
     choices = None
     if task.family == "multiple_choice":

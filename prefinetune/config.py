@@ -18,18 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = ["RecipeConfig", "TaskConfig", "RecipeError", "load_recipe", "apply_overrides", "recipe_from_dict"]
 
-Family = Literal["classification", "regression", "multiple_choice", "span", "summarization"]
 Column = Union[str, int]
 
-# Column roles each family reads (required, optional). Roles name what a column is for; the values in
-# `columns` say where it is (a name, a dotted path into JSON objects, or an index for headerless files).
-FAMILY_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "classification": (("text", "label"), ("text_pair",)),
-    "regression": (("text", "label"), ("text_pair",)),
-    "multiple_choice": (("text", "choices", "label"), ("text_pair",)),
-    "span": (("context", "question", "answers"), ("id",)),
-    "summarization": (("text", "target"), ()),
-}
+
+def family_roles(family: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The column roles a family reads, (required, optional). Roles name what a column is for; the values
+    in `columns` say where it is (a name, a dotted path into JSON objects, or an index for headerless files)."""
+    from prefinetune.tasks.family import get_family
+
+    return get_family(family).roles
 
 
 class RecipeError(ValueError):
@@ -79,7 +76,7 @@ class HubSource(_Strict):
 
 class TaskConfig(_Strict):
     name: str = Field(..., description="task id: letters, digits, '_' and '-'")
-    family: Family = "classification"
+    family: str = "classification"
     label_names: Optional[list[str]] = Field(
         None, min_length=2, description="classification: class names (a label's id is its index); multiple "
         "choice: optional choice keys such as [A, B, C, D] that labels may name")
@@ -130,9 +127,19 @@ class TaskConfig(_Strict):
                 raise ValueError(f"label_map maps to names not in label_names: {unknown}")
         return self
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        from prefinetune.tasks.family import get_family
+
+        get_family(value)            # ValueError naming the known families
+        return value
+
     @model_validator(mode="after")
     def _family_fields(self) -> "TaskConfig":
-        required, optional = FAMILY_ROLES[self.family]
+        from prefinetune.tasks.family import get_family
+
+        required, optional = family_roles(self.family)
         given = {role for role, col in self.columns.model_dump().items() if col is not None}
         missing = [r for r in required if r not in given]
         if missing:
@@ -140,14 +147,7 @@ class TaskConfig(_Strict):
         extra = sorted(given - set(required) - set(optional))
         if extra:
             raise ValueError(f"family {self.family!r} reads no columns {extra}; it reads {list(required + optional)}")
-        if self.family == "classification" and not self.label_names:
-            raise ValueError("classification needs label_names (at least 2)")
-        if self.family in ("regression", "span", "summarization") and self.label_names:
-            raise ValueError(f"family {self.family!r} has no label_names")
-        if self.metrics is not None and self.family != "classification":
-            raise ValueError("metrics chooses among classification metrics; other families have fixed ones")
-        if self.num_choices is not None and self.family != "multiple_choice":
-            raise ValueError("num_choices is for multiple_choice tasks")
+        get_family(self.family).check_task(self)
         return self
 
     @model_validator(mode="after")
@@ -170,7 +170,9 @@ class TaskConfig(_Strict):
     @property
     def num_labels(self) -> int:
         """Classes of a classification task (1 for a regression output)."""
-        return len(self.label_names) if self.family == "classification" else 1
+        from prefinetune.tasks.family import get_family
+
+        return get_family(self.family).num_labels(self)
 
 
 class DataSection(_Strict):
@@ -362,12 +364,14 @@ class RecipeConfig(_Strict):
         return self
 
     def _check_uncertainty_tasks(self) -> None:
-        """MT-Uncertainty scores predictive distributions: regression has none to score."""
-        regression = [t.name for t in self.tasks if t.family == "regression"]
-        if regression:
+        """MT-Uncertainty scores predictive distributions: a family without one (regression) cannot take part."""
+        from prefinetune.tasks.family import get_family
+
+        unscored = [t.name for t in self.tasks if not get_family(t.family).has_distribution]
+        if unscored:
             raise ValueError(f"sampling.policy 'mt_uncertainty' scores the entropy of a task's predicted "
-                             f"distribution; regression predicts a number, so these tasks cannot take part: "
-                             f"{regression}. Use another policy or drop them")
+                             f"distribution; the families of these tasks have none (regression predicts a number): "
+                             f"{unscored}. Use another policy or drop them")
         k = self.sampling.candidate_tasks
         if k is not None and k > len(self.tasks):
             raise ValueError(f"sampling.candidate_tasks={k} is more than the recipe's {len(self.tasks)} tasks")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from prefinetune.tasks import family_module
+from prefinetune.tasks.family import get_family
 
 __all__ = ["evaluate_task", "evaluate_tasks"]
 
@@ -13,9 +13,8 @@ __all__ = ["evaluate_task", "evaluate_tasks"]
 def evaluate_task(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows: int | None,
                   device: torch.device, tokenizer=None) -> dict[str, float]:
     """Metrics of one task on (the first `max_rows` rows or examples of) a split."""
-    extra = {"tokenizer": tokenizer} if task.family == "summarization" else {}
-    return family_module(task.family).evaluate(model, task_id, task, split, pad_id, batch_size, max_rows,
-                                               device, **extra)
+    return get_family(task.family).evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device,
+                                            tokenizer)
 
 
 def evaluate_tasks(model, tasks, splits: dict, pad_id: int, batch_size: int, max_rows: int | None,

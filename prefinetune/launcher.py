@@ -38,19 +38,20 @@ def resolve_paths(recipe: RecipeConfig) -> RecipeConfig:
 
 
 def check_backbone(recipe: RecipeConfig) -> None:
-    """Errors a run would meet only in its workers, found from the backbone's config alone: a
-    summarization task needs an encoder-decoder (BART) backbone."""
+    """Errors a run would meet only in its workers, found from the backbone's config alone: a task
+    whose family needs an encoder-decoder backbone (summarization: BART) on an encoder-only one."""
     from transformers import AutoConfig
 
     from prefinetune.model.source import resolve_model_source
+    from prefinetune.tasks.family import get_family
 
     m = recipe.model
     config = AutoConfig.from_pretrained(resolve_model_source(m.name_or_path), revision=m.revision,
                                         trust_remote_code=m.trust_remote_code)
-    summarization = [t.name for t in recipe.tasks if t.family == "summarization"]
-    if summarization and not getattr(config, "is_encoder_decoder", False):
-        raise ValueError(f"tasks {summarization} are summarization, which needs an encoder-decoder backbone "
-                         f"such as BART; model.name_or_path={m.name_or_path!r} is {config.model_type}, "
+    needy = [t for t in recipe.tasks if get_family(t.family).needs_encoder_decoder]
+    if needy and not getattr(config, "is_encoder_decoder", False):
+        raise ValueError(f"tasks {[t.name for t in needy]} are {needy[0].family}, which needs an encoder-decoder "
+                         f"backbone such as BART; model.name_or_path={m.name_or_path!r} is {config.model_type}, "
                          "encoder-only")
 
 

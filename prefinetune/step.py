@@ -13,9 +13,9 @@ import torch
 
 from prefinetune.data.batching import LengthBuckets, budget_rows, expected_rows
 from prefinetune.data.schedule import Slot
-from prefinetune.losses.r3f import embedding_noise, family_sym_kl
+from prefinetune.losses.r3f import embedding_noise
 from prefinetune.losses.scaling import scale_loss
-from prefinetune.tasks import family_module
+from prefinetune.tasks.family import get_family
 from prefinetune.tasks.eval_loop import to_device
 
 __all__ = ["SlotResult", "TrainData", "to_device", "slot_loss", "seed_slot", "run_update"]
@@ -63,7 +63,7 @@ class TrainData:
         return {name: len(self.splits[name]) for name in self.tasks}
 
     def batch(self, slot: Slot, device: torch.device) -> dict[str, torch.Tensor]:
-        family = family_module(self.tasks[slot.task].family)
+        family = get_family(self.tasks[slot.task].family)
         task = self.tasks[slot.task]
         rows = self.splits[slot.task].take(list(slot.rows))
         return to_device(family.collate(rows, self.pad_id, task), device)
@@ -76,11 +76,11 @@ def slot_loss(model, task_id: int, task, batch: dict, r3f=None) -> tuple[torch.T
     is divided by log(n) (n from the family: classes, choices, positions, vocabulary; regression has none
     and stays unscaled); the 0-valued `inactive` term ties every other head into the graph so all ranks
     build the same one (see prefinetune.model.multitask)."""
-    family = family_module(task.family)
+    family = get_family(task.family)
     if r3f is not None and r3f.enabled:
         out, noisy = _clean_and_perturbed(model, task_id, batch, r3f)
         raw = family.loss(out["outputs"], batch, task)
-        total = raw + r3f.weight * family_sym_kl(task.family, out["outputs"], noisy["outputs"], batch)
+        total = raw + r3f.weight * family.sym_kl(out["outputs"], noisy["outputs"], batch)
         inactive = out["inactive"] + noisy["inactive"]
     else:
         out = model(task_id, batch)

@@ -44,10 +44,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from prefinetune.data.schedule import Slot, draw_rows
-from prefinetune.tasks import family_module
+from prefinetune.tasks.family import get_family
 
 __all__ = ["example_entropy", "uncertainty_scores", "candidate_order", "candidate_slot", "score_batch",
            "choose_slot", "UncertaintySampler"]
@@ -56,25 +55,10 @@ _CANDIDATE_STREAM = 3     # generator keys [seed, step, slot, stream, ...]: no s
 PREFIX = "uncertainty/"   # log key of a task's mean score over a window of updates
 
 
-def _entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy (nats) of softmax(logits) over the last dim, in fp32. Masked entries (large negative
-    logits) have probability 0 and add nothing."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
-
-
 def example_entropy(family: str, outputs, batch: dict) -> torch.Tensor:
-    """[B] entropy of the model's predictive distribution for each example of a batch (module docstring)."""
-    if family == "classification":
-        return _entropy(outputs)
-    if family == "multiple_choice":
-        return _entropy(family_module(family).mask_scores(outputs, batch["choice_mask"]))
-    if family == "span":
-        return (_entropy(outputs[0]) + _entropy(outputs[1])) / 2
-    if family == "summarization":
-        real = (batch["labels"] != -100).to(outputs.device).float()
-        return (_entropy(outputs) * real).sum(dim=1) / real.sum(dim=1).clamp(min=1.0)
-    raise ValueError(f"MT-Uncertainty has no predictive distribution to score for family {family!r}")
+    """[B] entropy of the model's predictive distribution for each example of a batch: the family says
+    how (`Family.entropy`; see the module docstring)."""
+    return get_family(family).entropy(outputs, batch)
 
 
 def uncertainty_scores(mean_entropy: Sequence[float], max_entropy: Sequence[float]) -> np.ndarray:
@@ -105,7 +89,7 @@ def candidate_slot(seed: int, step: int, slot: int, task_index: int, task: str, 
 def score_batch(model, task_id: int, task, batch: dict) -> tuple[float, float]:
     """(Hbar, H') of one candidate batch: the mean entropy of the predictions, and log n."""
     outputs = model(task_id, batch)["outputs"]
-    n = family_module(task.family).num_predictions(task, batch, outputs)
+    n = get_family(task.family).num_predictions(task, batch, outputs)
     return float(example_entropy(task.family, outputs, batch).mean()), math.log(n)
 
 

@@ -43,7 +43,7 @@ from prefinetune.config import RecipeConfig, TaskConfig
 from prefinetune.data.readers import read_split, split_source
 from prefinetune.data.shards import MANIFEST_NAME, sha256_file
 from prefinetune.data.synthetic import write_suite
-from prefinetune.tasks import family_module
+from prefinetune.tasks.family import get_family
 
 __all__ = [
     "FORMAT_VERSION", "DEFAULT_SHARD_ROWS", "has_token_types", "task_schema", "tokenizer_info", "source_description",
@@ -123,13 +123,13 @@ def has_token_types(tokenizer) -> bool:
 
 def task_schema(task: TaskConfig, tokenizer) -> pa.Schema:
     """The shard columns of `task`: its family's schema for this tokenizer."""
-    return family_module(task.family).shard_schema(has_token_types(tokenizer))
+    return get_family(task.family).shard_schema(has_token_types(tokenizer))
 
 
 def _tokenize_batch(batch: dict, tokenizer, task: TaskConfig, max_length: int) -> dict:
     """A map() batch of JSON-encoded records -> the family's shard columns (any number of rows)."""
     records = [json.loads(r) for r in batch["record"]]
-    return family_module(task.family).tokenize(records, tokenizer, task, max_length)
+    return get_family(task.family).tokenize(records, tokenizer, task, max_length)
 
 
 @contextlib.contextmanager
@@ -264,7 +264,7 @@ def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer
         "quarantined": read.quarantined,
         "quarantine_file": quarantine.relative_to(shards_dir).as_posix() if read.quarantine_file else None,
         "max_length": max_length,
-        **family_module(task.family).split_stats(table, task),
+        **get_family(task.family).split_stats(table, task),
         "lengths": length_stats(table.column("length").to_numpy(), max_length),
     }
     return entry

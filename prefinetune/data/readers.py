@@ -4,7 +4,7 @@ Sources: local tsv / csv / txt / jsonl / json / pydict / squad / parquet files (
 data.root) or a `datasets.load_dataset` source (format: hub; a hub id, or a local folder of data files).
 
 For every row the reader picks the raw value of each column role of the task's family
-(`config.FAMILY_ROLES`) and hands them to the family's `to_record(values, task)`, which validates and
+(the family's `roles`) and hands them to the family's `to_record(values, task)`, which validates and
 normalises them (classification: text non-empty, label -> id; multiple choice: choices and the answer;
 ...). The reader itself only knows where values are:
 
@@ -55,8 +55,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from prefinetune.config import FAMILY_ROLES, TaskConfig
-from prefinetune.tasks import FieldError, family_module
+from prefinetune.config import TaskConfig, family_roles
+from prefinetune.tasks import FieldError
+from prefinetune.tasks.family import get_family
 
 __all__ = [
     "BadRow", "BadRowError", "TaskSourceError", "SplitRead",
@@ -158,7 +159,7 @@ def split_source(task: TaskConfig, split: str, data_root: Union[str, Path, None]
 
 def task_roles(task: TaskConfig) -> list[tuple[str, Optional[ColumnSpec]]]:
     """(role, column spec or None) for every column role of the task's family, required ones first."""
-    required, optional = FAMILY_ROLES[task.family]
+    required, optional = family_roles(task.family)
     return [(role, getattr(task.columns, role)) for role in required + optional]
 
 
@@ -534,7 +535,7 @@ def read_split(
         raise ValueError(f"on_bad_row must be 'error' or 'quarantine', not {on_bad_row!r}")
     if on_bad_row == "quarantine" and quarantine_path is None:
         raise ValueError("on_bad_row='quarantine' needs a quarantine_path")
-    family = family_module(task.family)
+    family = get_family(task.family)
     source = split_source(task, split, data_root)
     _, articles = split_target(task, split)
     result = SplitRead(source=_source_label(task, split, source))

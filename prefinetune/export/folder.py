@@ -24,9 +24,10 @@ from prefinetune.best_effort import failure_reason, warn
 from prefinetune.config import RecipeConfig, recipe_from_dict
 from prefinetune.export.card import model_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
-from prefinetune.export.task_models import task_model, task_model_support
+from prefinetune.export.task_models import task_model
 from prefinetune.model.multitask import MultiTaskModel, TaskHead, build_model
 from prefinetune.model.source import load_tokenizer
+from prefinetune.tasks.family import get_family
 
 __all__ = ["EXPORT_FORMAT", "export_model", "export_from_checkpoint", "load_exported"]
 
@@ -116,12 +117,10 @@ def read_tasks_info(out_dir: str | Path) -> dict[str, Any]:
 def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
     """What tasks.json holds: the model's source and, per task, its labels, head and folder."""
     model_type = model.backbone.config.model_type
-    no_folder = task_model_support(model_type)
     tasks = []
     for i, head in enumerate(model.tasks):
         labels = recipe.task(head.name).label_names
-        skipped = no_folder if head.family == "classification" else (
-            f"per-task folders are written for classification tasks; the {head.family} head is in {HEADS_FILE}")
+        skipped = get_family(head.family).task_folder_skipped(model_type)
         tasks.append({"name": head.name, "family": head.family, "label_names": list(labels) if labels else None,
                       "num_labels": head.num_labels, "head_index": i, "family_index": head.family_index,
                       "folder": None if skipped else f"tasks/{head.name}", "folder_skipped": skipped})

@@ -38,14 +38,10 @@ def sym_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor | 
 
 
 def family_sym_kl(family: str, clean, noisy, batch: dict) -> torch.Tensor:
-    """The R3F penalty for one family's outputs (see the module docstring)."""
-    if family == "span":
-        return sym_kl(clean[0], noisy[0]) + sym_kl(clean[1], noisy[1])
-    if family == "summarization":
-        return sym_kl(clean, noisy, batch["labels"] != -100)
-    if family == "regression":
-        return (clean.float() - noisy.float()).pow(2).mean()
-    return sym_kl(clean, noisy)
+    """The R3F penalty for one family's outputs: the family says how (`Family.sym_kl`)."""
+    from prefinetune.tasks.family import get_family
+
+    return get_family(family).sym_kl(clean, noisy, batch)
 
 
 def embedding_noise(shape, dtype, device, sigma: float, kind: str, generator: torch.Generator | None = None):

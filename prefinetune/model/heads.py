@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ClassificationHeadBank", "spectrally_normalised"]
+__all__ = ["ClassificationHeadBank", "SpanHead", "TiedLMHead", "spectrally_normalised"]
 
 
 class ClassificationHeadBank(nn.Module):
@@ -60,3 +60,28 @@ class ClassificationHeadBank(nn.Module):
 def spectrally_normalised(weight: torch.Tensor) -> torch.Tensor:
     """The matrix divided by its spectral norm (largest singular value), differentiably."""
     return weight / torch.linalg.matrix_norm(weight.float(), ord=2).to(weight.dtype)
+
+
+class SpanHead(nn.Linear):
+    """The one span head shared by every extractive task: start and end logits per token [N, L] each,
+    padding at -1e4; with spectral_norm (R4F) the [2, H] weight is divided by its spectral norm."""
+
+    def __init__(self, hidden_size: int, spectral_norm: bool = False, init_std: float = 0.02):
+        super().__init__(hidden_size, 2)
+        self.spectral_norm = spectral_norm
+        nn.init.normal_(self.weight, std=init_std)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weight = spectrally_normalised(self.weight) if self.spectral_norm else self.weight
+        logits = nn.functional.linear(states, weight, self.bias).float()
+        pad = ~mask.bool()
+        start, end = (x.squeeze(-1).masked_fill(pad, -1e4) for x in logits.split(1, dim=-1))
+        return start, end
+
+
+class TiedLMHead(nn.Module):
+    """Summarization's head: the backbone's LM logits (BART's tied embeddings), no parameters of its own."""
+
+    def forward(self, states: torch.Tensor, lm_logits) -> torch.Tensor:
+        return lm_logits(states)

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from prefinetune.model.heads import ClassificationHeadBank, spectrally_normalised
 from prefinetune.model.source import resolve_model_source
+from prefinetune.tasks.family import BUILT_IN, Features, get_family
 
-__all__ = ["TaskHead", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "FAMILY_ORDER"]
-
-FAMILY_ORDER = ("classification", "regression", "multiple_choice", "span", "summarization")
+__all__ = ["TaskHead", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "family_order"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +34,12 @@ class TaskHead:
     family: str
     num_labels: int
     family_index: int = 0
+
+
+def family_order(families) -> list[str]:
+    """The fixed order every rank runs the heads in: built-in families first, then others by name."""
+    rank = {name: i for i, name in enumerate(BUILT_IN)}
+    return sorted(set(families), key=lambda f: (rank.get(f, len(BUILT_IN)), f))
 
 
 def _family_indices(tasks: list[TaskHead]) -> list[TaskHead]:
@@ -58,29 +62,22 @@ def _shift_right(ids: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
 class MultiTaskModel(nn.Module):
     def __init__(self, backbone: nn.Module, tasks: list[TaskHead], head_dropout: float, spectral_norm: bool = False):
         super().__init__()
-        unknown = sorted({t.family for t in tasks} - set(FAMILY_ORDER))
-        if unknown:
-            raise ValueError(f"unknown task families: {unknown}")
         self.backbone = backbone
         self.encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
-        if any(t.family == "summarization" for t in tasks) and not self.encoder_decoder:
-            raise ValueError(f"summarization needs an encoder-decoder backbone such as BART; "
+        self.families = family_order(t.family for t in tasks)       # raises for an unknown family
+        needs_bart = [f for f in self.families if get_family(f).needs_encoder_decoder]
+        if needs_bart and not self.encoder_decoder:
+            raise ValueError(f"{needs_bart[0]} needs an encoder-decoder backbone such as BART; "
                              f"{backbone.config.model_type} is encoder-only")
         freeze_pooler(backbone)
         self.tasks = _family_indices(tasks)
         hidden = backbone.config.hidden_size if hasattr(backbone.config, "hidden_size") else backbone.config.d_model
-        of = {f: [t for t in self.tasks if t.family == f] for f in FAMILY_ORDER}
         self.spectral_norm = spectral_norm     # R4F: every head's weight matrices spectrally normalised
-        bank = lambda sizes: (ClassificationHeadBank(hidden, sizes, head_dropout, spectral_norm=spectral_norm)  # noqa: E731
-                              if sizes else None)
-        self.classification = bank([t.num_labels for t in of["classification"]])
-        self.regression = bank([1] * len(of["regression"]))
-        self.multiple_choice = bank([1] if of["multiple_choice"] else [])
-        self.span = nn.Linear(hidden, 2) if of["span"] else None
-        if self.span is not None:
-            nn.init.normal_(self.span.weight, std=0.02)
-            nn.init.zeros_(self.span.bias)
-        self.summarization = bool(of["summarization"])
+        served: dict[str, list[TaskHead]] = {}
+        for t in self.tasks:
+            served.setdefault(t.family, []).append(t)
+        for name in self.families:             # registered under the family's name: "classification.*", ...
+            self.add_module(name, get_family(name).build_head(served[name], hidden, head_dropout, spectral_norm))
 
     def task_id(self, name: str) -> int:
         for i, t in enumerate(self.tasks):
@@ -89,20 +86,21 @@ class MultiTaskModel(nn.Module):
         raise KeyError(f"unknown task {name!r}; the model has {[t.name for t in self.tasks]}")
 
     # ------------------------------------------------------------------ features
-    def _features(self, batch: dict, summarization: bool, perturb=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _features(self, batch: dict, reads_target: bool, perturb=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(states [N, L, H], pooled [N, H], mask [N, L] of real positions) of the batch's sequences.
-        On BART the states are the decoder's: over the source, or over the target for summarization."""
+        On BART the states are the decoder's: over the source, or over the target (batch["labels"])
+        for a family whose decoder reads it (summarization)."""
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if self.encoder_decoder:
             cfg = self.backbone.config
-            source = batch["labels"] if summarization else batch["input_ids"]
+            source = batch["labels"] if reads_target else batch["input_ids"]
             inputs["decoder_input_ids"] = _shift_right(source, cfg.pad_token_id, cfg.decoder_start_token_id)
         elif "token_type_ids" in batch:
             inputs["token_type_ids"] = batch["token_type_ids"]
         if perturb is not None:    # R3F: the input embeddings, perturbed
             inputs["inputs_embeds"] = perturb(self.backbone.get_input_embeddings()(inputs.pop("input_ids")))
         states = self.backbone(**inputs).last_hidden_state
-        mask = (batch["labels"] != -100).long() if summarization else batch["attention_mask"]
+        mask = (batch["labels"] != -100).long() if reads_target else batch["attention_mask"]
         if self.encoder_decoder:   # last real token: the end-of-sequence token, as BartForSequenceClassification
             last = mask.sum(dim=1) - 1
             pooled = states[torch.arange(states.shape[0], device=states.device), last]
@@ -114,41 +112,25 @@ class MultiTaskModel(nn.Module):
         return states @ self.backbone.get_input_embeddings().weight.T
 
     # ------------------------------------------------------------------ heads
-    def _heads(self, task: TaskHead, batch: dict, states, pooled, mask) -> dict[str, object]:
-        """Every head's outputs, in FAMILY_ORDER; heads of other families read index 0 / few positions."""
-        own = lambda family: task.family == family  # noqa: E731
-        out: dict[str, object] = {}
-        if self.classification is not None:
-            out["classification"] = self.classification(pooled, task.family_index if own("classification") else 0)
-        if self.regression is not None:
-            out["regression"] = self.regression(pooled, task.family_index if own("regression") else 0).squeeze(-1)
-        if self.multiple_choice is not None:
-            scores = self.multiple_choice(pooled, 0).squeeze(-1)
-            if own("multiple_choice"):
-                scores = scores.view(-1, int(batch["num_choices"]))
-                scores = scores.masked_fill(~batch["choice_mask"], torch.finfo(scores.dtype).min / 2)
-            out["multiple_choice"] = scores
-        if self.span is not None:
-            weight = spectrally_normalised(self.span.weight) if self.spectral_norm else self.span.weight
-            logits = nn.functional.linear(states, weight, self.span.bias).float()
-            pad = ~mask.bool()
-            start, end = (x.squeeze(-1).masked_fill(pad, -1e4) for x in logits.split(1, dim=-1))
-            out["span"] = (start, end)
-        if self.summarization:
-            out["summarization"] = self._lm_logits(states if own("summarization") else states[:, :1])
-        return out
-
     def forward(self, task_id: int, batch: dict, perturb=None) -> dict[str, object]:
-        """`perturb`, when given, maps the input embeddings [N, L, H] to what the backbone reads (R3F)."""
+        """`perturb`, when given, maps the input embeddings [N, L, H] to what the backbone reads (R3F).
+        Every family's head runs, in `self.families` order: the task's own gives `outputs`, the others
+        (run cheaply) are summed into `inactive` with weight 0."""
         task = self.tasks[task_id]
-        states, pooled, mask = self._features(batch, task.family == "summarization", perturb)
-        heads = self._heads(task, batch, states, pooled, mask)
+        own_family = get_family(task.family)
+        states, pooled, mask = self._features(batch, own_family.decoder_reads_target, perturb)
+        features = Features(states, pooled, mask, self._lm_logits)
         inactive = states.new_zeros((), dtype=torch.float32)
-        for family, value in heads.items():
-            if family != task.family:
+        outputs = None
+        for name in self.families:
+            own = name == task.family
+            value = get_family(name).head_outputs(getattr(self, name), task if own else None, batch, features)
+            if own:
+                outputs = value
+            else:
                 for t in value if isinstance(value, tuple) else (value,):
                     inactive = inactive + t.float().sum()
-        return {"outputs": heads[task.family], "inactive": inactive * 0.0}
+        return {"outputs": outputs, "inactive": inactive * 0.0}
 
     @torch.no_grad()
     def generate(self, task_id: int, batch: dict, max_new_tokens: int) -> torch.Tensor:

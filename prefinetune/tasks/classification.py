@@ -21,12 +21,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
+from prefinetune.model.heads import ClassificationHeadBank
 from prefinetune.tasks import FieldError
-from prefinetune.tasks.records import sentence_schema, text_value
 from prefinetune.tasks.eval_loop import predict_rows
+from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
+from prefinetune.tasks.records import sentence_schema, text_value
 
-__all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions", "predict", "metrics", "evaluate", "TARGETS"]
+__all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions", "predict", "metrics", "evaluate", "TARGETS",
+           "ClassificationFamily", "FAMILY"]
 
 TARGETS = ("labels",)
 _DIGITS = re.compile(r"[0-9]+")
@@ -131,3 +134,49 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
                                              collate, lambda outputs, batch: predict(outputs))
     return {**metrics(predictions, labels, task), "rows": rows}
+
+
+# ---------------------------------------------------------------- the family
+
+class ClassificationFamily(Family):
+    """A head per dataset (a stacked bank: prefinetune.model.heads), cross-entropy / log(classes)."""
+
+    name = "classification"
+    roles = (("text", "label"), ("text_pair",))
+    targets = TARGETS
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+
+    def check_task(self, task) -> None:
+        if not task.label_names:
+            raise ValueError("classification needs label_names (at least 2)")
+        if task.num_choices is not None:
+            raise ValueError("num_choices is for multiple_choice tasks")
+
+    def num_labels(self, task) -> int:
+        return len(task.label_names)
+
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm):
+        return ClassificationHeadBank(hidden_size, [t.num_labels for t in tasks], dropout, spectral_norm=spectral_norm)
+
+    def head_outputs(self, head, task, batch, features):
+        return head(features.pooled, task.family_index if task is not None else 0)
+
+    def entropy(self, outputs, batch):
+        return softmax_entropy(outputs)
+
+    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
+        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
+
+    def task_folder_skipped(self, model_type: str):
+        from prefinetune.export.task_models import task_model_support
+
+        return task_model_support(model_type)
+
+
+FAMILY = register_family(ClassificationFamily())

@@ -46,7 +46,9 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
+from prefinetune.model.heads import ClassificationHeadBank
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.records import text_value
 from prefinetune.tasks.eval_loop import predict_rows
 
@@ -334,3 +336,43 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
                                              collate, lambda outputs, batch: predict(outputs, batch["choice_mask"]))
     return {**metrics(predictions, labels), "rows": rows}
+
+
+# ---------------------------------------------------------------- the family
+
+class MultipleChoiceFamily(Family):
+    """ONE ranking head shared by every multiple-choice task; cross-entropy over choices / log(K)."""
+
+    name = "multiple_choice"
+    roles = (("text", "choices", "label"), ("text_pair",))
+    targets = TARGETS
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+
+    def check_task(self, task) -> None:
+        if task.metrics is not None:
+            raise ValueError("metrics chooses among classification metrics; other families have fixed ones")
+
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm):
+        return ClassificationHeadBank(hidden_size, [1], dropout, spectral_norm=spectral_norm)
+
+    def head_outputs(self, head, task, batch, features):
+        scores = head(features.pooled, 0).squeeze(-1)
+        if task is None:
+            return scores
+        scores = scores.view(-1, int(batch["num_choices"]))
+        return scores.masked_fill(~batch["choice_mask"], torch.finfo(scores.dtype).min / 2)
+
+    def entropy(self, outputs, batch):
+        return softmax_entropy(mask_scores(outputs, batch["choice_mask"]))
+
+    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
+        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
+
+
+FAMILY = register_family(MultipleChoiceFamily())

@@ -325,10 +325,10 @@ def muppet_tasks(families: Optional[Iterable[str]] = None) -> list[dict[str, Any
 def _families(families: Optional[Iterable[str]]) -> Optional[set[str]]:
     if families is None:
         return None
-    from prefinetune.config import FAMILY_ROLES
+    from prefinetune.tasks.family import family_names
 
     wanted = {families} if isinstance(families, str) else set(families)
-    unknown = sorted(wanted - set(FAMILY_ROLES))
+    unknown = sorted(wanted - set(family_names()))
     if unknown:
-        raise ValueError(f"unknown task families {unknown}; known: {sorted(FAMILY_ROLES)}")
+        raise ValueError(f"unknown task families {unknown}; known: {sorted(family_names())}")
     return wanted

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from prefinetune.model.heads import ClassificationHeadBank
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.family import Family, register_family
 from prefinetune.tasks.records import sentence_schema, text_value
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.padding import sequence_batch
@@ -139,3 +141,37 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
                                              collate, lambda outputs, batch: predict(outputs))
     return {**metrics(predictions, labels), "rows": rows}
+
+
+# ---------------------------------------------------------------- the family
+
+class RegressionFamily(Family):
+    """A one-output head per dataset (a stacked bank), mean squared error, not log(n)-scaled."""
+
+    name = "regression"
+    roles = (("text", "label"), ("text_pair",))
+    targets = TARGETS
+    has_distribution = False
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm):
+        return ClassificationHeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm)
+
+    def head_outputs(self, head, task, batch, features):
+        return head(features.pooled, task.family_index if task is not None else 0).squeeze(-1)
+
+    def sym_kl(self, clean, noisy, batch):
+        """No distribution: the squared difference of the two outputs."""
+        return (clean.float() - noisy.float()).pow(2).mean()
+
+    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
+        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
+
+
+FAMILY = register_family(RegressionFamily())

@@ -50,7 +50,10 @@ import pyarrow.compute as pc
 import torch
 import torch.nn.functional as F
 
+from prefinetune.losses.r3f import sym_kl
+from prefinetune.model.heads import SpanHead
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
 
 __all__ = [
@@ -432,3 +435,40 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
         model.train(was_training)
     predictions = [best_answer(candidates[key]) for key in examples]
     return {**squad_metrics(predictions, [golds[key] for key in examples]), "rows": len(examples)}
+
+
+# ---------------------------------------------------------------- the family
+
+class SpanFamily(Family):
+    """ONE span head shared by every extractive task (start, end logits per token), n = positions."""
+
+    name = "span"
+    roles = (("context", "question", "answers"), ("id",))
+    targets = TARGETS
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm):
+        return SpanHead(hidden_size, spectral_norm=spectral_norm)
+
+    def head_outputs(self, head, task, batch, features):
+        return head(features.states, features.mask)
+
+    def sym_kl(self, clean, noisy, batch):
+        """Start and end distributions, summed."""
+        return sym_kl(clean[0], noisy[0]) + sym_kl(clean[1], noisy[1])
+
+    def entropy(self, outputs, batch):
+        """The mean of the start and end entropies."""
+        return (softmax_entropy(outputs[0]) + softmax_entropy(outputs[1])) / 2
+
+    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
+        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
+
+
+FAMILY = register_family(SpanFamily())

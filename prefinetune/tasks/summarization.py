@@ -38,7 +38,10 @@ import pyarrow as pa
 import torch
 import torch.nn.functional as F
 
+from prefinetune.losses.r3f import sym_kl
+from prefinetune.model.heads import TiedLMHead
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import pad
 
 __all__ = [
@@ -216,3 +219,43 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     finally:
         model.train(was_training)
     return {**rouge(predictions, references), "rows": count}
+
+
+# ---------------------------------------------------------------- the family
+
+class SummarizationFamily(Family):
+    """BART's decoder and tied LM head (no new parameters); label-smoothed CE / log(vocabulary)."""
+
+    name = "summarization"
+    roles = (("text", "target"), ())
+    targets = TARGETS
+    needs_encoder_decoder = True
+    decoder_reads_target = True
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm):
+        return TiedLMHead()
+
+    def head_outputs(self, head, task, batch, features):
+        return head(features.states if task is not None else features.states[:, :1], features.lm_logits)
+
+    def sym_kl(self, clean, noisy, batch):
+        """Per-token vocabulary distributions, averaged over real target tokens."""
+        return sym_kl(clean, noisy, batch["labels"] != IGNORE_INDEX)
+
+    def entropy(self, outputs, batch):
+        """Mean vocabulary entropy over each example's real reference tokens (teacher-forced)."""
+        real = (batch["labels"] != IGNORE_INDEX).to(outputs.device).float()
+        return (softmax_entropy(outputs) * real).sum(dim=1) / real.sum(dim=1).clamp(min=1.0)
+
+    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
+        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer)
+
+
+FAMILY = register_family(SummarizationFamily())
