@@ -34,7 +34,7 @@ DATA = {"classification": tiny_splits, "families": family_splits}
 
 
 def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "bert",
-            data_kind: str = "classification") -> None:
+            data_kind="classification") -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
     from prefinetune.dist.engine import build_engine
@@ -43,7 +43,7 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
     recipe = recipe_from_dict(recipe_dict)
     model = build_model(recipe, backbone=BACKBONES[backbone](seed=0))
     engine = build_engine(model, recipe, WORLD, on_gpu=False)
-    data = TrainData(DATA[data_kind](recipe), recipe.tasks, pad_id=0)
+    data = TrainData(_splits(data_kind, recipe), recipe.tasks, pad_id=0)
     ids = {t.name: i for i, t in enumerate(recipe.tasks)}
     sampler = UncertaintySampler(ids, recipe.sampling.candidate_tasks) if recipe.sampling.policy == "mt_uncertainty" else None
     tasks_run, plans = [], []
@@ -63,7 +63,13 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
     torch.distributed.destroy_process_group()
 
 
-def _run_workers(recipe_dict: dict, tmp_path, backbone: str = "bert", data_kind: str = "classification") -> list:
+def _splits(data_kind, recipe) -> dict:
+    """The in-memory splits: a kind of DATA, or a module-level function of the recipe (picklable, so a
+    test file's own family and data reach the spawned workers with the module that defines them)."""
+    return data_kind(recipe) if callable(data_kind) else DATA[data_kind](recipe)
+
+
+def _run_workers(recipe_dict: dict, tmp_path, backbone: str = "bert", data_kind="classification") -> list:
     """Run the WORLD gloo workers on the recipe; what each saved (final state, tasks it ran, plans)."""
     mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, data_kind), nprocs=WORLD, join=True)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
@@ -126,7 +132,7 @@ def _reference_plan(recipe, model, data, step: int) -> list:
             for k in range(recipe.train.slots_per_update)]
 
 
-def _family_reference(recipe, backbone: str, plans: list | None = None) -> dict[str, torch.Tensor]:
+def _family_reference(recipe, backbone: str, plans: list | None = None, data_kind="families") -> dict[str, torch.Tensor]:
     """Single process: each update steps AdamW on the mean over all S slots of the scaled family losses.
     The tasks of each update's slots are appended to `plans` when it is given."""
     from prefinetune.step import TrainData, seed_slot, slot_loss
@@ -134,7 +140,7 @@ def _family_reference(recipe, backbone: str, plans: list | None = None) -> dict[
     model = build_model(recipe, backbone=BACKBONES[backbone](seed=0))
     optimizer = build_optimizer(model, recipe.optim)
     scheduler = scheduler_factory(recipe.optim, recipe.train.updates)(optimizer)
-    data = TrainData(family_splits(recipe), recipe.tasks, pad_id=0)
+    data = TrainData(_splits(data_kind, recipe), recipe.tasks, pad_id=0)
     for step in range(recipe.train.updates):
         optimizer.zero_grad()
         plan = _reference_plan(recipe, model, data, step)
