@@ -1,6 +1,7 @@
 """Export a DeepSpeed checkpoint of a run as a Hugging Face folder, and optionally push it to the hub.
 
-    python launch/export.py --recipe recipes/local_cpu.yaml --checkpoint runs/local_cpu/ckpt --out runs/local_cpu/export \
+    python launch/export.py --recipe recipes/local_cpu.yaml --checkpoint runs/local_cpu/ckpt \
+        --out runs/local_cpu/export \
         [--metrics runs/local_cpu/eval_final.json]
     HF_TOKEN=... python launch/export.py --recipe R --checkpoint DIR --out DIR --push-to-hub my-org/my-model
 

@@ -15,8 +15,8 @@ from prefinetune.data.batching import LengthBuckets, budget_rows, expected_rows
 from prefinetune.data.schedule import Slot
 from prefinetune.losses.r3f import embedding_noise
 from prefinetune.losses.scaling import scale_loss
-from prefinetune.tasks.family import get_family
 from prefinetune.tasks.eval_loop import to_device
+from prefinetune.tasks.family import get_family
 
 __all__ = ["SlotResult", "TrainData", "to_device", "slot_loss", "seed_slot", "run_update"]
 

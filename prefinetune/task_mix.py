@@ -79,7 +79,7 @@ def plot_task_mix(metrics_jsonl_path: str | Path, png_path: str | Path, title: s
     """A stacked chart of each task's share of the slots per logged window (x: the window's last update).
     Few windows are drawn as bars, many as a stacked area. The PNG is size*dpi pixels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure   # no pyplot: no global state, no display needed
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display needed
 
     updates, names, fractions = read_task_mix(metrics_jsonl_path)
     if not updates:

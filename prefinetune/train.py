@@ -11,7 +11,6 @@ restarted run resumes where it was.
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 
 import torch
 

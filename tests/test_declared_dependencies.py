@@ -45,7 +45,8 @@ def declared() -> tuple[set[str], set[str]]:
 
 
 def _local_names() -> set[str]:
-    return {p.name for p in REPO.iterdir() if p.is_dir()} | {p.stem for d in EVERYWHERE for p in (REPO / d).rglob("*.py")}
+    modules = {p.stem for d in EVERYWHERE for p in (REPO / d).rglob("*.py")}
+    return {p.name for p in REPO.iterdir() if p.is_dir()} | modules
 
 
 def third_party_imports(folders: tuple[str, ...]) -> dict[str, set[str]]:

@@ -16,12 +16,19 @@ import pytest
 import torch
 import transformers
 import yaml
+from conftest import free_port  # noqa: E402
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from conftest import free_port  # noqa: E402
 from prefinetune.config import recipe_from_dict
-from prefinetune.export import (CheckpointError, export_from_checkpoint, export_model, load_exported, push_to_hub,
-                                read_tasks_info, state_dict_from_checkpoint)
+from prefinetune.export import (
+    CheckpointError,
+    export_from_checkpoint,
+    export_model,
+    load_exported,
+    push_to_hub,
+    read_tasks_info,
+    state_dict_from_checkpoint,
+)
 from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
 
@@ -309,10 +316,10 @@ def test_push_to_hub_refuses_folders_that_are_not_exports(tmp_path, exported):
 def test_export_round_trips_every_family_on_bart(tmp_path):
     from tiny import family_splits, mixed_recipe
 
+    from prefinetune.data.schedule import Slot
     from prefinetune.export import export_model, load_exported
     from prefinetune.model.tiny import save_tiny_bart
     from prefinetune.step import TrainData
-    from prefinetune.data.schedule import Slot
 
     folder = save_tiny_bart(tmp_path / "tiny_bart", seed=0)
     data = mixed_recipe(["classification", "regression", "multiple_choice", "span", "summarization"])

@@ -15,7 +15,14 @@ import pytest
 from prefinetune.config import TaskConfig, load_recipe, recipe_from_dict
 from prefinetune.data.readers import read_split
 from prefinetune.tasks.muppet_catalog import (
-    MUPPET_CATALOG, NOTES, PAPER_DATASETS, PARQUET_EXPORT, STRING_ANSWER_SPANS, UNSUPPORTED, muppet_names, muppet_task,
+    MUPPET_CATALOG,
+    NOTES,
+    PAPER_DATASETS,
+    PARQUET_EXPORT,
+    STRING_ANSWER_SPANS,
+    UNSUPPORTED,
+    muppet_names,
+    muppet_task,
     muppet_tasks,
 )
 

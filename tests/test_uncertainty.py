@@ -18,8 +18,14 @@ from prefinetune.config import RecipeError, recipe_from_dict
 from prefinetune.data.schedule import plan_update
 from prefinetune.model.multitask import build_model
 from prefinetune.step import TrainData
-from prefinetune.uncertainty import (UncertaintySampler, candidate_order, candidate_slot, choose_slot,
-                                     example_entropy, uncertainty_scores)
+from prefinetune.uncertainty import (
+    UncertaintySampler,
+    candidate_order,
+    candidate_slot,
+    choose_slot,
+    example_entropy,
+    uncertainty_scores,
+)
 
 CPU = torch.device("cpu")
 

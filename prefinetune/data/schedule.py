@@ -20,7 +20,6 @@ temperature with annealing; strategies batch_heterogeneous, batch_homogeneous, d
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,7 +29,8 @@ from prefinetune.data.sampling import policy_probabilities, probabilities_at, up
 if TYPE_CHECKING:
     from prefinetune.config import SamplingSection
 
-__all__ = ["Slot", "task_probabilities", "draw_rows", "slot_rows", "slot_plan", "update_plan", "plan_update", "worker_slots"]
+__all__ = ["Slot", "task_probabilities", "draw_rows", "slot_rows", "slot_plan", "update_plan", "plan_update",
+           "worker_slots"]
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ class MultiTaskModel(nn.Module):
         raise KeyError(f"unknown task {name!r}; the model has {[t.name for t in self.tasks]}")
 
     # ------------------------------------------------------------------ features
-    def _features(self, batch: dict, reads_target: bool, perturb=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _features(self, batch: dict, reads_target: bool,
+                  perturb=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(states [N, L, H], pooled [N, H], mask [N, L] of real positions) of the batch's sequences.
         On BART the states are the decoder's: over the source, or over the target (batch["labels"])
         for a family whose decoder reads it (summarization)."""

@@ -28,7 +28,8 @@ from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
 from prefinetune.tasks.records import sentence_schema, text_value
 
-__all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions", "predict", "metrics", "evaluate", "TARGETS",
+__all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions",
+           "predict", "metrics", "evaluate", "TARGETS",
            "ClassificationFamily", "FAMILY"]
 
 TARGETS = ("labels",)

@@ -48,9 +48,9 @@ from sklearn.metrics import accuracy_score
 
 from prefinetune.model.heads import ClassificationHeadBank
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.records import text_value
-from prefinetune.tasks.eval_loop import predict_rows
 
 __all__ = ["TARGETS", "MASKED_SCORE", "to_record", "tokenize", "shard_schema", "split_stats", "collate",
            "mask_scores", "loss", "num_predictions", "predict", "metrics", "evaluate"]

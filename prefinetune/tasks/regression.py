@@ -27,10 +27,10 @@ from scipy import stats
 
 from prefinetune.model.heads import ClassificationHeadBank
 from prefinetune.tasks import FieldError
-from prefinetune.tasks.family import Family, register_family
-from prefinetune.tasks.records import sentence_schema, text_value
 from prefinetune.tasks.eval_loop import predict_rows
+from prefinetune.tasks.family import Family, register_family
 from prefinetune.tasks.padding import sequence_batch
+from prefinetune.tasks.records import sentence_schema, text_value
 
 __all__ = ["TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss",
            "num_predictions", "predict", "metrics", "evaluate"]

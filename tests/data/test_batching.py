@@ -18,8 +18,19 @@ from tiny import tiny_recipe  # noqa: E402
 
 from prefinetune.config import RecipeError, recipe_from_dict  # noqa: E402
 from prefinetune.data.batching import (  # noqa: E402
-    LengthBuckets, batch_tokens, bucket_index, bucket_probabilities, budget_rows, check_boundaries, draw_rows,
-    expected_rows, least_padding_boundaries, padding_efficiency, plain_rows, rows_per_batch)
+    LengthBuckets,
+    batch_tokens,
+    bucket_index,
+    bucket_probabilities,
+    budget_rows,
+    check_boundaries,
+    draw_rows,
+    expected_rows,
+    least_padding_boundaries,
+    padding_efficiency,
+    plain_rows,
+    rows_per_batch,
+)
 
 
 def skewed_lengths(n: int = 3000, seed: int = 0, max_length: int = 128) -> np.ndarray:

@@ -21,8 +21,17 @@ from tiny import tiny_recipe  # noqa: E402
 
 from prefinetune.config import RecipeError, SamplingSection, recipe_from_dict
 from prefinetune.data import sampling as sm
-from prefinetune.data.sampling import (alpha_at, annealed_alpha, apportion, dataset_blocks, policy_probabilities,
-                                       probabilities_at, run_probabilities, task_blocks, task_order)
+from prefinetune.data.sampling import (
+    alpha_at,
+    annealed_alpha,
+    apportion,
+    dataset_blocks,
+    policy_probabilities,
+    probabilities_at,
+    run_probabilities,
+    task_blocks,
+    task_order,
+)
 from prefinetune.data.schedule import plan_update
 from prefinetune.task_mix import TaskMix, mix_record, plot_task_mix, read_task_mix
 

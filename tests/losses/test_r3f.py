@@ -92,7 +92,8 @@ def test_r3f_loss_gradient_check_on_a_tiny_model():
         plus[idx] += eps
         minus[idx] -= eps
         numeric[idx] = (loss_of(plus) - loss_of(minus)) / (2 * eps)
-        assert float(analytic[idx]) == pytest.approx(float(numeric[idx]), rel=2e-3, abs=5e-5), idx   # fp32 loss rounding / (2 eps)
+        # tolerance: fp32 loss rounding / (2 eps)
+        assert float(analytic[idx]) == pytest.approx(float(numeric[idx]), rel=2e-3, abs=5e-5), idx
     assert analytic.abs().sum() > 0
 
 

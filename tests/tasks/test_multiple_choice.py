@@ -267,7 +267,10 @@ def test_padded_batch_equals_unpadded_batches():
     padded = torch.cat([torch.cat([two, torch.full((4, 1), 7.0)], dim=1), three])
     mask = torch.cat([torch.tensor([[True, True, False]] * 4), torch.ones(4, 3, dtype=torch.bool)])
     joint = mc.loss(padded, {"choice_mask": mask, "labels": torch.cat([labels_two, labels_three])}, mc_task())
-    full = lambda s, y: mc.loss(s, {"choice_mask": torch.ones_like(s, dtype=torch.bool), "labels": y}, mc_task())
+
+    def full(s, y):
+        return mc.loss(s, {"choice_mask": torch.ones_like(s, dtype=torch.bool), "labels": y}, mc_task())
+
     separate = (full(two, labels_two) + full(three, labels_three)) / 2
     assert joint.item() == pytest.approx(separate.item(), rel=1e-6)
 
@@ -292,7 +295,8 @@ def test_evaluate_with_a_protocol_stand_in(tokenizer, max_rows):
     table = pa.Table.from_pydict(mc.tokenize(records, tokenizer, mc_task(), 32), schema=mc.shard_schema(True))
     model = SumScorer().train()
     # a pad id above every real token: an unmasked dummy choice would always win
-    result = mc.evaluate(model, 3, mc_task(), table_split(table, "multiple_choice"), pad_id=10**6, batch_size=3, max_rows=max_rows,
+    result = mc.evaluate(model, 3, mc_task(), table_split(table, "multiple_choice"), pad_id=10**6, batch_size=3,
+                         max_rows=max_rows,
                          device=torch.device("cpu"))
     rows = max_rows or len(records)
     assert result == {"accuracy": pytest.approx(_expected_accuracy(table, rows)), "rows": rows}

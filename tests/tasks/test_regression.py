@@ -190,7 +190,8 @@ def test_undefined_correlations_are_nan():
 def test_evaluate_with_a_protocol_stand_in(tokenizer, max_rows):
     table = pa.Table.from_pydict(reg.tokenize(RECORDS, tokenizer, reg_task(), 64), schema=reg.shard_schema(True))
     model = LengthRegressor().train()
-    got = reg.evaluate(model, 0, reg_task(), table_split(table, "regression"), pad_id=0, batch_size=2, max_rows=max_rows,
+    got = reg.evaluate(model, 0, reg_task(), table_split(table, "regression"), pad_id=0, batch_size=2,
+                       max_rows=max_rows,
                        device=torch.device("cpu"))
     rows = max_rows or len(RECORDS)
     data = table.slice(0, rows).to_pydict()

@@ -11,8 +11,7 @@ import torch
 
 from prefinetune.config import TaskConfig
 from prefinetune.data.shards import TaskSplit
-from prefinetune.tasks import FieldError, family_module
-from prefinetune.tasks import span
+from prefinetune.tasks import FieldError, family_module, span
 
 
 def make_task(doc_stride: int = 128) -> TaskConfig:
