@@ -172,9 +172,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     prepare_data(recipe)
     if resume_from:
         print(f"[prefinetune] resuming from {resume_from}")
-    result = train(recipe, resume_from)
-    if result.error:
-        raise RuntimeError(f"training failed: {result.error}")
+    result = train(recipe, resume_from)       # Ray Train raises TrainingFailedError when the run fails
     final = dict(result.metrics)
     table = write_final_metrics(recipe, final)
     print(f"[prefinetune] final {recipe.eval.split} metrics after {final.get('update')} updates:\n{table}")

@@ -39,13 +39,13 @@ while scoring); then one all-gather shares the winners and scores, so every rank
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from prefinetune.data.schedule import Slot, draw_rows
+from prefinetune.tasks.eval_loop import eval_mode
 from prefinetune.tasks.family import get_family
 
 __all__ = ["example_entropy", "uncertainty_scores", "candidate_order", "candidate_slot", "score_batch",
@@ -93,17 +93,6 @@ def score_batch(model, task_id: int, task, batch: dict) -> tuple[float, float]:
     return float(example_entropy(task.family, outputs, batch).mean()), math.log(n)
 
 
-@contextmanager
-def _eval_mode(model):
-    """Dropout off while scoring; the model's mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def choose_slot(model, data, task_ids: dict[str, int], seed: int, step: int, slot: int, batch_size: int,
                 device, k: Optional[int] = None) -> tuple[Slot, dict[str, float]]:
     """Slot `slot` of update `step`: the most uncertain of the candidates (prefinetune.step.TrainData
@@ -111,7 +100,7 @@ def choose_slot(model, data, task_ids: dict[str, int], seed: int, step: int, slo
     names, sizes = list(task_ids), data.sizes
     candidates = [candidate_slot(seed, step, slot, names.index(t), t, sizes[t], batch_size, data.row_drawer)
                   for t in candidate_order(seed, step, slot, names, k)]
-    with _eval_mode(model):
+    with eval_mode(model):
         stats = [score_batch(model, task_ids[c.task], data.tasks[c.task], data.batch(c, device))
                  for c in candidates]
     scores = uncertainty_scores([h for h, _ in stats], [m for _, m in stats])

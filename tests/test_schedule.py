@@ -12,26 +12,33 @@ import torch
 from scipy.stats import chisquare
 
 from prefinetune.config import SamplingSection
-from prefinetune.data.schedule import plan_update, task_probabilities, update_plan, worker_slots
+from prefinetune.data.sampling import policy_probabilities
+from prefinetune.data.schedule import plan_update, worker_slots
 from prefinetune.losses.scaling import scale_loss
 
 SIZES = {"big": 6000, "mid": 3000, "small": 1000}
 
 
+def natural_plan(seed, step, slots, sizes, batch_size, policy="natural"):
+    """Update `step` of the batch-heterogeneous schedule under a fixed policy."""
+    return plan_update(SamplingSection(policy=policy), seed, step, 100, slots, sizes, batch_size)
+
+
 def test_natural_and_uniform_probabilities():
-    assert task_probabilities("natural", SIZES) == pytest.approx({"big": 0.6, "mid": 0.3, "small": 0.1})
-    assert task_probabilities("uniform", SIZES) == pytest.approx({t: 1 / 3 for t in SIZES})
-    assert task_probabilities("temperature", SIZES, alpha=0.0) == pytest.approx(task_probabilities("uniform", SIZES))
+    assert policy_probabilities("natural", SIZES) == pytest.approx({"big": 0.6, "mid": 0.3, "small": 0.1})
+    assert policy_probabilities("uniform", SIZES) == pytest.approx({t: 1 / 3 for t in SIZES})
+    uniform = policy_probabilities("uniform", SIZES)
+    assert policy_probabilities("temperature", SIZES, alpha=0.0) == pytest.approx(uniform)
     with pytest.raises(ValueError, match="unknown sampling policy 'nope'"):
-        task_probabilities("nope", SIZES)
+        policy_probabilities("nope", SIZES)
     with pytest.raises(ValueError, match=r"no training rows.*\['empty'\]"):
-        task_probabilities("natural", {"a": 3, "empty": 0})
+        policy_probabilities("natural", {"a": 3, "empty": 0})
 
 
 def test_drawn_tasks_follow_natural_proportions():
     counts = {t: 0 for t in SIZES}
     for step in range(400):
-        for slot in update_plan(seed=1, step=step, slots=16, sizes=SIZES, batch_size=2):
+        for slot in natural_plan(seed=1, step=step, slots=16, sizes=SIZES, batch_size=2):
             counts[slot.task] += 1
     observed = np.array([counts[t] for t in SIZES])
     expected = observed.sum() * np.array([0.6, 0.3, 0.1])
@@ -39,26 +46,17 @@ def test_drawn_tasks_follow_natural_proportions():
 
 
 def test_schedule_is_a_pure_function_of_seed_step_slot():
-    a = update_plan(5, 17, 8, SIZES, 4)
-    assert a == update_plan(5, 17, 8, SIZES, 4)
-    assert a != update_plan(6, 17, 8, SIZES, 4) and a != update_plan(5, 18, 8, SIZES, 4)
+    a = natural_plan(5, 17, 8, SIZES, 4)
+    assert a == natural_plan(5, 17, 8, SIZES, 4)
+    assert a != natural_plan(6, 17, 8, SIZES, 4) and a != natural_plan(5, 18, 8, SIZES, 4)
     # Independent of the number of workers: the slots of all workers make up the same update.
     for world in (1, 2, 4, 8):
         merged = sorted((s for r in range(world) for s in worker_slots(a, r, world)), key=lambda s: s.index)
         assert merged == a
 
 
-def test_plan_update_defaults_reproduce_update_plan():
-    # The recipe entry with the default section (natural, batch_heterogeneous) makes exactly the old schedule,
-    # so runs and checkpoints from before it continue unchanged.
-    for step in (0, 7, 99):
-        assert plan_update(SamplingSection(), 5, step, 100, 8, SIZES, 4) == update_plan(5, step, 8, SIZES, 4)
-    uniform = SamplingSection(policy="uniform")
-    assert plan_update(uniform, 5, 3, 100, 8, SIZES, 4) == update_plan(5, 3, 8, SIZES, 4, policy="uniform")
-
-
 @pytest.mark.parametrize("strategy", ["batch_heterogeneous", "batch_homogeneous", "dataset_homogeneous"])
-def test_plan_update_splits_over_workers_like_update_plan(strategy):
+def test_plan_update_splits_over_workers(strategy):
     plan = plan_update(SamplingSection(strategy=strategy), 2, 9, 40, 8, SIZES, 3)
     assert [s.index for s in plan] == list(range(8))
     for world in (1, 2, 4, 8):
@@ -68,14 +66,14 @@ def test_plan_update_splits_over_workers_like_update_plan(strategy):
 
 def test_rows_are_distinct_and_in_range():
     sizes = {"tiny": 5, "big": 10**6}
-    for slot in update_plan(0, 0, 32, sizes, batch_size=8, policy="uniform"):
+    for slot in natural_plan(0, 0, 32, sizes, batch_size=8, policy="uniform"):
         assert len(set(slot.rows)) == len(slot.rows) == min(8, sizes[slot.task])
         assert all(0 <= r < sizes[slot.task] for r in slot.rows)
 
 
 def test_worker_slots_refuses_uneven_split():
     with pytest.raises(ValueError, match="6 slots do not split evenly over 4 workers"):
-        worker_slots(update_plan(0, 0, 6, SIZES, 1), 0, 4)
+        worker_slots(natural_plan(0, 0, 6, SIZES, 1), 0, 4)
 
 
 def test_scaled_loss_is_one_at_chance_level():

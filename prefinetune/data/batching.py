@@ -7,10 +7,9 @@ token budget, rows of similar length are batched together and a slot holds as ma
     rows = budget_rows(rng, buckets, token_budget=4096)        # per slot, with the schedule's rng
     padding_efficiency(split.lengths[list(rows)])              # real tokens / tokens computed
 
-From a recipe (train.token_budget None keeps batch_size random rows; train.length_buckets None means 8):
-
-    buckets = LengthBuckets.from_lengths(split.lengths, train.length_buckets)
-    rows = draw_rows(rng, len(split), train.batch_size, buckets, train.token_budget)
+From a recipe, `prefinetune.step.TrainData` builds each task's buckets (train.length_buckets, None
+meaning 8) when train.token_budget is set and hands the schedule `budget_rows` as its row drawer;
+without a budget the schedule draws batch_size random rows (`plain_rows`).
 
 How a slot's rows are drawn (`budget_rows`, pure given the rng):
 - Bucket b holds the rows with boundaries[b-1] < length <= boundaries[b]; its longest row is L_b.
@@ -54,7 +53,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 __all__ = ["DEFAULT_BUCKETS", "check_boundaries", "bucket_index", "least_padding_boundaries", "LengthBuckets",
-           "rows_per_batch", "bucket_probabilities", "expected_rows", "budget_rows", "plain_rows", "draw_rows",
+           "rows_per_batch", "bucket_probabilities", "expected_rows", "budget_rows", "plain_rows",
            "batch_tokens", "padding_efficiency"]
 
 DEFAULT_BUCKETS = 8
@@ -222,18 +221,6 @@ def budget_rows(rng: np.random.Generator, buckets: LengthBuckets, token_budget: 
 def plain_rows(rng: np.random.Generator, size: int, batch_size: int) -> tuple[int, ...]:
     """Without a budget: min(batch_size, size) distinct rows of 0..size-1, uniformly (the schedule's rows)."""
     return tuple(int(r) for r in rng.choice(size, size=min(batch_size, size), replace=False))
-
-
-def draw_rows(rng: np.random.Generator, size: int, batch_size: int, buckets: Optional[LengthBuckets] = None,
-              token_budget: Optional[int] = None, max_rows: Optional[int] = None) -> tuple[int, ...]:
-    """`budget_rows` when a token budget is set, else `plain_rows` (train.token_budget: None)."""
-    if token_budget is None:
-        return plain_rows(rng, size, batch_size)
-    if buckets is None:
-        raise ValueError("a token budget needs the task's LengthBuckets")
-    if buckets.size != size:
-        raise ValueError(f"the buckets hold {buckets.size} rows, the task {size}: built from another split?")
-    return budget_rows(rng, buckets, token_budget, max_rows)
 
 
 def batch_tokens(lengths) -> tuple[int, int]:

@@ -44,6 +44,7 @@ from prefinetune.data.readers import read_split, split_source
 from prefinetune.data.shards import MANIFEST_NAME, sha256_file
 from prefinetune.data.synthetic import write_suite
 from prefinetune.tasks.family import get_family
+from prefinetune.tasks.records import has_token_types
 
 __all__ = [
     "FORMAT_VERSION", "DEFAULT_SHARD_ROWS", "has_token_types", "task_schema", "tokenizer_info", "source_description",
@@ -115,11 +116,6 @@ def task_fingerprint(task: TaskConfig, source: dict, tokenizer_fp: str, max_leng
 
 
 # ---------------------------------------------------------------- tokenization
-
-def has_token_types(tokenizer) -> bool:
-    """Whether the tokenizer makes token_type_ids (BERT does, RoBERTa / BART do not)."""
-    return "token_type_ids" in tokenizer("a", "b")
-
 
 def task_schema(task: TaskConfig, tokenizer) -> pa.Schema:
     """The shard columns of `task`: its family's schema for this tokenizer."""

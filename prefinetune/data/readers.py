@@ -55,16 +55,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from prefinetune.config import TaskConfig, family_roles
+from prefinetune.config import Column, TaskConfig, family_roles
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.family import get_family
 
 __all__ = [
     "BadRow", "BadRowError", "TaskSourceError", "SplitRead",
-    "read_split", "split_source", "split_target", "task_roles", "label_id",
+    "read_split", "split_source", "split_target", "task_roles",
 ]
 
-Column = Union[str, int]
 ColumnSpec = Union[Column, list]
 _SELECTOR = re.compile(r"(?P<path>.+)#articles=(?P<start>-?[0-9]*):(?P<stop>-?[0-9]*)")
 
@@ -118,13 +117,6 @@ class _Raw:
     fields: Union[Sequence[Any], dict, None]
     raw: str
     error: Optional[tuple[str, str]] = None  # (field, reason) found while parsing
-
-
-def label_id(raw: Any, task: TaskConfig) -> int:
-    """The class id of a raw classification label (rules in `prefinetune.tasks.classification`)."""
-    from prefinetune.tasks.classification import label_id as classification_label_id
-
-    return classification_label_id(raw, task)
 
 
 # ---------------------------------------------------------------- sources

@@ -8,11 +8,12 @@ draws, a run resumed on a different number of workers makes the same updates, an
 whole state is the update counter.
 
 `plan_update(sampling, ...)` is the entry for a recipe's `sampling` section (policies natural, uniform,
-temperature with annealing; strategies batch_heterogeneous, batch_homogeneous, dataset_homogeneous);
-`update_plan(..., policy)` is the batch-heterogeneous natural/uniform schedule it reduces to by default.
+temperature with annealing; strategies batch_heterogeneous, batch_homogeneous, dataset_homogeneous).
 
-    >>> plan = update_plan(seed=0, step=3, slots=4, sizes={"a": 100, "b": 10}, batch_size=2)
-    >>> [s.task for s in plan] == [s.task for s in update_plan(0, 3, 4, {"a": 100, "b": 10}, 2)]
+    >>> from prefinetune.config import SamplingSection
+    >>> plan = plan_update(SamplingSection(), seed=0, step=3, total_updates=10, slots=4,
+    ...                    sizes={"a": 100, "b": 10}, batch_size=2)
+    >>> plan == plan_update(SamplingSection(), 0, 3, 10, 4, {"a": 100, "b": 10}, 2)
     True
 
     python -m pytest tests/test_schedule.py tests/data/test_sampling.py -q
@@ -24,13 +25,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from prefinetune.data.sampling import policy_probabilities, probabilities_at, update_task
+from prefinetune.data.batching import plain_rows
+from prefinetune.data.sampling import probabilities_at, update_task
 
 if TYPE_CHECKING:
     from prefinetune.config import SamplingSection
 
-__all__ = ["Slot", "task_probabilities", "draw_rows", "slot_rows", "slot_plan", "update_plan", "plan_update",
-           "worker_slots"]
+__all__ = ["Slot", "draw_rows", "slot_rows", "slot_plan", "plan_update", "worker_slots"]
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,11 @@ class Slot:
     rows: tuple[int, ...]
 
 
-def task_probabilities(policy: str, sizes: dict[str, int], alpha: float = 1.0) -> dict[str, float]:
-    """P(task) under a policy: 'natural' (proportional to training rows, Muppet's default), 'uniform',
-    or 'temperature' (proportional to rows^alpha)."""
-    return policy_probabilities(policy, sizes, alpha)
-
-
 def draw_rows(rng: np.random.Generator, task: str, n: int, batch_size: int, draw=None) -> tuple[int, ...]:
     """`batch_size` (at most n) distinct random rows, or what `draw(task, rng)` picks (token budgets)."""
     if draw is not None:
         return tuple(int(r) for r in draw(task, rng))
-    return tuple(int(r) for r in rng.choice(n, size=min(batch_size, n), replace=False))
+    return plain_rows(rng, n, batch_size)
 
 
 def slot_rows(seed: int, step: int, slot: int, n: int, batch_size: int, task: str = "", draw=None) -> tuple[int, ...]:
@@ -69,18 +64,10 @@ def slot_plan(seed: int, step: int, slot: int, probabilities: dict[str, float],
     return Slot(slot, task, draw_rows(rng, task, sizes[task], batch_size, draw))
 
 
-def update_plan(seed: int, step: int, slots: int, sizes: dict[str, int], batch_size: int,
-                policy: str = "natural") -> list[Slot]:
-    """All slots of one update."""
-    probabilities = task_probabilities(policy, sizes)
-    return [slot_plan(seed, step, k, probabilities, sizes, batch_size) for k in range(slots)]
-
-
 def plan_update(sampling: "SamplingSection", seed: int, step: int, total_updates: int, slots: int,
                 sizes: dict[str, int], batch_size: int, draw=None) -> list[Slot]:
     """All slots of update `step` (0-based) of a run of `total_updates`, under the recipe's sampling
-    section: its policy (with alpha at this step) and its strategy. With the defaults (natural,
-    batch_heterogeneous) this equals `update_plan(seed, step, slots, sizes, batch_size)`."""
+    section: its policy (with alpha at this step) and its strategy."""
     if sampling.policy == "mt_uncertainty":
         raise ValueError("policy 'mt_uncertainty' needs the model's predictions to pick a slot's task: "
                          "plan its updates with prefinetune.uncertainty.UncertaintySampler")

@@ -34,7 +34,7 @@ __all__ = ["EXPORT_FORMAT", "export_model", "export_from_checkpoint", "load_expo
 EXPORT_FORMAT = "prefinetune-export/1"
 HEADS_FILE = "heads.safetensors"
 TASKS_FILE = "tasks.json"
-_PICKLED = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
+PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | dict, out_dir: str | Path,
@@ -189,8 +189,13 @@ def _staging_dir(out: Path) -> Path:
     return stage
 
 
+def pickled_files(folder: Path) -> list[str]:
+    """Files of the folder that hold pickled weights (which this project never writes or uploads)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in PICKLED_SUFFIXES)
+
+
 def _check_no_pickles(folder: Path) -> None:
-    found = sorted(str(p.relative_to(folder)) for pattern in _PICKLED for p in folder.rglob(pattern))
+    found = pickled_files(folder)
     if found:
         raise RuntimeError(f"export {folder} holds pickled weights {found}; only safetensors may be written")
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prefinetune.export.folder import TASKS_FILE, read_tasks_info
+from prefinetune.export.folder import TASKS_FILE, pickled_files, read_tasks_info
 
 __all__ = ["push_to_hub"]
-
-_PICKLED = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
-
 
 def push_to_hub(out_dir: str | Path, repo_id: str, token: str | None = None, private: bool = True,
                 revision: str | None = None) -> str:
@@ -37,7 +34,7 @@ def _checked_folder(folder: Path) -> Path:
     if not (folder / TASKS_FILE).is_file():
         raise FileNotFoundError(f"{folder} is not a prefinetune export (no {TASKS_FILE}): refusing to upload it")
     read_tasks_info(folder)
-    pickled = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.suffix in _PICKLED)
+    pickled = pickled_files(folder)
     if pickled:
         raise ValueError(f"{folder} holds pickled weights {pickled}: refusing to upload them")
     return folder

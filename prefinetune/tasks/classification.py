@@ -12,7 +12,6 @@ row. Shard rows: input_ids, token_type_ids (when the tokenizer makes them), labe
 """
 from __future__ import annotations
 
-import re
 from typing import Any, Union
 
 import numpy as np
@@ -26,14 +25,13 @@ from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
-from prefinetune.tasks.records import sentence_schema, text_value
+from prefinetune.tasks.records import DIGITS, sentence_schema, text_value
 
 __all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions",
            "predict", "metrics", "evaluate", "TARGETS",
            "ClassificationFamily", "FAMILY"]
 
 TARGETS = ("labels",)
-_DIGITS = re.compile(r"[0-9]+")
 
 
 # ---------------------------------------------------------------- data side
@@ -59,7 +57,7 @@ def label_id(raw: Any, task) -> int:
     if isinstance(key, str):
         if key in names:
             return names.index(key)
-        if not _DIGITS.fullmatch(key):
+        if not DIGITS.fullmatch(key):
             raise FieldError("label", f"raw label {key!r} is neither a label name {names} nor an int id")
         key = int(key)
     if not 0 <= key < len(names):

@@ -50,14 +50,13 @@ from prefinetune.model.heads import ClassificationHeadBank
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
-from prefinetune.tasks.records import text_value
+from prefinetune.tasks.records import DIGITS, has_token_types, text_value
 
 __all__ = ["TARGETS", "MASKED_SCORE", "to_record", "tokenize", "shard_schema", "split_stats", "collate",
            "mask_scores", "loss", "num_predictions", "predict", "metrics", "evaluate"]
 
 TARGETS = ("labels",)
 MASKED_SCORE = -1e9  # score of a padded choice: exp() of it underflows to 0 next to any real score
-_DIGITS = re.compile(r"[0-9]+")
 _MARKER = re.compile(r"\(([A-Za-z]|[0-9]+)\)\s*")
 _MATHQA_MARKER = re.compile(r"(?:^|\s*,\s*)([a-z])\s?\)\s*")   # MathQA: "a ) 38 , b ) 27.675 , ..."
 
@@ -170,7 +169,7 @@ def _label_index(raw: Any, texts: list[str], keys: list[Optional[str]], task) ->
     if task.label_names and name in task.label_names:
         return _index_in_range(task.label_names.index(name), k, raw)
     by_text = _unique_index([i for i, text in enumerate(texts) if text == name], f"label {name!r}")
-    if _DIGITS.fullmatch(name):
+    if DIGITS.fullmatch(name):
         index = int(name)
         if by_text is not None and index < k and by_text != index:
             raise FieldError("label", f"label {name!r} is ambiguous: index {index}, or the text of choice {by_text}")
@@ -222,13 +221,9 @@ def _encode_pairs(tokenizer, firsts: list[str], seconds: list[str], max_length: 
     return enc
 
 
-def _has_token_types(tokenizer) -> bool:
-    return "token_type_ids" in tokenizer("a", "b")
-
-
 def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
     """Records -> shard columns: one row per record, holding one sequence per choice."""
-    with_types = _has_token_types(tokenizer)
+    with_types = has_token_types(tokenizer)
     firsts = [_first_segment(r) for r in records for _ in r["choices"]]
     seconds = [c for r in records for c in r["choices"]]
     enc = _encode_pairs(tokenizer, firsts, seconds, max_length) if seconds else {}

@@ -1,14 +1,17 @@
-"""Record and shard pieces shared by the sentence families (classification, regression, multiple choice):
-checking a text value, and the shard schema of one tokenized (pair of) text(s) with a label."""
+"""Record and shard pieces shared by the families: checking a text value, reading digits, probing a
+tokenizer for token types, and the shard schema of one tokenized (pair of) text(s) with a label."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pyarrow as pa
 
 from prefinetune.tasks import FieldError
 
-__all__ = ["text_value", "sentence_schema"]
+__all__ = ["DIGITS", "text_value", "has_token_types", "sentence_schema"]
+
+DIGITS = re.compile(r"[0-9]+")     # a label or choice key given as a string of digits
 
 
 def text_value(value: Any, role: str) -> str:
@@ -22,6 +25,11 @@ def text_value(value: Any, role: str) -> str:
     if not value.strip():
         raise FieldError(role, "empty text")
     return value
+
+
+def has_token_types(tokenizer) -> bool:
+    """Whether the tokenizer makes token_type_ids (BERT does, RoBERTa / BART do not)."""
+    return "token_type_ids" in tokenizer("a", "b")
 
 
 def sentence_schema(with_token_types: bool, label_type: pa.DataType) -> pa.Schema:

@@ -30,7 +30,7 @@ from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import Family, register_family
 from prefinetune.tasks.padding import sequence_batch
-from prefinetune.tasks.records import sentence_schema, text_value
+from prefinetune.tasks.records import has_token_types, sentence_schema, text_value
 
 __all__ = ["TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss",
            "num_predictions", "predict", "metrics", "evaluate"]
@@ -75,7 +75,7 @@ def _pairs(records: list[dict]) -> Optional[list[str]]:
 def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
     """Records -> shard columns (one row per record; pairs are encoded as pairs)."""
     pairs = _pairs(records)
-    with_types = "token_type_ids" in tokenizer("a", "b" if pairs is not None else None)
+    with_types = has_token_types(tokenizer)
     columns: dict[str, list] = {"input_ids": []}
     if with_types:
         columns["token_type_ids"] = []

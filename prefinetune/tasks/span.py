@@ -53,8 +53,10 @@ import torch.nn.functional as F
 from prefinetune.losses.r3f import sym_kl
 from prefinetune.model.heads import SpanHead
 from prefinetune.tasks import FieldError
+from prefinetune.tasks.eval_loop import eval_mode
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
+from prefinetune.tasks.records import has_token_types, text_value
 
 __all__ = [
     "TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions",
@@ -67,12 +69,6 @@ NO_OFFSET = (-1, -1)
 
 
 # ---------------------------------------------------------------- records
-
-def _text(value: Any, role: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise FieldError(role, f"must be a non-empty string, got {value!r:.80}")
-    return value
-
 
 def _offset(value: Any) -> int:
     if isinstance(value, float) and value.is_integer():
@@ -156,8 +152,8 @@ def to_record(values: dict[str, Any], task) -> dict:
     (answers given as plain strings, without offsets, are placed at their first exact occurrence);
     at least one answer is required (SQuAD v1.1 has no unanswerable questions). The question is stripped
     (leading spaces would waste the window); answers are whitespace-trimmed with the offset moved."""
-    context = _text(values.get("context"), "context")
-    question = _text(values.get("question"), "question").strip()
+    context = text_value(values.get("context"), "context")
+    question = text_value(values.get("question"), "question").strip()
     answers = [_check_answer(context, t, s) for t, s in _answer_list(values.get("answers"))]
     if not answers:
         raise FieldError("answers", "no answers: every question needs at least one answer in the context")
@@ -247,7 +243,7 @@ def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str,
     """Records -> shard columns, one row per window (see the module docstring). Records are tokenized in
     groups that share a stride (the capped doc_stride depends on the question's length)."""
     if not records:
-        return {name: [] for name in shard_schema("token_type_ids" in tokenizer("a", "b")).names}
+        return {name: [] for name in shard_schema(has_token_types(tokenizer)).names}
     q_lens = _question_lengths(records, tokenizer)
     strides = [effective_stride(task.doc_stride, _room(n, tokenizer, max_length, r))
                for n, r in zip(q_lens, records)]
@@ -419,20 +415,15 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     examples, indices = _first_examples(table.column("example_id").to_pylist(), max_rows)
     candidates: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
     golds: dict[str, list[str]] = {}
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for at in range(0, len(indices), batch_size):
-                rows = table.take(pa.array(indices[at:at + batch_size], type=pa.int64())).to_pydict()
-                batch = collate(rows, pad_id, task)
-                inputs = {k: v.to(device) for k, v in batch.items() if k not in TARGETS}
-                start, end = (x.float().cpu().numpy() for x in model(task_id, inputs)["outputs"])
-                for i, key in enumerate(rows["example_id"]):
-                    candidates[key].append(postprocess(start[i], end[i], rows["offsets"][i], rows["context"][i]))
-                    golds.setdefault(key, [a["text"] for a in json.loads(rows["answers_json"][i])])
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        for at in range(0, len(indices), batch_size):
+            rows = table.take(pa.array(indices[at:at + batch_size], type=pa.int64())).to_pydict()
+            batch = collate(rows, pad_id, task)
+            inputs = {k: v.to(device) for k, v in batch.items() if k not in TARGETS}
+            start, end = (x.float().cpu().numpy() for x in model(task_id, inputs)["outputs"])
+            for i, key in enumerate(rows["example_id"]):
+                candidates[key].append(postprocess(start[i], end[i], rows["offsets"][i], rows["context"][i]))
+                golds.setdefault(key, [a["text"] for a in json.loads(rows["answers_json"][i])])
     predictions = [best_answer(candidates[key]) for key in examples]
     return {**squad_metrics(predictions, [golds[key] for key in examples]), "rows": len(examples)}
 

@@ -40,9 +40,10 @@ import torch.nn.functional as F
 
 from prefinetune.losses.r3f import sym_kl
 from prefinetune.model.heads import TiedLMHead
-from prefinetune.tasks import FieldError
+from prefinetune.tasks.eval_loop import eval_mode
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import pad
+from prefinetune.tasks.records import text_value
 
 __all__ = [
     "LABEL_SMOOTHING", "IGNORE_INDEX", "ROUGE_KEYS", "TARGETS",
@@ -58,20 +59,9 @@ TARGETS = ("labels",)
 
 # ---------------------------------------------------------------- data side
 
-def _non_empty_text(values: dict[str, Any], role: str) -> str:
-    value = values.get(role)
-    if value is None:
-        raise FieldError(role, f"missing {role}")
-    if not isinstance(value, str):
-        raise FieldError(role, f"{role} must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise FieldError(role, f"empty {role}")
-    return value
-
-
 def to_record(values: dict[str, Any], task) -> dict:
     """{"text": source, "target": summary}; FieldError("text"/"target", "empty target"...) on a bad row."""
-    return {"text": _non_empty_text(values, "text"), "target": _non_empty_text(values, "target")}
+    return {"text": text_value(values.get("text"), "text"), "target": text_value(values.get("target"), "target")}
 
 
 def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
@@ -206,9 +196,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     count = min(len(split), max_rows or len(split))
     predictions: list[str] = []
     references: list[str] = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, count, batch_size):
             rows = split.take(list(range(start, min(start + batch_size, count))))
             batch = collate(rows, pad_id, task)
@@ -216,8 +204,6 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
             generated = model.generate(task_id, inputs, max_new_tokens=task.max_target_length)
             predictions += decode_generated(generated.cpu().tolist(), tokenizer)
             references += list(rows["target"])
-    finally:
-        model.train(was_training)
     return {**rouge(predictions, references), "rows": count}
 
 

@@ -24,7 +24,6 @@ from prefinetune.data.batching import (  # noqa: E402
     bucket_probabilities,
     budget_rows,
     check_boundaries,
-    draw_rows,
     expected_rows,
     least_padding_boundaries,
     padding_efficiency,
@@ -209,18 +208,10 @@ def test_without_a_budget_rows_are_todays_plain_draw():
     for n, size in [(100, 16), (5, 16)]:
         expected = tuple(int(r) for r in np.random.default_rng(9).choice(n, size=min(size, n), replace=False))
         assert plain_rows(np.random.default_rng(9), n, size) == expected
-        assert draw_rows(np.random.default_rng(9), n, size) == expected
-    buckets = LengthBuckets.from_lengths(skewed_lengths(100))
-    assert draw_rows(np.random.default_rng(2), 100, 16, buckets, 256) == budget_rows(
-        np.random.default_rng(2), buckets, 256)
 
 
-def test_draw_rows_and_budgets_refuse_what_cannot_work():
+def test_budgets_refuse_what_cannot_work():
     buckets = LengthBuckets.from_lengths(skewed_lengths(100))
-    with pytest.raises(ValueError, match="needs the task's LengthBuckets"):
-        draw_rows(np.random.default_rng(0), 100, 16, None, 256)
-    with pytest.raises(ValueError, match="buckets hold 100 rows, the task 99"):
-        draw_rows(np.random.default_rng(0), 99, 16, buckets, 256)
     with pytest.raises(ValueError, match="token_budget must be a positive number"):
         budget_rows(np.random.default_rng(0), buckets, 0)
     with pytest.raises(ValueError, match="max_rows must be a positive integer"):

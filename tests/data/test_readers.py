@@ -13,8 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from prefinetune.config import TaskConfig
-from prefinetune.data.readers import BadRowError, TaskSourceError, label_id, read_split, split_target
+from prefinetune.data.readers import BadRowError, TaskSourceError, read_split, split_target
 from prefinetune.tasks.catalog import CATALOG, EVAL_ONLY, catalog_names, catalog_task
+from prefinetune.tasks.classification import label_id
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from conftest import free_port  # noqa: E402
 from tiny import family_splits, mixed_recipe, tiny_bart, tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
 
 from prefinetune.config import recipe_from_dict
-from prefinetune.data.schedule import update_plan, worker_slots
+from prefinetune.data.schedule import plan_update, worker_slots
 from prefinetune.model.multitask import build_model
 from prefinetune.optim import build_optimizer, scheduler_factory
 from prefinetune.tasks.classification import collate
@@ -31,6 +31,12 @@ WORLD = 2
 CPU = torch.device("cpu")
 BACKBONES = {"bert": tiny_bert, "bart": tiny_bart}
 DATA = {"classification": tiny_splits, "families": family_splits}
+
+
+def _plan(recipe, step: int, sizes: dict) -> list:
+    """Update `step`'s slots under the recipe's sampling section (the pure schedule)."""
+    t = recipe.train
+    return plan_update(recipe.sampling, recipe.run.seed, step, t.updates, t.slots_per_update, sizes, t.batch_size)
 
 
 def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "bert",
@@ -49,8 +55,7 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
     tasks_run, plans = [], []
     for step in range(recipe.train.updates):
         if sampler is None:
-            plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes,
-                               recipe.train.batch_size)
+            plan = _plan(recipe, step, data.sizes)
             mine = worker_slots(plan, rank, WORLD)
         else:
             plan, mine = sampler.plan(engine.module, data, ids, recipe.run.seed, step,
@@ -92,7 +97,7 @@ def _reference(recipe) -> dict[str, torch.Tensor]:
     sizes = {name: len(s) for name, s in splits.items()}
     for step in range(recipe.train.updates):
         optimizer.zero_grad()
-        plan = update_plan(recipe.run.seed, step, recipe.train.slots_per_update, sizes, recipe.train.batch_size)
+        plan = _plan(recipe, step, sizes)
         for slot in plan:
             task = recipe.task(slot.task)
             batch = collate(splits[slot.task].take(list(slot.rows)), pad_id=0)
@@ -125,7 +130,7 @@ def test_two_workers_on_different_tasks_match_single_process_reference(stage, tm
 def _reference_plan(recipe, model, data, step: int) -> list:
     """Update `step`'s slots in one process: the pure schedule, or MT-Uncertainty's choice for every slot."""
     if recipe.sampling.policy != "mt_uncertainty":
-        return update_plan(recipe.run.seed, step, recipe.train.slots_per_update, data.sizes, recipe.train.batch_size)
+        return _plan(recipe, step, data.sizes)
     ids = {t.name: model.task_id(t.name) for t in recipe.tasks}
     return [choose_slot(model, data, ids, recipe.run.seed, step, k, recipe.train.batch_size, CPU,
                         recipe.sampling.candidate_tasks)[0]

