@@ -43,19 +43,20 @@ Formats, strict on purpose (nothing is dropped silently):
   on_bad_row="quarantine" it goes to a JSONL file {file, row, unit, line, field, reason, raw} and is
   counted instead.
 
+The row parsers, one per format, are in prefinetune/data/formats.py.
+
     python -c "from prefinetune.data.readers import read_split; ..."   # see tests/data/test_readers.py
 """
 from __future__ import annotations
 
-import ast
-import csv
 import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from prefinetune.config import Column, TaskConfig, family_roles
+from prefinetune.data.formats import Raw, TaskSourceError, has_undecodable, holds_undecodable, printable, raw_rows
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.family import get_family
 
@@ -66,10 +67,6 @@ __all__ = [
 
 ColumnSpec = Union[Column, list]
 _SELECTOR = re.compile(r"(?P<path>.+)#articles=(?P<start>-?[0-9]*):(?P<stop>-?[0-9]*)")
-
-
-class TaskSourceError(ValueError):
-    """The task's source cannot be read at all (missing file, bad column spec, unreadable JSON file)."""
 
 
 @dataclass(frozen=True)
@@ -107,16 +104,6 @@ class SplitRead:
     records: list[dict] = field(default_factory=list)
     quarantined: int = 0
     quarantine_file: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class _Raw:
-    """One parsed row before validation: `fields` is a list (tsv/csv) or a mapping."""
-    row: int
-    line: Optional[int]
-    fields: Union[Sequence[Any], dict, None]
-    raw: str
-    error: Optional[tuple[str, str]] = None  # (field, reason) found while parsing
 
 
 # ---------------------------------------------------------------- sources
@@ -193,209 +180,6 @@ def _column_label(spec: ColumnSpec, header: Optional[list[str]]) -> str:
     return f"column {spec!r}"
 
 
-# ---------------------------------------------------------------- decoding
-
-def _has_undecodable(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
-
-
-def _holds_undecodable(value: Any) -> bool:
-    """A string, or any string nested in lists / objects, with bytes that did not decode."""
-    if isinstance(value, str):
-        return _has_undecodable(value)
-    if isinstance(value, dict):
-        return any(_holds_undecodable(k) or _holds_undecodable(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(_holds_undecodable(v) for v in value)
-    return False
-
-
-def _printable(text: str, encoding: str) -> str:
-    """Text with undecodable bytes shown as \\xNN, for messages and the quarantine file."""
-    if not _has_undecodable(text):
-        return text
-    return text.encode(encoding, "surrogateescape").decode(encoding, "backslashreplace")
-
-
-def _decoded_lines(path: Path, encoding: str) -> Iterator[str]:
-    """Physical lines (ends kept); undecodable bytes become lone surrogates, flagged per row later."""
-    with open(path, "rb") as f:
-        for raw in f:
-            yield raw.decode(encoding, "surrogateescape")
-
-
-# ---------------------------------------------------------------- row parsers (one per format)
-
-class _LineTap:
-    """Iterator over lines that remembers the ones consumed since the last `take()`."""
-
-    def __init__(self, lines: Iterator[str]):
-        self._lines, self._taken = lines, []
-
-    def __iter__(self) -> "_LineTap":
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self._taken.append(line)
-        return line
-
-    def take(self) -> str:
-        text, self._taken = "".join(self._taken), []
-        return text.rstrip("\r\n")
-
-
-def _delimited_rows(path: Path, task: TaskConfig) -> Iterator[tuple[Optional[list[str]], _Raw]]:
-    """tsv/csv rows; yields (header, raw row). The header is None for header-less files."""
-    tap = _LineTap(_decoded_lines(path, task.encoding))
-    dialect = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if task.format == "tsv" else {}
-    reader = csv.reader(tap, strict=True, **dialect)
-    header, last_line, row = None, 0, 0
-    while True:
-        try:
-            fields = next(reader)
-            error = None
-        except StopIteration:
-            return
-        except csv.Error as err:
-            fields, error = None, ("(row)", f"csv parse error: {err}")
-        start, last_line = last_line + 1, reader.line_num
-        raw = tap.take()
-        if task.header and header is None and error is None:
-            header = fields
-            continue
-        row += 1
-        yield header, _Raw(row, start, fields, raw, error)
-
-
-def _txt_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
-    pattern = re.compile(task.line_pattern)
-    for no, line in enumerate(_decoded_lines(path, task.encoding), 1):
-        text = line.rstrip("\r\n")
-        match = pattern.fullmatch(text)
-        if match is None:
-            reason = f"line does not match line_pattern {task.line_pattern!r}"
-            yield _Raw(no, no, None, text, ("(line)", reason))
-        else:
-            yield _Raw(no, no, match.groupdict(), text)
-
-
-def _parse_json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"not valid JSON: {err}") from None
-
-
-def _parse_python_dict(text: str) -> Any:
-    """A line as JSON, or else as a Python literal (single-quoted strings, True/None...)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(text.strip())
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError) as err:
-        raise ValueError(f"neither JSON nor a Python literal ({type(err).__name__}: {err})") from None
-
-
-def _object_lines(path: Path, task: TaskConfig, parse: Callable[[str], Any], what: str) -> Iterator[_Raw]:
-    """One object per line, parsed by `parse`; blank lines, parse errors and non-objects are bad rows."""
-    for no, line in enumerate(_decoded_lines(path, task.encoding), 1):
-        text = line.rstrip("\r\n")
-        if not text.strip():
-            yield _Raw(no, no, None, text, ("(line)", "blank line"))
-            continue
-        try:
-            obj = parse(text)
-        except ValueError as err:
-            yield _Raw(no, no, None, text, (f"({what})", str(err)))
-            continue
-        if not isinstance(obj, dict):
-            yield _Raw(no, no, None, text, (f"({what})", f"a {type(obj).__name__}, not an object"))
-        else:
-            yield _Raw(no, no, obj, text)
-
-
-def _jsonl_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
-    return _object_lines(path, task, _parse_json, "json")
-
-
-def _pydict_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
-    return _object_lines(path, task, _parse_python_dict, "pydict")
-
-
-def _mapping_rows(rows: Iterable[Any]) -> Iterator[_Raw]:
-    for i, obj in enumerate(rows, 1):
-        raw = json.dumps(obj, ensure_ascii=False, default=str)
-        if isinstance(obj, dict):
-            yield _Raw(i, None, obj, raw)
-        else:
-            yield _Raw(i, None, None, raw, ("(json)", f"a {type(obj).__name__}, not an object"))
-
-
-def _json_document(path: Path, task: TaskConfig) -> Any:
-    try:
-        return json.loads(path.read_bytes().decode(task.encoding))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise TaskSourceError(f"{path}: cannot read as one JSON document ({task.encoding}): {err}") from None
-
-
-def _json_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
-    data = _json_document(path, task)
-    if not isinstance(data, list):
-        raise TaskSourceError(
-            f"{path}: format json needs a top-level list of objects, got {type(data).__name__}")
-    return _mapping_rows(data)
-
-
-def _listed(value: Any, what: str, path: Path) -> list:
-    if not isinstance(value, list):
-        raise TaskSourceError(f"{path}: SQuAD {what} must be a list, got {type(value).__name__}")
-    return value
-
-
-def _squad_rows(path: Path, task: TaskConfig, articles: Optional[slice] = None) -> Iterator[_Raw]:
-    """One row per question of a SQuAD v1.1 document, numbered over the whole file."""
-    data = _json_document(path, task)
-    if not isinstance(data, dict):
-        raise TaskSourceError(f"{path}: format squad needs an object with a 'data' list")
-    all_articles = _listed(data.get("data"), "'data'", path)
-    chosen = set(range(len(all_articles))[articles or slice(None)])
-    row = 0
-    for index, article in enumerate(all_articles):
-        if not isinstance(article, dict):
-            raise TaskSourceError(f"{path}: SQuAD data[{index}] is a {type(article).__name__}, not an object")
-        for p_index, paragraph in enumerate(_listed(article.get("paragraphs"), f"data[{index}].paragraphs", path)):
-            if not isinstance(paragraph, dict):
-                raise TaskSourceError(f"{path}: SQuAD data[{index}].paragraphs[{p_index}] is not an object")
-            for qa in _listed(paragraph.get("qas"), f"data[{index}].paragraphs[{p_index}].qas", path):
-                row += 1
-                if index in chosen:
-                    yield _squad_row(row, qa, paragraph.get("context"), article.get("title"))
-
-
-def _squad_row(row: int, qa: Any, context: Any, title: Any) -> _Raw:
-    raw = json.dumps(qa, ensure_ascii=False, default=str)
-    if not isinstance(qa, dict):
-        return _Raw(row, None, None, raw, ("(json)", f"a question that is a {type(qa).__name__}, not an object"))
-    return _Raw(row, None, {**qa, "context": context, "title": title}, raw)
-
-
-def _parquet_rows(path: Path, task: TaskConfig) -> Iterator[_Raw]:
-    import pyarrow.parquet as pq
-
-    return _mapping_rows(pq.read_table(path).to_pylist())
-
-
-def _hub_rows(split_name: str, task: TaskConfig) -> Iterator[_Raw]:
-    import datasets
-
-    hub = task.hub
-    ds = datasets.load_dataset(hub.path, hub.name, split=split_name, revision=hub.revision)
-    return _mapping_rows(iter(ds))
-
-
 # ---------------------------------------------------------------- checks before the rows
 
 def _check_delimited_column(task: TaskConfig, col: Column, header: Optional[list[str]], path: Path) -> None:
@@ -441,7 +225,7 @@ def _role_of(column: Union[str, int], task: TaskConfig, header: Optional[list[st
     return None
 
 
-def _undecodable_field(raw: _Raw, task: TaskConfig, header: Optional[list[str]]) -> Optional[str]:
+def _undecodable_field(raw: Raw, task: TaskConfig, header: Optional[list[str]]) -> Optional[str]:
     """The field (role, or column) holding bytes that did not decode; None when all decoded."""
     items: Iterable[tuple[Union[str, int], Any]] = ()
     if isinstance(raw.fields, dict):
@@ -449,13 +233,13 @@ def _undecodable_field(raw: _Raw, task: TaskConfig, header: Optional[list[str]])
     elif raw.fields is not None:
         items = enumerate(raw.fields)
     for key, value in items:
-        if _holds_undecodable(value):
+        if holds_undecodable(value):
             return _role_of(key, task, header) or (
                 _column_label(key, header) if isinstance(key, int) else f"column {key!r}")
-    return "(line)" if _has_undecodable(raw.raw) else None
+    return "(line)" if has_undecodable(raw.raw) else None
 
 
-def _row_values(raw: _Raw, task: TaskConfig, header: Optional[list[str]], width: Optional[int]) -> dict:
+def _row_values(raw: Raw, task: TaskConfig, header: Optional[list[str]], width: Optional[int]) -> dict:
     """The raw value of every column role of the family, or FieldError for a row that cannot be read."""
     if raw.error is not None:
         raise FieldError(*raw.error)
@@ -488,21 +272,6 @@ def _field_name(name: str, task: TaskConfig, header: Optional[list[str]]) -> str
 
 # ---------------------------------------------------------------- driver
 
-def _raw_rows(task: TaskConfig, source: Union[Path, str],
-              articles: Optional[slice]) -> Iterator[tuple[Optional[list[str]], _Raw]]:
-    if task.format in ("tsv", "csv"):
-        yield from _delimited_rows(source, task)
-        return
-    if task.format == "squad":
-        rows = _squad_rows(source, task, articles)
-    else:
-        parsers = {"txt": _txt_rows, "jsonl": _jsonl_rows, "pydict": _pydict_rows, "json": _json_rows,
-                   "parquet": _parquet_rows, "hub": _hub_rows}
-        rows = parsers[task.format](source, task)
-    for raw in rows:
-        yield None, raw
-
-
 def _source_label(task: TaskConfig, split: str, source: Union[Path, str]) -> str:
     if task.format == "hub":
         hub = task.hub
@@ -534,7 +303,7 @@ def read_split(
     unit = "question" if task.format == "squad" else "data row"
     bad_rows: list[BadRow] = []
     checked, width = False, None
-    for header, raw in _raw_rows(task, source, articles):
+    for header, raw in raw_rows(task, source, articles):
         if not checked and (header is not None or not task.header or task.format not in ("tsv", "csv")):
             _check_columns(task, header, Path(str(source)))
             checked = True
@@ -544,7 +313,7 @@ def read_split(
             result.records.append(family.to_record(_row_values(raw, task, header, width), task))
         except FieldError as err:
             bad = BadRow(result.source, raw.row, _field_name(err.role, task, header), err.reason,
-                         _printable(raw.raw, task.encoding), raw.line, unit)
+                         printable(raw.raw, task.encoding), raw.line, unit)
             if on_bad_row == "error":
                 raise BadRowError(bad) from None
             bad_rows.append(bad)

@@ -33,16 +33,15 @@ logit and take no probability, so a batch's n may exceed the positions that can 
 Evaluation: each window's best span (start + end logit, the span inside the context, end >= start, at
 most `max_answer_tokens` tokens), the best-scoring window wins for an example; exact match and F1 with
 the official SQuAD v1.1 normalisation, maximum over the gold answers, as percentages.
+
+Windows are cut in prefinetune/tasks/span_windows.py, answers scored in prefinetune/tasks/squad_scoring.py.
 """
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import operator
-import re
-import string
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -57,6 +56,22 @@ from prefinetune.tasks.eval_loop import eval_mode
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
 from prefinetune.tasks.records import has_token_types, text_value
+from prefinetune.tasks.span_windows import (
+    answer_positions,
+    effective_stride,
+    example_key,
+    question_lengths,
+    tokenize_windows,
+    window_room,
+)
+from prefinetune.tasks.squad_scoring import (
+    best_answer,
+    exact_match,
+    f1_score,
+    normalize_answer,
+    postprocess,
+    squad_metrics,
+)
 
 __all__ = [
     "TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions",
@@ -65,7 +80,6 @@ __all__ = [
 ]
 
 TARGETS = ("start_positions", "end_positions")
-NO_OFFSET = (-1, -1)
 
 
 # ---------------------------------------------------------------- records
@@ -164,93 +178,18 @@ def to_record(values: dict[str, Any], task) -> dict:
             "answers": answers}
 
 
-def example_key(record: dict) -> str:
-    """The record's id, or, without one, a hash of its question, context and answers (stable across
-    batches, processes and runs, unlike its position in a tokenize call)."""
-    if record.get("id") is not None:
-        return str(record["id"])
-    content = json.dumps([record["question"], record["context"], record["answers"]], ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(content.encode("utf-8")).hexdigest()[:24]
-
-
-# ---------------------------------------------------------------- windows
-
-def effective_stride(doc_stride: int, room: int) -> int:
-    """The overlap used for a window with `room` context tokens: doc_stride, at most room // 2."""
-    return max(0, min(doc_stride, room // 2))
-
-
-def answer_positions(offsets: Sequence[int], answer: Optional[dict]) -> tuple[int, int]:
-    """Token (start, end) of `answer` in a window whose offsets are flat pairs [s0, e0, s1, e1, ...]
-    (context tokens: char start and end; others -1, -1); (0, 0) when there is no answer or it is not
-    wholly inside the window's context."""
-    if not answer:
-        return 0, 0
-    start_char = answer["answer_start"]
-    end_char = start_char + len(answer["text"])
-    starts, ends = offsets[0::2], offsets[1::2]
-    ctx = [i for i, s in enumerate(starts) if s >= 0]
-    if not ctx or starts[ctx[0]] > start_char or ends[ctx[-1]] < end_char:
-        return 0, 0
-    start = max(i for i in ctx if starts[i] <= start_char)
-    end = min(i for i in ctx if ends[i] >= end_char)
-    return start, max(start, end)
-
-
-def _flat_offsets(offsets: Sequence[tuple[int, int]], sequence_ids: Sequence[Optional[int]]) -> list[int]:
-    """Flat [s0, e0, s1, e1, ...] char offsets of the context tokens (sequence 1), -1, -1 elsewhere.
-    Flat, not a list of pairs: a list per token costs ten times more to build (GC)."""
-    out: list[int] = []
-    for (s, e), seq in zip(offsets, sequence_ids):
-        out += (s, e) if seq == 1 else NO_OFFSET
-    return out
-
-
-def _room(question_tokens: int, tokenizer, max_length: int, record: dict) -> int:
-    specials = tokenizer.num_special_tokens_to_add(pair=True)
-    room = max_length - question_tokens - specials
-    if room < 1:
-        raise FieldError("question", f"example {example_key(record)}: the question takes {question_tokens} "
-                                     f"tokens; with {specials} special tokens that leaves no room for the "
-                                     f"context in model.max_length={max_length}")
-    return room
-
-
-def _windows(records: list[dict], tokenizer, max_length: int, stride: int) -> list[list[dict]]:
-    """Tokenize records that share one stride; the windows of each record, in order."""
-    enc = tokenizer([r["question"] for r in records], [r["context"] for r in records],
-                    truncation="only_second", max_length=max_length, stride=stride,
-                    return_overflowing_tokens=True, return_offsets_mapping=True)
-    out: list[list[dict]] = [[] for _ in records]
-    for w, owner in enumerate(enc["overflow_to_sample_mapping"]):
-        record = records[owner]
-        offsets = _flat_offsets(enc["offset_mapping"][w], enc.sequence_ids(w))
-        start, end = answer_positions(offsets, record["answers"][0] if record["answers"] else None)
-        window = {"input_ids": enc["input_ids"][w], "start_position": start, "end_position": end,
-                  "offsets": offsets}
-        if "token_type_ids" in enc:
-            window["token_type_ids"] = enc["token_type_ids"][w]
-        out[owner].append(window)
-    return out
-
-
-def _question_lengths(records: list[dict], tokenizer) -> list[int]:
-    encoded = tokenizer([r["question"] for r in records], add_special_tokens=False)["input_ids"]
-    return [len(ids) for ids in encoded]
-
-
 def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
     """Records -> shard columns, one row per window (see the module docstring). Records are tokenized in
     groups that share a stride (the capped doc_stride depends on the question's length)."""
     if not records:
         return {name: [] for name in shard_schema(has_token_types(tokenizer)).names}
-    q_lens = _question_lengths(records, tokenizer)
-    strides = [effective_stride(task.doc_stride, _room(n, tokenizer, max_length, r))
+    q_lens = question_lengths(records, tokenizer)
+    strides = [effective_stride(task.doc_stride, window_room(n, tokenizer, max_length, r))
                for n, r in zip(q_lens, records)]
     windows: list[list[dict]] = [[] for _ in records]
     for stride in sorted(set(strides)):
         group = [i for i, s in enumerate(strides) if s == stride]
-        for i, w in zip(group, _windows([records[i] for i in group], tokenizer, max_length, stride)):
+        for i, w in zip(group, tokenize_windows([records[i] for i in group], tokenizer, max_length, stride)):
             windows[i] = w
     columns: dict[str, list] = collections.defaultdict(list)
     for record, record_windows in zip(records, windows):
@@ -314,87 +253,6 @@ def loss(outputs, batch: dict, task=None) -> torch.Tensor:
 def num_predictions(task, batch, outputs) -> int:
     """n for log(n) scaling: the positions the span softmax ranges over, the batch's padded length L."""
     return int(outputs[0].shape[-1])
-
-
-# ---------------------------------------------------------------- predictions
-
-def postprocess(start_logits, end_logits, offsets, context: str, n_best: int = 20,
-                max_answer_tokens: int = 30) -> tuple[str, float]:
-    """The best span of one window and its score (start + end logit): among the `n_best` highest start
-    and end logits of context tokens, end >= start, at most `max_answer_tokens` tokens. ("", -inf) if
-    none. `offsets`: flat pairs as in the shards, or [L, 2]. Logits may be longer than the offsets
-    (batch padding); positions past them are ignored."""
-    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    n = len(offsets)
-    start_logits = np.asarray(start_logits, dtype=np.float64)[:n]
-    end_logits = np.asarray(end_logits, dtype=np.float64)[:n]
-    in_context = np.flatnonzero(offsets[:, 0] >= 0)
-    if in_context.size == 0:
-        return "", float("-inf")
-    starts = in_context[np.argsort(-start_logits[in_context], kind="stable")[:n_best]]
-    ends = in_context[np.argsort(-end_logits[in_context], kind="stable")[:n_best]]
-    s, e = starts[:, None], ends[None, :]
-    scores = start_logits[s] + end_logits[e]
-    valid = (e >= s) & (e - s + 1 <= max_answer_tokens)
-    if not valid.any():
-        return "", float("-inf")
-    best = np.argmax(np.where(valid, scores, -np.inf))
-    i, j = np.unravel_index(best, scores.shape)
-    first, last = int(starts[i]), int(ends[j])
-    return context[offsets[first, 0]:offsets[last, 1]], float(scores[i, j])
-
-
-def best_answer(candidates: Iterable[tuple[str, float]]) -> str:
-    """The text of the best-scoring (text, score) candidate: the windows of one example combined."""
-    best_text, best_score = "", float("-inf")
-    for text, score in candidates:
-        if score > best_score:
-            best_text, best_score = text, score
-    return best_text
-
-
-# ---------------------------------------------------------------- SQuAD v1.1 metrics
-
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(s: str) -> str:
-    """The official SQuAD v1.1 normalisation: lower case, drop punctuation, articles and extra space."""
-    s = "".join(ch for ch in s.lower() if ch not in _PUNCTUATION)
-    s = re.sub(r"\b(a|an|the)\b", " ", s)
-    return " ".join(s.split())
-
-
-def _golds(gold: Union[str, Sequence[str]]) -> list[str]:
-    return [gold] if isinstance(gold, str) else list(gold)
-
-
-def _f1(prediction: str, gold: str) -> float:
-    pred_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    same = sum((collections.Counter(pred_tokens) & collections.Counter(gold_tokens)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred_tokens), same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
-def exact_match(prediction: str, gold: Union[str, Sequence[str]]) -> float:
-    """1.0 if the normalised prediction equals a normalised gold answer, else 0.0 (max over golds)."""
-    return max((float(normalize_answer(prediction) == normalize_answer(g)) for g in _golds(gold)), default=0.0)
-
-
-def f1_score(prediction: str, gold: Union[str, Sequence[str]]) -> float:
-    """Token-overlap F1 of the normalised strings (bag of tokens), max over gold answers, in [0, 1]."""
-    return max((_f1(prediction, g) for g in _golds(gold)), default=0.0)
-
-
-def squad_metrics(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Mean exact match and F1 over examples, as percentages (0-100), the SQuAD v1.1 convention."""
-    if not predictions:
-        return {"exact_match": 0.0, "f1": 0.0}
-    em = [exact_match(p, g) for p, g in zip(predictions, golds, strict=True)]
-    f1 = [f1_score(p, g) for p, g in zip(predictions, golds, strict=True)]
-    return {"exact_match": 100.0 * float(np.mean(em)), "f1": 100.0 * float(np.mean(f1))}
 
 
 # ---------------------------------------------------------------- evaluation
