@@ -32,17 +32,17 @@ CPU = torch.device("cpu")
 
 
 def _planner(recipe, data, ids, slots: int, k):
-    """plan(model, step) -> the update's slots, for k = None (natural), 'all' or a number of candidates."""
+    """plan(model, update_index) -> the update's slots, for k = None (natural), 'all' or a number of candidates."""
     if k is None:
-        return lambda model, step: plan_update(recipe.sampling, 0, step, 10**6, slots, data.sizes, 16)
+        return lambda model, update_index: plan_update(recipe.sampling, 0, update_index, 10**6, slots, data.sizes, 16)
     sampler = UncertaintySampler(ids, None if k == "all" else k)
-    return lambda model, step: sampler.plan(model, data, ids, 0, step, slots, 0, 1, CPU, 16)[0]
+    return lambda model, update_index: sampler.plan(model, data, ids, 0, update_index, slots, 0, 1, CPU, 16)[0]
 
 
-def _time_update(model, plan, data, ids, recipe, step: int) -> tuple[float, float]:
+def _time_update(model, plan, data, ids, recipe, update_index: int) -> tuple[float, float]:
     """(planning seconds, training seconds) of one update."""
     start = time.perf_counter()
-    slots = plan(model, step)
+    slots = plan(model, update_index)
     planned = time.perf_counter()
     for slot in slots:
         loss, _ = slot_loss(model, ids[slot.task], recipe.task(slot.task), data.batch(slot, CPU))
@@ -67,10 +67,10 @@ def main(argv=None) -> int:
     methods = {"natural": None, "mt_uncertainty": "all", f"mt_uncertainty_k{args.candidates}": args.candidates}
     plans = {name: _planner(recipe, data, ids, args.slots, k) for name, k in methods.items()}
     times = {name: [] for name in methods}
-    for step in range(args.updates + 1):                # update 0 warms up; interleaved after it
+    for update_index in range(args.updates + 1):                # update 0 warms up; interleaved after it
         for name, plan in plans.items():
-            measured = _time_update(model, plan, data, ids, recipe, step)
-            if step:
+            measured = _time_update(model, plan, data, ids, recipe, update_index)
+            if update_index:
                 times[name].append(measured)
     results = {}
     for name, pairs in times.items():

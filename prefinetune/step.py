@@ -105,18 +105,18 @@ def _clean_and_perturbed(model, task_id: int, batch: dict, r3f) -> tuple[dict, d
     return clean, model(task_id, batch, perturb=perturb)
 
 
-def seed_slot(seed: int, step: int, slot: int) -> None:
+def seed_slot(seed: int, update_index: int, slot: int) -> None:
     """Seed dropout for one micro-step from (seed, update, slot): like the schedule, the noise a slot sees
     depends on nothing else, so runs resumed from a checkpoint or on another number of workers match."""
-    torch.manual_seed(int(np.random.SeedSequence([seed, step, slot]).generate_state(1)[0]))
+    torch.manual_seed(int(np.random.SeedSequence([seed, update_index, slot]).generate_state(1)[0]))
 
 
 def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData,
-               device: torch.device, seed: int = 0, step: int = 0, r3f=None) -> list[SlotResult]:
-    """This worker's micro-steps of update `step`; returns what each slot did."""
+               device: torch.device, seed: int = 0, update_index: int = 0, r3f=None) -> list[SlotResult]:
+    """This worker's micro-steps of update `update_index`; returns what each slot did."""
     results = []
     for slot in slots:
-        seed_slot(seed, step, slot.index)
+        seed_slot(seed, update_index, slot.index)
         batch = data.batch(slot, device)
         loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f)
         engine.backward(loss * data.weight(slot))

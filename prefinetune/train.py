@@ -71,12 +71,13 @@ def _save_and_report(engine, update: int, stats: WindowStats, sampler, metrics: 
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
-def _plan(recipe, sampler, engine, data: TrainData, task_ids: dict, step: int, rank: int, world: int, device):
-    """(update `step`'s whole plan, this worker's slots): the pure schedule, or MT-Uncertainty's choice."""
+def _plan(recipe, sampler, engine, data: TrainData, task_ids: dict, update_index: int, rank: int, world: int,
+          device):
+    """(update `update_index`'s whole plan, this worker's slots): the pure schedule, or MT-Uncertainty's choice."""
     slots, seed, batch_size = recipe.train.slots_per_update, recipe.run.seed, recipe.train.batch_size
     if sampler is not None:
-        return sampler.plan(engine.module, data, task_ids, seed, step, slots, rank, world, device, batch_size)
-    plan = plan_update(recipe.sampling, seed, step, recipe.train.updates, slots, data.sizes, batch_size,
+        return sampler.plan(engine.module, data, task_ids, seed, update_index, slots, rank, world, device, batch_size)
+    plan = plan_update(recipe.sampling, seed, update_index, recipe.train.updates, slots, data.sizes, batch_size,
                        data.row_drawer)
     return plan, worker_slots(plan, rank, world)
 
@@ -123,10 +124,11 @@ def train_worker(config: dict) -> None:
     total = recipe.train.updates
     log, mix = RunLog(recipe.run_dir, rank, total), TaskMix(list(task_ids))
     metrics: dict = {}
-    for update in range(start + 1, total + 1):
-        plan, mine = _plan(recipe, sampler, engine, data, task_ids, update - 1, rank, world, device)
+    for update in range(start + 1, total + 1):      # update: 1-based count; update_index = update - 1 seeds it
+        update_index = update - 1
+        plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
         mix.add(plan)                                    # the realised task mix of the whole update
-        stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update - 1, recipe.r3f))
+        stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f))
         log.step(update)
         last = update == total
         if update % recipe.train.log_every == 0 or last:

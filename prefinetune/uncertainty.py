@@ -51,7 +51,7 @@ from prefinetune.tasks.family import get_family
 __all__ = ["example_entropy", "uncertainty_scores", "candidate_order", "candidate_slot", "score_batch",
            "choose_slot", "UncertaintySampler"]
 
-_CANDIDATE_STREAM = 3     # generator keys [seed, step, slot, stream, ...]: no slot key has a 4th word
+_CANDIDATE_STREAM = 3     # generator keys [seed, update_index, slot, stream, ...]: no slot key has a 4th word
 PREFIX = "uncertainty/"   # log key of a task's mean score over a window of updates
 
 
@@ -69,19 +69,20 @@ def uncertainty_scores(mean_entropy: Sequence[float], max_entropy: Sequence[floa
     return np.divide(mean, denominator, out=np.zeros_like(mean), where=denominator > 0)
 
 
-def candidate_order(seed: int, step: int, slot: int, names: Sequence[str], k: Optional[int] = None) -> list[str]:
-    """The tasks that offer slot `slot` of update `step` a candidate, in a seeded order: the first k of a
+def candidate_order(seed: int, update_index: int, slot: int, names: Sequence[str],
+                    k: Optional[int] = None) -> list[str]:
+    """The tasks that offer slot `slot` of update `update_index` a candidate, in a seeded order: the first k of a
     random permutation (all tasks when k is None)."""
-    rng = np.random.default_rng([seed, step, slot, _CANDIDATE_STREAM])
+    rng = np.random.default_rng([seed, update_index, slot, _CANDIDATE_STREAM])
     order = [names[i] for i in rng.permutation(len(names))]
     return order if k is None else order[:k]
 
 
-def candidate_slot(seed: int, step: int, slot: int, task_index: int, task: str, size: int, batch_size: int,
+def candidate_slot(seed: int, update_index: int, slot: int, task_index: int, task: str, size: int, batch_size: int,
                    draw=None) -> Slot:
     """Task `task`'s candidate batch for the slot: rows drawn as any slot's are (`draw_rows`), from a
-    generator keyed on (seed, step, slot, task)."""
-    rng = np.random.default_rng([seed, step, slot, _CANDIDATE_STREAM, task_index])
+    generator keyed on (seed, update_index, slot, task)."""
+    rng = np.random.default_rng([seed, update_index, slot, _CANDIDATE_STREAM, task_index])
     return Slot(slot, task, draw_rows(rng, task, size, batch_size, draw))
 
 
@@ -93,13 +94,13 @@ def score_batch(model, task_id: int, task, batch: dict) -> tuple[float, float]:
     return float(example_entropy(task.family, outputs, batch).mean()), math.log(n)
 
 
-def choose_slot(model, data, task_ids: dict[str, int], seed: int, step: int, slot: int, batch_size: int,
+def choose_slot(model, data, task_ids: dict[str, int], seed: int, update_index: int, slot: int, batch_size: int,
                 device, k: Optional[int] = None) -> tuple[Slot, dict[str, float]]:
-    """Slot `slot` of update `step`: the most uncertain of the candidates (prefinetune.step.TrainData
+    """Slot `slot` of update `update_index`: the most uncertain of the candidates (prefinetune.step.TrainData
     supplies rows and batches), and every candidate's score U_T."""
     names, sizes = list(task_ids), data.sizes
-    candidates = [candidate_slot(seed, step, slot, names.index(t), t, sizes[t], batch_size, data.row_drawer)
-                  for t in candidate_order(seed, step, slot, names, k)]
+    candidates = [candidate_slot(seed, update_index, slot, names.index(t), t, sizes[t], batch_size, data.row_drawer)
+                  for t in candidate_order(seed, update_index, slot, names, k)]
     with eval_mode(model):
         stats = [score_batch(model, task_ids[c.task], data.tasks[c.task], data.batch(c, device))
                  for c in candidates]
@@ -111,7 +112,7 @@ class UncertaintySampler:
     """Plans updates under MT-Uncertainty on one worker and keeps the record that is logged and saved.
 
         sampler = UncertaintySampler(task_names, recipe.sampling.candidate_tasks)
-        plan, mine = sampler.plan(engine.module, data, task_ids, seed, step, slots, rank, world, device,
+        plan, mine = sampler.plan(engine.module, data, task_ids, seed, update_index, slots, rank, world, device,
                                   batch_size)
         log.write(update, sampler.flush())          # {"uncertainty/<task>": mean U over the window}
         client_state["uncertainty"] = sampler.state_dict()
@@ -124,11 +125,11 @@ class UncertaintySampler:
         self.won = np.zeros(len(self.names), dtype=np.int64)       # slots won, whole run
         self._window = np.zeros((2, len(self.names)))              # sum of U, candidates, this window
 
-    def plan(self, model, data, task_ids: dict[str, int], seed: int, step: int, slots: int, rank: int,
+    def plan(self, model, data, task_ids: dict[str, int], seed: int, update_index: int, slots: int, rank: int,
              world: int, device, batch_size: int) -> tuple[list[Slot], list[Slot]]:
         """(the update's plan, this worker's slots). This worker picks slots rank, rank + W, ...; the plan
         holds every slot's task (rows only for this worker's own slots) from all workers."""
-        chosen = [choose_slot(model, data, task_ids, seed, step, k, batch_size, device, self.k)
+        chosen = [choose_slot(model, data, task_ids, seed, update_index, k, batch_size, device, self.k)
                   for k in range(rank, slots, world)]
         mine = [slot for slot, _ in chosen]
         scores = np.full((len(chosen), len(self.names)), np.nan)

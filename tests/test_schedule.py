@@ -19,9 +19,9 @@ from prefinetune.losses.scaling import scale_loss
 SIZES = {"big": 6000, "mid": 3000, "small": 1000}
 
 
-def natural_plan(seed, step, slots, sizes, batch_size, policy="natural"):
-    """Update `step` of the batch-heterogeneous schedule under a fixed policy."""
-    return plan_update(SamplingSection(policy=policy), seed, step, 100, slots, sizes, batch_size)
+def natural_plan(seed, update_index, slots, sizes, batch_size, policy="natural"):
+    """Update `update_index` of the batch-heterogeneous schedule under a fixed policy."""
+    return plan_update(SamplingSection(policy=policy), seed, update_index, 100, slots, sizes, batch_size)
 
 
 def test_natural_and_uniform_probabilities():
@@ -37,8 +37,8 @@ def test_natural_and_uniform_probabilities():
 
 def test_drawn_tasks_follow_natural_proportions():
     counts = {t: 0 for t in SIZES}
-    for step in range(400):
-        for slot in natural_plan(seed=1, step=step, slots=16, sizes=SIZES, batch_size=2):
+    for update_index in range(400):
+        for slot in natural_plan(seed=1, update_index=update_index, slots=16, sizes=SIZES, batch_size=2):
             counts[slot.task] += 1
     observed = np.array([counts[t] for t in SIZES])
     expected = observed.sum() * np.array([0.6, 0.3, 0.1])

@@ -99,9 +99,10 @@ def test_token_budget_rows_through_the_schedule():
     splits = {t.name: ArraySplit(300, t.num_labels, seed=i) for i, t in enumerate(recipe.tasks)}
     data = TrainData(splits, recipe.tasks, pad_id=0, token_budget=40, length_buckets=3)
     weights = {t.name: [] for t in recipe.tasks}
-    for step in range(150):
-        plan = plan_update(recipe.sampling, 0, step, 150, 8, data.sizes, recipe.train.batch_size, data.row_drawer)
-        assert plan == plan_update(recipe.sampling, 0, step, 150, 8, data.sizes, recipe.train.batch_size,
+    for update_index in range(150):
+        plan = plan_update(recipe.sampling, 0, update_index, 150, 8, data.sizes, recipe.train.batch_size,
+                           data.row_drawer)
+        assert plan == plan_update(recipe.sampling, 0, update_index, 150, 8, data.sizes, recipe.train.batch_size,
                                    data.row_drawer)
         for slot in plan:
             lengths = data.splits[slot.task].lengths[list(slot.rows)]

@@ -101,9 +101,9 @@ def test_candidate_order_is_seeded_and_draws_k_tasks_uniformly():
     names = ["a", "b", "c", "d", "e"]
     assert candidate_order(7, 3, 1, names) == candidate_order(7, 3, 1, names)
     assert sorted(candidate_order(7, 3, 1, names)) == names
-    orders = {tuple(candidate_order(7, step, 0, names)) for step in range(20)}
+    orders = {tuple(candidate_order(7, update_index, 0, names)) for update_index in range(20)}
     assert len(orders) > 10, "the order must change from slot to slot"
-    draws = [candidate_order(0, step, slot, names, k=2) for step in range(400) for slot in range(2)]
+    draws = [candidate_order(0, update_index, slot, names, k=2) for update_index in range(400) for slot in range(2)]
     assert all(len(set(d)) == 2 for d in draws)
     for task in names:   # each task is among the k = 2 of 5 with probability 2/5
         hits = sum(task in d for d in draws)
@@ -159,7 +159,7 @@ def test_choose_slot_scores_every_candidate_and_takes_the_most_uncertain(familie
     recipe, model, data, ids = _model_and_data(families, backbone)
     model.train()
     for slot in range(3):
-        chosen, scores = choose_slot(model, data, ids, seed=5, step=2, slot=slot, batch_size=4, device=CPU)
+        chosen, scores = choose_slot(model, data, ids, seed=5, update_index=2, slot=slot, batch_size=4, device=CPU)
         model.eval()
         order = candidate_order(5, 2, slot, list(ids))
         stats = [_scipy_score(model, recipe.task(t), data.batch(
@@ -184,7 +184,7 @@ def test_a_task_the_model_has_no_idea_about_wins_every_slot():
         model.multiple_choice.out_weight.mul_(1000.0)
         model.span.weight.mul_(1000.0)
     for slot in range(4):
-        chosen, scores = choose_slot(model, data, ids, seed=0, step=0, slot=slot, batch_size=4, device=CPU)
+        chosen, scores = choose_slot(model, data, ids, seed=0, update_index=0, slot=slot, batch_size=4, device=CPU)
         assert chosen.task == "classification3", scores
         # Its Hbar = log 3 = H' is also the largest Hbar: U = log 3 / (log 3 * log 3).
         assert scores["classification3"] == pytest.approx(1 / math.log(3), rel=1e-5)
@@ -202,7 +202,7 @@ def test_candidate_tasks_limits_what_is_scored():
 def test_sampler_plans_a_whole_update_on_one_worker_and_keeps_its_record():
     _, model, data, ids = _model_and_data()
     sampler = UncertaintySampler(ids)
-    plan, mine = sampler.plan(model, data, ids, seed=2, step=0, slots=4, rank=0, world=1, device=CPU,
+    plan, mine = sampler.plan(model, data, ids, seed=2, update_index=0, slots=4, rank=0, world=1, device=CPU,
                               batch_size=4)
     assert plan == mine and [s.index for s in plan] == [0, 1, 2, 3]
     for slot in plan:
@@ -249,8 +249,8 @@ def _easy_and_noise_splits():
 
 def _scores_and_wins(model, data, ids, updates: int = 5) -> tuple[dict, list]:
     sampler = UncertaintySampler(list(ids))
-    for step in range(updates):
-        sampler.plan(model, data, ids, 0, step, 4, 0, 1, CPU, batch_size=16)
+    for update_index in range(updates):
+        sampler.plan(model, data, ids, 0, update_index, 4, 0, 1, CPU, batch_size=16)
     return sampler.flush(), sampler.state_dict()["won"]
 
 

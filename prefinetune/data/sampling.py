@@ -1,24 +1,24 @@
 """Task sampling: how likely each task is at update t, and which task an update trains on.
 
-Policies give P(task) as a pure function of (step, total updates):
+Policies give P(task) as a pure function of (update_index, total updates):
 
 - ``natural``: P(T) ∝ min(N_T, cap), the task's training rows (Muppet's choice; T5's
   "examples-proportional mixing" when `examples_cap` is set).
 - ``uniform``: every task alike.
 - ``temperature``: P(T) ∝ min(N_T, cap)^alpha. alpha = 1 is natural, alpha = 0 uniform. alpha is fixed or
-  annealed from alpha_start (step 0) to alpha_end (step total) by a linear, exponential (geometric:
+  annealed from alpha_start (update index 0) to alpha_end (update index total) by a linear, exponential (geometric:
   alpha_start * (alpha_end / alpha_start)^(t / total)) or cosine schedule. Wolfe & Lundgaard (2022)
   found exponential 1.0 -> 0.1 best; it is the default when `policy: temperature` names no alpha.
 
 Strategies (Muppet section 5.2) say how the policy fills the S slots of an update:
 
 - ``batch_heterogeneous``: each slot draws its own task (the slot schedule in `schedule.py`).
-- ``batch_homogeneous``: one task per update, drawn from the policy with a generator keyed on (seed, step).
+- ``batch_homogeneous``: one task per update, drawn from the policy with a generator keyed on (seed, update_index).
 - ``dataset_homogeneous``: the tasks one after another in a seeded order; task T trains for a block of
   consecutive updates whose length is its share of the run's updates (largest-remainder apportionment
   of the policy's probabilities averaged over the run), so the run is one pass through the task sequence.
 
-Everything here is a pure function of (seed, step[, total]): a resumed run continues the same schedule.
+Everything here is a pure function of (seed, update_index[, total]): a resumed run continues the same schedule.
 
     python -c "from prefinetune.data.sampling import task_blocks, policy_probabilities as p; \
 print(task_blocks(0, p('temperature', {'a': 900, 'b': 100}, alpha=0.5), 10))"
@@ -42,18 +42,18 @@ POLICIES = ("natural", "uniform", "temperature")
 ANNEALS = ("none", "linear", "exponential", "cosine")
 STRATEGIES = ("batch_heterogeneous", "batch_homogeneous", "dataset_homogeneous")
 
-# Generator keys for draws that are not a slot's own ([seed, step, slot]). numpy's SeedSequence pads a
+# Generator keys for draws that are not a slot's own ([seed, update_index, slot]). numpy's SeedSequence pads a
 # shorter key with zeros, so these keys carry a 4th, non-zero word that no slot key has.
 _NOT_A_SLOT = 0xFFFFFFFF
 _UPDATE_TASK_STREAM = 1
 _TASK_ORDER_STREAM = 2
 
 
-def annealed_alpha(anneal: str, alpha_start: float, alpha_end: float, step: int, total: int) -> float:
-    """alpha at `step` of `total`: exactly alpha_start at step 0 and alpha_end from step `total` on."""
+def annealed_alpha(anneal: str, alpha_start: float, alpha_end: float, update_index: int, total: int) -> float:
+    """alpha at `update_index` of `total`: exactly alpha_start at update index 0 and alpha_end from index `total` on."""
     if total < 1:
         raise ValueError(f"total updates must be >= 1, got {total}")
-    frac = min(max(step / total, 0.0), 1.0)
+    frac = min(max(update_index / total, 0.0), 1.0)
     if frac == 0.0:
         return float(alpha_start)
     if frac == 1.0:
@@ -69,11 +69,11 @@ def annealed_alpha(anneal: str, alpha_start: float, alpha_end: float, step: int,
     raise ValueError(f"unknown anneal schedule {anneal!r}; known: linear, exponential, cosine")
 
 
-def alpha_at(sampling: "SamplingSection", step: int, total: int) -> float:
-    """The temperature exponent the recipe's sampling section gives at `step` of `total`."""
+def alpha_at(sampling: "SamplingSection", update_index: int, total: int) -> float:
+    """The temperature exponent the recipe's sampling section gives at `update_index` of `total`."""
     if sampling.anneal == "none":
         return float(sampling.alpha)
-    return annealed_alpha(sampling.anneal, sampling.alpha_start, sampling.alpha_end, step, total)
+    return annealed_alpha(sampling.anneal, sampling.alpha_start, sampling.alpha_end, update_index, total)
 
 
 def _check_sizes(sizes: dict[str, int]) -> None:
@@ -102,9 +102,10 @@ def policy_probabilities(policy: str, sizes: dict[str, int], alpha: float = 1.0,
     return dict(zip(sizes, (weights / weights.sum()).tolist()))
 
 
-def probabilities_at(sampling: "SamplingSection", sizes: dict[str, int], step: int, total: int) -> dict[str, float]:
-    """P(task) at update `step` of `total` under the recipe's sampling section."""
-    alpha = alpha_at(sampling, step, total) if sampling.policy == "temperature" else 1.0
+def probabilities_at(sampling: "SamplingSection", sizes: dict[str, int], update_index: int,
+                     total: int) -> dict[str, float]:
+    """P(task) at update `update_index` of `total` under the recipe's sampling section."""
+    alpha = alpha_at(sampling, update_index, total) if sampling.policy == "temperature" else 1.0
     return policy_probabilities(sampling.policy, sizes, alpha, sampling.examples_cap)
 
 
@@ -163,23 +164,24 @@ def dataset_blocks(sampling: "SamplingSection", seed: int, sizes: dict[str, int]
     return list(_dataset_blocks(_Frozen.of(sampling), seed, tuple(sizes.items()), total))
 
 
-def draw_task(seed: int, step: int, probabilities: dict[str, float]) -> str:
-    """Batch-homogeneous: the one task of update `step`, drawn from `probabilities`."""
-    rng = np.random.default_rng([seed, step, _NOT_A_SLOT, _UPDATE_TASK_STREAM])
+def draw_task(seed: int, update_index: int, probabilities: dict[str, float]) -> str:
+    """Batch-homogeneous: the one task of update `update_index`, drawn from `probabilities`."""
+    rng = np.random.default_rng([seed, update_index, _NOT_A_SLOT, _UPDATE_TASK_STREAM])
     names = list(probabilities)
     return names[int(rng.choice(len(names), p=np.array([probabilities[t] for t in names])))]
 
 
-def update_task(sampling: "SamplingSection", seed: int, step: int, total: int, sizes: dict[str, int]) -> str:
-    """The task every slot of update `step` trains on, for the homogeneous strategies."""
+def update_task(sampling: "SamplingSection", seed: int, update_index: int, total: int, sizes: dict[str, int]) -> str:
+    """The task every slot of update `update_index` trains on, for the homogeneous strategies."""
     if sampling.strategy == "batch_homogeneous":
-        return draw_task(seed, step, probabilities_at(sampling, sizes, step, total))
+        return draw_task(seed, update_index, probabilities_at(sampling, sizes, update_index, total))
     if sampling.strategy == "dataset_homogeneous":
-        if not 0 <= step < total:
-            raise ValueError(f"dataset_homogeneous: step {step} is outside the run's updates 0..{total - 1}")
+        if not 0 <= update_index < total:
+            raise ValueError(f"dataset_homogeneous: update index {update_index} is outside the run's updates "
+                             f"0..{total - 1}")
         blocks = _dataset_blocks(_Frozen.of(sampling), seed, tuple(sizes.items()), total)
         starts = [first for _, first, _ in blocks]
-        return blocks[int(np.searchsorted(starts, step, side="right")) - 1][0]
+        return blocks[int(np.searchsorted(starts, update_index, side="right")) - 1][0]
     raise ValueError(f"strategy {sampling.strategy!r} draws a task per slot, not per update")
 
 

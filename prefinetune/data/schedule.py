@@ -11,7 +11,7 @@ whole state is the update counter.
 temperature with annealing; strategies batch_heterogeneous, batch_homogeneous, dataset_homogeneous).
 
     >>> from prefinetune.config import SamplingSection
-    >>> plan = plan_update(SamplingSection(), seed=0, step=3, total_updates=10, slots=4,
+    >>> plan = plan_update(SamplingSection(), seed=0, update_index=3, total_updates=10, slots=4,
     ...                    sizes={"a": 100, "b": 10}, batch_size=2)
     >>> plan == plan_update(SamplingSection(), 0, 3, 10, 4, {"a": 100, "b": 10}, 2)
     True
@@ -49,33 +49,34 @@ def draw_rows(rng: np.random.Generator, task: str, n: int, batch_size: int, draw
     return plain_rows(rng, n, batch_size)
 
 
-def slot_rows(seed: int, step: int, slot: int, n: int, batch_size: int, task: str = "", draw=None) -> tuple[int, ...]:
-    """Rows of slot `slot` of update `step` when its task is fixed for the whole update."""
-    return draw_rows(np.random.default_rng([seed, step, slot]), task, n, batch_size, draw)
+def slot_rows(seed: int, update_index: int, slot: int, n: int, batch_size: int, task: str = "",
+              draw=None) -> tuple[int, ...]:
+    """Rows of slot `slot` of update `update_index` when its task is fixed for the whole update."""
+    return draw_rows(np.random.default_rng([seed, update_index, slot]), task, n, batch_size, draw)
 
 
-def slot_plan(seed: int, step: int, slot: int, probabilities: dict[str, float],
+def slot_plan(seed: int, update_index: int, slot: int, probabilities: dict[str, float],
               sizes: dict[str, int], batch_size: int, draw=None) -> Slot:
-    """Slot `slot` of update `step`: a task drawn from `probabilities`, then its rows (`draw(task, rng)`
-    picks them under a token budget; the same rng keeps the slot a pure function of (seed, step, slot))."""
-    rng = np.random.default_rng([seed, step, slot])
+    """Slot `slot` of update `update_index`: a task drawn from `probabilities`, then its rows (`draw(task, rng)`
+    picks them under a token budget; the same rng keeps the slot a pure function of (seed, update_index, slot))."""
+    rng = np.random.default_rng([seed, update_index, slot])
     names = list(probabilities)
     task = names[int(rng.choice(len(names), p=np.array([probabilities[t] for t in names])))]
     return Slot(slot, task, draw_rows(rng, task, sizes[task], batch_size, draw))
 
 
-def plan_update(sampling: "SamplingSection", seed: int, step: int, total_updates: int, slots: int,
+def plan_update(sampling: "SamplingSection", seed: int, update_index: int, total_updates: int, slots: int,
                 sizes: dict[str, int], batch_size: int, draw=None) -> list[Slot]:
-    """All slots of update `step` (0-based) of a run of `total_updates`, under the recipe's sampling
-    section: its policy (with alpha at this step) and its strategy."""
+    """All slots of update `update_index` (0-based) of a run of `total_updates`, under the recipe's sampling
+    section: its policy (with alpha at this update) and its strategy."""
     if sampling.policy == "mt_uncertainty":
         raise ValueError("policy 'mt_uncertainty' needs the model's predictions to pick a slot's task: "
                          "plan its updates with prefinetune.uncertainty.UncertaintySampler")
     if sampling.strategy == "batch_heterogeneous":
-        probabilities = probabilities_at(sampling, sizes, step, total_updates)
-        return [slot_plan(seed, step, k, probabilities, sizes, batch_size, draw) for k in range(slots)]
-    task = update_task(sampling, seed, step, total_updates, sizes)
-    return [Slot(k, task, slot_rows(seed, step, k, sizes[task], batch_size, task, draw)) for k in range(slots)]
+        probabilities = probabilities_at(sampling, sizes, update_index, total_updates)
+        return [slot_plan(seed, update_index, k, probabilities, sizes, batch_size, draw) for k in range(slots)]
+    task = update_task(sampling, seed, update_index, total_updates, sizes)
+    return [Slot(k, task, slot_rows(seed, update_index, k, sizes[task], batch_size, task, draw)) for k in range(slots)]
 
 
 def worker_slots(plan: list[Slot], rank: int, world_size: int) -> list[Slot]:

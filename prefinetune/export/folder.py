@@ -25,7 +25,7 @@ from prefinetune.config import RecipeConfig, recipe_from_dict
 from prefinetune.export.card import model_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
 from prefinetune.export.task_models import task_model
-from prefinetune.model.multitask import MultiTaskModel, TaskHead, build_model
+from prefinetune.model.multitask import MultiTaskModel, TaskSpec, build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.tasks.family import get_family
 
@@ -87,7 +87,7 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
     info = read_tasks_info(out)
     backbone = AutoModel.from_pretrained(out, trust_remote_code=trust_remote_code)
     tasks = sorted(info["tasks"], key=lambda t: t["head_index"])
-    heads = [TaskHead(t["name"], t["family"], t["num_labels"]) for t in tasks]
+    heads = [TaskSpec(t["name"], t["family"], t["num_labels"]) for t in tasks]
     model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"],
                            spectral_norm=info["model"].get("spectral_norm", False))
     saved = load_file(str(out / HEADS_FILE))

@@ -1,5 +1,6 @@
-"""The classification head bank: one RoBERTa-style head per task (dense, tanh, dropout, projection),
-stored as stacked parameters indexed by task id.
+"""The heads the built-in families build: `HeadBank`, one RoBERTa-style head per task (dense, tanh,
+dropout, projection) stored as stacked parameters indexed by task (classification: a head per dataset;
+regression: one output per dataset; multiple choice: one shared scorer); `SpanHead`; `TiedLMHead`.
 
 Why stacked: under DeepSpeed ZeRO-1/2, gradients are reduced in buckets filled by backward hooks.
 If each rank ran a different `nn.Module` head, ranks would fill different buckets in a step and the
@@ -12,11 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ClassificationHeadBank", "SpanHead", "TiedLMHead", "spectrally_normalised"]
+__all__ = ["HeadBank", "SpanHead", "TiedLMHead", "spectrally_normalised"]
 
 
-class ClassificationHeadBank(nn.Module):
-    """Heads for T tasks with hidden size H; task t has num_labels[t] classes (padded to the max)."""
+class HeadBank(nn.Module):
+    """Heads for T tasks with hidden size H; task t has num_labels[t] outputs (padded to the max)."""
 
     def __init__(self, hidden_size: int, num_labels: list[int], dropout: float, init_std: float = 0.02,
                  spectral_norm: bool = False):

@@ -24,11 +24,11 @@ from torch import nn
 from prefinetune.model.source import resolve_model_source
 from prefinetune.tasks.family import BUILT_IN, Features, get_family
 
-__all__ = ["TaskHead", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "family_order"]
+__all__ = ["TaskSpec", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "family_order"]
 
 
 @dataclass(frozen=True)
-class TaskHead:
+class TaskSpec:
     """What the model needs to know about one task: its family, its classes, its row in a head bank."""
     name: str
     family: str
@@ -42,11 +42,11 @@ def family_order(families) -> list[str]:
     return sorted(set(families), key=lambda f: (rank.get(f, len(BUILT_IN)), f))
 
 
-def _family_indices(tasks: list[TaskHead]) -> list[TaskHead]:
+def _family_indices(tasks: list[TaskSpec]) -> list[TaskSpec]:
     counters: dict[str, int] = {}
     out = []
     for t in tasks:
-        out.append(TaskHead(t.name, t.family, t.num_labels, counters.get(t.family, 0)))
+        out.append(TaskSpec(t.name, t.family, t.num_labels, counters.get(t.family, 0)))
         counters[t.family] = counters.get(t.family, 0) + 1
     return out
 
@@ -60,7 +60,7 @@ def _shift_right(ids: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, backbone: nn.Module, tasks: list[TaskHead], head_dropout: float, spectral_norm: bool = False):
+    def __init__(self, backbone: nn.Module, tasks: list[TaskSpec], head_dropout: float, spectral_norm: bool = False):
         super().__init__()
         self.backbone = backbone
         self.encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
@@ -73,7 +73,7 @@ class MultiTaskModel(nn.Module):
         self.tasks = _family_indices(tasks)
         hidden = backbone.config.hidden_size if hasattr(backbone.config, "hidden_size") else backbone.config.d_model
         self.spectral_norm = spectral_norm     # R4F: every head's weight matrices spectrally normalised
-        served: dict[str, list[TaskHead]] = {}
+        served: dict[str, list[TaskSpec]] = {}
         for t in self.tasks:
             served.setdefault(t.family, []).append(t)
         for name in self.families:             # registered under the family's name: "classification.*", ...
@@ -177,5 +177,5 @@ def build_model(recipe, backbone: nn.Module | None = None) -> MultiTaskModel:
     if backbone is None:
         m = recipe.model
         backbone = load_backbone(m.name_or_path, m.revision, m.trust_remote_code)
-    heads = [TaskHead(t.name, t.family, t.num_labels) for t in recipe.tasks]
+    heads = [TaskSpec(t.name, t.family, t.num_labels) for t in recipe.tasks]
     return MultiTaskModel(backbone, heads, recipe.model.head_dropout, spectral_norm=recipe.r3f.spectral_norm)

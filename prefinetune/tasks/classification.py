@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
-from prefinetune.model.heads import ClassificationHeadBank
+from prefinetune.model.heads import HeadBank
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
@@ -161,7 +161,7 @@ class ClassificationFamily(Family):
         return len(task.label_names)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
-        return ClassificationHeadBank(hidden_size, [t.num_labels for t in tasks], dropout, spectral_norm=spectral_norm)
+        return HeadBank(hidden_size, [t.num_labels for t in tasks], dropout, spectral_norm=spectral_norm)
 
     def head_outputs(self, head, task, batch, features):
         return head(features.pooled, task.family_index if task is not None else 0)

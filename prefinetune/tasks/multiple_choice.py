@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score
 
-from prefinetune.model.heads import ClassificationHeadBank
+from prefinetune.model.heads import HeadBank
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import Family, register_family, softmax_entropy
@@ -354,7 +354,7 @@ class MultipleChoiceFamily(Family):
             raise ValueError("metrics chooses among classification metrics; other families have fixed ones")
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
-        return ClassificationHeadBank(hidden_size, [1], dropout, spectral_norm=spectral_norm)
+        return HeadBank(hidden_size, [1], dropout, spectral_norm=spectral_norm)
 
     def head_outputs(self, head, task, batch, features):
         scores = head(features.pooled, 0).squeeze(-1)

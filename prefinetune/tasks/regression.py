@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from prefinetune.model.heads import ClassificationHeadBank
+from prefinetune.model.heads import HeadBank
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import Family, register_family
@@ -161,7 +161,7 @@ class RegressionFamily(Family):
     num_predictions = staticmethod(num_predictions)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
-        return ClassificationHeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm)
+        return HeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm)
 
     def head_outputs(self, head, task, batch, features):
         return head(features.pooled, task.family_index if task is not None else 0).squeeze(-1)

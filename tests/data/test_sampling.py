@@ -44,7 +44,7 @@ def _counts(tasks) -> np.ndarray:
 
 
 def _slot_tasks(sampling: SamplingSection, updates: int, slots: int, seed: int = 3) -> list[str]:
-    return [s.task for step in range(updates) for s in plan_update(sampling, seed, step, updates, slots, SIZES, 1)]
+    return [s.task for i in range(updates) for s in plan_update(sampling, seed, i, updates, slots, SIZES, 1)]
 
 
 # ---- policies -------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def test_dataset_homogeneous_order_depends_on_the_seed_and_steps_stay_in_the_run
     orders = {tuple(task_order(seed, list(SIZES))) for seed in range(20)}
     assert len(orders) > 5 and all(sorted(o) == sorted(SIZES) for o in orders)
     sampling = SamplingSection(strategy="dataset_homogeneous")
-    with pytest.raises(ValueError, match=r"step 10 is outside the run's updates 0\.\.9"):
+    with pytest.raises(ValueError, match=r"update index 10 is outside the run's updates 0\.\.9"):
         plan_update(sampling, 0, 10, 10, 2, SIZES, 1)
 
 

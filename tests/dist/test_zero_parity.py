@@ -33,10 +33,10 @@ BACKBONES = {"bert": tiny_bert, "bart": tiny_bart}
 DATA = {"classification": tiny_splits, "families": family_splits}
 
 
-def _plan(recipe, step: int, sizes: dict) -> list:
-    """Update `step`'s slots under the recipe's sampling section (the pure schedule)."""
+def _plan(recipe, update_index: int, sizes: dict) -> list:
+    """Update `update_index`'s slots under the recipe's sampling section (the pure schedule)."""
     t = recipe.train
-    return plan_update(recipe.sampling, recipe.run.seed, step, t.updates, t.slots_per_update, sizes, t.batch_size)
+    return plan_update(recipe.sampling, recipe.run.seed, update_index, t.updates, t.slots_per_update, sizes, t.batch_size)
 
 
 def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "bert",
@@ -53,14 +53,14 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
     ids = {t.name: i for i, t in enumerate(recipe.tasks)}
     sampler = UncertaintySampler(ids, recipe.sampling.candidate_tasks) if recipe.sampling.policy == "mt_uncertainty" else None
     tasks_run, plans = [], []
-    for step in range(recipe.train.updates):
+    for update_index in range(recipe.train.updates):
         if sampler is None:
-            plan = _plan(recipe, step, data.sizes)
+            plan = _plan(recipe, update_index, data.sizes)
             mine = worker_slots(plan, rank, WORLD)
         else:
-            plan, mine = sampler.plan(engine.module, data, ids, recipe.run.seed, step,
+            plan, mine = sampler.plan(engine.module, data, ids, recipe.run.seed, update_index,
                                       recipe.train.slots_per_update, rank, WORLD, CPU, recipe.train.batch_size)
-        run_update(engine, ids, mine, data, CPU, recipe.run.seed, step, recipe.r3f)
+        run_update(engine, ids, mine, data, CPU, recipe.run.seed, update_index, recipe.r3f)
         tasks_run.append([s.task for s in mine])
         plans.append([s.task for s in plan])
     state = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
@@ -95,9 +95,9 @@ def _reference(recipe) -> dict[str, torch.Tensor]:
     scheduler = scheduler_factory(recipe.optim, recipe.train.updates)(optimizer)
     splits = tiny_splits(recipe)
     sizes = {name: len(s) for name, s in splits.items()}
-    for step in range(recipe.train.updates):
+    for update_index in range(recipe.train.updates):
         optimizer.zero_grad()
-        plan = _plan(recipe, step, sizes)
+        plan = _plan(recipe, update_index, sizes)
         for slot in plan:
             task = recipe.task(slot.task)
             batch = collate(splits[slot.task].take(list(slot.rows)), pad_id=0)
@@ -127,12 +127,12 @@ def test_two_workers_on_different_tasks_match_single_process_reference(stage, tm
     assert any(n.startswith("classification.") for n in moved) and any(n.startswith("backbone.") for n in moved)
 
 
-def _reference_plan(recipe, model, data, step: int) -> list:
-    """Update `step`'s slots in one process: the pure schedule, or MT-Uncertainty's choice for every slot."""
+def _reference_plan(recipe, model, data, update_index: int) -> list:
+    """Update `update_index`'s slots in one process: the pure schedule, or MT-Uncertainty's choice for every slot."""
     if recipe.sampling.policy != "mt_uncertainty":
-        return _plan(recipe, step, data.sizes)
+        return _plan(recipe, update_index, data.sizes)
     ids = {t.name: model.task_id(t.name) for t in recipe.tasks}
-    return [choose_slot(model, data, ids, recipe.run.seed, step, k, recipe.train.batch_size, CPU,
+    return [choose_slot(model, data, ids, recipe.run.seed, update_index, k, recipe.train.batch_size, CPU,
                         recipe.sampling.candidate_tasks)[0]
             for k in range(recipe.train.slots_per_update)]
 
@@ -146,13 +146,13 @@ def _family_reference(recipe, backbone: str, plans: list | None = None, data_kin
     optimizer = build_optimizer(model, recipe.optim)
     scheduler = scheduler_factory(recipe.optim, recipe.train.updates)(optimizer)
     data = TrainData(_splits(data_kind, recipe), recipe.tasks, pad_id=0)
-    for step in range(recipe.train.updates):
+    for update_index in range(recipe.train.updates):
         optimizer.zero_grad()
-        plan = _reference_plan(recipe, model, data, step)
+        plan = _reference_plan(recipe, model, data, update_index)
         if plans is not None:
             plans.append([s.task for s in plan])
         for slot in plan:
-            seed_slot(recipe.run.seed, step, slot.index)
+            seed_slot(recipe.run.seed, update_index, slot.index)
             batch = data.batch(slot, torch.device("cpu"))
             loss, _ = slot_loss(model, model.task_id(slot.task), recipe.task(slot.task), batch, recipe.r3f)
             (loss / len(plan)).backward()
