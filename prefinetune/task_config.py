@@ -48,6 +48,10 @@ class ColumnsSection(_Strict):
     answers: Optional[Column] = Field(None, description="span: answers with character offsets into context")
     id: Optional[Column] = Field(None, description="span: example id (default: the row number)")
     target: Optional[Column] = Field(None, description="summarization: the reference summary")
+    tokens: Optional[Column] = Field(None, description="tagging: the words of a sentence (CoNLL-U: FORM; CoNLL: "
+                                     "a column index; objects: a list)")
+    tags: Optional[Column] = Field(None, description="tagging: one tag per word (CoNLL-U: UPOS or XPOS; CoNLL: "
+                                   "a column index, e.g. -1 for the last)")
 
 
 class HubSource(_Strict):
@@ -68,7 +72,8 @@ class TaskConfig(_Strict):
         "[accuracy, f1], cola: [mcc])")
     doc_stride: int = Field(128, ge=1, description="span: tokens of overlap between windows of a long context")
     max_target_length: int = Field(128, ge=4, description="summarization: target tokens after truncation")
-    format: Literal["tsv", "csv", "txt", "jsonl", "json", "parquet", "hub", "squad", "pydict"] = "jsonl"
+    format: Literal["tsv", "csv", "txt", "jsonl", "json", "parquet", "hub", "squad", "pydict", "conllu",
+                    "conll"] = "jsonl"
     splits: dict[str, str] = Field(..., description="split -> file (relative to data.root) or hub split")
     columns: ColumnsSection
     header: bool = Field(True, description="tsv/csv: first line holds column names")

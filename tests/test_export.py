@@ -322,7 +322,7 @@ def test_export_round_trips_every_family_on_bart(tmp_path):
     from prefinetune.step import TrainData
 
     folder = save_tiny_bart(tmp_path / "tiny_bart", seed=0)
-    data = mixed_recipe(["classification", "regression", "multiple_choice", "span", "summarization"])
+    data = mixed_recipe(["classification", "regression", "multiple_choice", "span", "summarization", "tagging"])
     data["model"]["name_or_path"] = str(folder)
     recipe = recipe_from_dict(data)
     model = build_model(recipe)
@@ -348,7 +348,7 @@ def test_export_round_trips_every_family_on_bart(tmp_path):
 
 def _card_matches_tasks_json(out: Path, metrics: dict) -> None:
     """The card states each task's family and head as tasks.json has them, and the run's metrics."""
-    from prefinetune.export.card import HEAD_OF_FAMILY
+    from prefinetune.tasks.family import get_family
 
     card, info = (out / "README.md").read_text(), read_tasks_info(out)
     tasks_section = card.split("## Tasks")[1].split("##")[0]
@@ -356,11 +356,11 @@ def _card_matches_tasks_json(out: Path, metrics: dict) -> None:
             for line in tasks_section.splitlines() if line.startswith("| ")}
     for task in info["tasks"]:
         assert rows[task["name"]][1] == task["family"] and rows[task["name"]][3] == str(task["head_index"])
-        head, loss = HEAD_OF_FAMILY[task["family"]]
+        head, loss = get_family(task["family"]).head_summary, get_family(task["family"]).loss_summary
         assert f"| {task['family']} | {head} | {loss} |" in card
     families = {t["family"] for t in info["tasks"]}
     assert "shared by every multiple-choice task" in card and "not scaled" in card and "tied LM head" in card
-    assert len(families) == 5 and "Every task has its own classification head" not in card
+    assert len(families) == 6 and "Every task has its own classification head" not in card
     metric_rows = card.split("## Final metrics (dev split)")[1].split("##")[0]
     for name in (t["name"] for t in info["tasks"]):
         accuracy, rows = metrics[f"dev/{name}/accuracy"], int(metrics[f"dev/{name}/rows"])

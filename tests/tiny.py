@@ -93,6 +93,9 @@ class FamilySplit:
                 row = {"input_ids": seq(n), "start_position": s, "end_position": int(rng.integers(s, n - 1))}
             elif family == "summarization":
                 row = {"input_ids": seq(n), "target_ids": seq(int(rng.integers(4, 8)))}
+            elif family == "tagging":
+                tags = [-100] + rng.integers(num_labels, size=n - 2).tolist() + [-100]
+                row = {"input_ids": seq(n), "tags": tags, "words": n - 2, "tagged_words": n - 2}
             else:
                 raise ValueError(family)
             row["length"] = n
@@ -110,10 +113,10 @@ def mixed_recipe(families, **sections) -> dict:
     columns = {"classification": {"text": "t", "label": "l"}, "regression": {"text": "t", "label": "l"},
                "multiple_choice": {"text": "t", "choices": "c", "label": "l"},
                "span": {"context": "c", "question": "q", "answers": "a"},
-               "summarization": {"text": "t", "target": "s"}}
+               "summarization": {"text": "t", "target": "s"}, "tagging": {"tokens": "w", "tags": "p"}}
     tasks = []
     for family in families:
-        for k in ((2, 3) if family == "classification" else (None,)):
+        for k in ((2, 3) if family == "classification" else (4,) if family == "tagging" else (None,)):
             task = {"name": f"{family}{k or ''}", "family": family, "columns": columns[family],
                     "splits": {"train": "x.jsonl"}}
             if k:
@@ -125,7 +128,7 @@ def mixed_recipe(families, **sections) -> dict:
 
 
 def family_splits(recipe) -> dict:
-    return {t.name: FamilySplit(t.family, 30, seed=i, num_labels=t.num_labels if t.family == "classification" else 2)
+    return {t.name: FamilySplit(t.family, 30, seed=i, num_labels=t.num_labels if t.label_names else 2)
             for i, t in enumerate(recipe.tasks)}
 
 

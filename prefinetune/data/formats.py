@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
 from prefinetune.config import TaskConfig
 
-__all__ = ["Raw", "raw_rows", "has_undecodable", "holds_undecodable", "printable", "TaskSourceError"]
+__all__ = ["Raw", "raw_rows", "has_undecodable", "holds_undecodable", "printable", "TaskSourceError", "CONLLU_FIELDS"]
 
 
 class TaskSourceError(ValueError):
@@ -236,6 +236,71 @@ def _hub_rows(split_name: str, task: TaskConfig) -> Iterator[Raw]:
     return _mapping_rows(iter(ds))
 
 
+# ---------------------------------------------------------------- sentence formats (tagging)
+
+CONLLU_FIELDS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
+
+
+def _sentences(path: Path, task: TaskConfig) -> Iterator[tuple[int, list[tuple[int, str]]]]:
+    """(first line number, [(line number, line)]) per blank-line separated block of a file."""
+    block: list[tuple[int, str]] = []
+    for no, line in enumerate(_decoded_lines(path, task.encoding), 1):
+        text = line.rstrip("\r\n")
+        if text.strip():
+            block.append((no, text))
+        elif block:
+            yield block[0][0], block
+            block = []
+    if block:
+        yield block[0][0], block
+
+
+def _columns_of(words: list[list[str]], keys: Sequence) -> dict:
+    """{key: [word's value, ...]} for the given column keys (names or indices) of a sentence."""
+    return {key: [w[i] for w in words] for i, key in enumerate(keys)}
+
+
+def _conllu_rows(path: Path, task: TaskConfig) -> Iterator[Raw]:
+    """CoNLL-U: one row per sentence, {FIELD: [value per word]}. Comment lines (#), multiword-token
+    lines (ID 3-4) and empty nodes (ID 8.1) are not words and are left out; a word line without 10
+    tab-separated fields is a bad row."""
+    for row, (first, block) in enumerate(_sentences(path, task), 1):
+        words, error = [], None
+        for no, text in block:
+            if text.startswith("#"):
+                continue
+            fields = text.split("\t")
+            if len(fields) != len(CONLLU_FIELDS):
+                error = ("(line)", f"line {no}: {len(fields)} tab-separated fields, expected {len(CONLLU_FIELDS)}")
+                break
+            if "-" in fields[0] or "." in fields[0]:
+                continue
+            words.append(fields)
+        raw = "\n".join(text for _, text in block)
+        yield Raw(row, first, None if error else _columns_of(words, CONLLU_FIELDS), raw, error)
+
+
+def _conll_rows(path: Path, task: TaskConfig) -> Iterator[Raw]:
+    """Whitespace-column CoNLL (CoNLL-2000 chunking, CoNLL-2003 NER): a word per line, columns by 0-based
+    index (negative from the end), a blank line between sentences. -DOCSTART- lines separate documents
+    and are not words. Every word line of a sentence must have as many columns as its first."""
+    row = 0
+    for first, block in _sentences(path, task):
+        lines = [(no, text.split()) for no, text in block if not text.startswith("-DOCSTART-")]
+        if not lines:
+            continue
+        row += 1
+        width, error = len(lines[0][1]), None
+        for no, fields in lines:
+            if len(fields) != width:
+                error = ("(line)", f"line {no}: {len(fields)} columns, expected {width} (as the sentence's first)")
+                break
+        keys = list(range(width)) + list(range(-width, 0))
+        words = [f + f for _, f in lines]              # the values again under their negative indices
+        raw = "\n".join(text for _, text in block)
+        yield Raw(row, first, None if error else _columns_of(words, keys), raw, error)
+
+
 def raw_rows(task: TaskConfig, source: Union[Path, str],
               articles: Optional[slice]) -> Iterator[tuple[Optional[list[str]], Raw]]:
     if task.format in ("tsv", "csv"):
@@ -245,7 +310,7 @@ def raw_rows(task: TaskConfig, source: Union[Path, str],
         rows = _squad_rows(source, task, articles)
     else:
         parsers = {"txt": _txt_rows, "jsonl": _jsonl_rows, "pydict": _pydict_rows, "json": _json_rows,
-                   "parquet": _parquet_rows, "hub": _hub_rows}
+                   "parquet": _parquet_rows, "hub": _hub_rows, "conllu": _conllu_rows, "conll": _conll_rows}
         rows = parsers[task.format](source, task)
     for raw in rows:
         yield None, raw

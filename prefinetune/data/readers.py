@@ -56,7 +56,15 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from prefinetune.config import Column, TaskConfig, family_roles
-from prefinetune.data.formats import Raw, TaskSourceError, has_undecodable, holds_undecodable, printable, raw_rows
+from prefinetune.data.formats import (
+    CONLLU_FIELDS,
+    Raw,
+    TaskSourceError,
+    has_undecodable,
+    holds_undecodable,
+    printable,
+    raw_rows,
+)
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.family import get_family
 
@@ -83,6 +91,8 @@ class BadRow:
     def message(self) -> str:
         if self.unit == "question":
             where = f"question {self.row} (1-based, over all questions of the file in order)"
+        elif self.unit == "sentence":
+            where = f"sentence {self.row} (1-based; starts at line {self.line})"
         else:
             where = f"{self.unit} {self.row} (1-based, header not counted"
             where += f"; line {self.line})" if self.line is not None else ")"
@@ -152,6 +162,8 @@ def _lookup(obj: dict, path: str) -> Any:
     """obj[path], or the value at a dotted path through objects and lists; None where it is not there."""
     if path in obj:
         return obj[path]
+    if not isinstance(path, str):
+        return None
     node: Any = obj
     for part in path.split("."):
         if isinstance(node, dict) and part in node:
@@ -201,7 +213,13 @@ def _check_columns(task: TaskConfig, header: Optional[list[str]], path: Path) ->
         for col in _flat(spec):
             if task.format in ("tsv", "csv"):
                 _check_delimited_column(task, col, header, path)
-            elif isinstance(col, int):
+            elif task.format == "conllu" and col not in CONLLU_FIELDS:
+                raise TaskSourceError(f"task {task.name!r}: CoNLL-U has no field {col!r}; "
+                                      f"fields: {list(CONLLU_FIELDS)}")
+            elif task.format == "conll" and not isinstance(col, int):
+                raise TaskSourceError(f"task {task.name!r}: CoNLL columns have no names: give {role} as an index "
+                                      f"(0-based, negative from the end), not {col!r}")
+            elif isinstance(col, int) and task.format != "conll":
                 raise TaskSourceError(
                     f"task {task.name!r}: format {task.format} rows are objects; name column {col} by its key")
             elif task.format == "txt" and col not in groups:
@@ -300,7 +318,7 @@ def read_split(
     source = split_source(task, split, data_root)
     _, articles = split_target(task, split)
     result = SplitRead(source=_source_label(task, split, source))
-    unit = "question" if task.format == "squad" else "data row"
+    unit = {"squad": "question", "conllu": "sentence", "conll": "sentence"}.get(task.format, "data row")
     bad_rows: list[BadRow] = []
     checked, width = False, None
     for header, raw in raw_rows(task, source, articles):

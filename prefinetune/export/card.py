@@ -8,23 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["model_card", "HEAD_OF_FAMILY"]
+from prefinetune.tasks.family import get_family
+
+__all__ = ["model_card"]
 
 _MUPPET = "[Aghajanyan et al., 2021](https://arxiv.org/abs/2101.11038)"
-
-# family -> (head, loss and its log(n) scaling): the README's table of task families, in short
-HEAD_OF_FAMILY = {
-    "classification": ("its own head (dense, tanh, dropout, projection) on the first token",
-                       "cross-entropy / log(number of classes)"),
-    "regression": ("its own one-output head on the first token", "mean squared error, not scaled"),
-    "multiple_choice": ("one ranking head shared by every multiple-choice task: a score per (context, "
-                        "choice), softmax over the choices", "cross-entropy / log(number of choices)"),
-    "span": ("one span head shared by every span task: start and end logits per token",
-             "(CE start + CE end) / 2 / log(positions)"),
-    "summarization": ("the backbone's decoder and its tied LM head (no new parameters)",
-                      "label-smoothed cross-entropy / log(vocabulary size)"),
-}
-
 
 def model_card(info: dict[str, Any], recipe, metrics: dict[str, float] | None = None) -> str:
     """Markdown with YAML front matter for the hub; `metrics` = the run's final `{split}/{task}/{metric}`."""
@@ -57,7 +45,7 @@ def _about(info: dict[str, Any], recipe) -> str:
         f"max length {m['max_length']} tokens.", "",
         "## Heads and losses", "",
         "| family | head | loss |", "| --- | --- | --- |",
-        *(f"| {f} | {HEAD_OF_FAMILY[f][0]} | {HEAD_OF_FAMILY[f][1]} |" for f in families), ""])
+        *(f"| {f} | {get_family(f).head_summary} | {get_family(f).loss_summary} |" for f in families), ""])
 
 
 def _task_table(info: dict[str, Any]) -> str:

@@ -1,50 +1,29 @@
-"""Task families. Each module holds everything one family needs, as plain module-level functions:
+"""Task families. Each family is one object, a `prefinetune.tasks.family.Family`, that owns everything
+family-specific; the core asks it and never branches on a family's name:
 
-Data side (called by prefinetune/data/readers.py and prefinetune/data/prepare.py):
-    to_record(values: dict[str, Any], task) -> dict
-        `values` maps each column role of the family (config.FAMILY_ROLES) to the raw value read from
-        one row. Validate and normalise it into the family's record; raise
-        `prefinetune.tasks.FieldError(role, reason)` for a bad row (the reader adds file and row).
-    tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]
-        A batch of records -> shard columns (lists of equal length). May emit several rows per record
-        (span windows). Every family emits `length` (tokens of the longest sequence of the row).
-    shard_schema(with_token_types: bool) -> pyarrow.Schema
-    split_stats(table: pyarrow.Table, task) -> dict          extra manifest entries for a split
+    from prefinetune.tasks.family import get_family
+    family = get_family(task.family)
+    family.to_record(values, task); family.tokenize(records, tokenizer, task, max_length)   # data
+    family.build_head(tasks, hidden, dropout, spectral_norm); family.head_outputs(...)       # model
+    family.collate(rows, pad_id, task); family.loss(outputs, batch, task)                   # train
+    family.num_predictions(task, batch, outputs)       # n for log(n) scaling (None: not scaled)
+    family.sym_kl(clean, noisy, batch); family.entropy(outputs, batch)  # R3F, MT-Uncertainty
+    family.evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer)
 
-Train side (prefinetune/step.py):
-    collate(rows: dict[str, list], pad_id: int, task) -> dict[str, torch.Tensor]
-        Shard rows -> one batch. Model inputs are `input_ids`, `attention_mask`, `token_type_ids`
-        (when the shards have them), and family extras (multiple choice: rows flattened to
-        [B*K, L] plus `num_choices`; summarization: `labels` [B, T] padded with -100).
-    TARGETS: tuple[str, ...]        batch keys that are targets, not model inputs
-    loss(outputs, batch, task) -> torch.Tensor            the family loss, unscaled, in fp32
-    num_predictions(task, batch, outputs) -> int          n for log(n) scaling
+Built in, one module each (its functions, then its Family class at the end): classification,
+regression, multiple_choice, span (+ span_windows, squad_scoring), summarization, tagging. A new family
+is one module: subclass Family, fill in its methods, `register_family(MyFamily())`, and add catalog
+entries for its datasets. tests/dist/test_toy_family.py defines one in a test file alone and trains it
+under ZeRO-2 parity.
 
-Evaluation (prefinetune/evaluate.py):
-    evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict
-        Metrics of one task on a split (a prefinetune.data.shards.TaskSplit) in the family's
-        convention. `model(task_id, batch)["outputs"]` gives the family's outputs (below);
-        `model.generate(task_id, batch, max_new_tokens)` greedy-decodes (summarization).
-
-Model outputs by family (prefinetune/model/multitask.py):
-    classification [B, C] logits; regression [B] values; multiple_choice [B, K] logits;
-    span (start_logits [B, L], end_logits [B, L]) with padding at a large negative value;
-    summarization [B, T, V] logits.
+`family_module(name)` gives a built-in family's module (its free functions, for tests and tools).
 """
 from __future__ import annotations
 
 from importlib import import_module
 from types import ModuleType
 
-__all__ = ["FieldError", "FAMILY_MODULES", "family_module"]
-
-FAMILY_MODULES = {
-    "classification": "prefinetune.tasks.classification",
-    "regression": "prefinetune.tasks.regression",
-    "multiple_choice": "prefinetune.tasks.multiple_choice",
-    "span": "prefinetune.tasks.span",
-    "summarization": "prefinetune.tasks.summarization",
-}
+__all__ = ["FieldError", "family_module"]
 
 
 class FieldError(ValueError):
@@ -56,8 +35,9 @@ class FieldError(ValueError):
 
 
 def family_module(family: str) -> ModuleType:
-    """The module of a task family."""
-    try:
-        return import_module(FAMILY_MODULES[family])
-    except KeyError:
-        raise ValueError(f"unknown task family {family!r}; known: {sorted(FAMILY_MODULES)}") from None
+    """The module of a built-in task family."""
+    from prefinetune.tasks.family import BUILT_IN
+
+    if family not in BUILT_IN:
+        raise ValueError(f"unknown built-in task family {family!r}; known: {list(BUILT_IN)}")
+    return import_module(f"prefinetune.tasks.{family}")

@@ -12,6 +12,7 @@ tasks in full TaskConfig form; this catalog is where those dicts come from:
     multiple_choice: copa, arc_easy, arc_challenge, openbookqa
     span: xquad_en (see below)
     summarization: aeslc, dialogsum
+    tagging: ud_en_ewt (UPOS), ud_en_ewt_xpos (Penn Treebank tags)
 - `EVAL_ONLY`: sets present without a train split. A TaskConfig must name a train split, so
   `catalog_task` refuses them unless `splits=` (with a "train" entry) is overridden.
     classification: qnli, boolq, ag_news, wikiqa, snli/mnli samples, imdb/yelp samples, SuperGLUE AX-b/g
@@ -19,8 +20,7 @@ tasks in full TaskConfig form; this catalog is where those dicts come from:
     multiple_choice: sciq, cosmos_qa, commonsense_qa
     summarization: dialogsum_test (3 references per dialogue; the first, summary1, is the target)
 - Left out: wsc and multirc (nested spans / answers per passage: no family reads them as they are),
-  rotten_tomatoes (the file name is the label, no splits), ud_en_ewt (CoNLL-U word tags: the tagging
-  family is not built yet).
+  rotten_tomatoes (the file name is the label, no splits).
 
 Per dataset:
 - Metrics follow GLUE (CoLA Matthews correlation, MRPC F1), with accuracy reported for every task.
@@ -48,12 +48,23 @@ Per dataset:
   articles 0-39 (1,013 questions), dev = articles 40-47 (177 questions), so no paragraph is in both.
   Its scores are therefore not comparable with published SQuAD / XQuAD numbers.
 - DialogSum: train is a Python-dict-literal file, dev a JSONL file; format pydict reads both.
+- UD English-EWT (CoNLL-U): its train file was not retrievable, so, as the data's README suggests,
+  "train" is the EWT dev file (2,001 sentences) and "dev" its test file (2,077): scores are not
+  comparable with published EWT numbers. UPOS: the 17 universal tags; XPOS: the 49 Penn Treebank tags
+  found in those two files plus XX (EWT's tag for tokens that cannot be analysed).
 """
 from __future__ import annotations
 
 from typing import Any, Optional
 
 __all__ = ["CATALOG", "EVAL_ONLY", "catalog_task", "catalog_names"]
+
+_UPOS = ["ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT",
+         "SCONJ", "SYM", "VERB", "X"]
+_XPOS = ["$", "''", ",", "-LRB-", "-RRB-", ".", ":", "ADD", "AFX", "CC", "CD", "DT", "EX", "FW", "GW",
+         "HYPH", "IN", "JJ", "JJR", "JJS", "LS", "MD", "NFP", "NN", "NNP", "NNPS", "NNS", "PDT", "POS",
+         "PRP", "PRP$", "RB", "RBR", "RBS", "RP", "SYM", "TO", "UH", "VB", "VBD", "VBG", "VBN", "VBP", "VBZ",
+         "WDT", "WP", "WP$", "WRB", "XX", "``"]
 
 _TREC_FINE = [
     "ABBR:abb", "ABBR:exp", "ENTY:animal", "ENTY:body", "ENTY:color", "ENTY:cremat", "ENTY:currency",
@@ -173,6 +184,19 @@ CATALOG: dict[str, dict[str, Any]] = {
         "name": "dialogsum", "family": "summarization", "format": "pydict",
         "splits": {"train": "dialogsum/train.first5000.pydict.txt", "dev": "dialogsum/dev.jsonl"},
         "columns": {"text": "dialogue", "target": "summary"},
+    },
+    # ------------------------------------------------------------ tagging
+    "ud_en_ewt": {
+        "name": "ud_en_ewt", "family": "tagging", "format": "conllu",
+        "splits": {"train": "ud_en_ewt/en_ewt-ud-dev.conllu", "dev": "ud_en_ewt/en_ewt-ud-test.conllu"},
+        "columns": {"tokens": "FORM", "tags": "UPOS"},
+        "label_names": _UPOS,
+    },
+    "ud_en_ewt_xpos": {
+        "name": "ud_en_ewt_xpos", "family": "tagging", "format": "conllu",
+        "splits": {"train": "ud_en_ewt/en_ewt-ud-dev.conllu", "dev": "ud_en_ewt/en_ewt-ud-test.conllu"},
+        "columns": {"tokens": "FORM", "tags": "XPOS"},
+        "label_names": _XPOS,
     },
 }
 

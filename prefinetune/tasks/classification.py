@@ -141,6 +141,8 @@ class ClassificationFamily(Family):
     """A head per dataset (a stacked bank: prefinetune.model.heads), cross-entropy / log(classes)."""
 
     name = "classification"
+    head_summary = 'its own head (dense, tanh, dropout, projection) on the first token'
+    loss_summary = 'cross-entropy / log(number of classes)'
     roles = (("text", "label"), ("text_pair",))
     targets = TARGETS
     to_record = staticmethod(to_record)

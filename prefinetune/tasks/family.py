@@ -24,7 +24,7 @@ from torch import nn
 
 __all__ = ["Family", "Features", "register_family", "get_family", "family_names", "softmax_entropy", "BUILT_IN"]
 
-BUILT_IN = ("classification", "regression", "multiple_choice", "span", "summarization")
+BUILT_IN = ("classification", "regression", "multiple_choice", "span", "summarization", "tagging")
 _REGISTRY: dict[str, "Family"] = {}
 
 
@@ -50,6 +50,8 @@ class Family:
     needs_encoder_decoder: bool = False                          # e.g. summarization: BART only
     decoder_reads_target: bool = False                           # BART's decoder reads batch["labels"]
     has_distribution: bool = True                                # MT-Uncertainty can score its entropy
+    head_summary: str = ""                                       # for model cards: what the head is
+    loss_summary: str = ""                                       # ... and the loss with its log(n)
 
     # ------------------------------------------------------------ recipe
     def check_task(self, task) -> None:

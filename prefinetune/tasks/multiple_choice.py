@@ -339,6 +339,9 @@ class MultipleChoiceFamily(Family):
     """ONE ranking head shared by every multiple-choice task; cross-entropy over choices / log(K)."""
 
     name = "multiple_choice"
+    head_summary = ("one ranking head shared by every multiple-choice task: a score per (context, choice), "
+                    "softmax over the choices")
+    loss_summary = 'cross-entropy / log(number of choices)'
     roles = (("text", "choices", "label"), ("text_pair",))
     targets = TARGETS
     to_record = staticmethod(to_record)

@@ -149,6 +149,8 @@ class RegressionFamily(Family):
     """A one-output head per dataset (a stacked bank), mean squared error, not log(n)-scaled."""
 
     name = "regression"
+    head_summary = 'its own one-output head on the first token'
+    loss_summary = 'mean squared error, not scaled'
     roles = (("text", "label"), ("text_pair",))
     targets = TARGETS
     has_distribution = False

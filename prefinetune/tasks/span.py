@@ -292,6 +292,8 @@ class SpanFamily(Family):
     """ONE span head shared by every extractive task (start, end logits per token), n = positions."""
 
     name = "span"
+    head_summary = 'one span head shared by every span task: start and end logits per token'
+    loss_summary = '(CE start + CE end) / 2 / log(positions)'
     roles = (("context", "question", "answers"), ("id",))
     targets = TARGETS
     to_record = staticmethod(to_record)

@@ -213,6 +213,8 @@ class SummarizationFamily(Family):
     """BART's decoder and tied LM head (no new parameters); label-smoothed CE / log(vocabulary)."""
 
     name = "summarization"
+    head_summary = "the backbone's decoder and its tied LM head (no new parameters)"
+    loss_summary = 'label-smoothed cross-entropy / log(vocabulary size)'
     roles = (("text", "target"), ())
     targets = TARGETS
     needs_encoder_decoder = True

@@ -162,8 +162,8 @@ def _family_reference(recipe, backbone: str, plans: list | None = None, data_kin
 
 
 FAMILY_CASES = {
-    "bert": ["classification", "regression", "multiple_choice", "span"],
-    "bart": ["classification", "regression", "multiple_choice", "span", "summarization"],
+    "bert": ["classification", "regression", "multiple_choice", "span", "tagging"],
+    "bart": ["classification", "regression", "multiple_choice", "span", "summarization", "tagging"],
 }
 
 
