@@ -369,19 +369,19 @@ def _card_matches_tasks_json(out: Path, metrics: dict) -> None:
 
 def test_a_failing_per_task_folder_leaves_the_export_whole(tmp_path, monkeypatch, capsys):
     """One per-task AutoModelFor* folder that cannot be written costs that folder, not the export."""
-    import prefinetune.export.folder as folder_module
+    import prefinetune.export.task_models as task_models
 
     model_dir = tiny_model_dir(tmp_path, "bert")
     recipe = make_recipe(model_dir)
     model = _randomize_heads(build_model(recipe))
-    real = folder_module.task_model
+    real = task_models.task_model
 
     def fails_for_nli(backbone, head, label_names, dropout):
         if label_names == TASKS["nli"]:
             raise OSError("disk full (on purpose)")
         return real(backbone, head, label_names, dropout)
 
-    monkeypatch.setattr(folder_module, "task_model", fails_for_nli)
+    monkeypatch.setattr(task_models, "task_model", fails_for_nli)
     out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
     info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
     assert info["nli"]["folder"] is None and not (out / "tasks" / "nli").exists()
@@ -393,3 +393,27 @@ def test_a_failing_per_task_folder_leaves_the_export_whole(tmp_path, monkeypatch
     expected, got = task_logits(model, batch(model_dir)), task_logits(reloaded, batch(model_dir))
     for name in TASKS:
         torch.testing.assert_close(got[name], expected[name], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_tagging_tasks_export_as_token_classifiers(tmp_path, model_type):
+    """A tagging task's folder is a stock AutoModelForTokenClassification giving the model's tag logits."""
+    from transformers import AutoModelForTokenClassification
+
+    model_dir = tiny_model_dir(tmp_path, model_type)
+    data = make_recipe(model_dir).model_dump(mode="json")
+    data["tasks"].append({"name": "pos", "family": "tagging", "label_names": ["N", "V", "X", "P"],
+                          "splits": {"train": "pos.jsonl"}, "columns": {"tokens": "w", "tags": "t"}})
+    recipe = recipe_from_dict(data)
+    model = _randomize_heads(build_model(recipe))
+    with torch.no_grad():
+        for p in model.tagging.parameters():
+            p.normal_(std=0.3)
+    out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
+    assert {t["name"]: t["folder"] for t in read_tasks_info(out)["tasks"]}["pos"] == "tasks/pos"
+    inputs = batch(model_dir)
+    with torch.no_grad():
+        expected = model(model.task_id("pos"), inputs)["outputs"]
+        tagger = AutoModelForTokenClassification.from_pretrained(out / "tasks" / "pos").eval()
+        torch.testing.assert_close(tagger(**inputs).logits, expected, atol=1e-6, rtol=0)
+    assert tagger.config.id2label == {0: "N", 1: "V", 2: "X", 3: "P"}

@@ -1,5 +1,5 @@
 """Every task family end to end on real data from ../shared/data, through the main job's CLI (local Ray,
-2 CPU workers, ZeRO-2): all five families on a tiny random BART, and the four encoder families on
+2 CPU workers, ZeRO-2): all six families on a tiny random BART, and the five encoder families on
 all-MiniLM-L6-v2. Each task is trained and scored with its own family's metrics."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from conftest import REPO  # noqa: E402
 
 METRICS = {"classification": {"accuracy"}, "regression": {"pearson", "spearman"},
            "multiple_choice": {"accuracy"}, "span": {"exact_match", "f1"},
-           "summarization": {"rouge1", "rouge2", "rougeL"}}
+           "summarization": {"rouge1", "rouge2", "rougeL"}, "tagging": {"accuracy"}}
 
 
 def _run(recipe: str, data_root: Path, out: Path, *extra: str) -> dict:
@@ -36,7 +36,7 @@ def _run(recipe: str, data_root: Path, out: Path, *extra: str) -> dict:
 
 
 @pytest.mark.slow
-def test_all_five_families_on_a_tiny_bart(data_root, tmp_path):
+def test_all_six_families_on_a_tiny_bart(data_root, tmp_path):
     from prefinetune.model.tiny import save_tiny_bart
 
     bart = save_tiny_bart(tmp_path / "tiny_bart")

@@ -8,7 +8,7 @@ Layout (weights only as safetensors):
     heads.safetensors                                  the stacked head bank (classification.*)
     tasks.json                                         tasks, labels, head index, per-task folder
     README.md                                          model card
-    tasks/<name>/                                      AutoModelForSequenceClassification, where exact
+    tasks/<name>/                                      AutoModelFor{Sequence,Token}Classification, where exact
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from prefinetune.best_effort import failure_reason, warn
 from prefinetune.config import RecipeConfig, recipe_from_dict
 from prefinetune.export.card import model_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
-from prefinetune.export.task_models import task_model
 from prefinetune.model.multitask import MultiTaskModel, TaskSpec, build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.tasks.family import get_family
@@ -145,13 +144,12 @@ def public_model_name(name_or_path: str) -> str:
 
 
 def _write_task_folder(model, tokenizer, recipe, task: dict, stage: Path) -> None:
-    """The task's AutoModelForSequenceClassification folder: an extra, so a failure leaves the
+    """The task's AutoModelFor* folder (the family builds the model): an extra, so a failure leaves the
     backbone export whole, takes the partial folder away and says why in tasks.json and one warning."""
     folder = stage / task["folder"]
     try:
-        head = model.classification.head_state(task["family_index"])
-        cls_model = task_model(model.backbone, head, task["label_names"], recipe.model.head_dropout)
-        cls_model.save_pretrained(folder)
+        task_model = get_family(task["family"]).task_model(model, task, recipe.model.head_dropout)
+        task_model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     except Exception as err:   # noqa: BLE001 - optional by design; recorded and warned
         shutil.rmtree(folder, ignore_errors=True)

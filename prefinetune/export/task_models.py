@@ -1,5 +1,6 @@
-"""One task's head as a stock `AutoModelForSequenceClassification`, for model types where the
-mapping is exact (same function, not just same shapes).
+"""One task's head as a stock `AutoModelForSequenceClassification` (classification) or
+`AutoModelForTokenClassification` (tagging), for model types where the mapping is exact (same function,
+not just same shapes).
 
 prefinetune's head on the first token is dense -> tanh -> dropout -> out_proj. Exact homes for it:
 - BERT: pooler (dense + tanh on [CLS]) -> dropout -> classifier, so pooler.dense <- dense and
@@ -18,7 +19,11 @@ import copy
 
 from torch import nn
 
-__all__ = ["task_model_support", "task_model"]
+__all__ = ["task_model_support", "task_model", "token_task_model_support", "token_task_model"]
+
+# *ForTokenClassification is base model (no pooler) -> dropout -> classifier (linear) for these types:
+# exactly the tagging head
+TOKEN_MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 
 # head_state() key -> key in the task model, with {base} the base model's attribute name
 _BERT_LIKE = {"dense.weight": "{base}.pooler.dense.weight", "dense.bias": "{base}.pooler.dense.bias",
@@ -52,6 +57,27 @@ def task_model(backbone: nn.Module, head_state: dict, label_names: list[str], he
     if any(not k.startswith(f"{base}.pooler.") for k in extra):  # RoBERTa classifiers drop the pooler
         raise ValueError(f"backbone weights with no place in {type(model).__name__}: {extra}")
     model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True)
+    return model.eval()
+
+
+def token_task_model_support(model_type: str) -> str | None:
+    """None when `model_type` has an exact AutoModelForTokenClassification, else the reason it has none."""
+    if model_type in TOKEN_MODEL_TYPES:
+        return None
+    return (f"no exact AutoModelForTokenClassification mapping checked for model type {model_type!r} "
+            f"(checked: {list(TOKEN_MODEL_TYPES)})")
+
+
+def token_task_model(backbone: nn.Module, weight, bias, label_names: list[str], head_dropout: float):
+    """A token-classification model holding `backbone`'s weights (its pooler, which token classifiers
+    have no place for, left out) and one tagging task's classifier."""
+    from transformers import AutoModelForTokenClassification
+
+    model = AutoModelForTokenClassification.from_config(_task_config(backbone.config, label_names, head_dropout))
+    base = model.base_model_prefix
+    state = {f"{base}.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
+    state.update({"classifier.weight": weight, "classifier.bias": bias})
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 

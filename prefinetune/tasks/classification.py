@@ -179,5 +179,11 @@ class ClassificationFamily(Family):
 
         return task_model_support(model_type)
 
+    def task_model(self, model, task: dict, head_dropout: float):
+        from prefinetune.export.task_models import task_model
+
+        head = model.classification.head_state(task["family_index"])
+        return task_model(model.backbone, head, task["label_names"], head_dropout)
+
 
 FAMILY = register_family(ClassificationFamily())

@@ -123,7 +123,12 @@ class Family:
 
     def task_folder_skipped(self, model_type: str) -> Optional[str]:
         """Why no per-task AutoModelFor* folder is written for this family's tasks (None: one is)."""
-        return f"per-task folders are written for classification tasks; the {self.name} head is in heads.safetensors"
+        return (f"no per-task AutoModelFor* folder for the {self.name} family: its head is in "
+                "heads.safetensors")
+
+    def task_model(self, model, task: dict, head_dropout: float):
+        """One task (a tasks.json entry) as a stock transformers model, where `task_folder_skipped` is None."""
+        raise NotImplementedError(f"family {self.name!r} writes no per-task model")
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:

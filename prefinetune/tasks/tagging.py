@@ -160,12 +160,15 @@ class TokenHeadBank(nn.Module):
         self.bias = nn.Parameter(torch.zeros(len(num_labels), max(num_labels)))
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, states: torch.Tensor, task_index: int) -> torch.Tensor:
+    def head_state(self, task_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight [C, H], bias [C]) of one dataset's classifier, R4F's normalisation baked in."""
         n = self.num_labels[task_index]
         weight = self.weight[task_index, :n]
-        if self.spectral_norm:
-            weight = spectrally_normalised(weight)
-        return self.dropout(states) @ weight.T + self.bias[task_index, :n]
+        return (spectrally_normalised(weight) if self.spectral_norm else weight), self.bias[task_index, :n]
+
+    def forward(self, states: torch.Tensor, task_index: int) -> torch.Tensor:
+        weight, bias = self.head_state(task_index)
+        return self.dropout(states) @ weight.T + bias
 
 
 def loss(outputs: torch.Tensor, batch: dict, task=None) -> torch.Tensor:
@@ -258,6 +261,17 @@ class TaggingFamily(Family):
 
     def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
         return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
+
+    def task_folder_skipped(self, model_type: str):
+        from prefinetune.export.task_models import token_task_model_support
+
+        return token_task_model_support(model_type)
+
+    def task_model(self, model, task: dict, head_dropout: float):
+        from prefinetune.export.task_models import token_task_model
+
+        weight, bias = model.tagging.head_state(task["family_index"])
+        return token_task_model(model.backbone, weight, bias, task["label_names"], head_dropout)
 
 
 FAMILY = register_family(TaggingFamily())
