@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from prefinetune.model.heads import HeadBank
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
-from prefinetune.tasks.family import Family, register_family, softmax_entropy
+from prefinetune.tasks.family import ModuleFamily, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
 from prefinetune.tasks.records import DIGITS, sentence_schema, text_value
 
@@ -128,7 +128,8 @@ def metrics(predictions: np.ndarray, labels: np.ndarray, task=None) -> dict[str,
     return {name: float(scorers[name](labels, predictions)) for name in names}
 
 
-def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
+def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device,
+             tokenizer=None) -> dict:
     """The task's metrics on (the first `max_rows` rows of) a split."""
     predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
                                              collate, lambda outputs, batch: predict(outputs))
@@ -137,7 +138,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class ClassificationFamily(Family):
+class ClassificationFamily(ModuleFamily):
     """A head per dataset (a stacked bank: prefinetune.model.heads), cross-entropy / log(classes)."""
 
     name = "classification"
@@ -145,13 +146,6 @@ class ClassificationFamily(Family):
     loss_summary = 'cross-entropy / log(number of classes)'
     roles = (("text", "label"), ("text_pair",))
     targets = TARGETS
-    to_record = staticmethod(to_record)
-    tokenize = staticmethod(tokenize)
-    shard_schema = staticmethod(shard_schema)
-    split_stats = staticmethod(split_stats)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    num_predictions = staticmethod(num_predictions)
 
     def check_task(self, task) -> None:
         if not task.label_names:
@@ -171,8 +165,6 @@ class ClassificationFamily(Family):
     def entropy(self, outputs, batch):
         return softmax_entropy(outputs)
 
-    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
-        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
 
     def task_folder_skipped(self, model_type: str):
         from prefinetune.export.task_models import task_model_support

@@ -16,13 +16,15 @@ plugin) registers itself with `register_family` before a recipe names it.
 """
 from __future__ import annotations
 
+import sys
 from importlib import import_module
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["Family", "Features", "register_family", "get_family", "family_names", "softmax_entropy", "BUILT_IN"]
+__all__ = ["Family", "ModuleFamily", "Features", "register_family", "get_family", "family_names", "softmax_entropy",
+           "BUILT_IN"]
 
 BUILT_IN = ("classification", "regression", "multiple_choice", "span", "summarization", "tagging")
 _REGISTRY: dict[str, "Family"] = {}
@@ -129,6 +131,23 @@ class Family:
     def task_model(self, model, task: dict, head_dropout: float):
         """One task (a tasks.json entry) as a stock transformers model, where `task_folder_skipped` is None."""
         raise NotImplementedError(f"family {self.name!r} writes no per-task model")
+
+
+class ModuleFamily(Family):
+    """A family whose data, train and evaluation methods are its module's free functions of the same
+    names, with the same signatures (to_record, tokenize, shard_schema, split_stats, collate, loss,
+    num_predictions, evaluate): a subclass defined at the end of the module picks up those the module
+    defines and the class does not; it writes only what differs (head, divergence, entropy, checks)."""
+
+    MODULE_FUNCTIONS = ("to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss",
+                        "num_predictions", "evaluate")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        module = sys.modules[cls.__module__]
+        for name in cls.MODULE_FUNCTIONS:
+            if name not in cls.__dict__ and callable(getattr(module, name, None)):
+                setattr(cls, name, staticmethod(getattr(module, name)))
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ from sklearn.metrics import accuracy_score
 from prefinetune.model.heads import HeadBank
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
-from prefinetune.tasks.family import Family, register_family, softmax_entropy
+from prefinetune.tasks.family import ModuleFamily, register_family, softmax_entropy
 from prefinetune.tasks.records import DIGITS, has_token_types, text_value
 
 __all__ = ["TARGETS", "MASKED_SCORE", "to_record", "tokenize", "shard_schema", "split_stats", "collate",
@@ -326,7 +326,8 @@ def metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"accuracy": float(accuracy_score(labels, predictions))}
 
 
-def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
+def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device,
+             tokenizer=None) -> dict:
     """Choice accuracy on (the first `max_rows` rows of) a split."""
     predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
                                              collate, lambda outputs, batch: predict(outputs, batch["choice_mask"]))
@@ -335,7 +336,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class MultipleChoiceFamily(Family):
+class MultipleChoiceFamily(ModuleFamily):
     """ONE ranking head shared by every multiple-choice task; cross-entropy over choices / log(K)."""
 
     name = "multiple_choice"
@@ -344,13 +345,6 @@ class MultipleChoiceFamily(Family):
     loss_summary = 'cross-entropy / log(number of choices)'
     roles = (("text", "choices", "label"), ("text_pair",))
     targets = TARGETS
-    to_record = staticmethod(to_record)
-    tokenize = staticmethod(tokenize)
-    shard_schema = staticmethod(shard_schema)
-    split_stats = staticmethod(split_stats)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    num_predictions = staticmethod(num_predictions)
 
     def check_task(self, task) -> None:
         if task.metrics is not None:
@@ -369,8 +363,6 @@ class MultipleChoiceFamily(Family):
     def entropy(self, outputs, batch):
         return softmax_entropy(mask_scores(outputs, batch["choice_mask"]))
 
-    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
-        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
 
 
 FAMILY = register_family(MultipleChoiceFamily())

@@ -28,7 +28,7 @@ from scipy import stats
 from prefinetune.model.heads import HeadBank
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
-from prefinetune.tasks.family import Family, register_family
+from prefinetune.tasks.family import ModuleFamily, register_family
 from prefinetune.tasks.padding import sequence_batch
 from prefinetune.tasks.records import has_token_types, sentence_schema, text_value
 
@@ -136,7 +136,8 @@ def metrics(predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
             "spearman": _correlation(stats.spearmanr, predictions, labels)}
 
 
-def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
+def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device,
+             tokenizer=None) -> dict:
     """Pearson / Spearman on (the first `max_rows` rows of) a split."""
     predictions, labels, rows = predict_rows(model, task_id, task, split, pad_id, batch_size, max_rows, device,
                                              collate, lambda outputs, batch: predict(outputs))
@@ -145,7 +146,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class RegressionFamily(Family):
+class RegressionFamily(ModuleFamily):
     """A one-output head per dataset (a stacked bank), mean squared error, not log(n)-scaled."""
 
     name = "regression"
@@ -154,13 +155,6 @@ class RegressionFamily(Family):
     roles = (("text", "label"), ("text_pair",))
     targets = TARGETS
     has_distribution = False
-    to_record = staticmethod(to_record)
-    tokenize = staticmethod(tokenize)
-    shard_schema = staticmethod(shard_schema)
-    split_stats = staticmethod(split_stats)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    num_predictions = staticmethod(num_predictions)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
         return HeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm)
@@ -172,8 +166,6 @@ class RegressionFamily(Family):
         """No distribution: the squared difference of the two outputs."""
         return (clean.float() - noisy.float()).pow(2).mean()
 
-    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
-        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
 
 
 FAMILY = register_family(RegressionFamily())

@@ -53,7 +53,7 @@ from prefinetune.losses.r3f import sym_kl
 from prefinetune.model.heads import SpanHead
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import eval_mode
-from prefinetune.tasks.family import Family, register_family, softmax_entropy
+from prefinetune.tasks.family import ModuleFamily, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
 from prefinetune.tasks.records import has_token_types, text_value
 from prefinetune.tasks.span_windows import (
@@ -266,7 +266,7 @@ def _first_examples(example_ids: list[str], max_rows: Optional[int]) -> tuple[li
 
 
 def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows: Optional[int],
-             device) -> dict:
+             device, tokenizer=None) -> dict:
     """Exact match and F1 (0-100) over the first `max_rows` EXAMPLES of the split (all their windows);
     "rows" is the number of examples scored. The model's mode is restored afterwards."""
     table = split.table
@@ -288,7 +288,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class SpanFamily(Family):
+class SpanFamily(ModuleFamily):
     """ONE span head shared by every extractive task (start, end logits per token), n = positions."""
 
     name = "span"
@@ -296,13 +296,6 @@ class SpanFamily(Family):
     loss_summary = '(CE start + CE end) / 2 / log(positions)'
     roles = (("context", "question", "answers"), ("id",))
     targets = TARGETS
-    to_record = staticmethod(to_record)
-    tokenize = staticmethod(tokenize)
-    shard_schema = staticmethod(shard_schema)
-    split_stats = staticmethod(split_stats)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    num_predictions = staticmethod(num_predictions)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
         return SpanHead(hidden_size, spectral_norm=spectral_norm)
@@ -318,8 +311,6 @@ class SpanFamily(Family):
         """The mean of the start and end entropies."""
         return (softmax_entropy(outputs[0]) + softmax_entropy(outputs[1])) / 2
 
-    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
-        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
 
 
 FAMILY = register_family(SpanFamily())

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from prefinetune.losses.r3f import sym_kl
 from prefinetune.model.heads import TiedLMHead
 from prefinetune.tasks.eval_loop import eval_mode
-from prefinetune.tasks.family import Family, register_family, softmax_entropy
+from prefinetune.tasks.family import ModuleFamily, register_family, softmax_entropy
 from prefinetune.tasks.padding import pad
 from prefinetune.tasks.records import text_value
 
@@ -209,7 +209,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class SummarizationFamily(Family):
+class SummarizationFamily(ModuleFamily):
     """BART's decoder and tied LM head (no new parameters); label-smoothed CE / log(vocabulary)."""
 
     name = "summarization"
@@ -219,13 +219,6 @@ class SummarizationFamily(Family):
     targets = TARGETS
     needs_encoder_decoder = True
     decoder_reads_target = True
-    to_record = staticmethod(to_record)
-    tokenize = staticmethod(tokenize)
-    shard_schema = staticmethod(shard_schema)
-    split_stats = staticmethod(split_stats)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
-    num_predictions = staticmethod(num_predictions)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
         return TiedLMHead()
@@ -242,8 +235,6 @@ class SummarizationFamily(Family):
         real = (batch["labels"] != IGNORE_INDEX).to(outputs.device).float()
         return (softmax_entropy(outputs) * real).sum(dim=1) / real.sum(dim=1).clamp(min=1.0)
 
-    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
-        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer)
 
 
 FAMILY = register_family(SummarizationFamily())

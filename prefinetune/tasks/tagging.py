@@ -35,7 +35,7 @@ from prefinetune.losses.r3f import sym_kl
 from prefinetune.model.heads import spectrally_normalised
 from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import eval_mode, to_device
-from prefinetune.tasks.family import Family, register_family, softmax_entropy
+from prefinetune.tasks.family import ModuleFamily, register_family, softmax_entropy
 from prefinetune.tasks.padding import pad, sequence_batch
 from prefinetune.tasks.records import has_token_types, text_value
 
@@ -197,7 +197,8 @@ def word_metrics(predicted: list[list[str]], gold: list[list[str]]) -> dict[str,
     return out
 
 
-def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device) -> dict:
+def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device,
+             tokenizer=None) -> dict:
     """Word-level metrics on (the first `max_rows` sentences of) a split; "rows" = sentences scored."""
     count = min(len(split), max_rows or len(split))
     names, predicted, gold = task.label_names, [], []
@@ -214,19 +215,13 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class TaggingFamily(Family):
+class TaggingFamily(ModuleFamily):
     """A token-classification head per dataset; cross-entropy over words / log(tag set)."""
 
     name = "tagging"
     head_summary = "its own tag classifier (dropout, linear) on every token; a word's tag on its first sub-token"
     loss_summary = 'cross-entropy over words / log(number of tags)'
     roles = (("tokens", "tags"), ())
-    to_record = staticmethod(to_record)
-    tokenize = staticmethod(tokenize)
-    shard_schema = staticmethod(shard_schema)
-    split_stats = staticmethod(split_stats)
-    collate = staticmethod(collate)
-    loss = staticmethod(loss)
 
     def check_task(self, task) -> None:
         if not task.label_names:
@@ -259,8 +254,6 @@ class TaggingFamily(Family):
         tagged = (batch["labels"] != IGNORE).to(outputs.device).float()
         return (softmax_entropy(outputs) * tagged).sum(dim=1) / tagged.sum(dim=1).clamp(min=1.0)
 
-    def evaluate(self, model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer=None):
-        return evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device)
 
     def task_folder_skipped(self, model_type: str):
         from prefinetune.export.task_models import token_task_model_support

@@ -113,9 +113,9 @@ def test_second_run_reuses(prepared, tokenizer):
 
 
 @pytest.mark.parametrize("name,families,model", [
-    ("shared_data_families_cpu", ["classification", "regression", "multiple_choice", "span", "summarization"],
-     "PATH_TO_BART"),
-    ("shared_data_no_summ_cpu", ["classification", "regression", "multiple_choice", "span"], MODEL),
+    ("shared_data_families_cpu", ["classification", "regression", "multiple_choice", "span", "summarization",
+                                  "tagging"], "PATH_TO_BART"),
+    ("shared_data_no_summ_cpu", ["classification", "regression", "multiple_choice", "span", "tagging"], MODEL),
 ])
 def test_family_recipes_match_the_catalog(name, families, model):
     path = REPO / "recipes" / f"{name}.yaml"
