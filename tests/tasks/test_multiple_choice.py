@@ -355,7 +355,7 @@ def test_real_multiple_choice_files_become_records(data_root, tokenizer):
 
 
 def test_mathqa_option_strings_split_only_at_markers_in_sequence():
-    from prefinetune.tasks.multiple_choice import _split_marked
+    from prefinetune.tasks.choices import _split_marked
 
     texts, keys = _split_marked("a ) rs . 1 , 200 , b ) 27.675 , c ) 30 , d ) none , e ) 47.5")
     assert texts == ["rs . 1 , 200", "27.675", "30", "none", "47.5"] and keys == ["a", "b", "c", "d", "e"]
