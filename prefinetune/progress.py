@@ -5,7 +5,7 @@ Drawn with Ray's own tqdm (`ray.experimental.tqdm_ray`) in the driver, so Ray hi
 prints worker output and redraws it after; in a log file the bar costs carriage returns, not lines.
 
     write_progress(run_dir, update, total)              # rank 0, after each update (atomic replace)
-    with DriverProgress(run_dir / PROGRESS_FILE):       # the driver, around trainer.fit()
+    with DriverProgress(run_dir / PROGRESS_FILE, total):   # the driver, around trainer.fit()
         trainer.fit()
 """
 from __future__ import annotations

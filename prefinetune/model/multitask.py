@@ -65,7 +65,8 @@ class MultiTaskModel(nn.Module):
         self.backbone = backbone
         self.encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
         self.families = family_order(t.family for t in tasks)       # raises for an unknown family
-        needs_bart = [f for f in self.families if get_family(f).needs_encoder_decoder]
+        self._family = {name: get_family(name) for name in self.families}   # looked up once, not per forward
+        needs_bart = [f for f in self.families if self._family[f].needs_encoder_decoder]
         if needs_bart and not self.encoder_decoder:
             raise ValueError(f"{needs_bart[0]} needs an encoder-decoder backbone such as BART; "
                              f"{backbone.config.model_type} is encoder-only")
@@ -77,7 +78,7 @@ class MultiTaskModel(nn.Module):
         for t in self.tasks:
             served.setdefault(t.family, []).append(t)
         for name in self.families:             # registered under the family's name: "classification.*", ...
-            self.add_module(name, get_family(name).build_head(served[name], hidden, head_dropout, spectral_norm))
+            self.add_module(name, self._family[name].build_head(served[name], hidden, head_dropout, spectral_norm))
 
     def task_id(self, name: str) -> int:
         for i, t in enumerate(self.tasks):
@@ -118,14 +119,13 @@ class MultiTaskModel(nn.Module):
         Every family's head runs, in `self.families` order: the task's own gives `outputs`, the others
         (run cheaply) are summed into `inactive` with weight 0."""
         task = self.tasks[task_id]
-        own_family = get_family(task.family)
-        states, pooled, mask = self._features(batch, own_family.decoder_reads_target, perturb)
+        states, pooled, mask = self._features(batch, self._family[task.family].decoder_reads_target, perturb)
         features = Features(states, pooled, mask, self._lm_logits)
         inactive = states.new_zeros((), dtype=torch.float32)
         outputs = None
         for name in self.families:
             own = name == task.family
-            value = get_family(name).head_outputs(getattr(self, name), task if own else None, batch, features)
+            value = self._family[name].head_outputs(getattr(self, name), task if own else None, batch, features)
             if own:
                 outputs = value
             else:

@@ -11,8 +11,9 @@ Tokens: each word is encoded on its own, with a leading space (as `add_prefix_sp
 byte-level BPE tokenizers see in-sentence words; WordPiece ignores the space), its sub-tokens joined
 and framed by the tokenizer's special tokens, cut to model.max_length. A word's tag sits on its FIRST
 sub-token; other sub-tokens and special tokens hold -100 and take no part in loss or metrics. Words cut
-off by max_length have no tag position: shard rows count `words` and `tagged_words`, and the manifest
-reports `words_truncated` per split, so nothing is dropped unseen.
+off by max_length (or, rarely, encoding to no token at all) have no tag position: shard rows count
+`words` and `tagged_words`, and the manifest reports `words_truncated` (words without a tag position)
+per split, so nothing is dropped unseen.
 
 Shard rows: input_ids, token_type_ids (when the tokenizer makes them), tags (one per token: a tag id
 or -100), words, tagged_words, length. Head: dropout -> linear [tags, H] on every token's state, one
@@ -133,7 +134,7 @@ def shard_schema(with_token_types: bool) -> pa.Schema:
 
 
 def split_stats(table: pa.Table, task) -> dict:
-    """tag_counts[i] = tagged words with tag i; words, and words cut off by max_length."""
+    """tag_counts[i] = tagged words with tag i; words, and words_truncated: those without a tag position."""
     tags = np.concatenate([np.asarray(t) for t in table.column("tags").to_pylist()] or [np.zeros(0)])
     tags = tags[tags != IGNORE].astype(np.int64)
     words, tagged = (int(np.sum(table.column(c).to_numpy())) for c in ("words", "tagged_words"))
