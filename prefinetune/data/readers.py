@@ -36,6 +36,10 @@ Formats, strict on purpose (nothing is dropped silently):
   questions of the file in order (messages say "question N"). A split may select articles with a
   suffix `#articles=START:STOP` (a Python slice of data[], 0-based, stop excluded), e.g.
   "xquad_en/xquad.en.json#articles=0:40"; question numbers still count over the whole file.
+- Any file format may select records with `#rows=START:STOP` (a Python slice over the file's records,
+  0-based, stop excluded, non-negative bounds), e.g. "qnli/dev.tsv#rows=0:4000" and
+  "qnli/dev.tsv#rows=4000:" to cut one file into train and dev; row numbers in messages still count
+  over the whole file.
 - Bytes are decoded line by line, so a line that is not valid in `encoding` is one bad row, not a
   crashed file. `utf-8-sig` strips a leading BOM.
 - A bad row (missing field, wrong field count, bad JSON, undecodable bytes, or any `FieldError` from
@@ -70,11 +74,11 @@ from prefinetune.tasks.family import get_family
 
 __all__ = [
     "BadRow", "BadRowError", "TaskSourceError", "SplitRead",
-    "read_split", "split_source", "split_target", "task_roles",
+    "read_split", "split_source", "split_target", "split_rows", "task_roles",
 ]
 
 ColumnSpec = Union[Column, list]
-_SELECTOR = re.compile(r"(?P<path>.+)#articles=(?P<start>-?[0-9]*):(?P<stop>-?[0-9]*)")
+_SELECTOR = re.compile(r"(?P<path>.+)#(?P<unit>articles|rows)=(?P<start>-?[0-9]*):(?P<stop>-?[0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -120,14 +124,31 @@ class SplitRead:
 
 def split_target(task: TaskConfig, split: str) -> tuple[str, Optional[slice]]:
     """(file or hub split, article slice) of `split`: the `#articles=START:STOP` suffix of squad tasks."""
+    target, unit, chosen = _selection(task, split)
+    return target, chosen if unit == "articles" else None
+
+
+def split_rows(task: TaskConfig, split: str) -> Optional[slice]:
+    """The `#rows=START:STOP` suffix of `split` (any file format): which records, 0-based, are read."""
+    _, unit, chosen = _selection(task, split)
+    return chosen if unit == "rows" else None
+
+
+def _selection(task: TaskConfig, split: str) -> tuple[str, Optional[str], Optional[slice]]:
     if split not in task.splits:
         raise TaskSourceError(f"task {task.name!r} has no split {split!r}; it has {sorted(task.splits)}")
     target = task.splits[split]
-    match = _SELECTOR.fullmatch(target) if task.format == "squad" else None
+    match = _SELECTOR.fullmatch(target) if task.format != "hub" else None
     if match is None:
-        return target, None
+        return target, None, None
+    if match["unit"] == "articles" and task.format != "squad":
+        raise TaskSourceError(f"task {task.name!r} split {split!r}: #articles= selects articles of a squad "
+                              f"file; format {task.format!r} selects records with #rows=START:STOP")
     bound = [int(match[k]) if match[k] else None for k in ("start", "stop")]
-    return match["path"], slice(*bound)
+    if match["unit"] == "rows" and any(b is not None and b < 0 for b in bound):
+        raise TaskSourceError(f"task {task.name!r} split {split!r}: #rows={match['start']}:{match['stop']} "
+                              "needs bounds >= 0 (the file's length is not known before it is read)")
+    return match["path"], match["unit"], slice(*bound)
 
 
 def split_source(task: TaskConfig, split: str, data_root: Union[str, Path, None] = None) -> Union[Path, str]:
@@ -295,10 +316,10 @@ def _source_label(task: TaskConfig, split: str, source: Union[Path, str]) -> str
         hub = task.hub
         return f"hub:{hub.path}" + (f"/{hub.name}" if hub.name else "") + f"[{source}]" + (
             f"@{hub.revision}" if hub.revision else "")
-    _, articles = split_target(task, split)
-    if articles is not None:
-        stop = "" if articles.stop is None else articles.stop
-        return f"{source} (articles {articles.start or 0}:{stop})"
+    _, unit, chosen = _selection(task, split)
+    if chosen is not None:
+        stop = "" if chosen.stop is None else chosen.stop
+        return f"{source} ({unit} {chosen.start or 0}:{stop})"
     return str(source)
 
 
@@ -321,7 +342,7 @@ def read_split(
     unit = {"squad": "question", "conllu": "sentence", "conll": "sentence"}.get(task.format, "data row")
     bad_rows: list[BadRow] = []
     checked, width = False, None
-    for header, raw in raw_rows(task, source, articles):
+    for header, raw in _selected(raw_rows(task, source, articles), split_rows(task, split)):
         if not checked and (header is not None or not task.header or task.format not in ("tsv", "csv")):
             _check_columns(task, header, Path(str(source)))
             checked = True
@@ -340,6 +361,17 @@ def read_split(
         result.quarantine_file = str(quarantine_path)
         _write_quarantine(Path(quarantine_path), bad_rows)
     return result
+
+
+def _selected(rows, chosen: Optional[slice]):
+    """The (header, raw) pairs whose 0-based record index is in `chosen` (all when None); the rest are
+    not parsed, so a bad row outside the selection is not this split's."""
+    start, stop = (0, None) if chosen is None else (chosen.start or 0, chosen.stop)
+    for index, pair in enumerate(rows):
+        if stop is not None and index >= stop:
+            return
+        if index >= start:
+            yield pair
 
 
 def _write_quarantine(path: Path, bad_rows: list[BadRow]) -> None:

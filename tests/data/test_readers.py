@@ -315,3 +315,28 @@ def test_a_role_can_join_several_columns(tmp_path):
     (tmp_path / "m.jsonl").write_text(json.dumps(rows[0]) + "\n")
     assert read_split(task, "train", tmp_path).records == [
         {"text": "Tom went home. Who went?", "text_pair": "Tom", "label": 1}]
+
+
+def test_rows_selector_cuts_one_file_into_splits(data_root):
+    """`#rows=START:STOP` on any format: two selections of qnli's dev file partition it, in file order,
+    and match reading the whole file; a bad row outside the selection is not read."""
+    whole = read_split(_task("qnli"), "dev", data_root).records
+    task = _task("qnli", splits={"train": "qnli/dev.tsv#rows=0:4000", "dev": "qnli/dev.tsv#rows=4000:"})
+    train, dev = (read_split(task, s, data_root) for s in ("train", "dev"))
+    assert len(train.records) == 4000 and len(dev.records) == len(whole) - 4000
+    assert train.records + dev.records == whole
+    assert dev.source.endswith("(rows 4000:)")
+
+
+def test_rows_selector_skips_unselected_bad_rows_and_checks_bounds(tmp_path):
+    good = b"".join(f'{{"text": "t{i}", "label": "pos"}}\n'.encode() for i in range(4))
+    body = good + b"not json\n" + good
+    task = _tmp_task(tmp_path, "t.jsonl", body, format="jsonl", columns={"text": "text", "label": "label"})
+    first = task.model_copy(update={"splits": {"train": "t.jsonl#rows=1:3"}})
+    assert [r["text"] for r in read_split(first, "train", tmp_path).records] == ["t1", "t2"]
+    with pytest.raises(BadRowError, match=r"data row 5 .*line 5"):
+        read_split(task.model_copy(update={"splits": {"train": "t.jsonl#rows=2:"}}), "train", tmp_path)
+    with pytest.raises(TaskSourceError, match=r"#rows=-2: needs bounds >= 0"):
+        read_split(task.model_copy(update={"splits": {"train": "t.jsonl#rows=-2:"}}), "train", tmp_path)
+    with pytest.raises(TaskSourceError, match="#articles= selects articles of a squad file"):
+        read_split(task.model_copy(update={"splits": {"train": "t.jsonl#articles=0:2"}}), "train", tmp_path)
