@@ -3,6 +3,10 @@
     python launch/local_cpu.py                                   # embedded default: offline, 2 CPU workers
     python launch/local_cpu.py --recipe recipes/shared_data_cpu.yaml --data-dir ../shared/data
     python launch/muppet_64gpu.py --recipe recipes/X.yaml --num-workers 8 train.updates=1000
+    prefinetune finetune --recipe recipes/finetune/rte.yaml --data-dir ../shared/data --model runs/X/export
+    prefinetune compare --recipe recipes/finetune/rte.yaml --models BASE CANDIDATE --fractions 0.1,1.0 --seeds 3
+
+`prefinetune` alone (or `prefinetune pretrain`) pre-finetunes; `finetune` and `compare`: prefinetune/finetune/.
 
 Flags are shorthands for overrides; any recipe key can be overridden as `section.key=value`
 (value parsed as YAML, e.g. `tasks.0.label_names=[no,yes]`).
@@ -14,7 +18,7 @@ import sys
 
 from prefinetune.config import RecipeError, load_recipe
 
-__all__ = ["make_parser", "flag_overrides", "data_dir_overrides", "input_errors", "main"]
+__all__ = ["make_parser", "flag_overrides", "data_dir_overrides", "input_errors", "main", "finetune_main"]
 
 # flag -> recipe key it overrides
 _FLAGS = {"num_workers": "scaling.num_workers", "updates": "train.updates", "slots": "train.slots_per_update",
@@ -62,11 +66,38 @@ def data_dir_overrides(data_dir: str | None) -> list[str]:
 
 def main(argv: list[str] | None = None, default_recipe: str | None = None,
          description: str = "prefinetune: multi-task pre-finetuning on Ray + DeepSpeed") -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("finetune", "compare"):
+        return _subcommand(argv[0], argv[1:])
+    if argv and argv[0] == "pretrain":
+        argv = argv[1:]
     args = make_parser(default_recipe, description).parse_args(argv)
+    return _run(args)
+
+
+def finetune_main(argv: list[str] | None = None) -> int:
+    """`prefinetune finetune`: one downstream task from a plain model or an export (recipes/finetune/)."""
+    args = make_parser(None, "prefinetune finetune: fine-tune a model or a prefinetune export on one task "
+                       "(a recipe with a finetune: section, e.g. recipes/finetune/rte.yaml)").parse_args(argv)
+    return _run(args, needs_finetune=True)
+
+
+def _subcommand(name: str, argv: list[str]) -> int:
+    if name == "finetune":
+        return finetune_main(argv)
+    from prefinetune.finetune.compare_cli import compare_main
+
+    return compare_main(argv)
+
+
+def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
     from prefinetune.launcher import prepare_data, resolve_paths, run
 
     try:
         recipe = load_recipe(args.recipe, flag_overrides(args))
+        if needs_finetune and recipe.finetune is None:
+            raise RecipeError(f"recipe {args.recipe} has no finetune: section; fine-tuning recipes are in "
+                              "recipes/finetune/ (pre-finetuning: prefinetune --recipe ...)")
         if args.prepare_only:
             prepare_data(resolve_paths(recipe))
         else:
@@ -81,6 +112,7 @@ def input_errors() -> tuple[type[Exception], ...]:
     """Errors in what the user gave (recipe keys, task files, rows): each names the key, file or row,
     so the entry points print the message alone, without a traceback, and exit 2."""
     from prefinetune.data.readers import BadRowError, TaskSourceError
+    from prefinetune.finetune.plan import FinetuneError
     from prefinetune.tasks import FieldError
 
-    return RecipeError, TaskSourceError, BadRowError, FieldError
+    return RecipeError, TaskSourceError, BadRowError, FieldError, FinetuneError

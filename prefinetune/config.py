@@ -19,8 +19,8 @@ from pydantic import Field, ValidationError, model_validator
 from prefinetune.overrides import apply_overrides
 from prefinetune.task_config import Column, RecipeError, TaskConfig, _Strict, family_roles
 
-__all__ = ["RecipeConfig", "TaskConfig", "RecipeError", "Column", "family_roles", "load_recipe", "apply_overrides",
-           "recipe_from_dict"]
+__all__ = ["RecipeConfig", "FinetuneSection", "TaskConfig", "RecipeError", "Column", "family_roles", "load_recipe",
+           "apply_overrides", "recipe_from_dict"]
 
 class RunSection(_Strict):
     name: str = Field("prefinetune", description="run name; the run folder is output_dir/name")
@@ -34,6 +34,8 @@ class ModelSection(_Strict):
     trust_remote_code: bool = Field(False, description="run model code from the hub; off unless asked")
     max_length: int = Field(128, ge=8, le=8192, description="tokens per sequence after truncation")
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout inside the task heads")
+    dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="the backbone's hidden and attention "
+                                     "dropout (a fine-tuning knob, as in Muppet's grid); None keeps the model's")
 
 
 class DataSection(_Strict):
@@ -127,7 +129,8 @@ class SamplingSection(_Strict):
 
 
 class TrainSection(_Strict):
-    updates: int = Field(..., ge=1, description="optimizer updates in the run")
+    updates: Optional[int] = Field(None, ge=1, description="optimizer updates in the run (a fine-tune recipe "
+                                   "may give finetune.epochs instead)")
     slots_per_update: int = Field(64, ge=1, description="homogeneous micro-batches per update (Muppet: 64)")
     batch_size: int = Field(16, ge=1, description="rows in one slot's micro-batch (unused with token_budget)")
     log_every: int = Field(10, ge=1, description="updates between metric lines")
@@ -139,6 +142,9 @@ class TrainSection(_Strict):
     length_buckets: Optional[int] = Field(
         None, ge=1, le=128, description="with token_budget: length buckets per task, their boundaries fitted to "
         "the task's own lengths for least padding (1: no bucketing; None: 8)")
+
+    updates_from_epochs: Optional[float] = Field(None, description="set by the driver: the finetune.epochs "
+                                                 "that train.updates was computed from")
 
     @model_validator(mode="after")
     def _buckets_need_budget(self) -> "TrainSection":
@@ -195,6 +201,29 @@ class EvalSection(_Strict):
     batch_size: int = Field(64, ge=1)
 
 
+class FinetuneSection(_Strict):
+    """Downstream fine-tuning of one task (prefinetune/finetune/): how much data, for how long, which head.
+    See prefinetune/finetune/plan.py for how the rows are chosen."""
+    epochs: Optional[float] = Field(None, gt=0, description="passes over the (fraction of the) training rows; "
+                                    "sets train.updates, which must then be left out")
+    warmup_fraction: Optional[float] = Field(None, ge=0, lt=1, description="with epochs: optim.warmup_updates "
+                                             "as this share of the updates")
+    train_fraction: float = Field(1.0, gt=0, le=1, description="share of the training rows used (Muppet's "
+                                  "learning curves: 0.1 ... 1.0), drawn by fraction_seed")
+    fraction_seed: Optional[int] = Field(None, description="which rows a fraction keeps; None: run.seed")
+    heldout: float = Field(0.1, gt=0, lt=1, description="share of train held out as split 'heldout' when the "
+                           "task lacks a dev or a test split (model selection needs one, the score the other)")
+    heldout_seed: int = Field(0, description="which training rows are held out (fixed across seeds and fractions)")
+    reuse_head: bool = Field(True, description="start from the export's head for this task where it has one "
+                             "(by name, or head_from); false: a fresh head")
+    head_from: Optional[str] = Field(None, description="the export's task whose head to reuse; None: the same name")
+    eval_at_start: bool = Field(True, description="score the starting model before the first update "
+                                "(update 0 in metrics.jsonl)")
+    grid: dict[str, list[Any]] = Field(
+        default_factory=dict, description="prefinetune compare: recipe key -> values, searched as a full grid "
+        "per model, fraction and seed, e.g. {optim.lr: [1e-5, 2e-5], optim.eps: [1e-6, 1e-8]}")
+
+
 class RecipeConfig(_Strict):
     run: RunSection = RunSection()
     model: ModelSection
@@ -208,9 +237,11 @@ class RecipeConfig(_Strict):
     scaling: ScalingSection = ScalingSection()
     checkpoint: CheckpointSection = CheckpointSection()
     eval: EvalSection = EvalSection()
+    finetune: Optional[FinetuneSection] = Field(None, description="a downstream fine-tuning run of one task")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RecipeConfig":
+        self._check_length()
         names = [t.name for t in self.tasks]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -223,6 +254,16 @@ class RecipeConfig(_Strict):
         if self.sampling.policy == "mt_uncertainty":
             self._check_uncertainty_tasks()
         return self
+
+    def _check_length(self) -> None:
+        """train.updates, or (fine-tuning) finetune.epochs from which the driver computes it; not both."""
+        epochs = self.finetune.epochs if self.finetune is not None else None
+        if self.finetune is not None and len(self.tasks) != 1:
+            raise ValueError(f"a finetune recipe trains one task; this one lists {[t.name for t in self.tasks]}")
+        if self.train.updates is None and epochs is None:
+            raise ValueError("train.updates is required (a finetune recipe may give finetune.epochs instead)")
+        if self.train.updates is not None and epochs is not None and self.train.updates_from_epochs is None:
+            raise ValueError(f"give train.updates={self.train.updates} or finetune.epochs={epochs}, not both")
 
     def _check_uncertainty_tasks(self) -> None:
         """MT-Uncertainty scores predictive distributions: a family without one (regression) cannot take part."""

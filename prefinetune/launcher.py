@@ -151,34 +151,47 @@ def how_to_load(export_dir: Path) -> str:
 
 
 def write_final_metrics(recipe: RecipeConfig, metrics: dict) -> str:
-    """eval_final.json and eval_final.txt in the run folder; returns the table."""
+    """eval_final.json and eval_final.txt in the run folder; returns the table (one per split scored)."""
     (recipe.run_dir / "eval_final.json").write_text(json.dumps(metrics, indent=2))
-    table = metrics_table(metrics, recipe.eval.split)
+    splits = list(dict.fromkeys(k.split("/")[0] for k in metrics if k.count("/") == 2)) or [recipe.eval.split]
+    table = "\n".join((f"[{split}]\n" if len(splits) > 1 else "") + metrics_table(metrics, split) for split in splits)
     (recipe.run_dir / "eval_final.txt").write_text(table + "\n")
     return table
 
 
 def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None = None) -> dict:
     """Prepare, train (optionally resuming from a checkpoint folder), then in this order: final
-    metrics, export, and the optional extras (plots), which may fail without failing the run."""
+    metrics, export, and the optional extras (plots), which may fail without failing the run.
+    A fine-tuning recipe (a `finetune:` section) gets its length from its epochs once the shards exist."""
     from prefinetune.best_effort import best_effort
     from prefinetune.task_mix import plot_task_mix
 
     recipe = resolve_paths(recipe)
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
-    (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
-    print(header(recipe, source), flush=True)
     check_backbone(recipe)
     prepare_data(recipe)
+    if recipe.finetune is not None:
+        from prefinetune.finetune.resolve import resolve_finetune
+
+        recipe = resolve_finetune(recipe)
+    (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
+    print(header(recipe, source), flush=True)
     if resume_from:
         print(f"[prefinetune] resuming from {resume_from}")
     result = train(recipe, resume_from)       # Ray Train raises TrainingFailedError when the run fails
     final = dict(result.metrics)
     table = write_final_metrics(recipe, final)
-    print(f"[prefinetune] final {recipe.eval.split} metrics after {final.get('update')} updates:\n{table}")
+    scored = " and ".join(dict.fromkeys(k.split("/")[0] for k in final if k.count("/") == 2)) or recipe.eval.split
+    print(f"[prefinetune] final {scored} metrics after {final.get('update')} updates:\n{table}")
     export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export", final)
-    best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
-                recipe.run_dir / "task_mix.png")
+    if recipe.finetune is None:
+        best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
+                    recipe.run_dir / "task_mix.png")
     print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n{how_to_load(export_dir)}", flush=True)
-    return {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
-            "run_dir": str(recipe.run_dir)}
+    out = {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
+           "run_dir": str(recipe.run_dir)}
+    if recipe.finetune is not None:
+        from prefinetune.finetune.summary import write_summary
+
+        out["summary"] = write_summary(recipe, final, export_dir)
+    return out

@@ -11,7 +11,7 @@ import yaml
 
 from prefinetune.task_config import RecipeError
 
-__all__ = ["apply_overrides"]
+__all__ = ["apply_overrides", "set_values"]
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
@@ -41,4 +41,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise RecipeError(f"override {item!r} must look like key.sub=value")
         key, raw = item.split("=", 1)
         _set_dotted(data, key.strip(), yaml.safe_load(raw) if raw.strip() else None, item)
+    return data
+
+
+def set_values(data: dict[str, Any], values: dict[str, Any], source: str = "grid") -> dict[str, Any]:
+    """Set `{dotted.key: value}` (values as they are, not parsed) into a recipe dict, in place."""
+    for key, value in values.items():
+        _set_dotted(data, key, value, f"{source} {key}")
     return data

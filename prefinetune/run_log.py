@@ -58,14 +58,14 @@ def _window_line(record: dict) -> str:
 
 
 def _eval_line(record: dict) -> str:
-    """Each task's first dev metric (the JSONL and eval_final.json keep all of them)."""
-    split, first = "eval", {}
+    """Each task's first metric per split scored (the JSONL and eval_final.json keep all of them)."""
+    first: dict[str, dict[str, str]] = {}
     for key, value in record.items():
         parts = key.split("/")
         if len(parts) == 3 and parts[2] != "rows":
-            split = parts[0]
-            first.setdefault(parts[1], f"{parts[2]} {value:.3f}")
-    return f"{split} " + ", ".join(f"{t} {m}" for t, m in sorted(first.items()))
+            first.setdefault(parts[0], {}).setdefault(parts[1], f"{parts[2]} {value:.3f}")
+    return " | ".join(f"{split} " + ", ".join(f"{t} {m}" for t, m in sorted(tasks.items()))
+                      for split, tasks in first.items()) or "eval"
 
 
 def summary_line(record: dict) -> str:

@@ -27,7 +27,7 @@ from prefinetune.step import TrainData, run_update
 from prefinetune.task_mix import TaskMix
 from prefinetune.uncertainty import UncertaintySampler
 
-__all__ = ["train_worker", "checkpoint_tag"]
+__all__ = ["train_worker", "run_worker", "RaySession", "LocalSession", "checkpoint_tag"]
 
 
 def checkpoint_tag(update: int) -> str:
@@ -41,14 +41,56 @@ def _splits(recipe, split: str) -> dict:
             for t in recipe.tasks if split in manifest["tasks"][t.name]["splits"]}
 
 
-def _resume(engine, stats: WindowStats, sampler, resume_from: str | None) -> int:
-    """Load the checkpoint to continue from: the latest one Ray hands back after a worker restart,
-    else the folder given by --resume-from; returns the update to continue after."""
-    import ray.train
+class RaySession:
+    """A Ray Train worker: rank and world from Ray, checkpoints reported to Ray Train."""
 
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None and resume_from:
-        checkpoint = ray.train.Checkpoint(resume_from)
+    saves_checkpoints = True
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+
+    def checkpoint(self, resume_from: str | None):
+        """The latest checkpoint Ray hands back after a worker restart, else the --resume-from folder."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None and resume_from:
+            checkpoint = ray.train.Checkpoint(resume_from)
+        return checkpoint
+
+    def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
+        """Every worker saves its shard of the DeepSpeed state; Ray merges them into one checkpoint."""
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as folder:
+            engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+class LocalSession:
+    """One process outside Ray Train (a `prefinetune compare` trial): world 1, no checkpoints; the last
+    reported metrics are kept in `.metrics`."""
+
+    rank, world, saves_checkpoints = 0, 1, False
+
+    def __init__(self, device: torch.device | None = None):
+        self.device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.metrics: dict = {}
+
+    def checkpoint(self, resume_from: str | None):
+        return None
+
+    def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
+        self.metrics = dict(metrics)
+
+
+def _resume(engine, stats: WindowStats, sampler, checkpoint) -> int:
+    """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start)."""
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:
@@ -59,16 +101,11 @@ def _resume(engine, stats: WindowStats, sampler, resume_from: str | None) -> int
     return int(client_state["update"])
 
 
-def _save_and_report(engine, update: int, stats: WindowStats, sampler, metrics: dict) -> None:
-    """Every worker saves its shard of the DeepSpeed state; Ray merges them into one checkpoint."""
-    import ray.train
-
+def _client_state(update: int, stats: WindowStats, sampler) -> dict:
     client_state = {"update": update, "seen": stats.seen.tolist()}   # the same on every rank
     if sampler is not None:
         client_state["uncertainty"] = sampler.state_dict()
-    with tempfile.TemporaryDirectory() as folder:
-        engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+    return client_state
 
 
 def _plan(recipe, sampler, engine, data: TrainData, task_ids: dict, update_index: int, rank: int, world: int,
@@ -92,37 +129,69 @@ def _check_r3f_precision(model, recipe, on_gpu: bool) -> None:
         say(f"[prefinetune] WARNING: {note}")
 
 
+def _data(recipe, pad_id: int):
+    """(training data, {split: {task: rows}} scored every eval, the same at the end): the whole splits, or
+    a fine-tuning run's rows (prefinetune/finetune/splits.py)."""
+    if recipe.finetune is None:
+        train, periodic = _splits(recipe, "train"), {recipe.eval.split: _splits(recipe, recipe.eval.split)}
+        final = periodic
+    else:
+        from prefinetune.finetune.splits import finetune_splits
+
+        train, final, roles = finetune_splits(recipe, read_manifest(recipe.shards_path),
+                                              lambda task, split: open_split(recipe.shards_path, task, split))
+        periodic = {roles.select: final[roles.select]}
+    data = TrainData(train, recipe.tasks, pad_id, recipe.train.token_budget, recipe.train.length_buckets)
+    return data, periodic, final
+
+
+def _score(engine, recipe, splits: dict, tokenizer, device, rank: int, world: int) -> dict:
+    """{split/task/metric: value} for every split given."""
+    metrics = {}
+    for split, tasks in splits.items():
+        scores = evaluate_tasks(engine.module, recipe.tasks, tasks, tokenizer.pad_token_id, recipe.eval.batch_size,
+                                recipe.eval.max_rows, device, rank, world, tokenizer)
+        metrics.update({f"{split}/{t}/{k}": v for t, m in scores.items() for k, v in m.items()})
+    return metrics
+
+
 def train_worker(config: dict) -> None:
     """Ray Train entry point: config = {"recipe": RecipeConfig.model_dump() with absolute paths,
     "resume_from": a checkpoint folder or None}."""
-    import ray.train
+    run_worker(recipe_from_dict(config["recipe"], "<worker config>"), RaySession(), config.get("resume_from"))
 
+
+def run_worker(recipe, session, resume_from: str | None = None) -> None:
+    """The training loop of one worker (`session`: RaySession under Ray Train, LocalSession alone)."""
     from prefinetune.dist.engine import build_engine
 
-    recipe = recipe_from_dict(config["recipe"], "<worker config>")
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    on_gpu = torch.cuda.is_available() and recipe.scaling.use_gpu
+    rank, world = session.rank, session.world
+    on_gpu = session.device.type == "cuda" and recipe.scaling.use_gpu
+    device = session.device if on_gpu else torch.device("cpu")
     quiet_libraries(on_gpu)
-    device = ray.train.torch.get_device() if on_gpu else torch.device("cpu")
     torch.manual_seed(recipe.run.seed)
 
     tokenizer = load_tokenizer(recipe.model.name_or_path, recipe.model.revision, recipe.model.trust_remote_code)
     model = build_model(recipe).to(device)
+    log = RunLog(recipe.run_dir, rank, recipe.train.updates)
+    if recipe.finetune is not None:
+        from prefinetune.finetune.heads import start_heads
+
+        log.say(f"[prefinetune] {start_heads(model, recipe)}")
     if rank == 0:
         _check_r3f_precision(model, recipe, on_gpu)
-    data = TrainData(_splits(recipe, "train"), recipe.tasks, tokenizer.pad_token_id,
-                     recipe.train.token_budget, recipe.train.length_buckets)
-    dev = _splits(recipe, recipe.eval.split)
+    data, periodic, final = _data(recipe, tokenizer.pad_token_id)
     engine = build_engine(model, recipe, world, on_gpu)
     task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
 
     stats = WindowStats(list(task_ids))
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
                if recipe.sampling.policy == "mt_uncertainty" else None)
-    start = _resume(engine, stats, sampler, config.get("resume_from"))
+    start = _resume(engine, stats, sampler, session.checkpoint(resume_from))
     total = recipe.train.updates
-    log, mix = RunLog(recipe.run_dir, rank, total), TaskMix(list(task_ids))
+    if start == 0 and recipe.finetune is not None and recipe.finetune.eval_at_start:
+        log.write(0, _score(engine, recipe, periodic, tokenizer, device, rank, world))
+    mix = TaskMix(list(task_ids))
     metrics: dict = {}
     for update in range(start + 1, total + 1):      # update: 1-based count; update_index = update - 1 seeds it
         update_index = update - 1
@@ -135,11 +204,9 @@ def train_worker(config: dict) -> None:
             window = sampler.flush() if sampler is not None else {}
             log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world), **mix.flush(), **window})
         if update % recipe.eval.every_updates == 0 or last:
-            scores = evaluate_tasks(engine.module, recipe.tasks, dev, tokenizer.pad_token_id,
-                                    recipe.eval.batch_size, recipe.eval.max_rows, device, rank, world,
-                                    tokenizer)
-            metrics = {f"{recipe.eval.split}/{t}/{k}": v for t, m in scores.items() for k, v in m.items()}
+            metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
             log.write(update, metrics)
         if update % recipe.checkpoint.every_updates == 0 or last:
-            _save_and_report(engine, update, stats, sampler, {"update": update, **metrics})
-            log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")
+            session.report(engine, update, _client_state(update, stats, sampler), {"update": update, **metrics})
+            if session.saves_checkpoints:
+                log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")

@@ -95,6 +95,16 @@ class TaskSplit:
     def lengths(self) -> np.ndarray:
         return self.table.column("length").to_numpy()
 
+    def select(self, indices: Sequence[int], split: str) -> "TaskSplit":
+        """The rows at `indices` as a split of their own named `split` (fine-tuning's fractions and held-out
+        rows); `entry` keeps the parent's manifest entry with the row count and the parent named."""
+        idx = np.asarray(indices, dtype=np.int64)
+        part = TaskSplit.__new__(TaskSplit)
+        part.task, part.split, part.table = self.task, split, self.table.take(pa.array(idx))
+        part.family, part.label_names, part._num_labels = self.family, self.label_names, self._num_labels
+        part.entry = {**self.entry, "rows": len(idx), "selected_from": self.split}
+        return part
+
     def take(self, indices: Sequence[int]) -> dict[str, list]:
         """Rows at `indices` (0-based, in that order) as {column: python list}."""
         idx = np.asarray(indices, dtype=np.int64)

@@ -164,18 +164,32 @@ def freeze_pooler(backbone: nn.Module) -> None:
         pooler.requires_grad_(False)
 
 
-def load_backbone(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False):
-    """AutoModel from the hub, a local folder or a `pkg:` model."""
-    from transformers import AutoModel
+# the config attributes that hold a backbone's (hidden, attention) dropout, by naming convention
+DROPOUT_KEYS = (("hidden_dropout_prob", "attention_probs_dropout_prob"), ("dropout", "attention_dropout"))
 
-    return AutoModel.from_pretrained(resolve_model_source(name_or_path), revision=revision,
-                                     trust_remote_code=trust_remote_code)
+
+def load_backbone(name_or_path: str, revision: str | None = None, trust_remote_code: bool = False,
+                  dropout: float | None = None):
+    """AutoModel from the hub, a local folder or a `pkg:` model; `dropout` replaces its hidden and
+    attention dropout (BERT/RoBERTa: *_dropout_prob, BART: dropout, attention_dropout)."""
+    from transformers import AutoConfig, AutoModel
+
+    source = resolve_model_source(name_or_path)
+    config = AutoConfig.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+    if dropout is not None:
+        keys = next((k for k in DROPOUT_KEYS if hasattr(config, k[0])), None)
+        if keys is None:
+            raise ValueError(f"model.dropout: {config.model_type} has none of the dropout settings "
+                             f"{[k for pair in DROPOUT_KEYS for k in pair]}")
+        for key in keys:
+            setattr(config, key, dropout)
+    return AutoModel.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, config=config)
 
 
 def build_model(recipe, backbone: nn.Module | None = None) -> MultiTaskModel:
     """The model for a recipe; `backbone` replaces the recipe's (tests pass tiny random ones)."""
     if backbone is None:
         m = recipe.model
-        backbone = load_backbone(m.name_or_path, m.revision, m.trust_remote_code)
+        backbone = load_backbone(m.name_or_path, m.revision, m.trust_remote_code, m.dropout)
     heads = [TaskSpec(t.name, t.family, t.num_labels) for t in recipe.tasks]
     return MultiTaskModel(backbone, heads, recipe.model.head_dropout, spectral_norm=recipe.r3f.spectral_norm)

