@@ -1,11 +1,11 @@
 """A fine-tuning run in the calling process, without Ray Train: one worker, DeepSpeed over a one-rank
-gloo (or NCCL) group. What a `prefinetune compare` trial runs; shards must be prepared already.
+gloo (or NCCL) group, kept for further runs in the process. What a `prefinetune compare` trial runs;
+the shards must be prepared already.
 
     metrics = finetune_in_process(resolve_finetune(recipe))     # {"update", "dev/rte/accuracy", ...}
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
 
@@ -20,23 +20,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def one_process_group():
-    """Environment for a one-rank process group on a free local port; the group is destroyed after."""
-    keys = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
-    saved = {k: os.environ.get(k) for k in keys}
+def one_process_group() -> None:
+    """A one-rank process group on a free local port, unless this process has one already. It is kept
+    for later runs in the same process: DeepSpeed caches the group, so a destroyed and re-made one breaks
+    the next engine."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if torch.distributed.get_world_size() != 1:
+            raise RuntimeError("finetune_in_process runs one rank; this process is in a group of "
+                               f"{torch.distributed.get_world_size()}")
+        return
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
-    try:
-        yield
-    finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def finetune_in_process(recipe) -> dict:
@@ -44,6 +38,6 @@ def finetune_in_process(recipe) -> dict:
     from prefinetune.train import LocalSession, run_worker
 
     session = LocalSession()
-    with one_process_group():
-        run_worker(recipe, session)
+    one_process_group()
+    run_worker(recipe, session)
     return session.metrics
