@@ -1,0 +1,125 @@
+"""Head reuse: a fine-tuning run from a prefinetune export starts from the export's head for its task
+(per-dataset heads by name, the shared multiple-choice and span heads always), so the starting model
+computes what the export computes on that task; and the initial dev score of a fine-tuning run equals
+the export's own score. Tiny random BERT over MiniLM's tokenizer, real rows from ../shared/data.
+
+    python -m pytest tests/finetune/test_head_reuse.py -q
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prefinetune.config import load_recipe
+from prefinetune.data.readers import read_split
+from prefinetune.export import load_exported
+from prefinetune.export.folder import export_model
+from prefinetune.finetune.heads import start_heads
+from prefinetune.finetune.plan import FinetuneError
+from prefinetune.model.multitask import build_model
+from prefinetune.model.source import load_tokenizer
+from prefinetune.model.tiny import save_tiny_bert
+from prefinetune.tasks.family import get_family
+
+FAMILIES = {"rte": "classification", "stsb": "regression", "copa": "multiple_choice", "xquad_en": "span",
+            "ud_en_ewt": "tagging"}
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory, data_root):
+    """An export of every encoder family's head (random, biases made non-zero) on a tiny BERT."""
+    folder = tmp_path_factory.mktemp("reuse")
+    bert = save_tiny_bert(folder / "bert")
+    recipe = load_recipe("recipes/shared_data_no_summ_cpu.yaml", [f"model.name_or_path={bert}"])
+    torch.manual_seed(1)
+    model = build_model(recipe)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith("backbone."):
+                p.add_(torch.randn_like(p) * 0.5)
+    return export_model(model, load_tokenizer(str(bert)), folder / "export", recipe), folder
+
+
+def _finetune_recipe(task: str, model: str, *overrides: str):
+    return load_recipe(f"recipes/finetune/{task}.yaml", [f"model.name_or_path={model}", *overrides])
+
+
+def _batch(recipe, data_root, tokenizer, rows: int = 4) -> dict:
+    task = recipe.tasks[0]
+    family = get_family(task.family)
+    records = read_split(task, "train", data_root).records[:rows]
+    columns = family.tokenize(records, tokenizer, task, recipe.model.max_length)
+    return family.collate({k: v[:rows] for k, v in columns.items()}, tokenizer.pad_token_id, task)
+
+
+@pytest.mark.parametrize("task", list(FAMILIES))
+def test_reused_head_computes_what_the_export_computes(export, data_root, task):
+    folder, _ = export
+    recipe = _finetune_recipe(task, str(folder))
+    model = build_model(recipe)
+    note = start_heads(model, recipe)
+    assert "starts from the export's" in note and FAMILIES[task] in note
+    exported, info = load_exported(folder)
+    index = next(i for i, t in enumerate(exported.tasks) if t.name == task)
+    batch = _batch(recipe, data_root, load_tokenizer(str(folder)))
+    with torch.no_grad():
+        mine, theirs = model.eval()(0, batch)["outputs"], exported(index, batch)["outputs"]
+    for a, b in zip(*(x if isinstance(x, tuple) else (x,) for x in (mine, theirs))):
+        torch.testing.assert_close(a, b)
+    fresh = build_model(_finetune_recipe(task, str(folder), "finetune.reuse_head=false"))
+    with torch.no_grad():
+        other = fresh.eval()(0, batch)["outputs"]
+    first = other[0] if isinstance(other, tuple) else other
+    assert not torch.allclose(first, mine[0] if isinstance(mine, tuple) else mine)
+
+
+def test_heads_that_cannot_be_reused_are_refused_by_name(export):
+    folder, _ = export
+    swapped = _finetune_recipe("rte", str(folder), "tasks.0.label_names=[not_entailment,entailment]")
+    with pytest.raises(FinetuneError, match=r"head for 'rte' has labels \['entailment', 'not_entailment'\].*same "
+                                            r"labels in the same order"):
+        start_heads(build_model(swapped), swapped)
+    unknown = _finetune_recipe("rte", str(folder), "finetune.head_from=mnli")
+    with pytest.raises(FinetuneError, match=r"head_from='mnli': the export .* has no such task"):
+        start_heads(build_model(unknown), unknown)
+    wrong_family = _finetune_recipe("rte", str(folder), "finetune.head_from=stsb")
+    with pytest.raises(FinetuneError, match=r"task 'stsb' is regression, task 'rte' is classification"):
+        start_heads(build_model(wrong_family), wrong_family)
+    r4f = _finetune_recipe("rte", str(folder), "r3f.enabled=true", "r3f.spectral_norm=true")
+    with pytest.raises(FinetuneError, match="r3f.spectral_norm=False; reusing its head needs the same setting"):
+        start_heads(build_model(r4f), r4f)
+
+
+def test_a_plain_model_and_an_unmatched_task_get_a_fresh_head(export):
+    folder, tmp = export
+    plain = _finetune_recipe("rte", str(tmp / "bert"))
+    assert "fresh classification head (the model is not a prefinetune export)" in start_heads(build_model(plain), plain)
+    cb = _finetune_recipe("cb", str(folder))
+    assert "fresh classification head (the export has no head for it)" in start_heads(build_model(cb), cb)
+
+
+def test_initial_dev_score_of_a_finetune_run_is_the_exports_score(export, data_root, tmp_path):
+    """Update 0 of a fine-tuning run from the export scores the export's own head: the same dev accuracy
+    as evaluating the loaded export directly on the same rows."""
+    from prefinetune.data.shards import open_split
+    from prefinetune.evaluate import evaluate_task
+    from prefinetune.finetune.local import finetune_in_process
+    from prefinetune.finetune.resolve import resolve_finetune
+    from prefinetune.launcher import prepare_data, resolve_paths
+
+    folder, _ = export
+    recipe = resolve_paths(_finetune_recipe("rte", str(folder), f"data.root={data_root}",
+                                            f"run.output_dir={tmp_path}", "finetune.epochs=0.01", "eval.max_rows=60"))
+    prepare_data(recipe)
+    recipe = resolve_finetune(recipe)
+    final = finetune_in_process(recipe)
+    start = json.loads((recipe.run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["update"] == 0
+    exported, _ = load_exported(folder)
+    index = next(i for i, t in enumerate(exported.tasks) if t.name == "rte")
+    direct = evaluate_task(exported, index, recipe.tasks[0], open_split(recipe.shards_path, "rte", "dev"),
+                           0, 16, 60, torch.device("cpu"))
+    assert start["dev/rte/accuracy"] == direct["accuracy"] and start["dev/rte/rows"] == direct["rows"] == 60
+    assert {"dev/rte/accuracy", "heldout/rte/accuracy", "update"} <= set(final)
