@@ -417,3 +417,47 @@ def test_tagging_tasks_export_as_token_classifiers(tmp_path, model_type):
         tagger = AutoModelForTokenClassification.from_pretrained(out / "tasks" / "pos").eval()
         torch.testing.assert_close(tagger(**inputs).logits, expected, atol=1e-6, rtol=0)
     assert tagger.config.id2label == {0: "N", 1: "V", 2: "X", 3: "P"}
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_regression_choice_and_span_tasks_export_as_stock_models(tmp_path, model_type):
+    """Regression -> AutoModelForSequenceClassification (1 output, problem_type regression), the shared
+    multiple-choice head -> AutoModelForMultipleChoice, the shared span head -> AutoModelForQuestionAnswering;
+    each gives the model's own outputs."""
+    from transformers import AutoModelForMultipleChoice, AutoModelForQuestionAnswering
+
+    model_dir = tiny_model_dir(tmp_path, model_type)
+    data = make_recipe(model_dir).model_dump(mode="json")
+    data["tasks"] += [
+        {"name": "sim", "family": "regression", "splits": {"train": "s.jsonl"}, "columns": {"text": "a", "label": "y"}},
+        {"name": "mc", "family": "multiple_choice", "splits": {"train": "m.jsonl"},
+         "columns": {"text": "q", "choices": "c", "label": "y"}},
+        {"name": "qa", "family": "span", "splits": {"train": "q.json"}, "format": "squad",
+         "columns": {"context": "context", "question": "question", "answers": "answers"}}]
+    recipe = recipe_from_dict(data)
+    model = _randomize_heads(build_model(recipe))
+    with torch.no_grad():
+        for p in list(model.regression.parameters()) + list(model.multiple_choice.parameters()) + \
+                list(model.span.parameters()):
+            p.normal_(std=0.3)
+    out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
+    folders = {t["name"]: t["folder"] for t in read_tasks_info(out)["tasks"]}
+    assert [folders[n] for n in ("sim", "mc", "qa")] == ["tasks/sim", "tasks/mc", "tasks/qa"]
+    inputs = batch(model_dir)                                   # 3 sequences
+    ids, mask = (inputs[k].repeat(2, 1) for k in ("input_ids", "attention_mask"))   # 3 questions x 2 choices
+    choices = {"input_ids": ids, "attention_mask": mask, "num_choices": 2,
+               "choice_mask": torch.ones(3, 2, dtype=torch.bool)}
+    full = {k: torch.ones_like(v) if k == "attention_mask" else v for k, v in inputs.items()}  # no padding
+    with torch.no_grad():
+        sim = AutoModelForSequenceClassification.from_pretrained(out / "tasks" / "sim").eval()
+        assert sim.config.problem_type == "regression" and sim.config.num_labels == 1
+        torch.testing.assert_close(sim(**inputs).logits.squeeze(-1), model(model.task_id("sim"), inputs)["outputs"],
+                                   atol=1e-6, rtol=0)
+        mc = AutoModelForMultipleChoice.from_pretrained(out / "tasks" / "mc").eval()
+        got = mc(input_ids=ids.view(3, 2, -1), attention_mask=mask.view(3, 2, -1)).logits
+        torch.testing.assert_close(got, model(model.task_id("mc"), choices)["outputs"], atol=1e-6, rtol=0)
+        qa = AutoModelForQuestionAnswering.from_pretrained(out / "tasks" / "qa").eval()
+        start, end = model(model.task_id("qa"), full)["outputs"]
+        answer = qa(**full)
+        torch.testing.assert_close(answer.start_logits, start, atol=1e-5, rtol=0)
+        torch.testing.assert_close(answer.end_logits, end, atol=1e-5, rtol=0)

@@ -1,4 +1,5 @@
-"""One task's head as a stock `AutoModelForSequenceClassification` (classification) or
+"""One task's head as a stock transformers model: `AutoModelForSequenceClassification` (classification,
+regression), `AutoModelForMultipleChoice` (multiple choice), `AutoModelForQuestionAnswering` (span),
 `AutoModelForTokenClassification` (tagging), for model types where the mapping is exact (same function,
 not just same shapes).
 
@@ -19,7 +20,8 @@ import copy
 
 from torch import nn
 
-__all__ = ["task_model_support", "task_model", "token_task_model_support", "token_task_model"]
+__all__ = ["task_model_support", "task_model", "choice_model_support", "span_model_support", "span_task_model",
+           "token_task_model_support", "token_task_model"]
 
 # *ForTokenClassification is base model (no pooler) -> dropout -> classifier (linear) for these types:
 # exactly the tagging head
@@ -30,6 +32,9 @@ _BERT_LIKE = {"dense.weight": "{base}.pooler.dense.weight", "dense.bias": "{base
               "out_proj.weight": "classifier.weight", "out_proj.bias": "classifier.bias"}
 _ROBERTA_LIKE = {k: f"classifier.{k}" for k in ("dense.weight", "dense.bias", "out_proj.weight", "out_proj.bias")}
 HEAD_MAPS = {"bert": _BERT_LIKE, "roberta": _ROBERTA_LIKE, "xlm-roberta": _ROBERTA_LIKE, "camembert": _ROBERTA_LIKE}
+# *ForMultipleChoice is pooler (dense + tanh on the first token) -> dropout -> classifier (one score) for
+# BERT and the RoBERTa family alike: the shared ranking head
+CHOICE_MAPS = {t: _BERT_LIKE for t in ("bert", "roberta", "xlm-roberta", "camembert")}
 
 
 def task_model_support(model_type: str) -> str | None:
@@ -40,15 +45,21 @@ def task_model_support(model_type: str) -> str | None:
             f"only {sorted(HEAD_MAPS)} classify with dense -> tanh -> out_proj on the first token")
 
 
-def task_model(backbone: nn.Module, head_state: dict, label_names: list[str], head_dropout: float):
-    """A sequence-classification model holding `backbone`'s weights and one task's head, or None
-    when the backbone's type has no exact mapping."""
-    from transformers import AutoModelForSequenceClassification
+def task_model(backbone: nn.Module, head_state: dict, label_names: list[str], head_dropout: float,
+               kind: str = "sequence"):
+    """A sequence-classification model (kind "sequence"; "regression": one output, problem_type regression;
+    "choice": AutoModelForMultipleChoice, a score per choice) holding `backbone`'s weights and one task's
+    head, or None when the backbone's type has no exact mapping."""
+    from transformers import AutoModelForMultipleChoice, AutoModelForSequenceClassification
 
-    mapping = HEAD_MAPS.get(backbone.config.model_type)
+    mapping = (CHOICE_MAPS if kind == "choice" else HEAD_MAPS).get(backbone.config.model_type)
     if mapping is None:
         return None
-    model = AutoModelForSequenceClassification.from_config(_task_config(backbone.config, label_names, head_dropout))
+    config = _task_config(backbone.config, label_names, head_dropout)
+    if kind == "regression":
+        config.problem_type = "regression"
+    auto = AutoModelForMultipleChoice if kind == "choice" else AutoModelForSequenceClassification
+    model = auto.from_config(config)
     base = model.base_model_prefix
     state = {f"{base}.{k}": v for k, v in backbone.state_dict().items()}
     state.update({target.format(base=base): head_state[src] for src, target in mapping.items()})
@@ -57,6 +68,37 @@ def task_model(backbone: nn.Module, head_state: dict, label_names: list[str], he
     if any(not k.startswith(f"{base}.pooler.") for k in extra):  # RoBERTa classifiers drop the pooler
         raise ValueError(f"backbone weights with no place in {type(model).__name__}: {extra}")
     model.load_state_dict({k: v for k, v in state.items() if k in wanted}, strict=True)
+    return model.eval()
+
+
+def choice_model_support(model_type: str) -> str | None:
+    """None when `model_type` has an exact AutoModelForMultipleChoice mapping, else why not."""
+    if model_type in CHOICE_MAPS:
+        return None
+    return (f"no exact AutoModelForMultipleChoice mapping for model type {model_type!r} "
+            f"(checked: {sorted(CHOICE_MAPS)})")
+
+
+def span_model_support(model_type: str) -> str | None:
+    """None when `model_type` has an exact AutoModelForQuestionAnswering (qa_outputs on every token)."""
+    if model_type in TOKEN_MODEL_TYPES:
+        return None
+    return (f"no exact AutoModelForQuestionAnswering mapping checked for model type {model_type!r} "
+            f"(checked: {list(TOKEN_MODEL_TYPES)})")
+
+
+def span_task_model(backbone: nn.Module, weight, bias):
+    """A question-answering model holding `backbone`'s weights (no pooler) and the span head as qa_outputs
+    (start, end logits per token; prefinetune also masks padding, which an answer never starts in)."""
+    from transformers import AutoModelForQuestionAnswering
+
+    config = copy.deepcopy(backbone.config)
+    config.num_labels, config.architectures = 2, None
+    model = AutoModelForQuestionAnswering.from_config(config)
+    base = model.base_model_prefix
+    state = {f"{base}.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
+    state.update({"qa_outputs.weight": weight, "qa_outputs.bias": bias})
+    model.load_state_dict(state, strict=True)
     return model.eval()
 
 

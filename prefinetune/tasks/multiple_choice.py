@@ -295,6 +295,17 @@ class MultipleChoiceFamily(ModuleFamily):
     def entropy(self, outputs, batch):
         return softmax_entropy(mask_scores(outputs, batch["choice_mask"]))
 
+    def task_folder_skipped(self, model_type: str):
+        from prefinetune.export.task_models import choice_model_support
+
+        return choice_model_support(model_type)
+
+    def task_model(self, model, task: dict, head_dropout: float):
+        """AutoModelForMultipleChoice: the shared ranking head as pooler + classifier."""
+        from prefinetune.export.task_models import task_model
+
+        return task_model(model.backbone, model.multiple_choice.head_state(0), ["score"], head_dropout, kind="choice")
+
 
 
 FAMILY = register_family(MultipleChoiceFamily())

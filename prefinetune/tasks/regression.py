@@ -166,6 +166,18 @@ class RegressionFamily(ModuleFamily):
         """No distribution: the squared difference of the two outputs."""
         return (clean.float() - noisy.float()).pow(2).mean()
 
+    def task_folder_skipped(self, model_type: str):
+        from prefinetune.export.task_models import task_model_support
+
+        return task_model_support(model_type)
+
+    def task_model(self, model, task: dict, head_dropout: float):
+        """AutoModelForSequenceClassification with one output and problem_type regression."""
+        from prefinetune.export.task_models import task_model
+
+        head = model.regression.head_state(task["family_index"])
+        return task_model(model.backbone, head, ["score"], head_dropout, kind="regression")
+
 
 
 FAMILY = register_family(RegressionFamily())

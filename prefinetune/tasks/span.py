@@ -312,6 +312,20 @@ class SpanFamily(ModuleFamily):
         """The mean of the start and end entropies."""
         return (softmax_entropy(outputs[0]) + softmax_entropy(outputs[1])) / 2
 
+    def task_folder_skipped(self, model_type: str):
+        from prefinetune.export.task_models import span_model_support
+
+        return span_model_support(model_type)
+
+    def task_model(self, model, task: dict, head_dropout: float):
+        """AutoModelForQuestionAnswering: the shared span head as qa_outputs (R4F's normalisation baked in)."""
+        from prefinetune.export.task_models import span_task_model
+        from prefinetune.model.heads import spectrally_normalised
+
+        head = model.span
+        weight = spectrally_normalised(head.weight) if head.spectral_norm else head.weight
+        return span_task_model(model.backbone, weight.detach(), head.bias.detach())
+
 
 
 FAMILY = register_family(SpanFamily())
