@@ -14,7 +14,7 @@ import json
 import os
 from pathlib import Path
 
-from prefinetune.config import RecipeConfig, recipe_from_dict
+from prefinetune.config import RecipeConfig, RecipeError, recipe_from_dict
 
 __all__ = ["resolve_paths", "check_backbone", "prepare_data", "train", "export_run", "run", "metrics_table",
            "header", "how_to_load", "write_final_metrics"]
@@ -50,7 +50,7 @@ def check_backbone(recipe: RecipeConfig) -> None:
                                         trust_remote_code=m.trust_remote_code)
     needy = [t for t in recipe.tasks if get_family(t.family).needs_encoder_decoder]
     if needy and not getattr(config, "is_encoder_decoder", False):
-        raise ValueError(f"tasks {[t.name for t in needy]} are {needy[0].family}, which needs an encoder-decoder "
+        raise RecipeError(f"tasks {[t.name for t in needy]} are {needy[0].family}, which needs an encoder-decoder "
                          f"backbone such as BART; model.name_or_path={m.name_or_path!r} is {config.model_type}, "
                          "encoder-only")
 

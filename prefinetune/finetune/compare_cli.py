@@ -7,9 +7,12 @@ the recipe's hyperparameter grid, on Ray Tune; writes results.{md,json,png} (pre
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 __all__ = ["compare_parser", "compare_main"]
+
+OVERRIDE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")
 
 
 def _fractions(text: str) -> list[float]:
@@ -44,6 +47,10 @@ def compare_main(argv: list[str] | None = None) -> int:
     from prefinetune.finetune.compare import compare
 
     args = compare_parser().parse_args(argv)
+    # `--models A B key=value` : argparse gives the override to --models; a recipe key is never a model
+    overrides = [m for m in args.models if OVERRIDE.match(m)]
+    args.models = [m for m in args.models if not OVERRIDE.match(m)]
+    args.overrides = overrides + list(args.overrides)
     try:
         recipe = load_recipe(args.recipe, data_dir_overrides(args.data_dir) + list(args.overrides))
         out = args.output_dir or str(Path(recipe.run.output_dir) / f"compare_{recipe.tasks[0].name}")

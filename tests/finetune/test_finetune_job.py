@@ -1,0 +1,122 @@
+"""The downstream commands end to end on Ray, as a user runs them: pre-finetune a tiny BERT on real data,
+`prefinetune finetune` its export on RTE with 2 Ray Train workers (the head reused, its initial dev score
+the pre-finetuned model's, a stock AutoModelForSequenceClassification out), and `prefinetune compare` on
+Ray Tune (2 local CPU trials at a time), resumed by running it again; bad input is refused before any trial.
+
+    python -m pytest tests/finetune/test_finetune_job.py -q
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import REPO  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.run([sys.executable, "-m", "prefinetune", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory, data_root):
+    from prefinetune.model.tiny import save_tiny_bert
+
+    root = tmp_path_factory.mktemp("job")
+    bert = save_tiny_bert(root / "bert")
+    done = _cli("--recipe", "recipes/shared_data_no_summ_cpu.yaml", "--data-dir", str(data_root), "--model", str(bert),
+                "--output-dir", str(root), "--name", "pre", "--updates", "4", "--slots", "2", "train.batch_size=4",
+                "eval.max_rows=40")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return {"bert": bert, "export": root / "pre" / "export", "final": json.loads((root / "pre" / "eval_final.json")
+                                                                              .read_text()), "root": root}
+
+
+def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prefinetune.export import load_exported
+
+    done = _cli("finetune", "--recipe", "recipes/finetune/rte.yaml", "--data-dir", str(data_root),
+                "--model", str(pretrained["export"]), "--output-dir", str(tmp_path), "--name", "ft",
+                "--num-workers", "2", "finetune.epochs=0.02", "eval.max_rows=40")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "ft"
+    summary = json.loads((run / "finetune.json").read_text())
+    assert summary["head"] == "rte starts from the export's classification head of 'rte'"
+    assert (summary["select_split"], summary["test_split"]) == ("dev", "heldout")
+    assert {"accuracy", "rows"} <= set(summary["select"]) and {"accuracy", "rows"} <= set(summary["test"])
+    start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["update"] == 0 and start["dev/rte/rows"] == pretrained["final"]["dev/rte/rows"] == 40
+    assert start["dev/rte/accuracy"] == pretrained["final"]["dev/rte/accuracy"]
+    assert "fine-tuned rte" in done.stdout and summary["model_folder"] == str(run / "export" / "tasks" / "rte")
+    stock = AutoModelForSequenceClassification.from_pretrained(summary["model_folder"]).eval()
+    model, _ = load_exported(run / "export")
+    tokens = AutoTokenizer.from_pretrained(summary["model_folder"])(["A man sleeps."], ["Nobody sleeps."],
+                                                                    return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(stock(**tokens).logits, model(0, dict(tokens))["outputs"], atol=1e-5, rtol=0)
+
+
+def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_root, tmp_path):
+    def command(seeds: str) -> list[str]:
+        return ["compare", "--recipe", "recipes/finetune/copa.yaml", "--data-dir", str(data_root), "--models",
+                str(pretrained["bert"]), str(pretrained["export"]), "--fractions", "0.5,1.0", "--seeds", seeds,
+                "--output-dir", str(tmp_path), "finetune.epochs=0.1", "eval.max_rows=20"]
+
+    args = command("1")
+    done = _cli(*args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("[compare] trial ") == 4 and "trial 4/4 done" in done.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["trials"] == {"total": 4, "finished": 4, "failed": 0}
+    assert {(r["model"], r["fraction"]) for r in results["rows"]} == {(m, f) for m in ("bert", "pre")
+                                                                      for f in (0.5, 1.0)}
+    trials = sorted((tmp_path / "trials").glob("*/trial.json"))
+    assert len(trials) == 4
+    for row in results["rows"]:       # each row's score is its trial's own test score
+        trial = next(json.loads(p.read_text()) for p in trials if json.loads(p.read_text())["trial"]["model"] ==
+                     row["model"] and json.loads(p.read_text())["trial"]["fraction"] == row["fraction"])
+        assert row["test_scores"] == [trial["metrics"][f"{trial['test_split']}/copa/accuracy"]]
+    table = (tmp_path / "results.md").read_text()
+    assert "| pre |" in table and "| bert |" in table and "0.5 of train" in table
+    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    stamps = {p: p.stat().st_mtime_ns for p in trials}
+    again = _cli(*args)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "resuming the trials" in again.stdout and "[compare] trial " not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in trials} == stamps
+    assert json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
+    other = _cli(*command("2"))
+    assert other.returncode == 2 and "holds another comparison" in other.stderr
+
+
+def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_path):
+    (tmp_path / "not_a_model").mkdir()
+    (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
+    common = ["--data-dir", str(data_root), "--output-dir", str(tmp_path / "out")]
+    cases = [
+        (["--recipe", "recipes/finetune/rte.yaml", "--models", str(pretrained["bert"]), "--fractions", "0,1"],
+         "--fractions: each must be in (0, 1]"),
+        (["--recipe", "recipes/finetune/rte.yaml", "--models", str(tmp_path / "not_a_model")],
+         f"--models {tmp_path / 'not_a_model'}: not a model"),
+        (["--recipe", "recipes/finetune/aeslc.yaml", "--models", str(pretrained["export"])],
+         "tasks ['aeslc'] are summarization, which needs an encoder-decoder backbone"),
+        (["--recipe", "recipes/finetune/rte.yaml", "--models", str(pretrained["export"]),
+          "tasks.0.label_names=[not_entailment,entailment]"], "reuse needs the same labels in the same order"),
+    ]
+    for args, message in cases:
+        done = _cli("compare", *args, *common)
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-2000:])
+        assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out" / "tune").exists()
