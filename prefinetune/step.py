@@ -18,7 +18,8 @@ from prefinetune.losses.scaling import scale_loss
 from prefinetune.tasks.eval_loop import to_device
 from prefinetune.tasks.family import get_family
 
-__all__ = ["SlotResult", "TrainData", "to_device", "slot_loss", "seed_slot", "run_update"]
+__all__ = ["SlotResult", "TrainData", "to_device", "slot_loss", "seed_slot", "NonFiniteLossError", "check_finite",
+           "run_update"]
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,45 @@ def seed_slot(seed: int, update_index: int, slot: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, update_index, slot]).generate_state(1)[0]))
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A slot's loss was NaN or infinite. Raised on every rank at the same micro-step, before that slot's
+    backward pass, so no optimizer step takes it in; the message names the task, update, slot and rows."""
+
+
+def check_finite(loss: torch.Tensor, slot: Slot, update_index: int) -> None:
+    """Raise NonFiniteLossError on every rank when any rank's loss of this micro-step is not finite (one
+    all-reduce of a flag per micro-step on W > 1 workers, so the ranks stop together, not in a hang)."""
+    bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0])
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and \
+        torch.distributed.get_world_size() > 1
+    if distributed:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if not bad.item():
+        return
+    mine = None if bool(torch.isfinite(loss.detach()).all()) else (slot.task, slot.index, list(slot.rows),
+                                                                   float(loss.detach().float().sum()))
+    found = [mine]
+    if distributed:
+        found = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(found, mine)
+    task, index, rows, value = next(f for f in found if f is not None)
+    raise NonFiniteLossError(
+        f"update {update_index + 1}, slot {index}: task {task!r} gave a non-finite loss ({value}) on its "
+        f"training rows {rows} (0-based rows of its train split); the run stops before this slot's backward "
+        "pass, so no weights took it in and the last checkpoint is intact. Check those rows, or lower "
+        "optim.lr, or train in fp32 (deepspeed.precision=fp32)")
+
+
 def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData,
                device: torch.device, seed: int = 0, update_index: int = 0, r3f=None) -> list[SlotResult]:
-    """This worker's micro-steps of update `update_index`; returns what each slot did."""
+    """This worker's micro-steps of update `update_index`; returns what each slot did. A non-finite loss
+    on any rank stops every rank (NonFiniteLossError) before its backward pass."""
     results = []
     for slot in slots:
         seed_slot(seed, update_index, slot.index)
         batch = data.batch(slot, device)
         loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f)
+        check_finite(loss, slot, update_index)
         engine.backward(loss * data.weight(slot))
         engine.step()
         mask = batch["attention_mask"]

@@ -1,0 +1,79 @@
+"""A NaN loss stops the run on every rank at the same micro-step, naming task, update, slot and rows,
+before any weight takes it in: two real gloo workers under ZeRO-2, one of which meets a regression row
+whose target is NaN (injected in memory: the readers refuse such rows in files).
+
+    python -m pytest tests/dist/test_nonfinite.py -q
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import free_port  # noqa: E402
+from tiny import FamilySplit, mixed_recipe, tiny_bert  # noqa: E402
+
+from prefinetune.config import recipe_from_dict
+from prefinetune.data.schedule import Slot
+from prefinetune.model.multitask import build_model
+
+WORLD, BAD_ROW = 2, 7
+
+
+def _splits(recipe) -> dict:
+    splits = {t.name: FamilySplit(t.family, 30, seed=i, num_labels=t.num_labels if t.label_names else 2)
+              for i, t in enumerate(recipe.tasks)}
+    splits["regression"].rows[BAD_ROW]["label"] = math.nan
+    return splits
+
+
+def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))
+    from prefinetune.dist.engine import build_engine
+    from prefinetune.step import NonFiniteLossError, TrainData, run_update
+
+    recipe = recipe_from_dict(recipe_dict)
+    engine = build_engine(build_model(recipe, backbone=tiny_bert(seed=0)), recipe, WORLD, on_gpu=False)
+    data = TrainData(_splits(recipe), recipe.tasks, pad_id=0)
+    ids = {t.name: i for i, t in enumerate(recipe.tasks)}
+    before = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+    clean = [Slot(rank, "classification2", (0, 1, 2)), Slot(rank + 2, "classification3", (3, 4))]
+    run_update(engine, ids, clean, data, torch.device("cpu"), 0, 0)             # update 1: fine
+    after_first = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
+    # update 2: rank 1's second slot holds the NaN row; rank 0's slots are clean
+    second = [Slot(rank, "classification2", (5, 6)),
+              Slot(rank + 2, "regression" if rank == 1 else "classification3", (2, BAD_ROW, 9))]
+    message = None
+    try:
+        run_update(engine, ids, second, data, torch.device("cpu"), 0, 1)
+    except NonFiniteLossError as err:
+        message = str(err)
+    changed = any(not torch.equal(before[k], after_first[k]) for k in before)
+    Path(out, f"rank{rank}.json").write_text(json.dumps({"message": message, "first_update_moved": changed}))
+    torch.save({k: v.detach().clone() for k, v in engine.module.state_dict().items()}, f"{out}/state{rank}.pt")
+    torch.save(after_first, f"{out}/first{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_every_rank_naming_task_update_slot_and_rows(tmp_path):
+    recipe = mixed_recipe(["classification", "regression"], train={"slots_per_update": 4, "batch_size": 3},
+                          deepspeed={"zero_stage": 2}, scaling={"num_workers": WORLD, "use_gpu": False})
+    mp.spawn(_worker, args=(recipe, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
+    expected = (f"update 2, slot 3: task 'regression' gave a non-finite loss (nan) on its training rows "
+                f"[2, {BAD_ROW}, 9]")
+    for report in reports:
+        assert report["message"] is not None and report["message"].startswith(expected), report
+        assert report["first_update_moved"]
+    for r in range(WORLD):      # the failed update left the weights as the first one made them
+        state, first = torch.load(tmp_path / f"state{r}.pt"), torch.load(tmp_path / f"first{r}.pt")
+        assert all(torch.equal(state[k], first[k]) for k in state)
