@@ -86,6 +86,20 @@ class RunLog:
             run_dir.mkdir(parents=True, exist_ok=True)
             self.path = run_dir / "metrics.jsonl"
 
+    def resumed(self, update: int) -> None:
+        """After a restart from the checkpoint of `update`: drop the records of later updates that the
+        interrupted run had written, so metrics.jsonl holds each update once (they are run again)."""
+        if not self.active or update == 0 or not self.path.is_file():
+            return
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if line.strip() and json.loads(line).get("update", 0) <= update]
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        partial.replace(self.path)
+        if len(kept) < len(lines):
+            self.say(f"[prefinetune] resumed after update {update}: {len(lines) - len(kept)} metrics records of "
+                     "later updates dropped (they are run again)")
+
     def step(self, update: int) -> None:
         if self.active:
             write_progress(self.run_dir, update, self.total)

@@ -129,6 +129,18 @@ def _check_r3f_precision(model, recipe, on_gpu: bool) -> None:
         say(f"[prefinetune] WARNING: {note}")
 
 
+def _record_worker(run_dir, rank: int) -> None:
+    """run_dir/workers/rank-R.json: this worker's host and process id (which process to look at, or to stop)."""
+    import json
+    import os
+    import socket
+
+    folder = run_dir / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "pid": os.getpid(),
+                                                          "host": socket.gethostname()}))
+
+
 def _data(recipe, pad_id: int):
     """(training data, {split: {task: rows}} scored every eval, the same at the end): the whole splits, or
     a fine-tuning run's rows (prefinetune/finetune/splits.py)."""
@@ -188,6 +200,8 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
                if recipe.sampling.policy == "mt_uncertainty" else None)
     start = _resume(engine, stats, sampler, session.checkpoint(resume_from))
+    log.resumed(start)
+    _record_worker(recipe.run_dir, rank)
     total = recipe.train.updates
     if start == 0 and recipe.finetune is not None and recipe.finetune.eval_at_start:
         log.write(0, _score(engine, recipe, periodic, tokenizer, device, rank, world))

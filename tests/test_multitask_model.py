@@ -98,3 +98,22 @@ def test_bart_generate_is_greedy_decoding_of_the_lm_head():
                   "labels": generated[None, :length]}
         logits = model(0, forced)["outputs"]
         assert torch.equal(logits.argmax(-1)[0], generated[:length])
+
+
+def test_a_new_model_trains_with_the_backbones_dropout_on(tmp_path):
+    """from_pretrained returns the backbone in eval mode; the model must start in train mode throughout,
+    else the backbone's dropout is off until the first evaluation (which then changed what training does)."""
+    from prefinetune.model.tiny import save_tiny_bert
+
+    folder = save_tiny_bert(tmp_path / "bert")
+    recipe = recipe_from_dict({"model": {"name_or_path": str(folder)}, "train": {"updates": 1},
+                               "tasks": [{"name": "t", "label_names": ["a", "b"], "splits": {"train": "t.jsonl"},
+                                          "columns": {"text": "x", "label": "y"}}]})
+    model = build_model(recipe)
+    assert all(m.training for m in model.modules())
+    ids = torch.randint(5, 100, (4, 12))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    torch.manual_seed(0)
+    first = model.backbone(**batch).last_hidden_state
+    torch.manual_seed(1)
+    assert not torch.equal(first, model.backbone(**batch).last_hidden_state)     # dropout is on

@@ -79,6 +79,9 @@ class MultiTaskModel(nn.Module):
             served.setdefault(t.family, []).append(t)
         for name in self.families:             # registered under the family's name: "classification.*", ...
             self.add_module(name, self._family[name].build_head(served[name], hidden, head_dropout, spectral_norm))
+        # from_pretrained leaves the backbone in eval mode: without this, its dropout would stay off in
+        # training until the first evaluation switched the whole model back to train mode
+        self.train()
 
     def task_id(self, name: str) -> int:
         for i, t in enumerate(self.tasks):

@@ -1,0 +1,93 @@
+"""A worker killed mid-run: SIGKILL to one of 2 Ray Train workers (ZeRO-2) between two checkpoints;
+Ray Train restarts the group from the last checkpoint (`scaling.max_failures`) and the run ends with the
+weights of an uninterrupted run, the same metrics after the restart point, and each update once in
+metrics.jsonl.
+
+    python -m pytest tests/test_worker_failure.py -q
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO  # noqa: E402
+
+from prefinetune.config import load_recipe
+
+UPDATES, EVERY, KILL_AT = 8, 2, 3
+
+
+@pytest.fixture
+def local_ray():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def _recipe(out: Path, name: str, failures: int):
+    return load_recipe(REPO / "recipes" / "local_cpu.yaml", [
+        f"run.output_dir={out}", f"run.name={name}", f"train.updates={UPDATES}", "train.slots_per_update=2",
+        "train.batch_size=4", "train.log_every=1", "data.synthetic_rows=100", "model.max_length=24",
+        f"checkpoint.every_updates={EVERY}", "checkpoint.keep=4", f"eval.every_updates={EVERY}", "eval.max_rows=8",
+        f"scaling.max_failures={failures}"])
+
+
+def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
+    """Wait until the run has finished `update` (progress.json), then SIGKILL rank 1's process."""
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        try:
+            done = json.loads((run_dir / "progress.json").read_text())["update"]
+            pid = json.loads((run_dir / "workers" / "rank-1.json").read_text())["pid"]
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            time.sleep(0.05)
+            continue
+        if done >= update:
+            os.kill(pid, signal.SIGKILL)
+            killed.update(pid=pid, after=done)
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run(tmp_path, local_ray):
+    from prefinetune.launcher import run
+
+    straight = run(_recipe(tmp_path, "straight", failures=0))
+    killed: dict = {}
+    killer = threading.Thread(target=_kill_rank_1_after, args=(tmp_path / "killed", KILL_AT, killed), daemon=True)
+    killer.start()
+    restarted = run(_recipe(tmp_path, "killed", failures=1))
+    killer.join(timeout=5)
+    assert killed and killed["after"] < UPDATES, killed
+    new_pid = json.loads((tmp_path / "killed" / "workers" / "rank-1.json").read_text())["pid"]
+    assert new_pid != killed["pid"], "rank 1 was not restarted"
+
+    def records(name: str) -> list[dict]:
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+
+    for kind in ("lr", f"dev/{'syn_nli'}/accuracy"):       # training windows and evals: each update once
+        updates = [r["update"] for r in records("killed") if kind in r]
+        assert updates == [r["update"] for r in records("straight") if kind in r], kind
+    resumed_from = (killed["after"] // EVERY) * EVERY
+    for a, b in zip(records("straight"), records("killed")):
+        if a["update"] > resumed_from and "lr" in a:
+            losses = {k: v for k, v in a.items() if k.startswith(("loss/", "seen/", "mix/"))}
+            assert {k: b[k] for k in losses} == pytest.approx(losses, rel=1e-5), a["update"]
+    assert restarted["metrics"] == pytest.approx(straight["metrics"], rel=1e-5)
+    for weights in ("model.safetensors", "heads.safetensors"):
+        a, b = load_file(Path(straight["export"]) / weights), load_file(Path(restarted["export"]) / weights)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{weights} {key}: {m}")
