@@ -87,18 +87,20 @@ class RunLog:
             self.path = run_dir / "metrics.jsonl"
 
     def resumed(self, update: int) -> None:
-        """After a restart from the checkpoint of `update`: drop the records of later updates that the
-        interrupted run had written, so metrics.jsonl holds each update once (they are run again)."""
-        if not self.active or update == 0 or not self.path.is_file():
+        """At the start of a run (update 0) or of a restart from the checkpoint of `update`: drop the records
+        of later updates that an earlier attempt wrote, so metrics.jsonl holds each update once."""
+        if not self.active or not self.path.is_file():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line.strip() and json.loads(line).get("update", 0) <= update]
+        lines = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        kept = [line for line in lines if update > 0 and json.loads(line).get("update", 0) <= update]
         partial = self.path.with_name(self.path.name + ".partial")
         partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         partial.replace(self.path)
-        if len(kept) < len(lines):
+        if update > 0:
             self.say(f"[prefinetune] resumed after update {update}: {len(lines) - len(kept)} metrics records of "
                      "later updates dropped (they are run again)")
+        elif lines:
+            self.say(f"[prefinetune] started from update 0: {len(lines)} metrics records of an earlier attempt dropped")
 
     def step(self, update: int) -> None:
         if self.active:

@@ -11,6 +11,7 @@ restarted run resumes where it was.
 from __future__ import annotations
 
 import tempfile
+from pathlib import Path
 
 import torch
 
@@ -55,20 +56,32 @@ class RaySession:
         self.device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
 
     def checkpoint(self, resume_from: str | None):
-        """The latest checkpoint Ray hands back after a worker restart, else the --resume-from folder."""
+        """The latest checkpoint Ray hands back after a worker restart, else the --resume-from folder;
+        a torn one (a file missing or cut short) gives way to the newest whole one before it."""
         import ray.train
+
+        from prefinetune.dist.checkpoint_files import newest_whole
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and resume_from:
             checkpoint = ray.train.Checkpoint(resume_from)
-        return checkpoint
+        if checkpoint is None or not Path(checkpoint.path).is_dir():     # remote storage: taken as it is
+            return checkpoint
+        folder, warning = newest_whole(Path(checkpoint.path))
+        if warning and self.rank == 0:
+            say(f"[prefinetune] WARNING: {warning}")
+        return ray.train.Checkpoint(str(folder))
 
     def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
-        """Every worker saves its shard of the DeepSpeed state; Ray merges them into one checkpoint."""
+        """Every worker saves its shard of the DeepSpeed state and the list of its files (sizes, sha256);
+        Ray merges them into one checkpoint."""
         import ray.train
+
+        from prefinetune.dist.checkpoint_files import write_file_list
 
         with tempfile.TemporaryDirectory() as folder:
             engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
+            write_file_list(Path(folder), self.rank, self.world)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

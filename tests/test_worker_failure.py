@@ -1,7 +1,9 @@
-"""A worker killed mid-run: SIGKILL to one of 2 Ray Train workers (ZeRO-2) between two checkpoints;
-Ray Train restarts the group from the last checkpoint (`scaling.max_failures`) and the run ends with the
-weights of an uninterrupted run, the same metrics after the restart point, and each update once in
-metrics.jsonl.
+"""Faults against an uninterrupted 2-worker ZeRO-2 run (Ray Train, MiniLM, synthetic data):
+- a worker killed mid-run: SIGKILL to one worker between two checkpoints; Ray Train restarts the group
+  from the last checkpoint (`scaling.max_failures`) and the run ends with the uninterrupted run's
+  weights, the same metrics after the restart point, and each update once in metrics.jsonl;
+- a torn checkpoint: a file of the newest checkpoint cut short; resuming from it uses the previous
+  whole one, with a warning, and ends with the same weights again.
 
     python -m pytest tests/test_worker_failure.py -q
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -24,15 +27,31 @@ from conftest import REPO  # noqa: E402
 
 from prefinetune.config import load_recipe
 
-UPDATES, EVERY, KILL_AT = 8, 2, 3
+UPDATES, EVERY, KILL_AT = 8, 2, 5
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
     import ray
 
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, local_ray):
+    from prefinetune.launcher import run
+
+    out = tmp_path_factory.mktemp("faults")
+    return run(_recipe(out, "straight", failures=0)), out
+
+
+def _same_weights(a_export: str, b_export: str) -> None:
+    for weights in ("model.safetensors", "heads.safetensors"):
+        a, b = load_file(Path(a_export) / weights), load_file(Path(b_export) / weights)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{weights} {key}: {m}")
 
 
 def _recipe(out: Path, name: str, failures: int):
@@ -61,10 +80,11 @@ def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
 
 
 @pytest.mark.slow
-def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run(tmp_path, local_ray):
+def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run(straight, tmp_path, capfd):
     from prefinetune.launcher import run
 
-    straight = run(_recipe(tmp_path, "straight", failures=0))
+    straight, straight_out = straight
+    (tmp_path / "straight").symlink_to(straight_out / "straight")
     killed: dict = {}
     killer = threading.Thread(target=_kill_rank_1_after, args=(tmp_path / "killed", KILL_AT, killed), daemon=True)
     killer.start()
@@ -73,6 +93,9 @@ def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run
     assert killed and killed["after"] < UPDATES, killed
     new_pid = json.loads((tmp_path / "killed" / "workers" / "rank-1.json").read_text())["pid"]
     assert new_pid != killed["pid"], "rank 1 was not restarted"
+    printed = capfd.readouterr()
+    resumed_from = int(re.search(r"resumed after update (\d+)", printed.out + printed.err)[1])
+    assert 2 <= resumed_from <= killed["after"] and resumed_from % EVERY == 0
 
     def records(name: str) -> list[dict]:
         return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
@@ -80,14 +103,33 @@ def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run
     for kind in ("lr", f"dev/{'syn_nli'}/accuracy"):       # training windows and evals: each update once
         updates = [r["update"] for r in records("killed") if kind in r]
         assert updates == [r["update"] for r in records("straight") if kind in r], kind
-    resumed_from = (killed["after"] // EVERY) * EVERY
     for a, b in zip(records("straight"), records("killed")):
         if a["update"] > resumed_from and "lr" in a:
             losses = {k: v for k, v in a.items() if k.startswith(("loss/", "seen/", "mix/"))}
             assert {k: b[k] for k in losses} == pytest.approx(losses, rel=1e-5), a["update"]
     assert restarted["metrics"] == pytest.approx(straight["metrics"], rel=1e-5)
-    for weights in ("model.safetensors", "heads.safetensors"):
-        a, b = load_file(Path(straight["export"]) / weights), load_file(Path(restarted["export"]) / weights)
-        assert a.keys() == b.keys()
-        for key in a:
-            torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{weights} {key}: {m}")
+    _same_weights(straight["export"], restarted["export"])
+
+
+@pytest.mark.slow
+def test_a_torn_checkpoint_gives_way_to_the_previous_whole_one(straight, tmp_path, capfd):
+    import shutil
+
+    from prefinetune.dist.checkpoint_files import checkpoint_update
+    from prefinetune.launcher import run
+
+    straight, straight_out = straight
+    saved = tmp_path / "checkpoints"
+    shutil.copytree(straight_out / "straight" / "ray" / "straight", saved)
+    by_update = {checkpoint_update(p): p for p in saved.glob("checkpoint_*") if p.is_dir()}
+    assert sorted(by_update) == [2, 4, 6, 8]
+    torn = by_update[6]
+    victim = next(torn.glob("*/zero_pp_rank_1_*optim_states.pt"))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    resumed = run(_recipe(tmp_path, "resumed", failures=0), resume_from=str(torn))
+    printed = capfd.readouterr()
+    assert f"checkpoint {torn} is torn ({victim} (rank 1) has" in printed.out + printed.err
+    assert f"resuming from the previous whole one, {by_update[4]} (update 4)" in printed.out + printed.err
+    records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records if "lr" in r] == [5, 6, 7, 8]
+    _same_weights(straight["export"], resumed["export"])

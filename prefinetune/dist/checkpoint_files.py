@@ -1,0 +1,85 @@
+"""Torn-checkpoint detection: every rank lists the files it saved (size and sha256) beside them, and a
+checkpoint is used only if every rank's list is there and every file matches it.
+
+    write_file_list(folder, rank, world)      # after engine.save_checkpoint(folder), before reporting it
+    problem = check_files(folder)            # None, or what is missing or cut short
+    folder, note = newest_whole(folder)      # this checkpoint, or the newest whole one before it
+
+A checkpoint written before these lists existed has none and is taken as it is.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Optional
+
+from prefinetune.data.shards import sha256_file
+
+__all__ = ["TornCheckpointError", "write_file_list", "check_files", "checkpoint_update", "newest_whole"]
+
+LIST = "files-rank-{rank}.json"
+_LIST = re.compile(r"files-rank-(\d+)\.json")
+
+
+class TornCheckpointError(RuntimeError):
+    """No whole checkpoint to resume from; the message says what is wrong with each one tried."""
+
+
+def write_file_list(folder: Path, rank: int, world: int) -> None:
+    folder = Path(folder)
+    files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and not _LIST.fullmatch(p.name)}
+    (folder / LIST.format(rank=rank)).write_text(json.dumps({"rank": rank, "world": world, "files": files}))
+
+
+def check_files(folder: Path) -> Optional[str]:
+    """None when the checkpoint is whole (or predates file lists), else what is wrong, naming the file."""
+    folder = Path(folder)
+    lists = sorted(folder.glob("files-rank-*.json"))
+    if not lists:
+        return None
+    entries = [json.loads(p.read_text()) for p in lists]
+    world = entries[0]["world"]
+    ranks = {e["rank"] for e in entries}
+    if ranks != set(range(world)):
+        return f"the file lists of ranks {sorted(set(range(world)) - ranks)} of {world} are missing"
+    for entry in entries:
+        for name, want in entry["files"].items():
+            path = folder / name
+            if not path.is_file():
+                return f"{path} (rank {entry['rank']}) is missing"
+            if path.stat().st_size != want["bytes"]:
+                return f"{path} (rank {entry['rank']}) has {path.stat().st_size} bytes, {want['bytes']} were written"
+            if sha256_file(path) != want["sha256"]:
+                return f"{path} (rank {entry['rank']}) differs from what was written (sha256)"
+    return None
+
+
+def checkpoint_update(folder: Path) -> Optional[int]:
+    """The update a checkpoint folder holds (from DeepSpeed's 'latest' tag, update-NNNNNNN), or None."""
+    try:
+        return int(Path(folder, "latest").read_text().strip().rsplit("-", 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def newest_whole(folder: Path) -> tuple[Path, Optional[str]]:
+    """(the checkpoint to resume from, a warning or None): `folder` if whole, else the newest whole
+    checkpoint beside it (same parent) of an earlier update."""
+    folder = Path(folder)
+    problem = check_files(folder) if (folder / "latest").is_file() else f"{folder}/latest is missing"
+    if problem is None:
+        return folder, None
+    tried = [f"{folder}: {problem}"]
+    limit = checkpoint_update(folder)
+    siblings = [p for p in folder.parent.iterdir() if p.is_dir() and p != folder and checkpoint_update(p) is not None]
+    for other in sorted(siblings, key=checkpoint_update, reverse=True):
+        if limit is not None and checkpoint_update(other) >= limit:
+            continue
+        other_problem = check_files(other)
+        if other_problem is None:
+            return other, (f"checkpoint {folder} is torn ({problem}); resuming from the previous whole one, "
+                           f"{other} (update {checkpoint_update(other)})")
+        tried.append(f"{other}: {other_problem}")
+    raise TornCheckpointError("no whole checkpoint to resume from:\n  " + "\n  ".join(tried))
