@@ -293,12 +293,26 @@ class RecipeConfig(_Strict):
         return Path(self.data.shards_dir) if self.data.shards_dir else self.run_dir / "shards"
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "tuple"}
+
+
+def _key(loc: tuple) -> str:
+    """The recipe key of an error: pydantic's location less the names it gives union members (str, int,
+    list[...], function-after[...]), which are not keys a user wrote."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))]
+    return ".".join(parts) or "(top level)"
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"recipe {source} is not valid:"]
+    """One line per bad key; a key that failed every member of a union gets one line with every reason."""
+    reasons: dict[str, list[str]] = {}
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  key '{key}': {msg}")
+        reasons.setdefault(_key(e["loc"]), [])
+        if msg not in reasons[_key(e["loc"])]:
+            reasons[_key(e["loc"])].append(msg)
+    lines = [f"recipe {source} is not valid:"]
+    lines += [f"  key '{key}': {'; or '.join(msgs)}" for key, msgs in reasons.items()]
     return "\n".join(lines)
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from prefinetune.config import RecipeConfig, RecipeError, recipe_from_dict
 
-__all__ = ["resolve_paths", "check_backbone", "prepare_data", "train", "export_run", "run", "metrics_table",
-           "header", "how_to_load", "write_final_metrics"]
+__all__ = ["resolve_paths", "writable_folder", "check_backbone", "prepare_data", "train", "export_run", "run",
+           "metrics_table", "header", "how_to_load", "write_final_metrics"]
 
 
 def _absolute(path: str | None) -> str | None:
@@ -63,6 +63,20 @@ def prepare_data(recipe: RecipeConfig) -> dict:
     m = recipe.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
     return prepare_tasks(recipe, tokenizer, m.name_or_path)
+
+
+def writable_folder(folder: Path, key: str = "run.output_dir") -> Path:
+    """Make `folder` (and its parents) and prove a file can be written there; else a RecipeError naming
+    the folder, the key that set it and the reason, before any work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise RecipeError(f"{key}: cannot write to {folder} ({err.strerror or err}); give a folder you can write "
+                          "(--output-dir)") from None
+    return folder
 
 
 def _connect_ray() -> None:
@@ -167,7 +181,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     from prefinetune.task_mix import plot_task_mix
 
     recipe = resolve_paths(recipe)
-    recipe.run_dir.mkdir(parents=True, exist_ok=True)
+    writable_folder(recipe.run_dir)
     check_backbone(recipe)
     prepare_data(recipe)
     if recipe.finetune is not None:

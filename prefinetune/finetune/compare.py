@@ -155,10 +155,10 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
 
     from prefinetune.finetune.progress import TrialProgress
     from prefinetune.finetune.report import summarise, write_report
-    from prefinetune.launcher import _connect_ray
+    from prefinetune.launcher import _connect_ray, writable_folder
 
     fractions = check_fractions(fractions)
-    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
     labels, configs = _plan(recipe, models, fractions, seeds, out_dir, gpus_per_trial)
     points = len(configs) // (len(labels) * len(fractions) * seeds)
     print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} seeds "
