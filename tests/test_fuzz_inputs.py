@@ -112,3 +112,16 @@ def test_malformed_rows_are_refused_naming_file_row_and_field(tmp_path, seed):
             read_split(task, "train", path.parent)
         message = str(caught.value)
         assert str(path) in message and f"data row {row + 1} " in message and field in message, message
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    """A run folder under a regular file (so not writable, even as root): the error names the key and the
+    folder, before data preparation or Ray start."""
+    from prefinetune.launcher import run
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    recipe = load_recipe("recipes/local_cpu.yaml", [f"run.output_dir={blocker}"])
+    with pytest.raises(RecipeError, match=rf"run.output_dir: cannot write to {blocker}/local_cpu \(Not a directory\)"):
+        run(recipe)
+    assert blocker.read_text() == "not a folder"
