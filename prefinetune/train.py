@@ -102,12 +102,19 @@ class LocalSession:
         self.metrics = dict(metrics)
 
 
-def _resume(engine, stats: WindowStats, sampler, checkpoint) -> int:
-    """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start)."""
+def _resume(engine, stats: WindowStats, sampler, checkpoint, run_dir, rank: int, world: int) -> int:
+    """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start).
+    One saved on another number of workers is re-sharded (prefinetune/dist/reshard.py)."""
+    from prefinetune.dist.reshard import load_resharded, saved_world_size
+
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:
-        _, client_state = engine.load_checkpoint(folder)
+        tag = Path(folder, "latest").read_text().strip()
+        if saved_world_size(Path(folder), tag) != world:
+            client_state = load_resharded(engine, Path(folder), tag, run_dir, rank)
+        else:
+            _, client_state = engine.load_checkpoint(folder)
     stats.seen[:] = torch.tensor(client_state["seen"], dtype=stats.seen.dtype)
     if sampler is not None:
         sampler.load_state_dict(client_state["uncertainty"])
@@ -212,7 +219,7 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
     stats = WindowStats(list(task_ids))
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
                if recipe.sampling.policy == "mt_uncertainty" else None)
-    start = _resume(engine, stats, sampler, session.checkpoint(resume_from))
+    start = _resume(engine, stats, sampler, session.checkpoint(resume_from), recipe.run_dir, rank, world)
     log.resumed(start)
     _record_worker(recipe.run_dir, rank)
     total = recipe.train.updates

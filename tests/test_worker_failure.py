@@ -54,12 +54,12 @@ def _same_weights(a_export: str, b_export: str) -> None:
             torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{weights} {key}: {m}")
 
 
-def _recipe(out: Path, name: str, failures: int):
+def _recipe(out: Path, name: str, failures: int, workers: int = 2):
     return load_recipe(REPO / "recipes" / "local_cpu.yaml", [
         f"run.output_dir={out}", f"run.name={name}", f"train.updates={UPDATES}", "train.slots_per_update=2",
         "train.batch_size=4", "train.log_every=1", "data.synthetic_rows=100", "model.max_length=24",
         f"checkpoint.every_updates={EVERY}", "checkpoint.keep=4", f"eval.every_updates={EVERY}", "eval.max_rows=8",
-        f"scaling.max_failures={failures}"])
+        f"scaling.max_failures={failures}", f"scaling.num_workers={workers}"])
 
 
 def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
@@ -133,3 +133,27 @@ def test_a_torn_checkpoint_gives_way_to_the_previous_whole_one(straight, tmp_pat
     records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in records if "lr" in r] == [5, 6, 7, 8]
     _same_weights(straight["export"], resumed["export"])
+
+
+@pytest.mark.slow
+def test_a_run_resumes_on_another_number_of_workers(straight, tmp_path):
+    """2 -> 1: the 2-worker run's update-4 checkpoint resumed on 1 worker; 1 -> 2: that run's update-6
+    checkpoint resumed on 2 workers. The ZeRO-2 optimizer partitions are re-sharded through DeepSpeed's
+    universal checkpoint; the slot schedule does not depend on W, so both end at the uninterrupted run's
+    weights, within fp32 reduction-order tolerance."""
+    from prefinetune.dist.checkpoint_files import checkpoint_update
+    from prefinetune.launcher import run
+
+    straight, straight_out = straight
+
+    def checkpoint(run_dir: Path, update: int) -> str:
+        return str(next(p for p in (run_dir / "ray").glob("*/checkpoint_*") if checkpoint_update(p) == update))
+
+    one = run(_recipe(tmp_path, "one", 0, workers=1), resume_from=checkpoint(straight_out / "straight", 4))
+    assert (tmp_path / "one" / "universal" / "update-0000004" / "zero").is_dir()
+    _same_weights(straight["export"], one["export"])
+    two = run(_recipe(tmp_path, "two", 0, workers=2), resume_from=checkpoint(tmp_path / "one", 6))
+    _same_weights(straight["export"], two["export"])
+    for name in ("one", "two"):
+        records = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+        assert [r["update"] for r in records if "lr" in r] == ([5, 6, 7, 8] if name == "one" else [7, 8])
