@@ -441,8 +441,10 @@ def test_regression_choice_and_span_tasks_export_as_stock_models(tmp_path, model
                 list(model.span.parameters()):
             p.normal_(std=0.3)
     out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
-    folders = {t["name"]: t["folder"] for t in read_tasks_info(out)["tasks"]}
-    assert [folders[n] for n in ("sim", "mc", "qa")] == ["tasks/sim", "tasks/mc", "tasks/qa"]
+    folders = {t["name"]: (t["folder"], t["auto_class"]) for t in read_tasks_info(out)["tasks"]}
+    assert [folders[n] for n in ("sim", "mc", "qa")] == [
+        ("tasks/sim", "AutoModelForSequenceClassification"), ("tasks/mc", "AutoModelForMultipleChoice"),
+        ("tasks/qa", "AutoModelForQuestionAnswering")]
     inputs = batch(model_dir)                                   # 3 sequences
     ids, mask = (inputs[k].repeat(2, 1) for k in ("input_ids", "attention_mask"))   # 3 questions x 2 choices
     choices = {"input_ids": ids, "attention_mask": mask, "num_choices": 2,

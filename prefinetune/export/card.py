@@ -78,13 +78,14 @@ def _metrics_table(info: dict[str, Any], split: str, metrics: dict[str, float]) 
 
 
 def _usage(info: dict[str, Any]) -> str:
-    example = next((t["folder"] for t in info["tasks"] if t["folder"]), None)
+    example = next((t for t in info["tasks"] if t["folder"]), None)
     code = ["```python", "from transformers import AutoModel, AutoTokenizer",
             'encoder = AutoModel.from_pretrained("REPO_OR_FOLDER")          # the shared backbone',
             'tokenizer = AutoTokenizer.from_pretrained("REPO_OR_FOLDER")']
     if example:
-        code += ["from transformers import AutoModelForSequenceClassification",
-                 f'clf = AutoModelForSequenceClassification.from_pretrained("REPO_OR_FOLDER", subfolder="{example}")']
+        cls = example.get("auto_class") or "AutoModelForSequenceClassification"
+        code += [f"from transformers import {cls}",
+                 f'model = {cls}.from_pretrained("REPO_OR_FOLDER", subfolder="{example["folder"]}")']
     code += ["", "# the whole multi-task model (backbone + every head), with prefinetune installed:",
              "from prefinetune.export import load_exported", 'model, info = load_exported("FOLDER")', "```"]
     return "\n".join(["## How to load", "",

@@ -8,7 +8,7 @@ Layout (weights only as safetensors):
     heads.safetensors                                  the stacked head bank (classification.*)
     tasks.json                                         tasks, labels, head index, per-task folder
     README.md                                          model card
-    tasks/<name>/                                      AutoModelFor{Sequence,Token}Classification, where exact
+    tasks/<name>/                                      a stock AutoModelFor* (tasks.json: auto_class), where exact
 """
 from __future__ import annotations
 
@@ -122,7 +122,8 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
         skipped = get_family(head.family).task_folder_skipped(model_type)
         tasks.append({"name": head.name, "family": head.family, "label_names": list(labels) if labels else None,
                       "num_labels": head.num_labels, "head_index": i, "family_index": head.family_index,
-                      "folder": None if skipped else f"tasks/{head.name}", "folder_skipped": skipped})
+                      "folder": None if skipped else f"tasks/{head.name}", "folder_skipped": skipped,
+                      "auto_class": None if skipped else get_family(head.family).auto_class})
     m = recipe.model
     return {"format": EXPORT_FORMAT, "prefinetune_version": __version__,
             "model": {"name_or_path": public_model_name(m.name_or_path), "revision": m.revision,
@@ -154,6 +155,7 @@ def _write_task_folder(model, tokenizer, recipe, task: dict, stage: Path) -> Non
     except Exception as err:   # noqa: BLE001 - optional by design; recorded and warned
         shutil.rmtree(folder, ignore_errors=True)
         task["folder"], task["folder_skipped"] = None, f"writing it failed ({failure_reason(err)})"
+        task["auto_class"] = None
         warn(f"the per-task folder of {task['name']!r} was not written: {task['folder_skipped']}; "
              f"its head is in {HEADS_FILE}")
 

@@ -35,9 +35,11 @@ def write_summary(recipe, metrics: dict, export_dir: Path) -> dict:
                "select_split": roles.select, "test_split": roles.test, "head": start_heads_note(recipe),
                "select": split_metrics(metrics, roles.select, task.name),
                "test": split_metrics(metrics, roles.test, task.name),
-               "model_folder": folder, "model_folder_skipped": entry["folder_skipped"],
+               "model_folder": folder, "model_class": entry.get("auto_class"),
+               "model_folder_skipped": entry["folder_skipped"],
                "export": str(export_dir)}
     (recipe.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    where = folder or f"{export_dir} (prefinetune.export.load_exported; {entry['folder_skipped']})"
+    where = (f"{folder} ({entry.get('auto_class')})" if folder else
+             f"{export_dir} (prefinetune.export.load_exported; {entry['folder_skipped']})")
     print(f"[prefinetune] fine-tuned {task.name}: {summary['head']}; the model: {where}", flush=True)
     return summary

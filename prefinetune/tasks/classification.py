@@ -142,6 +142,7 @@ class ClassificationFamily(ModuleFamily):
     """A head per dataset (a stacked bank: prefinetune.model.heads), cross-entropy / log(classes)."""
 
     name = "classification"
+    auto_class = "AutoModelForSequenceClassification"          # the stock class of its per-task folders
     head_summary = 'its own head (dense, tanh, dropout, projection) on the first token'
     loss_summary = 'cross-entropy / log(number of classes)'
     roles = (("text", "label"), ("text_pair",))

@@ -53,6 +53,7 @@ class Family:
     decoder_reads_target: bool = False                           # BART's decoder reads batch["labels"]
     has_distribution: bool = True                                # MT-Uncertainty can score its entropy
     shared_head: bool = False                                    # ONE head serves all its tasks (not one each)
+    auto_class: Optional[str] = None                             # transformers class of its per-task folders
     head_summary: str = ""                                       # for model cards: what the head is
     loss_summary: str = ""                                       # ... and the loss with its log(n)
 

@@ -271,6 +271,7 @@ class MultipleChoiceFamily(ModuleFamily):
     """ONE ranking head shared by every multiple-choice task; cross-entropy over choices / log(K)."""
 
     name = "multiple_choice"
+    auto_class = "AutoModelForMultipleChoice"          # the stock class of its per-task folders
     shared_head = True
     head_summary = ("one ranking head shared by every multiple-choice task: a score per (context, choice), "
                     "softmax over the choices")

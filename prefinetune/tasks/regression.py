@@ -150,6 +150,7 @@ class RegressionFamily(ModuleFamily):
     """A one-output head per dataset (a stacked bank), mean squared error, not log(n)-scaled."""
 
     name = "regression"
+    auto_class = "AutoModelForSequenceClassification"          # the stock class of its per-task folders
     head_summary = 'its own one-output head on the first token'
     loss_summary = 'mean squared error, not scaled'
     roles = (("text", "label"), ("text_pair",))

@@ -292,6 +292,7 @@ class SpanFamily(ModuleFamily):
     """ONE span head shared by every extractive task (start, end logits per token), n = positions."""
 
     name = "span"
+    auto_class = "AutoModelForQuestionAnswering"          # the stock class of its per-task folders
     shared_head = True
     head_summary = 'one span head shared by every span task: start and end logits per token'
     loss_summary = '(CE start + CE end) / 2 / log(positions)'

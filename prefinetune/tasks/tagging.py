@@ -220,6 +220,7 @@ class TaggingFamily(ModuleFamily):
     """A token-classification head per dataset; cross-entropy over words / log(tag set)."""
 
     name = "tagging"
+    auto_class = "AutoModelForTokenClassification"          # the stock class of its per-task folders
     head_summary = "its own tag classifier (dropout, linear) on every token; a word's tag on its first sub-token"
     loss_summary = 'cross-entropy over words / log(number of tags)'
     roles = (("tokens", "tags"), ())
