@@ -72,22 +72,26 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
     def command(seeds: str) -> list[str]:
         return ["compare", "--recipe", "recipes/finetune/copa.yaml", "--data-dir", str(data_root), "--models",
                 str(pretrained["bert"]), str(pretrained["export"]), "--fractions", "0.5,1.0", "--seeds", seeds,
-                "--output-dir", str(tmp_path), "finetune.epochs=0.1", "eval.max_rows=20"]
+                "--output-dir", str(tmp_path), "finetune.epochs=0.1", "eval.max_rows=20",
+                "finetune.grid={optim.lr: [1.0e-4, 1.0e-3]}"]
 
     args = command("1")
     done = _cli(*args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stdout.count("[compare] trial ") == 4 and "trial 4/4 done" in done.stdout
+    assert done.stdout.count("[compare] trial ") == 8 and "trial 8/8 done" in done.stdout
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["trials"] == {"total": 4, "finished": 4, "failed": 0}
+    assert results["trials"] == {"total": 8, "finished": 8, "failed": 0}
     assert {(r["model"], r["fraction"]) for r in results["rows"]} == {(m, f) for m in ("bert", "pre")
                                                                       for f in (0.5, 1.0)}
     trials = sorted((tmp_path / "trials").glob("*/trial.json"))
-    assert len(trials) == 4
-    for row in results["rows"]:       # each row's score is its trial's own test score
-        trial = next(json.loads(p.read_text()) for p in trials if json.loads(p.read_text())["trial"]["model"] ==
-                     row["model"] and json.loads(p.read_text())["trial"]["fraction"] == row["fraction"])
-        assert row["test_scores"] == [trial["metrics"][f"{trial['test_split']}/copa/accuracy"]]
+    assert len(trials) == 8
+    ran = [json.loads(p.read_text()) for p in trials]
+    for row in results["rows"]:       # each row: the grid point best on dev (first on ties), its test score
+        mine = sorted((t for t in ran if (t["trial"]["model"], t["trial"]["fraction"]) == (row["model"], row["fraction"])),
+                      key=lambda t: t["trial"]["index"])
+        best = max(mine, key=lambda t: (t["metrics"]["dev/copa/accuracy"], -t["trial"]["index"]))
+        assert row["chosen"] == [best["trial"]["point"]]
+        assert row["test_scores"] == [best["metrics"][f"{best['test_split']}/copa/accuracy"]]
     table = (tmp_path / "results.md").read_text()
     assert "| pre |" in table and "| bert |" in table and "0.5 of train" in table
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
