@@ -87,8 +87,7 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
     assert len(trials) == 8
     ran = [json.loads(p.read_text()) for p in trials]
     for row in results["rows"]:       # each row: the grid point best on dev (first on ties), its test score
-        mine = sorted((t for t in ran if (t["trial"]["model"], t["trial"]["fraction"]) == (row["model"], row["fraction"])),
-                      key=lambda t: t["trial"]["index"])
+        mine = [t for t in ran if (t["trial"]["model"], t["trial"]["fraction"]) == (row["model"], row["fraction"])]
         best = max(mine, key=lambda t: (t["metrics"]["dev/copa/accuracy"], -t["trial"]["index"]))
         assert row["chosen"] == [best["trial"]["point"]]
         assert row["test_scores"] == [best["metrics"][f"{best['test_split']}/copa/accuracy"]]
