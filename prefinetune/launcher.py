@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from prefinetune.config import RecipeConfig, RecipeError, recipe_from_dict
@@ -85,10 +86,17 @@ def _connect_ray() -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")
-    print(f"[prefinetune] ray: {'connecting to ' + address if address else 'starting a local Ray'}")
+    if address:
+        print(f"[prefinetune] ray: connecting to {address}")
+        ray.init(address=address, log_to_driver=True)
+        return
     # A local Ray gets its dashboard: it serves the State API, which Ray Train's placement-group
-    # cleaner polls every second (without it, a warning a second and no clean-up).
-    ray.init(address=address or None, include_dashboard=True if not address else None, log_to_driver=True)
+    # cleaner polls every second (without it, a warning a second and no clean-up). It also gets a temp
+    # folder of its own: two local Rays sharing /tmp/ray (session_latest and the rest) broke the one
+    # started first as soon as the second started ("Missing :authority header").
+    temp = tempfile.mkdtemp(prefix="prefinetune-ray-", dir="/tmp")     # short: socket paths have a limit
+    print(f"[prefinetune] ray: starting a local Ray (its logs: {temp})")
+    ray.init(include_dashboard=True, log_to_driver=True, _temp_dir=temp)
 
 
 def train(recipe: RecipeConfig, resume_from: str | None = None):

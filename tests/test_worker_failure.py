@@ -40,10 +40,15 @@ def local_ray():
 
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory, local_ray):
+    import ray
+
     from prefinetune.launcher import run
 
     out = tmp_path_factory.mktemp("faults")
-    return run(_recipe(out, "straight", failures=0)), out
+    result = run(_recipe(out, "straight", failures=0))
+    # the local Ray has a temp folder of its own, so another local Ray on the machine cannot break it
+    assert ray._private.worker._global_node.get_temp_dir_path().startswith("/tmp/prefinetune-ray-")
+    return result, out
 
 
 def _same_weights(a_export: str, b_export: str) -> None:
