@@ -111,8 +111,9 @@ def study_markdown(study: dict) -> str:
               "| held-out task | plain MiniLM | 4 tasks | 8 tasks | 19 tasks |", "|---|---|---|---|---|"]
     for task, s in study["main"].items():
         base, full = list(s["models"])
-        few = list(study["sweep"][task]["models"])
-        cells = [_cell(s["rows"], base, low), _cell(study["sweep"][task]["rows"], few[0], low),
-                 _cell(study["sweep"][task]["rows"], few[1], low), _cell(s["rows"], full, low)]
+        sweep = study["sweep"].get(task, {"models": {"-": 0, "--": 0}, "rows": []})   # not run: "-" cells
+        few = list(sweep["models"])
+        cells = [_cell(s["rows"], base, low), _cell(sweep["rows"], few[0], low),
+                 _cell(sweep["rows"], few[1], low), _cell(s["rows"], full, low)]
         lines.append(f"| {task} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\nMean ± std over {study['seeds']} seeds. Reproduce: `{study['command']}`\n"
