@@ -120,14 +120,15 @@ class NonFiniteLossError(FloatingPointError):
 def check_finite(loss: torch.Tensor, slot: Slot, update_index: int) -> None:
     """Raise NonFiniteLossError on every rank when any rank's loss of this micro-step is not finite (one
     all-reduce of a flag per micro-step on W > 1 workers, so the ranks stop together, not in a hang)."""
-    bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0])
+    finite = bool(torch.isfinite(loss.detach()).all())
+    bad = torch.tensor([0.0 if finite else 1.0])
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and \
         torch.distributed.get_world_size() > 1
     if distributed:
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     if not bad.item():
         return
-    mine = None if bool(torch.isfinite(loss.detach()).all()) else (slot.task, slot.index, list(slot.rows),
+    mine = None if finite else (slot.task, slot.index, list(slot.rows),
                                                                    float(loss.detach().float().sum()))
     found = [mine]
     if distributed:

@@ -94,12 +94,8 @@ def span_task_model(backbone: nn.Module, weight, bias):
 
     config = copy.deepcopy(backbone.config)
     config.num_labels, config.architectures = 2, None
-    model = AutoModelForQuestionAnswering.from_config(config)
-    base = model.base_model_prefix
-    state = {f"{base}.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
-    state.update({"qa_outputs.weight": weight, "qa_outputs.bias": bias})
-    model.load_state_dict(state, strict=True)
-    return model.eval()
+    return _per_token_model(AutoModelForQuestionAnswering.from_config(config), backbone,
+                            {"qa_outputs.weight": weight, "qa_outputs.bias": bias})
 
 
 def token_task_model_support(model_type: str) -> str | None:
@@ -116,10 +112,14 @@ def token_task_model(backbone: nn.Module, weight, bias, label_names: list[str], 
     from transformers import AutoModelForTokenClassification
 
     model = AutoModelForTokenClassification.from_config(_task_config(backbone.config, label_names, head_dropout))
+    return _per_token_model(model, backbone, {"classifier.weight": weight, "classifier.bias": bias})
+
+
+def _per_token_model(model, backbone: nn.Module, head: dict):
+    """`model` (a per-token stock class: no pooler) loaded with `backbone`'s weights and the `head` tensors."""
     base = model.base_model_prefix
     state = {f"{base}.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("pooler.")}
-    state.update({"classifier.weight": weight, "classifier.bias": bias})
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({**state, **head}, strict=True)
     return model.eval()
 
 
