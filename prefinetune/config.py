@@ -139,6 +139,10 @@ class TrainSection(_Strict):
         "longer than the budget goes alone), rows of similar length batched together (multiple choice: rows x "
         "longest choice; the [B*K, L] tensor is K times that). None: batch_size random rows per slot. "
         "See prefinetune/data/batching.py")
+    nonfinite_skips: int = Field(
+        0, ge=0, description="updates with a NaN/inf loss or gradient to skip (on every rank, counted as "
+        "skipped_updates in metrics.jsonl) before the run stops; 0: the first one stops the run, naming its "
+        "task, update, slot and rows. Skipping needs deepspeed.zero_stage 1 or 2")
     length_buckets: Optional[int] = Field(
         None, ge=1, le=128, description="with token_budget: length buckets per task, their boundaries fitted to "
         "the task's own lengths for least padding (1: no bucketing; None: 8)")
@@ -253,6 +257,9 @@ class RecipeConfig(_Strict):
                 "number of micro-steps per update")
         if self.sampling.policy == "mt_uncertainty":
             self._check_uncertainty_tasks()
+        if self.train.nonfinite_skips and self.deepspeed.zero_stage == 0:
+            raise ValueError(f"train.nonfinite_skips={self.train.nonfinite_skips} needs deepspeed.zero_stage 1 or 2: "
+                             "the ZeRO optimizer is what skips an update whose gradient is not finite")
         return self
 
     def _check_length(self) -> None:

@@ -70,7 +70,10 @@ def _eval_line(record: dict) -> str:
 
 def summary_line(record: dict) -> str:
     """One console line for a metrics record: a training window (lr, per-task losses) or an eval."""
-    body = _window_line(record) if "lr" in record else _eval_line(record)
+    if "skipped_updates" in record:
+        body = f"skipped ({record['skipped_updates']} so far)"
+    else:
+        body = _window_line(record) if "lr" in record else _eval_line(record)
     return f"{body} | {record['elapsed_s']:.0f}s"
 
 

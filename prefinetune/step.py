@@ -18,8 +18,8 @@ from prefinetune.losses.scaling import scale_loss
 from prefinetune.tasks.eval_loop import to_device
 from prefinetune.tasks.family import get_family
 
-__all__ = ["SlotResult", "TrainData", "to_device", "slot_loss", "seed_slot", "NonFiniteLossError", "check_finite",
-           "run_update"]
+__all__ = ["SlotResult", "UpdateResult", "TrainData", "to_device", "slot_loss", "seed_slot", "NonFiniteLossError",
+           "nonfinite_slot", "check_finite", "run_update"]
 
 
 @dataclass(frozen=True)
@@ -113,13 +113,20 @@ def seed_slot(seed: int, update_index: int, slot: int) -> None:
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A slot's loss was NaN or infinite. Raised on every rank at the same micro-step, before that slot's
-    backward pass, so no optimizer step takes it in; the message names the task, update, slot and rows."""
+    """A slot's loss (or an update's gradient) was NaN or infinite. Raised on every rank at the same
+    micro-step, before that slot's backward pass, so no optimizer step takes it in; the message names
+    the task, update, slot and rows."""
 
 
-def check_finite(loss: torch.Tensor, slot: Slot, update_index: int) -> None:
-    """Raise NonFiniteLossError on every rank when any rank's loss of this micro-step is not finite (one
-    all-reduce of a flag per micro-step on W > 1 workers, so the ranks stop together, not in a hang)."""
+@dataclass(frozen=True)
+class UpdateResult:
+    slots: list            # this worker's SlotResult per slot
+    skipped: str | None    # why the optimizer skipped this update (train.nonfinite_skips > 0), else None
+
+
+def nonfinite_slot(loss: torch.Tensor, slot: Slot, update_index: int) -> str | None:
+    """None when every rank's loss of this micro-step is finite, else (the same on every rank) what was
+    not: one all-reduce of a flag per micro-step on W > 1 workers, so the ranks act together, never hang."""
     finite = bool(torch.isfinite(loss.detach()).all())
     bad = torch.tensor([0.0 if finite else 1.0])
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and \
@@ -127,33 +134,61 @@ def check_finite(loss: torch.Tensor, slot: Slot, update_index: int) -> None:
     if distributed:
         torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
     if not bad.item():
-        return
-    mine = None if finite else (slot.task, slot.index, list(slot.rows),
-                                                                   float(loss.detach().float().sum()))
+        return None
+    mine = None if finite else (slot.task, slot.index, list(slot.rows), float(loss.detach().float().sum()))
     found = [mine]
     if distributed:
         found = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(found, mine)
     task, index, rows, value = next(f for f in found if f is not None)
-    raise NonFiniteLossError(
-        f"update {update_index + 1}, slot {index}: task {task!r} gave a non-finite loss ({value}) on its "
-        f"training rows {rows} (0-based rows of its train split); the run stops before this slot's backward "
-        "pass, so no weights took it in and the last checkpoint is intact. Check those rows, or lower "
-        "optim.lr, or train in fp32 (deepspeed.precision=fp32)")
+    return (f"update {update_index + 1}, slot {index}: task {task!r} gave a non-finite loss ({value}) on its "
+            f"training rows {rows} (0-based rows of its train split)")
 
 
-def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData,
-               device: torch.device, seed: int = 0, update_index: int = 0, r3f=None) -> list[SlotResult]:
-    """This worker's micro-steps of update `update_index`; returns what each slot did. A non-finite loss
-    on any rank stops every rank (NonFiniteLossError) before its backward pass."""
-    results = []
+def check_finite(loss: torch.Tensor, slot: Slot, update_index: int) -> None:
+    """Raise NonFiniteLossError on every rank when any rank's loss of this micro-step is not finite."""
+    what = nonfinite_slot(loss, slot, update_index)
+    if what is not None:
+        raise NonFiniteLossError(f"{what}; {STOPPED}")
+
+
+STOPPED = ("the run stops before this slot's backward pass, so no weights took it in and the last checkpoint "
+           "is intact. Check those rows, or lower optim.lr, or train in fp32 (deepspeed.precision=fp32), or let "
+           "the run skip such updates (train.nonfinite_skips)")
+
+
+def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData, device: torch.device,
+               seed: int = 0, update_index: int = 0, r3f=None, skip_nonfinite: bool = False) -> UpdateResult:
+    """This worker's micro-steps of update `update_index`. A non-finite loss on any rank stops every rank
+    (NonFiniteLossError) before its backward pass; with `skip_nonfinite` the update is skipped instead:
+    the NaN gradient it leaves makes DeepSpeed's ZeRO optimizer (stage >= 1) skip its step on every rank
+    (weights, AdamW moments and the LR schedule untouched, gradients cleared), which is checked here."""
+    results, skipped = [], None
     for slot in slots:
         seed_slot(seed, update_index, slot.index)
         batch = data.batch(slot, device)
         loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f)
-        check_finite(loss, slot, update_index)
+        what = nonfinite_slot(loss, slot, update_index)
+        if what is not None and not skip_nonfinite:
+            raise NonFiniteLossError(f"{what}; {STOPPED}")
+        skipped = skipped or what
         engine.backward(loss * data.weight(slot))
         engine.step()
         mask = batch["attention_mask"]
         results.append(SlotResult(slot.task, float(raw), len(slot.rows), int(mask.sum()), mask.numel()))
-    return results
+    return UpdateResult(results, _check_step(engine, skipped, update_index, skip_nonfinite))
+
+
+def _check_step(engine, skipped: str | None, update_index: int, skip_nonfinite: bool) -> str | None:
+    """Why the update was skipped (None: it was applied), once DeepSpeed's step agrees with what was seen."""
+    applied = engine.was_step_applied()
+    if skipped is not None and applied:
+        raise NonFiniteLossError(f"{skipped}, and DeepSpeed applied the update anyway: skipping needs the ZeRO "
+                                 "optimizer (deepspeed.zero_stage 1 or 2)")
+    if skipped is None and not applied:
+        skipped = (f"update {update_index + 1}: every loss was finite but the gradient was not, and DeepSpeed "
+                   "skipped the optimizer step")
+        if not skip_nonfinite:
+            raise NonFiniteLossError(f"{skipped}; the run stops here (train.nonfinite_skips lets it go on). "
+                                     "Lower optim.lr, set optim.grad_clip, or train in fp32")
+    return skipped

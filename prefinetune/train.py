@@ -102,7 +102,27 @@ class LocalSession:
         self.metrics = dict(metrics)
 
 
-def _resume(engine, stats: WindowStats, sampler, checkpoint, run_dir, rank: int, world: int) -> int:
+class Skips:
+    """Updates skipped for a non-finite loss or gradient (train.nonfinite_skips): counted, said, and
+    past the allowance an error that stops the run."""
+
+    def __init__(self, allowed: int):
+        self.allowed, self.count = allowed, 0
+
+    def add(self, why: str, log: RunLog, update: int) -> None:
+        from prefinetune.step import NonFiniteLossError
+
+        self.count += 1
+        if self.count > self.allowed:
+            raise NonFiniteLossError(f"{why}; that is {self.count} updates with a non-finite loss or gradient, more "
+                                     f"than train.nonfinite_skips={self.allowed}: the run stops (the last checkpoint "
+                                     "is intact)")
+        log.say(f"[prefinetune] WARNING: {why}; update skipped on every rank ({self.count} of "
+                f"train.nonfinite_skips={self.allowed})")
+        log.write(update, {"skipped_updates": self.count})
+
+
+def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_dir, rank: int, world: int) -> int:
     """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start).
     One saved on another number of workers is re-sharded (prefinetune/dist/reshard.py)."""
     from prefinetune.dist.reshard import load_resharded, saved_world_size
@@ -118,11 +138,13 @@ def _resume(engine, stats: WindowStats, sampler, checkpoint, run_dir, rank: int,
     stats.seen[:] = torch.tensor(client_state["seen"], dtype=stats.seen.dtype)
     if sampler is not None:
         sampler.load_state_dict(client_state["uncertainty"])
+    skips.count = int(client_state.get("skipped_updates", 0))
     return int(client_state["update"])
 
 
-def _client_state(update: int, stats: WindowStats, sampler) -> dict:
-    client_state = {"update": update, "seen": stats.seen.tolist()}   # the same on every rank
+def _client_state(update: int, stats: WindowStats, sampler, skips: Skips) -> dict:
+    client_state = {"update": update, "seen": stats.seen.tolist(),    # the same on every rank
+                    "skipped_updates": skips.count}
     if sampler is not None:
         client_state["uncertainty"] = sampler.state_dict()
     return client_state
@@ -219,7 +241,8 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
     stats = WindowStats(list(task_ids))
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
                if recipe.sampling.policy == "mt_uncertainty" else None)
-    start = _resume(engine, stats, sampler, session.checkpoint(resume_from), recipe.run_dir, rank, world)
+    skips = Skips(recipe.train.nonfinite_skips)
+    start = _resume(engine, stats, sampler, skips, session.checkpoint(resume_from), recipe.run_dir, rank, world)
     log.resumed(start)
     _record_worker(recipe.run_dir, rank)
     total = recipe.train.updates
@@ -231,7 +254,12 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
         update_index = update - 1
         plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
         mix.add(plan)                                    # the realised task mix of the whole update
-        stats.add(run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f))
+        done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
+                          skip_nonfinite=skips.allowed > 0)
+        if done.skipped:
+            skips.add(done.skipped, log, update)
+        else:
+            stats.add(done.slots)
         log.step(update)
         last = update == total
         if update % recipe.train.log_every == 0 or last:
@@ -241,6 +269,6 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
             metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
             log.write(update, metrics)
         if update % recipe.checkpoint.every_updates == 0 or last:
-            session.report(engine, update, _client_state(update, stats, sampler), {"update": update, **metrics})
+            session.report(engine, update, _client_state(update, stats, sampler, skips), {"update": update, **metrics})
             if session.saves_checkpoints:
                 log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")
