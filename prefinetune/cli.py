@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from prefinetune.config import RecipeError, load_recipe
+from prefinetune.run_errors import RunFailed
 
 __all__ = ["make_parser", "flag_overrides", "data_dir_overrides", "input_errors", "main", "finetune_main"]
 
@@ -105,6 +106,9 @@ def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunFailed as err:         # a worker stopped the run and said why (non-finite loss, disk full)
+        print(f"error: the run stopped: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

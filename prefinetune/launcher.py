@@ -101,10 +101,11 @@ def _connect_ray() -> None:
 
 def train(recipe: RecipeConfig, resume_from: str | None = None):
     """Run the Ray Train job, from scratch or from a reported checkpoint folder; returns Ray's Result."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from prefinetune.progress import PROGRESS_FILE, DriverProgress
+    from prefinetune.run_errors import RunFailed, stop_reason, storage_error
     from prefinetune.train import train_worker
 
     s = recipe.scaling
@@ -121,7 +122,24 @@ def train(recipe: RecipeConfig, resume_from: str | None = None):
                              # Ray Train's INFO lines come per worker per checkpoint; warnings stay
                              logging_config=LoggingConfig(log_level="WARNING")))
     with DriverProgress(recipe.run_dir / PROGRESS_FILE, recipe.train.updates):
-        return trainer.fit()
+        try:
+            return trainer.fit()
+        except TrainingFailedError as err:     # a worker's own stop (prefinetune.run_errors) is said alone
+            reason = stop_reason(err) or storage_error(err)
+            if reason is None:
+                raise
+            raise RunFailed(f"{reason}. {resume_hint(recipe)}") from err
+
+
+def resume_hint(recipe: RecipeConfig) -> str:
+    """Which checkpoint a stopped run can resume from (the newest whole one), or that it has none."""
+    from prefinetune.dist.checkpoint_files import checkpoint_update, newest_in
+
+    newest = newest_in(recipe.run_dir / "ray" / recipe.run.name)
+    if newest is None:
+        return "No whole checkpoint was saved before it; a new run starts from update 0"
+    return (f"The newest whole checkpoint, untouched, is {newest} (update {checkpoint_update(newest)}): "
+            f"resume with --resume-from {newest}")
 
 
 def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path, metrics: dict | None = None) -> Path:

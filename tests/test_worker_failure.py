@@ -3,7 +3,9 @@
   from the last checkpoint (`scaling.max_failures`) and the run ends with the uninterrupted run's
   weights, the same metrics after the restart point, and each update once in metrics.jsonl;
 - a torn checkpoint: a file of the newest checkpoint cut short; resuming from it uses the previous
-  whole one, with a warning, and ends with the same weights again.
+  whole one, with a warning, and ends with the same weights again;
+- a NaN loss on a worker: the driver raises the worker's own message (task, update, slot, rows) with
+  the checkpoint to resume from, not Ray's traceback.
 
     python -m pytest tests/test_worker_failure.py -q
 """
@@ -59,12 +61,12 @@ def _same_weights(a_export: str, b_export: str) -> None:
             torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{weights} {key}: {m}")
 
 
-def _recipe(out: Path, name: str, failures: int, workers: int = 2):
+def _recipe(out: Path, name: str, failures: int, workers: int = 2, *extra: str):
     return load_recipe(REPO / "recipes" / "local_cpu.yaml", [
         f"run.output_dir={out}", f"run.name={name}", f"train.updates={UPDATES}", "train.slots_per_update=2",
         "train.batch_size=4", "train.log_every=1", "data.synthetic_rows=100", "model.max_length=24",
         f"checkpoint.every_updates={EVERY}", "checkpoint.keep=4", f"eval.every_updates={EVERY}", "eval.max_rows=8",
-        f"scaling.max_failures={failures}", f"scaling.num_workers={workers}"])
+        f"scaling.max_failures={failures}", f"scaling.num_workers={workers}", *extra])
 
 
 def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
@@ -162,3 +164,18 @@ def test_a_run_resumes_on_another_number_of_workers(straight, tmp_path):
     for name in ("one", "two"):
         records = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
         assert [r["update"] for r in records if "lr" in r] == ([5, 6, 7, 8] if name == "one" else [7, 8])
+
+
+@pytest.mark.slow
+def test_a_nan_on_a_worker_stops_the_run_with_the_workers_message_and_where_to_resume(straight, tmp_path):
+    from prefinetune.launcher import run
+    from prefinetune.run_errors import RunFailed
+
+    with pytest.raises(RunFailed) as err:     # lr 1e30: update 2's losses are NaN, after the update-1 checkpoint
+        run(_recipe(tmp_path, "nan", 0, 2, "optim.lr=1e30", "optim.warmup_updates=0", "train.updates=4",
+                    "checkpoint.every_updates=1"))
+    said = str(err.value)
+    assert re.match(r"update 2, slot \d: task 'syn_\w+' gave a non-finite loss \(nan\) on its training rows \[",
+                    said), said
+    assert re.search(r"The newest whole checkpoint, untouched, is \S+checkpoint_\S+ \(update 1\): resume with "
+                     r"--resume-from", said), said

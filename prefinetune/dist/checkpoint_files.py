@@ -5,7 +5,7 @@ checkpoint is used only if every rank's list is there and every file matches it.
     problem = check_files(folder)            # None, or what is missing or cut short
     folder, note = newest_whole(folder)      # this checkpoint, or the newest whole one before it
 
-A checkpoint written before these lists existed has none and is taken as it is.
+    newest_in(experiment_dir)                # the newest whole checkpoint of a Ray Train run folder, or None
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Optional
 
 from prefinetune.data.shards import sha256_file
 
-__all__ = ["TornCheckpointError", "write_file_list", "check_files", "checkpoint_update", "newest_whole"]
+__all__ = ["TornCheckpointError", "write_file_list", "check_files", "checkpoint_update", "newest_whole", "newest_in"]
 
 LIST = "files-rank-{rank}.json"
 _LIST = re.compile(r"files-rank-(\d+)\.json")
@@ -34,11 +34,13 @@ def write_file_list(folder: Path, rank: int, world: int) -> None:
 
 
 def check_files(folder: Path) -> Optional[str]:
-    """None when the checkpoint is whole (or predates file lists), else what is wrong, naming the file."""
+    """None when the checkpoint is whole, else what is wrong, naming the file. One without file lists is
+    torn too: the lists are written before the checkpoint is copied to storage, so a copy cut short (a
+    full disk) can lack them."""
     folder = Path(folder)
     lists = sorted(folder.glob("files-rank-*.json"))
     if not lists:
-        return None
+        return "it has no file lists (files-rank-*.json): its copy to storage did not finish"
     entries = [json.loads(p.read_text()) for p in lists]
     world = entries[0]["world"]
     ranks = {e["rank"] for e in entries}
@@ -83,3 +85,16 @@ def newest_whole(folder: Path) -> tuple[Path, Optional[str]]:
                            f"{other} (update {checkpoint_update(other)})")
         tried.append(f"{other}: {other_problem}")
     raise TornCheckpointError("no whole checkpoint to resume from:\n  " + "\n  ".join(tried))
+
+
+def newest_in(experiment_dir: Path) -> Optional[Path]:
+    """The newest whole checkpoint among the checkpoint folders in `experiment_dir`, or None."""
+    experiment_dir = Path(experiment_dir)
+    found = [p for p in experiment_dir.iterdir() if p.is_dir() and checkpoint_update(p) is not None] \
+        if experiment_dir.is_dir() else []
+    if not found:
+        return None
+    try:
+        return newest_whole(max(found, key=lambda p: (checkpoint_update(p), p.name)))[0]
+    except TornCheckpointError:
+        return None

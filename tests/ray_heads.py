@@ -1,0 +1,79 @@
+"""Ray heads of a test's own (`ray start --head` with its own ports, temp folder and token), and how a
+test stops one: by the processes that name its temp folder, never a bare `ray stop`, which stops
+every Ray of the user on the machine. Used by tests/test_ray_job.py and the suite's bystander
+(tests/conftest.py)."""
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import free_port  # noqa: E402
+
+RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+
+
+@contextlib.contextmanager
+def own_ray_head(num_cpus: int = 2, dashboard: bool = True):
+    """A Ray head of our own (ports, temp folder, auth token), stopped afterwards with every process it
+    started: yields (dashboard address, client env, temp folder).
+
+    Ray >= 2.5x turns token authentication on at `ray start --head`; head and client share a token of
+    this test's own through RAY_AUTH_TOKEN, so nothing is read from or written to ~/.ray."""
+    port, dashboard_port = free_port(), free_port()
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a length limit
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
+    # every port of its own: two heads on one machine otherwise clash on the agents' defaults (52365...)
+    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                                     "runtime-env-agent-port", "metrics-export-port",
+                                                     "ray-client-server-port")]
+    subprocess.run([RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard_port}", *ports,
+                    f"--include-dashboard={str(dashboard).lower()}", f"--num-cpus={num_cpus}", f"--temp-dir={temp}",
+                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dashboard_port}", env, temp
+    finally:
+        stop_ray_started_in(temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def processes_naming(temp: str) -> list:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(temp in arg for arg in proc.info["cmdline"] or []):
+            found.append(proc)
+    return found
+
+
+def stop_ray_started_in(temp: str, timeout: float = 30.0) -> None:
+    """Stop the Ray head whose --temp-dir is `temp`, and only it, as `ray stop --force` would (SIGKILL):
+    its processes name that folder on their command lines, and its workers are their children. Never
+    `ray stop`, which stops every Ray of this user on the machine."""
+    import psutil
+
+    procs = {p.pid: p for root in processes_naming(temp) for p in [root, *_children(root)]}
+    for proc in procs.values():
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
+    assert not alive, f"Ray processes of {temp} still alive: {alive}"
+
+
+def _children(proc) -> list:
+    import psutil
+
+    try:
+        return proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
