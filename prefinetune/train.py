@@ -78,7 +78,6 @@ class RaySession:
         import ray.train
 
         from prefinetune.dist.checkpoint_files import write_file_list
-
         from prefinetune.run_errors import CheckpointWriteError
 
         try:
