@@ -36,6 +36,10 @@ class ModelSection(_Strict):
     head_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout inside the task heads")
     dropout: Optional[float] = Field(None, ge=0.0, lt=1.0, description="the backbone's hidden and attention "
                                      "dropout (a fine-tuning knob, as in Muppet's grid); None keeps the model's")
+    head_dense: Literal["per_task", "shared"] = Field(
+        "per_task", description="classification/regression heads: per_task, Muppet's dense H x H layer per "
+        "dataset (T x H^2 parameters); shared, one dense layer for all datasets and a projection per dataset "
+        "(H^2 + T x labels x H), for hundreds or thousands of tasks (prefinetune/model/heads.py)")
 
 
 class DataSection(_Strict):

@@ -1,6 +1,15 @@
 """Optimizer and learning-rate schedule: AdamW without weight decay on biases and norms, linear
 warm-up then linear decay to zero. Pure pieces, shared by the DeepSpeed engine and by tests'
-single-process references."""
+single-process references.
+
+Heads move only when trained: the heads' parameters (everything outside the backbone) are in groups
+marked `lazy`, where `HeadAwareAdamW` leaves every element whose gradient is exactly zero as it was:
+value, both moments. A head of a task not trained in an update gets exactly zero gradient (its rows of
+a stacked bank, or the whole head through the 0-weighted `inactive` term), so plain AdamW would still
+move it by its momentum and weight decay; here it comes out of the update bit-identical. The step
+count (bias correction) stays per tensor, as in lazy Adam. The state keys are torch AdamW's, so
+DeepSpeed's checkpoints and universal conversion read them as they are.
+"""
 from __future__ import annotations
 
 from functools import partial
@@ -8,7 +17,7 @@ from functools import partial
 import torch
 from torch import nn
 
-__all__ = ["lr_factor", "param_groups", "build_optimizer", "scheduler_factory"]
+__all__ = ["lr_factor", "param_groups", "HeadAwareAdamW", "build_optimizer", "scheduler_factory"]
 
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
 
@@ -22,18 +31,66 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters split into decayed and not decayed (biases, norm weights)."""
-    decay, no_decay = [], []
+    """Trainable parameters split into decayed and not decayed (biases, norm weights), the backbone's
+    apart from the heads' (`lazy`: see HeadAwareAdamW); empty groups left out."""
+    groups = {(lazy, decays): [] for lazy in (False, True) for decays in (True, False)}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if name.endswith(_NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            groups[(not name.startswith("backbone."), not name.endswith(_NO_DECAY))].append(p)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0, "lazy": lazy}
+            for (lazy, decays), params in groups.items() if params]
+
+
+class HeadAwareAdamW(torch.optim.AdamW):
+    """torch AdamW, except that in groups marked `lazy` an element whose gradient is exactly zero keeps
+    its value and its moments (a head not trained in this update does not move)."""
+
+    def __init__(self, params, **kwargs):
+        super().__init__(params, foreach=False, **kwargs)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        groups = self.param_groups
+        self.param_groups = [g for g in groups if not g.get("lazy")]
+        try:
+            loss = super().step(closure)
+        finally:
+            self.param_groups = groups
+        for group in groups:
+            if group.get("lazy"):
+                for p in group["params"]:
+                    if p.grad is not None:
+                        self._lazy_update(p, group)
+        return loss
+
+    def _lazy_update(self, p: torch.Tensor, group: dict) -> None:
+        """torch AdamW's update, in its order of operations, applied only where the gradient is not zero."""
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        grad, m, v = p.grad, state["exp_avg"], state["exp_avg_sq"]
+        live = grad != 0
+        if not bool(live.any()):
+            return
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        state["step"] += 1
+        step = float(state["step"])
+        new_p = p * (1 - lr * group["weight_decay"])
+        new_m = m.lerp(grad, 1 - beta1)
+        new_v = v * beta2 + (1 - beta2) * grad * grad
+        denom = (new_v.sqrt() / (1 - beta2 ** step) ** 0.5) + eps
+        new_p = new_p - (lr / (1 - beta1 ** step)) * new_m / denom
+        p.copy_(torch.where(live, new_p, p))
+        m.copy_(torch.where(live, new_m, m))
+        v.copy_(torch.where(live, new_v, v))
 
 
 def build_optimizer(model: nn.Module, optim) -> torch.optim.Optimizer:
-    """torch AdamW from the recipe's optim section."""
-    return torch.optim.AdamW(param_groups(model, optim.weight_decay), lr=optim.lr,
-                             betas=tuple(optim.betas), eps=optim.eps)
+    """HeadAwareAdamW from the recipe's optim section."""
+    return HeadAwareAdamW(param_groups(model, optim.weight_decay), lr=optim.lr, betas=tuple(optim.betas),
+                          eps=optim.eps)
 
 
 def scheduler_factory(optim, total_updates: int):

@@ -57,10 +57,10 @@ def tiny_model_dir(root: Path, model_type: str) -> Path:
     return folder
 
 
-def make_recipe(model_dir: Path, zero_stage: int = 0, precision: str = "fp32"):
+def make_recipe(model_dir: Path, zero_stage: int = 0, precision: str = "fp32", head_dense: str = "per_task"):
     return recipe_from_dict({
         "run": {"name": "tiny-export"},
-        "model": {"name_or_path": str(model_dir), "max_length": 32, "head_dropout": 0.1},
+        "model": {"name_or_path": str(model_dir), "max_length": 32, "head_dropout": 0.1, "head_dense": head_dense},
         "tasks": [{"name": n, "label_names": labels, "splits": {"train": f"{n}.jsonl"},
                    "columns": {"text": "text", "label": "label"}} for n, labels in TASKS.items()],
         "train": {"updates": 2, "slots_per_update": 3, "batch_size": 3},
@@ -115,10 +115,12 @@ def task_logits(model, inputs) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------- checkpoint -> export, exactly
 
-@pytest.mark.parametrize("model_type,zero_stage", [("bert", 0), ("bert", 1), ("bert", 2), ("roberta", 2)])
-def test_export_reproduces_trained_model(tmp_path, dist_group, model_type, zero_stage):
+@pytest.mark.parametrize("model_type,zero_stage,head_dense", [
+    ("bert", 0, "per_task"), ("bert", 1, "per_task"), ("bert", 2, "per_task"), ("roberta", 2, "per_task"),
+    ("roberta", 2, "shared")])
+def test_export_reproduces_trained_model(tmp_path, dist_group, model_type, zero_stage, head_dense):
     model_dir = tiny_model_dir(tmp_path, model_type)
-    recipe = make_recipe(model_dir, zero_stage)
+    recipe = make_recipe(model_dir, zero_stage, head_dense=head_dense)
     start = {k: v.clone() for k, v in build_model(recipe).state_dict().items()}
     trained = train_and_save(recipe, tmp_path / "ckpt").module.eval()
     out = export_from_checkpoint(tmp_path / "ckpt", recipe, tmp_path / "export")
@@ -147,6 +149,7 @@ def test_export_reproduces_trained_model(tmp_path, dist_group, model_type, zero_
     for name, logits in task_logits(reloaded, inputs).items():
         torch.testing.assert_close(logits, expected[name], atol=1e-6, rtol=0)
     assert [t["name"] for t in info["tasks"]] == list(TASKS)
+    assert info["model"]["head_dense"] == head_dense and reloaded.shared_dense == (head_dense == "shared")
 
 
 @pytest.mark.parametrize("zero_stage", [1, 2])
@@ -232,7 +235,8 @@ def test_folder_layout_and_tasks_json(exported):
 
     info = json.loads((out / "tasks.json").read_text())
     assert info["model"] == {"name_or_path": "local:tiny-bert", "revision": None, "model_type": "bert",
-                             "hidden_size": 32, "max_length": 32, "head_dropout": 0.1, "spectral_norm": False}
+                             "hidden_size": 32, "max_length": 32, "head_dropout": 0.1, "spectral_norm": False,
+                             "head_dense": "per_task"}
     assert [(t["name"], t["label_names"], t["num_labels"], t["head_index"], t["folder"], t["folder_skipped"])
             for t in info["tasks"]] == [(n, labels, len(labels), i, f"tasks/{n}", None)
                                         for i, (n, labels) in enumerate(TASKS.items())]

@@ -31,6 +31,9 @@ def deepspeed_config(recipe, world_size: int, on_gpu: bool) -> dict:
         "zero_optimization": {"stage": stage},
         "bf16": {"enabled": use_bf16(recipe.deepspeed.precision, on_gpu)},
         "steps_per_print": 10**9,
+        # HeadAwareAdamW (prefinetune/optim.py) is torch AdamW plus a mask on the heads' groups; DeepSpeed
+        # checks ZeRO optimizers by exact type, so it has to be allowed by name
+        "zero_allow_untested_optimizer": True,
         "wall_clock_breakdown": False,
     }
     if stage > 0:

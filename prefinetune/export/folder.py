@@ -88,7 +88,8 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
     tasks = sorted(info["tasks"], key=lambda t: t["head_index"])
     heads = [TaskSpec(t["name"], t["family"], t["num_labels"]) for t in tasks]
     model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"],
-                           spectral_norm=info["model"].get("spectral_norm", False))
+                           spectral_norm=info["model"].get("spectral_norm", False),
+                           shared_dense=info["model"].get("head_dense", "per_task") == "shared")
     saved = load_file(str(out / HEADS_FILE))
     expected = head_state_dict(model)
     if saved.keys() != expected.keys():
@@ -129,7 +130,8 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
             "model": {"name_or_path": public_model_name(m.name_or_path), "revision": m.revision,
                       "model_type": model_type, "hidden_size": model.backbone.config.hidden_size,
                       "max_length": m.max_length, "head_dropout": m.head_dropout,
-                      "spectral_norm": model.spectral_norm},
+                      "spectral_norm": model.spectral_norm,
+                      "head_dense": "shared" if model.shared_dense else "per_task"},
             "heads": {"file": HEADS_FILE, "head": "classification/regression/multiple_choice: first token (BART: "
                       "last token) -> dropout -> dense -> tanh -> dropout -> out_proj, tensors "
                       "<family>.{dense_weight,dense_bias,out_weight,out_bias}[family_index]; span: span.{weight,bias} "

@@ -2,6 +2,10 @@
 dropout, projection) stored as stacked parameters indexed by task (classification: a head per dataset;
 regression: one output per dataset; multiple choice: one shared scorer); `SpanHead`; `TiedLMHead`.
 
+Two designs of a bank (`model.head_dense`): `per_task`, Muppet's, a dense H x H layer per dataset
+(T * H^2 parameters: 147M at 1000 tasks on H = 384, 590M on H = 768); `shared`, one dense layer for
+all of a family's datasets and a projection per dataset (H^2 + T * C * H), which scales to thousands.
+
 Why stacked: under DeepSpeed ZeRO-1/2, gradients are reduced in buckets filled by backward hooks.
 If each rank ran a different `nn.Module` head, ranks would fill different buckets in a step and the
 collectives would mismatch (crash, hang or silently wrong gradients). With one stacked tensor per
@@ -20,13 +24,14 @@ class HeadBank(nn.Module):
     """Heads for T tasks with hidden size H; task t has num_labels[t] outputs (padded to the max)."""
 
     def __init__(self, hidden_size: int, num_labels: list[int], dropout: float, init_std: float = 0.02,
-                 spectral_norm: bool = False):
+                 spectral_norm: bool = False, shared_dense: bool = False):
         super().__init__()
-        self.spectral_norm = spectral_norm
+        self.spectral_norm, self.shared_dense = spectral_norm, shared_dense
         tasks, width = len(num_labels), max(num_labels)
         self.num_labels = list(num_labels)
-        self.dense_weight = nn.Parameter(torch.empty(tasks, hidden_size, hidden_size))
-        self.dense_bias = nn.Parameter(torch.zeros(tasks, hidden_size))
+        dense = 1 if shared_dense else tasks
+        self.dense_weight = nn.Parameter(torch.empty(dense, hidden_size, hidden_size))
+        self.dense_bias = nn.Parameter(torch.zeros(dense, hidden_size))
         self.out_weight = nn.Parameter(torch.empty(tasks, width, hidden_size))
         self.out_bias = nn.Parameter(torch.zeros(tasks, width))
         self.dropout = nn.Dropout(dropout)
@@ -36,16 +41,19 @@ class HeadBank(nn.Module):
     def weights(self, task_id: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(dense [H, H], out_proj [C, H]) of one task; with spectral_norm (R4F) each divided by its
         largest singular value, computed exactly (no power-iteration state that ranks could disagree on)."""
-        dense, out = self.dense_weight[task_id], self.out_weight[task_id, : self.num_labels[task_id]]
+        dense, out = self.dense_weight[self._dense(task_id)], self.out_weight[task_id, : self.num_labels[task_id]]
         if self.spectral_norm:
             dense, out = spectrally_normalised(dense), spectrally_normalised(out)
         return dense, out
+
+    def _dense(self, task_id: int) -> int:
+        return 0 if self.shared_dense else task_id
 
     def forward(self, features: torch.Tensor, task_id: int) -> torch.Tensor:
         """Logits [batch, num_labels[task_id]] from the first-token features [batch, H]."""
         dense, out = self.weights(task_id)
         x = self.dropout(features)
-        x = torch.tanh(x @ dense.T + self.dense_bias[task_id])
+        x = torch.tanh(x @ dense.T + self.dense_bias[self._dense(task_id)])
         x = self.dropout(x)
         return x @ out.T + self.out_bias[task_id, : self.num_labels[task_id]]
 
@@ -54,7 +62,7 @@ class HeadBank(nn.Module):
         baked in, so a plain head computes the same function."""
         n = self.num_labels[task_id]
         dense, out = self.weights(task_id)
-        return {"dense.weight": dense, "dense.bias": self.dense_bias[task_id],
+        return {"dense.weight": dense, "dense.bias": self.dense_bias[self._dense(task_id)],
                 "out_proj.weight": out, "out_proj.bias": self.out_bias[task_id, :n]}
 
 

@@ -60,7 +60,8 @@ def _shift_right(ids: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
 
 
 class MultiTaskModel(nn.Module):
-    def __init__(self, backbone: nn.Module, tasks: list[TaskSpec], head_dropout: float, spectral_norm: bool = False):
+    def __init__(self, backbone: nn.Module, tasks: list[TaskSpec], head_dropout: float, spectral_norm: bool = False,
+                 shared_dense: bool = False):
         super().__init__()
         self.backbone = backbone
         self.encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
@@ -77,8 +78,11 @@ class MultiTaskModel(nn.Module):
         served: dict[str, list[TaskSpec]] = {}
         for t in self.tasks:
             served.setdefault(t.family, []).append(t)
+        self.shared_dense = shared_dense       # model.head_dense: shared (prefinetune/model/heads.py)
         for name in self.families:             # registered under the family's name: "classification.*", ...
-            self.add_module(name, self._family[name].build_head(served[name], hidden, head_dropout, spectral_norm))
+            family = self._family[name]
+            extra = {"shared_dense": True} if shared_dense and family.task_bank else {}
+            self.add_module(name, family.build_head(served[name], hidden, head_dropout, spectral_norm, **extra))
         # from_pretrained leaves the backbone in eval mode: without this, its dropout would stay off in
         # training until the first evaluation switched the whole model back to train mode
         self.train()
@@ -195,4 +199,5 @@ def build_model(recipe, backbone: nn.Module | None = None) -> MultiTaskModel:
         m = recipe.model
         backbone = load_backbone(m.name_or_path, m.revision, m.trust_remote_code, m.dropout)
     heads = [TaskSpec(t.name, t.family, t.num_labels) for t in recipe.tasks]
-    return MultiTaskModel(backbone, heads, recipe.model.head_dropout, spectral_norm=recipe.r3f.spectral_norm)
+    return MultiTaskModel(backbone, heads, recipe.model.head_dropout, spectral_norm=recipe.r3f.spectral_norm,
+                          shared_dense=recipe.model.head_dense == "shared")

@@ -157,8 +157,11 @@ class ClassificationFamily(ModuleFamily):
     def num_labels(self, task) -> int:
         return len(task.label_names)
 
-    def build_head(self, tasks, hidden_size, dropout, spectral_norm):
-        return HeadBank(hidden_size, [t.num_labels for t in tasks], dropout, spectral_norm=spectral_norm)
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False):
+        return HeadBank(hidden_size, [t.num_labels for t in tasks], dropout, spectral_norm=spectral_norm,
+                        shared_dense=shared_dense)
+
+    task_bank = True      # a head per dataset, stacked: model.head_dense applies
 
     def head_outputs(self, head, task, batch, features):
         return head(features.pooled, task.family_index if task is not None else 0)

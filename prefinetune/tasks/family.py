@@ -88,6 +88,10 @@ class Family:
         return {}
 
     # ------------------------------------------------------------ model
+    # a family with a head per dataset stacked in a bank sets this, and its build_head then takes the
+    # keyword shared_dense (model.head_dense: shared), one dense layer for all its datasets
+    task_bank = False
+
     def build_head(self, tasks: list, hidden_size: int, dropout: float, spectral_norm: bool) -> nn.Module:
         """The head that serves `tasks` (this family's TaskHeads, in recipe order, with family_index)."""
         raise NotImplementedError
@@ -106,7 +110,8 @@ class Family:
             for name, tensor in head.state_dict(keep_vars=True).items():
                 if name not in saved:
                     raise ValueError(f"the saved {self.name} head has no tensor {name!r} (it has {sorted(saved)})")
-                source = saved[name] if self.shared_head else saved[name][index]
+                rows = saved[name].shape[0]      # 1 for a bank's shared dense layer (model.head_dense: shared)
+                source = saved[name] if self.shared_head else saved[name][0 if rows == 1 else index]
                 target = tensor if self.shared_head else tensor[0]
                 if any(s < t for s, t in zip(source.shape, target.shape)) or source.dim() != target.dim():
                     raise ValueError(f"the saved {self.name} head's {name} is {tuple(source.shape)}, "

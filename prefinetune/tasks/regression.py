@@ -157,8 +157,10 @@ class RegressionFamily(ModuleFamily):
     targets = TARGETS
     has_distribution = False
 
-    def build_head(self, tasks, hidden_size, dropout, spectral_norm):
-        return HeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm)
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False):
+        return HeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm, shared_dense=shared_dense)
+
+    task_bank = True      # a head per dataset, stacked: model.head_dense applies
 
     def head_outputs(self, head, task, batch, features):
         return head(features.pooled, task.family_index if task is not None else 0).squeeze(-1)

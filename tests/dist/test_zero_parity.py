@@ -110,9 +110,9 @@ def _reference(recipe) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", [1, 2])
-def test_two_workers_on_different_tasks_match_single_process_reference(stage, tmp_path):
-    recipe_dict = tiny_recipe(deepspeed={"zero_stage": stage}, run={"seed": 3})
+@pytest.mark.parametrize("stage,head_dense", [(1, "per_task"), (2, "per_task"), (2, "shared")])
+def test_two_workers_on_different_tasks_match_single_process_reference(stage, head_dense, tmp_path):
+    recipe_dict = tiny_recipe(deepspeed={"zero_stage": stage}, run={"seed": 3}, model={"head_dense": head_dense})
     recipe = recipe_from_dict(recipe_dict)
     ranks = _run_workers(recipe_dict, tmp_path)
 

@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from prefinetune.config import load_recipe
+from prefinetune.config import load_recipe, recipe_from_dict
 from prefinetune.data.readers import read_split
 from prefinetune.export import load_exported
 from prefinetune.export.folder import export_model
@@ -123,3 +123,30 @@ def test_initial_dev_score_of_a_finetune_run_is_the_exports_score(export, data_r
                            0, 16, 60, torch.device("cpu"))
     assert start["dev/rte/accuracy"] == direct["accuracy"] and start["dev/rte/rows"] == direct["rows"] == 60
     assert {"dev/rte/accuracy", "heldout/rte/accuracy", "update"} <= set(final)
+
+
+def test_a_head_from_a_shared_dense_export_computes_what_the_export_computes(tmp_path, data_root):
+    """model.head_dense: shared keeps one dense layer for all classification tasks; fine-tuning rte
+    from such an export starts from that layer and rte's own projection."""
+    bert = save_tiny_bert(tmp_path / "bert")
+    recipe = load_recipe("recipes/shared_data_no_summ_cpu.yaml", [f"model.name_or_path={bert}",
+                                                                  "model.head_dense=shared"]).model_dump()
+    recipe["tasks"][:2] = recipe["tasks"][1::-1]       # rte second: its projection is not the bank's row 0
+    recipe = recipe_from_dict(recipe)
+    torch.manual_seed(2)
+    model = build_model(recipe)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith("classification."):
+                p.add_(torch.randn_like(p) * 0.5)
+    folder = export_model(model, load_tokenizer(str(bert)), tmp_path / "export", recipe)
+    exported, info = load_exported(folder)
+    assert info["model"]["head_dense"] == "shared" and exported.classification.dense_weight.shape[0] == 1
+    finetune = _finetune_recipe("rte", str(folder))
+    mine = build_model(finetune)
+    assert "starts from the export's" in start_heads(mine, finetune)
+    batch = _batch(finetune, data_root, load_tokenizer(str(folder)))
+    index = next(i for i, t in enumerate(exported.tasks) if t.name == "rte")
+    assert exported.tasks[index].family_index == 1
+    with torch.no_grad():
+        torch.testing.assert_close(mine.eval()(0, batch)["outputs"], exported(index, batch)["outputs"])

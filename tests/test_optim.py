@@ -1,0 +1,67 @@
+"""HeadAwareAdamW: torch AdamW on the backbone, and on the heads too wherever a gradient is not zero;
+an element of a head whose gradient is exactly zero (a task not trained in the update) keeps its value
+and moments, where torch AdamW would move it by momentum and weight decay.
+
+    python -m pytest tests/test_optim.py -q
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from prefinetune.optim import HeadAwareAdamW, param_groups
+
+KW = dict(lr=1e-2, betas=(0.9, 0.98), eps=1e-6)
+
+
+class Toy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.backbone = nn.Linear(4, 4)
+        self.head = nn.Parameter(torch.randn(3, 4))      # a bank of 3 one-row "heads"
+
+
+def _step(model, optimizer, rows):
+    """One update whose loss reads the bank rows `rows` only."""
+    optimizer.zero_grad()
+    x = model.backbone(torch.arange(4.0))
+    (model.head[rows] @ x).pow(2).sum().backward()
+    optimizer.step()
+
+
+def test_groups_put_heads_apart_and_decay_only_weights():
+    groups = param_groups(Toy(), weight_decay=0.01)
+    assert [(len(g["params"]), g["weight_decay"], g["lazy"]) for g in groups] == [
+        (1, 0.01, False), (1, 0.0, False), (1, 0.01, True)]
+
+
+def test_an_untrained_head_row_is_bit_identical_where_torch_adamw_moves_it():
+    ours, plain = Toy(), Toy()
+    opt_ours = HeadAwareAdamW(param_groups(ours, 0.01), **KW)
+    opt_plain = torch.optim.AdamW(param_groups(plain, 0.01), foreach=False, **KW)
+    for model, opt in ((ours, opt_ours), (plain, opt_plain)):
+        _step(model, opt, [0, 1])            # update 1 trains rows 0 and 1
+    torch.testing.assert_close(ours.head[:2], plain.head[:2], rtol=0, atol=1e-7)   # trained: torch's update
+    assert not torch.equal(plain.head[2], Toy().head[2]) and torch.equal(ours.head[2], Toy().head[2])   # decay
+    before_ours, before_plain = ours.head.detach().clone(), plain.head.detach().clone()
+    for model, opt in ((ours, opt_ours), (plain, opt_plain)):
+        _step(model, opt, [0])               # update 2 trains row 0 only
+    assert torch.equal(ours.head[1:], before_ours[1:])             # rows 1 (momentum) and 2 (decay): still
+    assert not torch.equal(plain.head[1], before_plain[1]) and not torch.equal(plain.head[2], before_plain[2])
+    assert not torch.equal(ours.head[0], before_ours[0])
+    state = opt_ours.state[ours.head]
+    assert state["exp_avg"][2].abs().sum() == 0 and state["exp_avg"][1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+def test_on_dense_gradients_it_is_torch_adamw(steps):
+    ours, plain = Toy(), Toy()
+    opt_ours = HeadAwareAdamW(param_groups(ours, 0.01), **KW)
+    opt_plain = torch.optim.AdamW(param_groups(plain, 0.01), foreach=False, **KW)
+    for _ in range(steps):
+        for model, opt in ((ours, opt_ours), (plain, opt_plain)):
+            _step(model, opt, [0, 1, 2])
+    for (name, a), b in zip(ours.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7, msg=lambda m: f"{name}: {m}")
