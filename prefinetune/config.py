@@ -11,7 +11,7 @@ The result is plain data (`RecipeConfig.model_dump()`) that travels to Ray worke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -138,11 +138,12 @@ class TrainSection(_Strict):
     slots_per_update: int = Field(64, ge=1, description="homogeneous micro-batches per update (Muppet: 64)")
     batch_size: int = Field(16, ge=1, description="rows in one slot's micro-batch (unused with token_budget)")
     log_every: int = Field(10, ge=1, description="updates between metric lines")
-    token_budget: Optional[int] = Field(
-        None, ge=8, description="tokens per slot: rows x padded length of a slot's batch stays within it (a row "
+    token_budget: Union[Literal["auto"], Annotated[int, Field(ge=8)], None] = Field(
+        "auto", description="tokens per slot: rows x padded length of a slot's batch stays within it (a row "
         "longer than the budget goes alone), rows of similar length batched together (multiple choice: rows x "
-        "longest choice; the [B*K, L] tensor is K times that). None: batch_size random rows per slot. "
-        "See prefinetune/data/batching.py")
+        "longest choice; the [B*K, L] tensor is K times that). auto (default): per task, the budget whose slots "
+        "hold batch_size rows on average (at most batch_size x max_length). null: batch_size random rows per "
+        "slot (the ablation). See prefinetune/data/batching.py")
     nonfinite_skips: int = Field(
         0, ge=0, description="updates with a NaN/inf loss or gradient to skip (on every rank, counted as "
         "skipped_updates in metrics.jsonl) before the run stops; 0: the first one stops the run, naming its "
@@ -310,7 +311,8 @@ _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none", "tuple"}
 def _key(loc: tuple) -> str:
     """The recipe key of an error: pydantic's location less the names it gives union members (str, int,
     list[...], function-after[...]), which are not keys a user wrote."""
-    parts = [str(p) for p in loc if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p))]
+    parts = [str(p) for p in loc if not (isinstance(p, str) and (p in _TYPE_TAGS or "[" in p or
+                                                                 p.startswith("constrained-")))]
     return ".".join(parts) or "(top level)"
 
 

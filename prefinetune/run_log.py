@@ -24,20 +24,28 @@ class WindowStats:
         # loss sum, slots, examples, real tokens, computed tokens
         self.sums = torch.zeros(len(self.names), 5, dtype=torch.float64)
         self.seen = torch.zeros(len(self.names), dtype=torch.float64)     # examples seen, whole run
+        self.timing = torch.zeros(3, dtype=torch.float64)     # updates, their seconds, seconds waiting for data
 
-    def add(self, results) -> None:
+    def add(self, results, update_s: float = 0.0) -> None:
+        """One update's slot results on this worker, and its wall time."""
         for r in results:
             self.sums[self.index[r.task]] += torch.tensor(
                 [r.loss, 1.0, r.examples, r.real_tokens, r.computed_tokens], dtype=torch.float64)
+        self.timing += torch.tensor([1.0, update_s, sum(r.data_s for r in results)], dtype=torch.float64)
 
     def flush(self, world_size: int) -> dict[str, float]:
         """Window means of every task run in the window, and run totals; resets the window."""
-        sums = self.sums.clone()
+        sums, timing = self.sums.clone(), self.timing.clone()
         if world_size > 1:
             torch.distributed.all_reduce(sums)
+            torch.distributed.all_reduce(timing)
         self.seen += sums[:, 2]
         self.sums.zero_()
+        self.timing.zero_()
         out = {}
+        if timing[1] > 0:      # per update, over the workers: its seconds, and the share spent waiting for data
+            out["time/update_s"] = float(timing[1] / timing[0])
+            out["time/data_wait_share"] = float(timing[2] / timing[1])
         for i, name in enumerate(self.names):
             if sums[i, 1] > 0:
                 out[f"loss/{name}"] = float(sums[i, 0] / sums[i, 1])
@@ -48,12 +56,15 @@ class WindowStats:
 
 
 def _window_line(record: dict) -> str:
-    """lr, each task's mean loss in the window, examples seen."""
+    """lr, each task's mean loss in the window, time per update (and its share waiting for data), examples seen."""
     losses = {k.split("/", 1)[1]: v for k, v in record.items() if k.startswith("loss/")}
     seen = sum(v for k, v in record.items() if k.startswith("seen/"))
     parts = [f"lr {record['lr']:.2e}"]
     if losses:
         parts.append("loss " + ", ".join(f"{t} {v:.3f}" for t, v in sorted(losses.items())))
+    if "time/update_s" in record:
+        parts.append(f"{record['time/update_s']:.2f} s/update, {100 * record['time/data_wait_share']:.1f}% "
+                     "waiting for data")
     return " | ".join(parts + [f"{seen:,} examples seen"])
 
 

@@ -6,12 +6,13 @@ batch of one task: forward, the family loss divided by log(n), `engine.backward`
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from prefinetune.data.batching import LengthBuckets, budget_rows, expected_rows
+from prefinetune.data.batching import LengthBuckets, budget_for_rows, budget_rows, expected_rows
 from prefinetune.data.schedule import Slot
 from prefinetune.losses.r3f import embedding_noise
 from prefinetune.losses.scaling import scale_loss
@@ -30,35 +31,45 @@ class SlotResult:
     examples: int
     real_tokens: int = 0       # non-padding tokens in the batch
     computed_tokens: int = 0   # tokens the batch tensor holds
+    data_s: float = 0.0        # seconds the slot waited for its batch (rows read, collated, moved)
 
 
 class TrainData:
     """The training splits of every task, read from shards, turned into batches for slots."""
 
-    def __init__(self, splits: dict, tasks: list, pad_id: int, token_budget: int | None = None,
-                 length_buckets: int | None = None):
+    def __init__(self, splits: dict, tasks: list, pad_id: int, token_budget: int | str | None = None,
+                 length_buckets: int | None = None, batch_size: int | None = None, max_length: int | None = None):
         self.splits = splits                      # task name -> TaskSplit
         self.tasks = {t.name: t for t in tasks}   # task name -> TaskConfig
         self.pad_id = pad_id
-        self.token_budget = token_budget
         self.buckets = ({name: LengthBuckets.from_lengths(split.lengths, length_buckets)
                          for name, split in splits.items()} if token_budget else {})
+        self.budgets = {name: self._budget(token_budget, buckets, batch_size, max_length)
+                        for name, buckets in self.buckets.items()}     # task -> tokens per slot
+
+    @staticmethod
+    def _budget(token_budget, buckets: LengthBuckets, batch_size, max_length) -> int:
+        if token_budget != "auto":
+            return int(token_budget)
+        if not batch_size or not max_length:
+            raise ValueError("token_budget 'auto' needs the batch_size and max_length it is sized from")
+        return budget_for_rows(buckets, batch_size, batch_size * max_length)
 
     def draw(self, task: str, rng: np.random.Generator) -> tuple[int, ...]:
-        """A slot's rows under the token budget, length-bucketed (prefinetune.data.batching)."""
-        return budget_rows(rng, self.buckets[task], self.token_budget)
+        """A slot's rows under the task's token budget, length-bucketed (prefinetune.data.batching)."""
+        return budget_rows(rng, self.buckets[task], self.budgets[task])
 
     @property
     def row_drawer(self):
         """What the schedule uses to pick a slot's rows: None keeps batch_size random rows."""
-        return self.draw if self.token_budget else None
+        return self.draw if self.budgets else None
 
     def weight(self, slot: Slot) -> float:
         """A slot's share of the update: with a token budget, rows / the task's expected rows per slot,
         so every row weighs the same however many rows its bucket packs into a slot; else 1."""
-        if not self.token_budget:
+        if not self.budgets:
             return 1.0
-        return len(slot.rows) / expected_rows(self.buckets[slot.task], self.token_budget)
+        return len(slot.rows) / expected_rows(self.buckets[slot.task], self.budgets[slot.task])
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -167,7 +178,9 @@ def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainD
     results, skipped = [], None
     for slot in slots:
         seed_slot(seed, update_index, slot.index)
+        start = time.perf_counter()
         batch = data.batch(slot, device)
+        waited = time.perf_counter() - start
         loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f)
         what = nonfinite_slot(loss, slot, update_index)
         if what is not None and not skip_nonfinite:
@@ -176,7 +189,7 @@ def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainD
         engine.backward(loss * data.weight(slot))
         engine.step()
         mask = batch["attention_mask"]
-        results.append(SlotResult(slot.task, float(raw), len(slot.rows), int(mask.sum()), mask.numel()))
+        results.append(SlotResult(slot.task, float(raw), len(slot.rows), int(mask.sum()), mask.numel(), waited))
     return UpdateResult(results, _check_step(engine, skipped, update_index, skip_nonfinite))
 
 

@@ -11,6 +11,7 @@ restarted run resumes where it was.
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -202,7 +203,9 @@ def _data(recipe, pad_id: int):
         train, final, roles = finetune_splits(recipe, read_manifest(recipe.shards_path),
                                               lambda task, split: open_split(recipe.shards_path, task, split))
         periodic = {roles.select: final[roles.select]}
-    data = TrainData(train, recipe.tasks, pad_id, recipe.train.token_budget, recipe.train.length_buckets)
+    t = recipe.train
+    data = TrainData(train, recipe.tasks, pad_id, t.token_budget, t.length_buckets, t.batch_size,
+                     recipe.model.max_length)
     return data, periodic, final
 
 
@@ -261,12 +264,13 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
         update_index = update - 1
         plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
         mix.add(plan)                                    # the realised task mix of the whole update
+        start_s = time.perf_counter()
         done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
                           skip_nonfinite=skips.allowed > 0)
         if done.skipped:
             skips.add(done.skipped, log, update)
         else:
-            stats.add(done.slots)
+            stats.add(done.slots, time.perf_counter() - start_s)
         log.step(update)
         last = update == total
         if update % recipe.train.log_every == 0 or last:

@@ -9,7 +9,9 @@ token budget, rows of similar length are batched together and a slot holds as ma
 
 From a recipe, `prefinetune.step.TrainData` builds each task's buckets (train.length_buckets, None
 meaning 8) when train.token_budget is set and hands the schedule `budget_rows` as its row drawer;
-without a budget the schedule draws batch_size random rows (`plain_rows`).
+`train.token_budget: auto` (the default) gives each task the budget whose slots hold batch_size rows
+on average (`budget_for_rows`, at most batch_size x max_length); with `token_budget: null` the
+schedule draws batch_size random rows (`plain_rows`).
 
 How a slot's rows are drawn (`budget_rows`, pure given the rng):
 - Bucket b holds the rows with boundaries[b-1] < length <= boundaries[b]; its longest row is L_b.
@@ -53,7 +55,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 __all__ = ["DEFAULT_BUCKETS", "check_boundaries", "bucket_index", "least_padding_boundaries", "LengthBuckets",
-           "rows_per_batch", "bucket_probabilities", "expected_rows", "budget_rows", "plain_rows",
+           "rows_per_batch", "bucket_probabilities", "expected_rows", "budget_for_rows", "budget_rows", "plain_rows",
            "batch_tokens", "padding_efficiency"]
 
 DEFAULT_BUCKETS = 8
@@ -207,6 +209,24 @@ def expected_rows(buckets: LengthBuckets, token_budget: int, max_rows: Optional[
     """Mean rows per slot of the task: sum_b P(b) k_b (= rows / sum_b(n_b / k_b))."""
     k = rows_per_batch(buckets, token_budget, max_rows)
     return float((bucket_probabilities(buckets, token_budget, max_rows) * k).sum())
+
+
+def budget_for_rows(buckets: LengthBuckets, rows: int, ceiling: int) -> int:
+    """The smallest token budget (at most `ceiling`) whose slots hold `rows` rows on average: what
+    `train.token_budget: auto` gives each task, so a slot keeps batch_size rows on average, rows of like
+    length batched together. expected_rows grows with the budget, so a bisection finds it."""
+    if rows < 1 or ceiling < 1:
+        raise ValueError(f"budget_for_rows needs rows >= 1 and a ceiling >= 1, got {rows}, {ceiling}")
+    low, high = 1, max(int(ceiling), 1)
+    if expected_rows(buckets, high) < rows:
+        return high
+    while low < high:
+        middle = (low + high) // 2
+        if expected_rows(buckets, middle) >= rows:
+            high = middle
+        else:
+            low = middle + 1
+    return low
 
 
 def budget_rows(rng: np.random.Generator, buckets: LengthBuckets, token_budget: int,

@@ -35,8 +35,11 @@ class Raw:
 
 # ---------------------------------------------------------------- decoding
 
+_UNDECODABLE = re.compile("[\udc80-\udcff]")    # what surrogateescape turns bytes that did not decode into
+
+
 def has_undecodable(text: str) -> bool:
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    return _UNDECODABLE.search(text) is not None
 
 
 def holds_undecodable(value: Any) -> bool:

@@ -123,9 +123,35 @@ def task_schema(task: TaskConfig, tokenizer) -> pa.Schema:
 
 
 def _tokenize_batch(batch: dict, tokenizer, task: TaskConfig, max_length: int) -> dict:
-    """A map() batch of JSON-encoded records -> the family's shard columns (any number of rows)."""
-    records = [json.loads(r) for r in batch["record"]]
+    """A map() batch of records (as columns, or JSON-encoded in one "record" column) -> the family's shard
+    columns (any number of rows)."""
+    if list(batch) == [_JSON_COLUMN]:
+        records = [json.loads(r) for r in batch[_JSON_COLUMN]]
+    else:
+        keys = list(batch)
+        records = [dict(zip(keys, values)) for values in zip(*batch.values())]
     return get_family(task.family).tokenize(records, tokenizer, task, max_length)
+
+
+_JSON_COLUMN = "record"
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _as_columns(records: list[dict]) -> dict[str, list]:
+    """Records as Arrow-friendly columns: one per key where every record has the same keys and each value
+    of a key is a scalar of one type (None aside); else one column of JSON strings (nested records:
+    choices, spans, token lists), which any shape survives."""
+    keys = list(records[0])
+    columns = {k: [r.get(k) for r in records] for k in keys}
+    for key, values in columns.items():
+        types = {type(v) for v in values if v is not None}
+        if len(types) > 1 or not types <= set(_SCALARS):
+            break
+    else:
+        first = records[0].keys()
+        if all(r.keys() == first for r in records):
+            return columns
+    return {_JSON_COLUMN: [json.dumps(r, ensure_ascii=False) for r in records]}
 
 
 @contextlib.contextmanager
@@ -143,18 +169,19 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
 def tokenize_records(records: list[dict], tokenizer, task: TaskConfig, max_length: int, num_proc: int = 1,
                      fingerprint: Optional[str] = None, desc: Optional[str] = None) -> pa.Table:
     """Records of `task` -> an Arrow table in the family's schema, via the family's `tokenize` run by
-    datasets.Dataset.map(batched=True, num_proc). Records travel to the workers as JSON strings (one
-    column, whatever their shape); the output may hold more rows than there are records."""
+    datasets.Dataset.map(batched=True, num_proc). Flat records travel to the workers as Arrow columns,
+    others as JSON strings (one column, whatever their shape); the output may hold more rows than there
+    are records."""
     import datasets
 
     schema = task_schema(task, tokenizer)
     if not records:
         return schema.empty_table()
-    encoded = {"record": [json.dumps(r, ensure_ascii=False) for r in records]}
-    ds = datasets.Dataset.from_dict(encoded).map(
+    columns = _as_columns(records)
+    ds = datasets.Dataset.from_dict(columns).map(
         partial(_tokenize_batch, tokenizer=tokenizer, task=task, max_length=max_length),
         batched=True, batch_size=1000, num_proc=num_proc if num_proc > 1 else None,
-        remove_columns=["record"], features=datasets.Features.from_arrow_schema(schema),
+        remove_columns=list(columns), features=datasets.Features.from_arrow_schema(schema),
         new_fingerprint=fingerprint, desc=desc)
     return ds.with_format("arrow")[:].select(schema.names).cast(schema)
 

@@ -264,8 +264,16 @@ def _role_of(column: Union[str, int], task: TaskConfig, header: Optional[list[st
     return None
 
 
+_LINE_FORMATS = ("tsv", "csv", "txt", "jsonl", "pydict", "conllu", "conll")   # Raw.raw: the row's own lines
+
+
 def _undecodable_field(raw: Raw, task: TaskConfig, header: Optional[list[str]]) -> Optional[str]:
-    """The field (role, or column) holding bytes that did not decode; None when all decoded."""
+    """The field (role, or column) holding bytes that did not decode; None when all decoded. A row of a
+    line format is clean when its lines are: its fields are cut from them, or parsed from them, and only
+    an escape (\\u, \\U) could make a surrogate that the lines do not hold."""
+    line = raw.raw if task.format in _LINE_FORMATS else None
+    if line is not None and not has_undecodable(line) and "\\u" not in line and "\\U" not in line:
+        return None
     items: Iterable[tuple[Union[str, int], Any]] = ()
     if isinstance(raw.fields, dict):
         items = raw.fields.items()
@@ -278,8 +286,10 @@ def _undecodable_field(raw: Raw, task: TaskConfig, header: Optional[list[str]]) 
     return "(line)" if has_undecodable(raw.raw) else None
 
 
-def _row_values(raw: Raw, task: TaskConfig, header: Optional[list[str]], width: Optional[int]) -> dict:
-    """The raw value of every column role of the family, or FieldError for a row that cannot be read."""
+def _row_values(raw: Raw, task: TaskConfig, header: Optional[list[str]], width: Optional[int],
+                roles: Optional[list] = None) -> dict:
+    """The raw value of every column role of the family (`roles`: task_roles(task), computed once per
+    split), or FieldError for a row that cannot be read."""
     if raw.error is not None:
         raise FieldError(*raw.error)
     bad_bytes = _undecodable_field(raw, task, header)
@@ -291,7 +301,7 @@ def _row_values(raw: Raw, task: TaskConfig, header: Optional[list[str]], width: 
             raise FieldError("(row)", "blank line")
         raise FieldError("(row)", f"{len(raw.fields)} fields, expected {width} (as {what})")
     values = {}
-    for role, spec in task_roles(task):
+    for role, spec in roles if roles is not None else task_roles(task):
         if spec is not None:
             values[role] = _pick(raw.fields, spec, header)
         else:
@@ -341,7 +351,7 @@ def read_split(
     result = SplitRead(source=_source_label(task, split, source))
     unit = {"squad": "question", "conllu": "sentence", "conll": "sentence"}.get(task.format, "data row")
     bad_rows: list[BadRow] = []
-    checked, width = False, None
+    checked, width, roles = False, None, task_roles(task)
     for header, raw in _selected(raw_rows(task, source, articles), split_rows(task, split)):
         if not checked and (header is not None or not task.header or task.format not in ("tsv", "csv")):
             _check_columns(task, header, Path(str(source)))
@@ -349,7 +359,7 @@ def read_split(
         if width is None and isinstance(raw.fields, list):
             width = len(header) if header is not None else len(raw.fields)
         try:
-            result.records.append(family.to_record(_row_values(raw, task, header, width), task))
+            result.records.append(family.to_record(_row_values(raw, task, header, width, roles), task))
         except FieldError as err:
             bad = BadRow(result.source, raw.row, _field_name(err.role, task, header), err.reason,
                          printable(raw.raw, task.encoding), raw.line, unit)

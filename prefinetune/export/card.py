@@ -31,7 +31,9 @@ def _front_matter(info: dict[str, Any]) -> str:
 def _about(info: dict[str, Any], recipe) -> str:
     m, t, ds, r3f = info["model"], recipe.train, recipe.deepspeed, recipe.r3f
     families = sorted({task["family"] for task in info["tasks"]})
-    rows = f"{t.batch_size} rows" if t.token_budget is None else f"up to {t.token_budget} tokens"
+    rows = {None: f"{t.batch_size} random rows",
+            "auto": f"{t.batch_size} rows on average, batched by length"}.get(t.token_budget,
+                                                                                f"up to {t.token_budget} tokens")
     reg = "off" if not r3f.enabled else (f"R{'4' if r3f.spectral_norm else '3'}F, weight {r3f.weight}, "
                                         f"sigma {r3f.sigma}, {r3f.noise} noise")
     return "\n".join([

@@ -22,6 +22,7 @@ from prefinetune.data.batching import (  # noqa: E402
     batch_tokens,
     bucket_index,
     bucket_probabilities,
+    budget_for_rows,
     budget_rows,
     check_boundaries,
     expected_rows,
@@ -235,13 +236,14 @@ def test_padding_efficiency_of_rows_and_of_choices():
 # ---------------------------------------------------------------- config
 
 
-def test_train_defaults_keep_fixed_batches():
+def test_train_defaults_budget_each_task_and_null_keeps_random_rows():
     train = recipe_from_dict(tiny_recipe()).train
-    assert train.token_budget is None and train.length_buckets is None
+    assert train.token_budget == "auto" and train.length_buckets is None
+    assert recipe_from_dict(tiny_recipe(train={"token_budget": None})).train.token_budget is None
     budget = recipe_from_dict(tiny_recipe(train={"token_budget": 4096})).train
     assert LengthBuckets.from_lengths(skewed_lengths(), budget.length_buckets).boundaries == \
         LengthBuckets.from_lengths(skewed_lengths(), 8).boundaries        # None: 8 least-padding buckets
-    for train in ({}, {"token_budget": 4096}, {"token_budget": 4096, "length_buckets": 16}):
+    for train in ({}, {"token_budget": None}, {"token_budget": 4096}, {"token_budget": 4096, "length_buckets": 16}):
         recipe = recipe_from_dict(tiny_recipe(train=train))
         assert recipe_from_dict(recipe.model_dump(mode="json")) == recipe     # travels to workers as data
     train = recipe_from_dict(tiny_recipe(train={"token_budget": 4096, "length_buckets": 16})).train
@@ -249,11 +251,45 @@ def test_train_defaults_keep_fixed_batches():
 
 
 @pytest.mark.parametrize("train, message", [
-    ({"token_budget": 4}, r"key 'train\.token_budget': Input should be greater than or equal to 8"),
+    ({"token_budget": 4}, r"key 'train\.token_budget': .*Input should be greater than or equal to 8"),
     ({"token_budget": 512, "length_buckets": 0}, r"key 'train\.length_buckets': Input should be greater"),
     ({"token_budget": 512, "length_buckets": 500}, r"key 'train\.length_buckets': Input should be less"),
-    ({"length_buckets": 4}, r"key 'train': .*length_buckets acts only with a token_budget"),
+    ({"token_budget": None, "length_buckets": 4}, r"key 'train': .*length_buckets acts only with a token_budget"),
+    ({"token_budget": "big"}, r"key 'train\.token_budget': Input should be 'auto'; or Input should be a valid"),
 ])
 def test_bad_budget_settings_name_the_key(train, message):
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict(tiny_recipe(train=train))
+
+
+@pytest.mark.parametrize("rows", [1, 4, 16, 64])
+def test_budget_for_rows_is_the_smallest_budget_that_holds_rows_on_average(rows):
+    buckets = LengthBuckets.from_lengths(skewed_lengths(), 8)
+    budget = budget_for_rows(buckets, rows, ceiling=rows * 512)
+    assert expected_rows(buckets, budget) >= rows
+    assert budget == 1 or expected_rows(buckets, budget - 1) < rows
+    assert budget_for_rows(buckets, rows, ceiling=8) == min(budget, 8)       # the ceiling caps it
+
+
+def test_auto_budget_slots_hold_batch_size_rows_on_average_with_less_padding():
+    from prefinetune.step import TrainData
+
+    lengths = skewed_lengths()
+
+    class Split:
+        def __init__(self):
+            self.lengths = lengths
+
+        def __len__(self):
+            return len(lengths)
+
+    recipe = recipe_from_dict(tiny_recipe())
+    task = recipe.tasks[0].name
+    data = TrainData({task: Split()}, recipe.tasks[:1], 0, "auto", None, batch_size=16, max_length=512)
+    rng = np.random.default_rng(0)
+    draws = [data.draw(task, rng) for _ in range(3000)]
+    assert np.mean([len(d) for d in draws]) == pytest.approx(16, rel=0.1)
+    auto = sum(batch_tokens(lengths[list(d)])[0] for d in draws) / sum(batch_tokens(lengths[list(d)])[1] for d in draws)
+    plain = [lengths[list(plain_rows(rng, len(lengths), 16))] for _ in range(3000)]
+    random_rows = sum(batch_tokens(x)[0] for x in plain) / sum(batch_tokens(x)[1] for x in plain)
+    assert auto > random_rows + 0.2, (auto, random_rows)
