@@ -3,9 +3,11 @@
 optimizer step (2 micro-batches of 16), AdamW:
 
   a. a bare PyTorch loop, random rows, each micro-batch padded to its longest row (the reference);
-  b. Hugging Face Trainer, dynamic padding (DataCollatorWithPadding) and group_by_length;
+  b. Hugging Face Trainer, dynamic padding (DataCollatorWithPadding) and train_sampling_strategy
+     "group_by_length" (what was the group_by_length flag before transformers 5);
   c. prefinetune, a one-task recipe, 1 Ray Train worker (2 CPUs), its default batches;
   c_random. the same with train.token_budget off (batch_size random rows; isolates the machinery);
+  c_zero0. c with deepspeed.zero_stage 0 (no ZeRO partitioning: what ZeRO-2 costs on one worker);
   d. prefinetune, 2 workers (1 CPU each), its default batches.
 
 Each system runs in a process of its own, in rounds that interleave them; each is timed over its steady
@@ -30,10 +32,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm_tasks import MODEL, REPO, write_result  # noqa: E402
 
-SYSTEMS = ("a", "b", "c", "c_random", "d")
+SYSTEMS = ("a", "b", "c", "c_random", "c_zero0", "d")
 MICRO, ACCUMULATE, LENGTH, LR = 16, 2, 128, 1e-5
 NAMES = {"a": "bare PyTorch loop", "b": "HF Trainer (group_by_length)", "c": "prefinetune, 1 worker",
-         "c_random": "prefinetune, 1 worker, random rows", "d": "prefinetune, 2 workers"}
+         "c_random": "prefinetune, 1 worker, random rows", "c_zero0": "prefinetune, 1 worker, ZeRO stage 0",
+         "d": "prefinetune, 2 workers"}
 
 
 def _sst2(data_dir: str):
@@ -105,7 +108,7 @@ def _trainer(data_dir: str, steps: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(output_dir=out, per_device_train_batch_size=MICRO,
                                  gradient_accumulation_steps=ACCUMULATE, max_steps=steps + 2, learning_rate=LR,
-                                 group_by_length=True, use_cpu=True,
+                                 train_sampling_strategy="group_by_length", use_cpu=True,
                                  report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
                                  dataloader_num_workers=0, seed=0)
         Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer),
@@ -117,7 +120,7 @@ def _trainer(data_dir: str, steps: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
-def _prefinetune(data_dir: str, steps: int, workers: int, token_budget: bool) -> dict:
+def _prefinetune(data_dir: str, steps: int, workers: int, token_budget: bool, zero_stage: int = 2) -> dict:
     from prefinetune.config import recipe_from_dict
     from prefinetune.launcher import run
     from prefinetune.tasks.catalog import catalog_task
@@ -131,7 +134,7 @@ def _prefinetune(data_dir: str, steps: int, workers: int, token_budget: bool) ->
             "tasks": [catalog_task("sst2")],
             "train": {"updates": window * 4, "slots_per_update": ACCUMULATE, "batch_size": MICRO,
                       "log_every": window, **({} if token_budget else {"token_budget": None})},
-            "optim": {"lr": LR},
+            "optim": {"lr": LR}, "deepspeed": {"zero_stage": zero_stage},
             "eval": {"every_updates": 10**6, "max_rows": 32},
             "checkpoint": {"every_updates": 10**6, "keep": 1},
             "scaling": {"num_workers": workers, "use_gpu": False, "cpus_per_worker": 2 // workers}})
@@ -157,7 +160,8 @@ def measure(system: str, data_dir: str, steps: int) -> dict:
     if system == "b":
         return _trainer(data_dir, steps)
     workers = 2 if system == "d" else 1
-    return _prefinetune(data_dir, steps, workers, token_budget=system != "c_random")
+    return _prefinetune(data_dir, steps, workers, token_budget=system != "c_random",
+                        zero_stage=0 if system == "c_zero0" else 2)
 
 
 def _run_one(system: str, data_dir: str, steps: int) -> dict:
@@ -173,9 +177,10 @@ def _summary(runs: dict) -> dict:
            for s, rs in runs.items()}
     for s, row in med.items():
         row["name"] = NAMES[s]
-        row["examples_per_s_vs_a"] = row["examples_per_s"] / med["a"]["examples_per_s"]
-        row["examples_per_s_vs_b"] = row["examples_per_s"] / med["b"]["examples_per_s"]
-        row["real_tokens_per_s_vs_a"] = row["real_tokens_per_s"] / med["a"]["real_tokens_per_s"]
+        for ref in ("a", "b"):
+            for key in ("examples_per_s", "real_tokens_per_s"):
+                if ref in med:
+                    row[f"{key}_vs_{ref}"] = row[key] / med[ref][key]
         row["rounds"] = len(runs[s])
     return med
 
@@ -201,8 +206,8 @@ def main(argv=None) -> int:
                   f"{x['real_tokens_per_s']:8.0f} real tok/s", flush=True)
     table = _summary(runs)
     for s, row in table.items():
-        print(f"{row['name']:36s} {row['examples_per_s']:7.1f} ex/s  x{row['examples_per_s_vs_a']:.2f} of a, "
-              f"x{row['examples_per_s_vs_b']:.2f} of b; real tokens/s x{row['real_tokens_per_s_vs_a']:.2f} of a")
+        ratios = ", ".join(f"{k.replace('_per_s_vs_', '/s vs ')} x{v:.2f}" for k, v in row.items() if "_vs_" in k)
+        print(f"{row['name']:36s} {row['examples_per_s']:7.1f} ex/s; {ratios}")
     write_result(args.out, {"settings": {"model": MODEL, "data": "sst2 train", "max_length": LENGTH,
                                          "examples_per_step": MICRO * ACCUMULATE, "micro_batch": MICRO,
                                          "rounds": args.rounds, "timed_steps": args.steps, "device": "cpu (2 cores)"},

@@ -7,8 +7,10 @@ marked `lazy`, where `HeadAwareAdamW` leaves every element whose gradient is exa
 value, both moments. A head of a task not trained in an update gets exactly zero gradient (its rows of
 a stacked bank, or the whole head through the 0-weighted `inactive` term), so plain AdamW would still
 move it by its momentum and weight decay; here it comes out of the update bit-identical. The step
-count (bias correction) stays per tensor, as in lazy Adam. The state keys are torch AdamW's, so
-DeepSpeed's checkpoints and universal conversion read them as they are.
+count (bias correction) advances every update for the whole tensor, as in TF's LazyAdam, so a head
+first trained late gets the bias correction of the update it is in; it is also what keeps the ZeRO
+partitions of one group at one step, which DeepSpeed's universal checkpoint requires. The state keys
+are torch AdamW's, so DeepSpeed's checkpoints and universal conversion read them as they are.
 """
 from __future__ import annotations
 
@@ -70,12 +72,12 @@ class HeadAwareAdamW(torch.optim.AdamW):
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["step"] += 1          # every update, as torch AdamW: ZeRO partitions of one group stay in step
         grad, m, v = p.grad, state["exp_avg"], state["exp_avg_sq"]
         live = grad != 0
         if not bool(live.any()):
             return
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        state["step"] += 1
         step = float(state["step"])
         new_p = p * (1 - lr * group["weight_decay"])
         new_m = m.lerp(grad, 1 - beta1)

@@ -31,11 +31,15 @@ def test_main_job_on_real_data_trains_reports_and_exports(data_root, tmp_path):
     tasks = [t["name"] for t in recipe["tasks"]]
     assert len(tasks) >= 6 and recipe["data"]["root"] == str(data_root.resolve())
 
-    # Every slot's examples are counted once, whichever worker ran it.
+    # Every slot's examples are counted once, whichever worker ran it: the rows of the pure schedule under
+    # the default token budget (auto: batch_size rows a slot on average), recomputed here from the shards.
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     last_train = [r for r in records if "lr" in r][-1]
-    assert last_train["update"] == UPDATES
-    assert sum(last_train[f"seen/{t}"] for t in tasks) == UPDATES * SLOTS * BATCH
+    assert last_train["update"] == UPDATES and recipe["train"]["token_budget"] == "auto"
+    assert {t: last_train[f"seen/{t}"] for t in tasks} == _schedule_rows(recipe, run / "shards")
+    efficiency = [v for k, v in last_train.items() if k.startswith("padding_efficiency/")]   # tasks of the window
+    assert efficiency and all(0 < v <= 1 for v in efficiency)
+    assert 0 <= last_train["time/data_wait_share"] < 1 and last_train["time/update_s"] > 0
 
     final = json.loads((run / "eval_final.json").read_text())
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
@@ -53,3 +57,22 @@ def test_main_job_on_real_data_trains_reports_and_exports(data_root, tmp_path):
     assert encoder(input_ids=ids).last_hidden_state.shape == (1, 4, encoder.config.hidden_size)
     clf = AutoModelForSequenceClassification.from_pretrained(run / "export" / "tasks" / tasks[0])
     assert clf.config.num_labels == len(recipe["tasks"][0]["label_names"])
+
+
+def _schedule_rows(recipe: dict, shards: Path) -> dict:
+    """Rows per task over the run's updates, as the pure schedule draws them from the shards."""
+    from prefinetune.config import recipe_from_dict
+    from prefinetune.data.schedule import plan_update
+    from prefinetune.data.shards import open_split
+    from prefinetune.step import TrainData
+
+    r = recipe_from_dict(recipe)
+    t = r.train
+    data = TrainData({task.name: open_split(shards, task.name, "train") for task in r.tasks}, r.tasks, 0,
+                     t.token_budget, t.length_buckets, t.batch_size, r.model.max_length)
+    seen = dict.fromkeys(data.sizes, 0)
+    for update in range(t.updates):
+        for slot in plan_update(r.sampling, r.run.seed, update, t.updates, t.slots_per_update, data.sizes,
+                                t.batch_size, data.row_drawer):
+            seen[slot.task] += len(slot.rows)
+    return seen

@@ -1,0 +1,93 @@
+"""Model FLOPs utilisation of prefinetune's training step on one GPU in bf16: system (c) of
+benchmarks/throughput.py (MiniLM, SST-2, 32 examples an update in 2 slots, the default token budget,
+one DeepSpeed ZeRO-2 worker), run in one process without Ray, timed over steady updates.
+
+MFU = achieved model FLOPs/s / the GPU's peak dense bf16 FLOPs/s. Model FLOPs per update are counted
+the usual way for a transformer encoder (Kaplan et al. 2020; Chinchilla's appendix): 6 x parameters
+x real tokens for the matrix multiplies (forward 2, backward 4) plus attention's 12 x layers x hidden
+x tokens x sequence length; padding tokens are not counted, so padding lowers MFU as it should.
+
+    python benchmarks/gpu_mfu.py --data-dir ../shared/data --peak-tflops 989 --out benchmarks/results/gpu_mfu.json
+
+--peak-tflops: the GPU's dense bf16 peak (H100/H200 SXM: 989; A100: 312). Needs a CUDA GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from minilm_tasks import REPO, prepared_tasks, write_result  # noqa: E402
+
+SLOTS, ROWS, LENGTH = 2, 16, 128
+
+
+def update_flops(params: int, layers: int, hidden: int, batches: list) -> float:
+    """Training FLOPs of one update: 6 N per real token, and attention over each batch's padded length."""
+    flops = 0.0
+    for mask in batches:
+        real = int(mask.sum())
+        flops += 6 * params * real + 12 * layers * hidden * real * mask.shape[1]
+    return flops
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_mfu.json"))
+    p.add_argument("--work", default="/tmp/prefinetune_gpu_mfu")
+    p.add_argument("--peak-tflops", type=float, required=True, help="the GPU's dense bf16 peak, TFLOP/s")
+    p.add_argument("--updates", type=int, default=60)
+    args = p.parse_args(argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_mfu.py needs a CUDA GPU; none is visible here", file=sys.stderr)
+        return 2
+    from prefinetune.data.schedule import plan_update, worker_slots
+    from prefinetune.dist.engine import build_engine
+    from prefinetune.finetune.local import one_process_group
+    from prefinetune.model.multitask import build_model
+    from prefinetune.step import TrainData, run_update
+
+    recipe, tokenizer, data = prepared_tasks(args.data_dir, Path(args.work), ["sst2"], "gpu_mfu",
+                                             train={"slots_per_update": SLOTS, "batch_size": ROWS,
+                                                    "updates": args.updates},
+                                             deepspeed={"zero_stage": 2, "precision": "bf16"},
+                                             scaling={"num_workers": 1, "use_gpu": True})
+    data = TrainData(data.splits, recipe.tasks, tokenizer.pad_token_id, "auto", None, ROWS, LENGTH)   # the default
+    one_process_group()
+    device = torch.device("cuda")
+    model = build_model(recipe).to(device)
+    cfg = model.backbone.config
+    params = sum(p.numel() for p in model.parameters())
+    engine = build_engine(model, recipe, 1, on_gpu=True)
+    times, flops = [], []
+    for u in range(args.updates):
+        plan = plan_update(recipe.sampling, 0, u, args.updates, SLOTS, data.sizes, ROWS, data.row_drawer)
+        slots = worker_slots(plan, 0, 1)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        run_update(engine, {"sst2": 0}, slots, data, device, 0, u)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+        masks = [data.batch(s, torch.device("cpu"))["attention_mask"] for s in slots]
+        flops.append(update_flops(params, cfg.num_hidden_layers, cfg.hidden_size, masks))
+    steady = slice(args.updates // 5, None)          # the first fifth warms up kernels and allocators
+    achieved = sum(flops[steady]) / sum(times[steady])
+    result = {"gpu": torch.cuda.get_device_name(0), "peak_tflops_bf16": args.peak_tflops,
+              "achieved_tflops": achieved / 1e12, "mfu": achieved / (args.peak_tflops * 1e12),
+              "median_update_s": float(np.median(times[steady])), "parameters": params,
+              "settings": {"model": recipe.model.name_or_path, "slots": SLOTS, "rows": ROWS, "max_length": LENGTH,
+                           "precision": "bf16", "zero_stage": 2, "updates": args.updates}}
+    print(f"{result['gpu']}: {result['achieved_tflops']:.2f} TFLOP/s, MFU {100 * result['mfu']:.2f}%")
+    write_result(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
