@@ -9,6 +9,7 @@ intact, what to do), and how the driver finds one inside Ray Train's failure to 
 """
 from __future__ import annotations
 
+import errno
 import os
 from typing import Optional
 
@@ -50,10 +51,13 @@ def stop_reason(err: BaseException) -> Optional[str]:
     return None
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG, errno.EIO, errno.EACCES}   # writes that failed
+
+
 def storage_error(err: BaseException) -> Optional[str]:
     """What failed when Ray Train itself could not write (its controller keeps its state beside the
     checkpoints, so a full disk can stop it before a worker's error arrives), else None."""
     for cause in _causes(err):
-        if isinstance(cause, OSError) and cause.errno is not None:
+        if isinstance(cause, OSError) and cause.errno in _WRITE_ERRNOS:
             return f"Ray Train could not write to the run's storage ([Errno {cause.errno}] {os.strerror(cause.errno)})"
     return None

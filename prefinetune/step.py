@@ -197,8 +197,9 @@ def _check_step(engine, skipped: str | None, update_index: int, skip_nonfinite: 
     """Why the update was skipped (None: it was applied), once DeepSpeed's step agrees with what was seen."""
     applied = engine.was_step_applied()
     if skipped is not None and applied:
-        raise NonFiniteLossError(f"{skipped}, and DeepSpeed applied the update anyway: skipping needs the ZeRO "
-                                 "optimizer (deepspeed.zero_stage 1 or 2)")
+        raise NonFiniteLossError(f"{skipped}, and DeepSpeed applied the update anyway: the gradient it left was "
+                                 "finite (e.g. a batch whose labels are all ignored), or the optimizer is not "
+                                 "ZeRO's (deepspeed.zero_stage 1 or 2); the run stops")
     if skipped is None and not applied:
         skipped = (f"update {update_index + 1}: every loss was finite but the gradient was not, and DeepSpeed "
                    "skipped the optimizer step")

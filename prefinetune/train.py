@@ -86,11 +86,13 @@ class RaySession:
                 engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
                 write_file_list(Path(folder), self.rank, self.world)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-        except OSError as err:
-            raise CheckpointWriteError(
-                f"update {update}: rank {self.rank} could not write its checkpoint ({err.strerror or err}"
-                f"{': ' + str(err.filename) if err.filename else ''}); the run stops, the checkpoints before it "
-                "untouched") from err
+        except (OSError, RuntimeError) as err:       # torch.save on a full disk: "PytorchStreamWriter failed writing"
+            if isinstance(err, RuntimeError) and "failed writing" not in str(err):
+                raise
+            reason = getattr(err, "strerror", None) or str(err)
+            where = f": {err.filename}" if getattr(err, "filename", None) else ""
+            raise CheckpointWriteError(f"update {update}: rank {self.rank} could not write its checkpoint ({reason}"
+                                       f"{where}); the run stops, the checkpoints before it untouched") from err
 
 
 class LocalSession:

@@ -34,6 +34,8 @@ def test_a_whole_checkpoint_passes_and_each_tear_is_named(tmp_path):
     assert check_files(folder) == f"{optim} (rank 1) is missing"
     (folder / "files-rank-1.json").unlink()
     assert check_files(folder) == "the file lists of ranks [1] of 2 are missing"
+    (folder / "files-rank-0.json").write_text('{"rank": 0, "wor')      # a list cut short
+    assert check_files(folder) == f"its file list {folder / 'files-rank-0.json'} cannot be read (cut short?)"
     (folder / "files-rank-0.json").unlink()      # a copy cut short before the lists
     assert check_files(folder) == "it has no file lists (files-rank-*.json): its copy to storage did not finish"
 

@@ -123,7 +123,7 @@ def task_schema(task: TaskConfig, tokenizer) -> pa.Schema:
 
 
 def _tokenize_batch(batch: dict, tokenizer, task: TaskConfig, max_length: int) -> dict:
-    """A map() batch of records (as columns, or JSON-encoded in one "record" column) -> the family's shard
+    """A map() batch of records (as columns, or JSON-encoded in one column) -> the family's shard
     columns (any number of rows)."""
     if list(batch) == [_JSON_COLUMN]:
         records = [json.loads(r) for r in batch[_JSON_COLUMN]]
@@ -133,7 +133,7 @@ def _tokenize_batch(batch: dict, tokenizer, task: TaskConfig, max_length: int) -
     return get_family(task.family).tokenize(records, tokenizer, task, max_length)
 
 
-_JSON_COLUMN = "record"
+_JSON_COLUMN = "__prefinetune_record_json__"
 _SCALARS = (str, int, float, bool, type(None))
 
 

@@ -41,7 +41,13 @@ def check_files(folder: Path) -> Optional[str]:
     lists = sorted(folder.glob("files-rank-*.json"))
     if not lists:
         return "it has no file lists (files-rank-*.json): its copy to storage did not finish"
-    entries = [json.loads(p.read_text()) for p in lists]
+    entries = []
+    for path in lists:
+        try:
+            entry = json.loads(path.read_text())
+            entries.append({"rank": int(entry["rank"]), "world": int(entry["world"]), "files": dict(entry["files"])})
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"its file list {path} cannot be read (cut short?)"
     world = entries[0]["world"]
     ranks = {e["rank"] for e in entries}
     if ranks != set(range(world)):

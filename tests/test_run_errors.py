@@ -1,0 +1,31 @@
+"""How the driver finds why a Ray Train run stopped (prefinetune/run_errors.py), on Ray Train's own
+error classes: a worker's RunStopped message through Ray's wrapper, the lowest rank first; a failed
+write of Ray Train's controller; and nothing for other failures, which keep Ray's traceback.
+
+    python -m pytest tests/test_run_errors.py -q
+"""
+from __future__ import annotations
+
+import errno
+
+from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+from prefinetune.run_errors import CheckpointWriteError, stop_reason, storage_error
+from prefinetune.step import NonFiniteLossError
+
+
+def test_a_workers_own_stop_is_found_through_rays_wrapper_lowest_rank_first():
+    failures = {1: UserExceptionWithTraceback(CheckpointWriteError("rank 1: disk full"), "traceback 1"),
+                0: UserExceptionWithTraceback(NonFiniteLossError("update 3, slot 0: nan"), "traceback 0")}
+    assert stop_reason(WorkerGroupError("two workers failed", failures)) == "update 3, slot 0: nan"
+    other = WorkerGroupError("one failed", {0: UserExceptionWithTraceback(ValueError("a bug"), "tb")})
+    assert stop_reason(other) is None and storage_error(other) is None
+
+
+def test_only_a_failed_write_of_the_controller_is_a_storage_error():
+    full = ControllerError(OSError(errno.ENOSPC, "Error writing bytes to file"))
+    assert storage_error(full) == "Ray Train could not write to the run's storage ([Errno 28] No space left on device)"
+    assert stop_reason(full) is None
+    refused = ControllerError(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    assert storage_error(refused) is None
