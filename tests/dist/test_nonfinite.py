@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port  # noqa: E402
+from conftest import free_port, rank_env  # noqa: E402
 from tiny import FamilySplit, mixed_recipe, tiny_bert  # noqa: E402
 
 from prefinetune.config import recipe_from_dict
@@ -37,8 +36,7 @@ def _splits(recipe) -> dict:
 
 
 def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank))
+    rank_env(rank, WORLD, port)
     from prefinetune.dist.engine import build_engine
     from prefinetune.step import NonFiniteLossError, TrainData, run_update
 
@@ -88,8 +86,7 @@ def _state(engine) -> dict:
 def _skip_worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
     """Run A: updates 1, 2 (rank 1 meets the NaN row), 3 with skipping on. Run B, the reference: updates 1
     and 3 alone, on a fresh engine from the same start."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank))
+    rank_env(rank, WORLD, port)
     from prefinetune.dist.engine import build_engine
     from prefinetune.step import TrainData, run_update
 

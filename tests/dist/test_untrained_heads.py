@@ -7,7 +7,6 @@ bit-identical, for both head designs (model.head_dense). Trained heads do move.
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port  # noqa: E402
+from conftest import free_port, rank_env  # noqa: E402
 from tiny import tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
 
 from prefinetune.config import recipe_from_dict
@@ -39,8 +38,7 @@ def _heads(engine) -> dict:
 
 
 def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
-                      LOCAL_RANK=str(rank))
+    rank_env(rank, WORLD, port)
     from prefinetune.dist.engine import build_engine
     from prefinetune.step import TrainData, run_update
 

@@ -7,7 +7,6 @@ and steps AdamW on the mean of their gradients.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import free_port  # noqa: E402
+from conftest import free_port, rank_env  # noqa: E402
 from tiny import family_splits, mixed_recipe, tiny_bart, tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
 
 from prefinetune.config import recipe_from_dict
@@ -41,8 +40,7 @@ def _plan(recipe, update_index: int, sizes: dict) -> list:
 
 def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "bert",
             data_kind="classification") -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))
+    rank_env(rank, WORLD, port)
     from prefinetune.dist.engine import build_engine
     from prefinetune.step import TrainData, run_update
 
