@@ -49,7 +49,8 @@ class DataSection(_Strict):
                             "(output_dir/name/synthetic_data) and read the tasks from there")
     synthetic_rows: int = Field(3000, ge=50, description="train rows per synthetic task")
     shards_dir: Optional[str] = Field(None, description="prepared shards; default output_dir/shards")
-    num_proc: int = Field(2, ge=1, description="processes for tokenization")
+    num_proc: int = Field(2, ge=1, description="tokenizer workers: threads running the Rust tokenizer for "
+                          "classification and regression (fast tokenizers), else datasets.map processes")
     on_bad_row: Literal["error", "quarantine"] = Field(
         "error", description="error: stop naming file/row/field; quarantine: set aside and count")
 

@@ -9,9 +9,12 @@ Layout under recipe.shards_path (data.shards_dir, or output_dir/name/shards):
 Shard columns are the family's (`prefinetune.tasks.<family>.shard_schema`): every family has
 input_ids and length (tokens of the row's longest sequence after truncation to model.max_length);
 classification adds token_type_ids (when the tokenizer makes them) and label; see each family module.
-Records are tokenized by the family's `tokenize`, through datasets.Dataset.map(batched=True, num_proc);
-a record may become several rows (span: one per window of a long context), so a split's "rows" (shard
-rows) may differ from its "records" (rows read). Each split entry of the manifest also holds the
+Records are tokenized by the family: classification and regression, with a fast tokenizer, in this
+process with data.num_proc threads running the Rust tokenizer (`tokenize_encoded`, through
+prefinetune.data.threaded_encode), chunk by chunk while the file is still being read; the others by
+their `tokenize`, through datasets.Dataset.map(batched=True, num_proc) worker processes. A record may
+become several rows (span: one per window of a long context), so a split's "rows" (shard rows) may
+differ from its "records" (rows read). Each split entry of the manifest also holds the
 family's `split_stats` (classification: label_counts). Each task entry holds its family, label_names
 (null where the family has none) and its shard columns.
 
@@ -40,6 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from prefinetune.config import RecipeConfig, TaskConfig
+from prefinetune.data import threaded_encode
 from prefinetune.data.readers import read_split, split_source
 from prefinetune.data.shards import MANIFEST_NAME, sha256_file
 from prefinetune.data.synthetic import write_suite
@@ -54,6 +58,7 @@ __all__ = [
 FORMAT_VERSION = 2  # 2: family shard schemas, per-task columns, split_stats
 DEFAULT_SHARD_ROWS = 50_000
 MIN_ROWS_PER_PROC = 10_000  # below this, extra tokenizer processes cost more than they save
+THREAD_BATCH_ROWS = 20_000  # records per tokenize_encoded call on the threaded path (one progress step)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
@@ -168,15 +173,39 @@ def _progress_bars(enabled: bool) -> Iterator[None]:
 
 def tokenize_records(records: list[dict], tokenizer, task: TaskConfig, max_length: int, num_proc: int = 1,
                      fingerprint: Optional[str] = None, desc: Optional[str] = None) -> pa.Table:
-    """Records of `task` -> an Arrow table in the family's schema, via the family's `tokenize` run by
-    datasets.Dataset.map(batched=True, num_proc). Flat records travel to the workers as Arrow columns,
-    others as JSON strings (one column, whatever their shape); the output may hold more rows than there
-    are records."""
-    import datasets
-
+    """Records of `task` -> an Arrow table in the family's schema (it may hold more rows than there are
+    records). Families with `tokenize_encoded`, given a fast tokenizer, are encoded here, `num_proc`
+    threads running the Rust tokenizer (prefinetune.data.threaded_encode); the others run the family's
+    `tokenize` through datasets.Dataset.map(batched=True, num_proc), flat records travelling to the
+    workers as Arrow columns, others as JSON strings (one column, whatever their shape)."""
     schema = task_schema(task, tokenizer)
     if not records:
         return schema.empty_table()
+    if _threaded(task, tokenizer):
+        with _background(task, tokenizer, max_length, num_proc, desc) as work:
+            for start in range(0, len(records), THREAD_BATCH_ROWS):
+                work.submit(records[start:start + THREAD_BATCH_ROWS])
+            return work.table()
+    return _tokenize_in_processes(records, tokenizer, task, max_length, _num_proc(len(records), num_proc),
+                                  schema, fingerprint, desc)
+
+
+def _threaded(task: TaskConfig, tokenizer) -> bool:
+    return get_family(task.family).tokenize_encoded is not None and threaded_encode.available(tokenizer)
+
+
+def _background(task: TaskConfig, tokenizer, max_length: int, threads: int, desc: Optional[str]):
+    import datasets
+
+    return threaded_encode.BackgroundTokenizer(get_family(task.family).tokenize_encoded, tokenizer, task, max_length,
+                                               threads, task_schema(task, tokenizer), desc,
+                                               progress=datasets.is_progress_bar_enabled())
+
+
+def _tokenize_in_processes(records: list[dict], tokenizer, task: TaskConfig, max_length: int, num_proc: int,
+                           schema: pa.Schema, fingerprint: Optional[str], desc: Optional[str]) -> pa.Table:
+    import datasets
+
     columns = _as_columns(records)
     ds = datasets.Dataset.from_dict(columns).map(
         partial(_tokenize_batch, tokenizer=tokenizer, task=task, max_length=max_length),
@@ -272,12 +301,17 @@ def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer
     split_dir = shards_dir / task.name / split
     quarantine = split_dir / "quarantine.jsonl"
     quarantine.unlink(missing_ok=True)
-    read = read_split(task, split, data_root(recipe), recipe.data.on_bad_row,
-                      quarantine if recipe.data.on_bad_row == "quarantine" else None)
-    max_length = recipe.model.max_length
-    procs = _num_proc(len(read.records), recipe.data.num_proc)
-    table = tokenize_records(read.records, tokenizer, task, max_length, procs,
-                             fingerprint=_sha256_json([fingerprint, split])[:32], desc=f"{task.name}/{split}")
+    read_args = (task, split, data_root(recipe), recipe.data.on_bad_row,
+                 quarantine if recipe.data.on_bad_row == "quarantine" else None)
+    max_length, procs, desc = recipe.model.max_length, recipe.data.num_proc, f"{task.name}/{split}"
+    if _threaded(task, tokenizer):              # tokenized chunk by chunk while the file is still being read
+        with _background(task, tokenizer, max_length, procs, desc) as work:
+            read = read_split(*read_args, on_records=work.submit, chunk_rows=THREAD_BATCH_ROWS)
+            table = work.table()
+    else:
+        read = read_split(*read_args)
+        table = tokenize_records(read.records, tokenizer, task, max_length, procs,
+                                 fingerprint=_sha256_json([fingerprint, split])[:32], desc=desc)
     shards = write_shards(table, split_dir, shards_dir, shard_rows)
     entry = {
         "source": task.splits[split],

@@ -25,11 +25,10 @@ from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import ModuleFamily, register_family, softmax_entropy
 from prefinetune.tasks.padding import sequence_batch
-from prefinetune.tasks.records import DIGITS, sentence_schema, text_value
+from prefinetune.tasks.records import DIGITS, call_encoder, sentence_schema, text_value
 
-__all__ = ["label_id", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss", "num_predictions",
-           "predict", "metrics", "evaluate", "TARGETS",
-           "ClassificationFamily", "FAMILY"]
+__all__ = ["label_id", "to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
+           "num_predictions", "predict", "metrics", "evaluate", "TARGETS", "ClassificationFamily", "FAMILY"]
 
 TARGETS = ("labels",)
 
@@ -74,16 +73,21 @@ def to_record(values: dict[str, Any], task) -> dict:
     return record
 
 
-def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
-    """One shard row per record: the text (pair) truncated longest-first to max_length."""
+def tokenize_encoded(records: list[dict], encode, task) -> dict[str, list]:
+    """One shard row per record: the text (pair) encoded by `encode(texts, pairs)` (truncated longest-first)."""
     pairs = [r["text_pair"] for r in records] if task.columns.text_pair is not None else None
-    enc = tokenizer([r["text"] for r in records], pairs, truncation=True, max_length=max_length)
+    enc = encode([r["text"] for r in records], pairs)
     out = {"input_ids": enc["input_ids"]}
     if "token_type_ids" in enc:
         out["token_type_ids"] = enc["token_type_ids"]
     out["label"] = [r["label"] for r in records]
     out["length"] = [len(ids) for ids in enc["input_ids"]]
     return out
+
+
+def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
+    """One shard row per record: the text (pair) truncated longest-first to max_length."""
+    return tokenize_encoded(records, call_encoder(tokenizer, max_length), task)
 
 
 def shard_schema(with_token_types: bool) -> pa.Schema:

@@ -80,6 +80,12 @@ class Family:
         """Records -> shard columns of equal length (a record may make several rows); includes `length`."""
         raise NotImplementedError
 
+    # A family whose every sequence is one `tokenizer(texts, pairs, truncation=True, max_length=...)` call
+    # sets this to `tokenize_encoded(records, encode, task)`: `tokenize` with that call made by `encode(texts,
+    # pairs)`, so data prep can hand it prefinetune.data.threaded_encode's ThreadedEncoder (the same ids,
+    # in threads). None: data prep runs `tokenize` in datasets.map worker processes.
+    tokenize_encoded = None
+
     def shard_schema(self, with_token_types: bool):
         raise NotImplementedError
 
@@ -157,11 +163,11 @@ class Family:
 
 class ModuleFamily(Family):
     """A family whose data, train and evaluation methods are its module's free functions of the same
-    names, with the same signatures (to_record, tokenize, shard_schema, split_stats, collate, loss,
+    names, with the same signatures (to_record, tokenize, tokenize_encoded, shard_schema, split_stats, collate, loss,
     num_predictions, evaluate): a subclass defined at the end of the module picks up those the module
     defines and the class does not; it writes only what differs (head, divergence, entropy, checks)."""
 
-    MODULE_FUNCTIONS = ("to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss",
+    MODULE_FUNCTIONS = ("to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
                         "num_predictions", "evaluate")
 
     def __init_subclass__(cls, **kwargs):

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from prefinetune.tasks import FieldError
 
-__all__ = ["DIGITS", "text_value", "has_token_types", "sentence_schema"]
+__all__ = ["DIGITS", "text_value", "has_token_types", "call_encoder", "sentence_schema"]
 
 DIGITS = re.compile(r"[0-9]+")     # a label or choice key given as a string of digits
 
@@ -30,6 +30,14 @@ def text_value(value: Any, role: str) -> str:
 def has_token_types(tokenizer) -> bool:
     """Whether the tokenizer makes token_type_ids (BERT does, RoBERTa / BART do not)."""
     return "token_type_ids" in tokenizer("a", "b")
+
+
+def call_encoder(tokenizer, max_length: int):
+    """encode(texts, pairs or None) -> tokenizer(texts, pairs, truncation=True, max_length=max_length): the
+    call that a family's `tokenize_encoded` makes, and that prefinetune.data.threaded_encode matches."""
+    def encode(texts: list[str], pairs=None):
+        return tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    return encode
 
 
 def sentence_schema(with_token_types: bool, label_type: pa.DataType) -> pa.Schema:

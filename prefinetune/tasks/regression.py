@@ -30,9 +30,9 @@ from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import ModuleFamily, register_family
 from prefinetune.tasks.padding import sequence_batch
-from prefinetune.tasks.records import has_token_types, sentence_schema, text_value
+from prefinetune.tasks.records import call_encoder, has_token_types, sentence_schema, text_value
 
-__all__ = ["TARGETS", "to_record", "tokenize", "shard_schema", "split_stats", "collate", "loss",
+__all__ = ["TARGETS", "to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
            "num_predictions", "predict", "metrics", "evaluate"]
 
 TARGETS = ("labels",)
@@ -72,21 +72,23 @@ def _pairs(records: list[dict]) -> Optional[list[str]]:
     return pairs
 
 
-def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
-    """Records -> shard columns (one row per record; pairs are encoded as pairs)."""
-    pairs = _pairs(records)
-    with_types = has_token_types(tokenizer)
-    columns: dict[str, list] = {"input_ids": []}
-    if with_types:
-        columns["token_type_ids"] = []
-    if records:
-        enc = tokenizer([r["text"] for r in records], pairs, truncation=True, max_length=max_length)
-        columns["input_ids"] = list(enc["input_ids"])
-        if with_types:
-            columns["token_type_ids"] = list(enc["token_type_ids"])
+def tokenize_encoded(records: list[dict], encode, task) -> dict[str, list]:
+    """Records -> shard columns (one row per record; pairs are encoded as pairs) by `encode(texts, pairs)`."""
+    enc = encode([r["text"] for r in records], _pairs(records))
+    columns: dict[str, list] = {"input_ids": list(enc["input_ids"])}
+    if "token_type_ids" in enc:
+        columns["token_type_ids"] = list(enc["token_type_ids"])
     columns["label"] = [float(r["label"]) for r in records]
     columns["length"] = [len(ids) for ids in columns["input_ids"]]
     return columns
+
+
+def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
+    """Records -> shard columns (one row per record; pairs are encoded as pairs)."""
+    if not records:
+        types = {"token_type_ids": []} if has_token_types(tokenizer) else {}
+        return {"input_ids": [], **types, "label": [], "length": []}
+    return tokenize_encoded(records, call_encoder(tokenizer, max_length), task)
 
 
 def shard_schema(with_token_types: bool) -> pa.Schema:
