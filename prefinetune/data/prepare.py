@@ -11,10 +11,10 @@ input_ids and length (tokens of the row's longest sequence after truncation to m
 classification adds token_type_ids (when the tokenizer makes them) and label; see each family module.
 Records are tokenized by the family: classification and regression, with a fast tokenizer, in this
 process with data.num_proc threads running the Rust tokenizer (`tokenize_encoded`, through
-prefinetune.data.threaded_encode), chunk by chunk while the file is still being read; the others by
-their `tokenize`, through datasets.Dataset.map(batched=True, num_proc) worker processes. A record may
-become several rows (span: one per window of a long context), so a split's "rows" (shard rows) may
-differ from its "records" (rows read). Each split entry of the manifest also holds the
+prefinetune.data.threaded_encode); the others by their `tokenize`, through
+datasets.Dataset.map(batched=True, num_proc) worker processes. A record may become several rows (span:
+one per window of a long context), so a split's "rows" (shard rows) may differ from its "records"
+(rows read). Each split entry of the manifest also holds the
 family's `split_stats` (classification: label_counts). Each task entry holds its family, label_names
 (null where the family has none) and its shard columns.
 
@@ -181,25 +181,25 @@ def tokenize_records(records: list[dict], tokenizer, task: TaskConfig, max_lengt
     schema = task_schema(task, tokenizer)
     if not records:
         return schema.empty_table()
-    if _threaded(task, tokenizer):
-        with _background(task, tokenizer, max_length, num_proc, desc) as work:
-            for start in range(0, len(records), THREAD_BATCH_ROWS):
-                work.submit(records[start:start + THREAD_BATCH_ROWS])
-            return work.table()
+    if get_family(task.family).tokenize_encoded is not None and threaded_encode.available(tokenizer):
+        return _tokenize_in_threads(records, tokenizer, task, max_length, num_proc, schema, desc)
     return _tokenize_in_processes(records, tokenizer, task, max_length, _num_proc(len(records), num_proc),
                                   schema, fingerprint, desc)
 
 
-def _threaded(task: TaskConfig, tokenizer) -> bool:
-    return get_family(task.family).tokenize_encoded is not None and threaded_encode.available(tokenizer)
-
-
-def _background(task: TaskConfig, tokenizer, max_length: int, threads: int, desc: Optional[str]):
+def _tokenize_in_threads(records: list[dict], tokenizer, task: TaskConfig, max_length: int, threads: int,
+                         schema: pa.Schema, desc: Optional[str]) -> pa.Table:
     import datasets
+    from tqdm.auto import tqdm
 
-    return threaded_encode.BackgroundTokenizer(get_family(task.family).tokenize_encoded, tokenizer, task, max_length,
-                                               threads, task_schema(task, tokenizer), desc,
-                                               progress=datasets.is_progress_bar_enabled())
+    family, tables = get_family(task.family), []
+    with threaded_encode.ThreadedEncoder(tokenizer, max_length, threads) as encode, \
+            tqdm(total=len(records), desc=desc, unit=" rows", disable=not datasets.is_progress_bar_enabled()) as bar:
+        for start in range(0, len(records), THREAD_BATCH_ROWS):
+            part = records[start:start + THREAD_BATCH_ROWS]
+            tables.append(pa.Table.from_pydict(family.tokenize_encoded(part, encode, task), schema=schema))
+            bar.update(len(part))
+    return pa.concat_tables(tables)
 
 
 def _tokenize_in_processes(records: list[dict], tokenizer, task: TaskConfig, max_length: int, num_proc: int,
@@ -301,17 +301,11 @@ def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer
     split_dir = shards_dir / task.name / split
     quarantine = split_dir / "quarantine.jsonl"
     quarantine.unlink(missing_ok=True)
-    read_args = (task, split, data_root(recipe), recipe.data.on_bad_row,
-                 quarantine if recipe.data.on_bad_row == "quarantine" else None)
-    max_length, procs, desc = recipe.model.max_length, recipe.data.num_proc, f"{task.name}/{split}"
-    if _threaded(task, tokenizer):              # tokenized chunk by chunk while the file is still being read
-        with _background(task, tokenizer, max_length, procs, desc) as work:
-            read = read_split(*read_args, on_records=work.submit, chunk_rows=THREAD_BATCH_ROWS)
-            table = work.table()
-    else:
-        read = read_split(*read_args)
-        table = tokenize_records(read.records, tokenizer, task, max_length, procs,
-                                 fingerprint=_sha256_json([fingerprint, split])[:32], desc=desc)
+    read = read_split(task, split, data_root(recipe), recipe.data.on_bad_row,
+                      quarantine if recipe.data.on_bad_row == "quarantine" else None)
+    max_length = recipe.model.max_length
+    table = tokenize_records(read.records, tokenizer, task, max_length, recipe.data.num_proc,
+                             fingerprint=_sha256_json([fingerprint, split])[:32], desc=f"{task.name}/{split}")
     shards = write_shards(table, split_dir, shards_dir, shard_rows)
     entry = {
         "source": task.splits[split],

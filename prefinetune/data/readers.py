@@ -57,7 +57,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 from prefinetune.config import Column, TaskConfig, family_roles
 from prefinetune.data.formats import (
@@ -339,12 +339,8 @@ def read_split(
     data_root: Union[str, Path, None] = None,
     on_bad_row: str = "error",
     quarantine_path: Union[str, Path, None] = None,
-    on_records: Optional[Callable[[list[dict]], None]] = None,
-    chunk_rows: int = 50_000,
 ) -> SplitRead:
-    """Read `split` of `task` into family records; bad rows raise BadRowError or go to `quarantine_path`.
-    `on_records`, if given, is handed each run of `chunk_rows` new records as soon as they are read (and
-    the rest at the end), so a consumer can work on them while the file is still being read."""
+    """Read `split` of `task` into family records; bad rows raise BadRowError or go to `quarantine_path`."""
     if on_bad_row not in ("error", "quarantine"):
         raise ValueError(f"on_bad_row must be 'error' or 'quarantine', not {on_bad_row!r}")
     if on_bad_row == "quarantine" and quarantine_path is None:
@@ -355,7 +351,7 @@ def read_split(
     result = SplitRead(source=_source_label(task, split, source))
     unit = {"squad": "question", "conllu": "sentence", "conll": "sentence"}.get(task.format, "data row")
     bad_rows: list[BadRow] = []
-    checked, width, roles, handed = False, None, task_roles(task), 0
+    checked, width, roles = False, None, task_roles(task)
     for header, raw in _selected(raw_rows(task, source, articles), split_rows(task, split)):
         if not checked and (header is not None or not task.header or task.format not in ("tsv", "csv")):
             _check_columns(task, header, Path(str(source)))
@@ -364,17 +360,12 @@ def read_split(
             width = len(header) if header is not None else len(raw.fields)
         try:
             result.records.append(family.to_record(_row_values(raw, task, header, width, roles), task))
-            if on_records is not None and len(result.records) - handed >= chunk_rows:
-                on_records(result.records[handed:])
-                handed = len(result.records)
         except FieldError as err:
             bad = BadRow(result.source, raw.row, _field_name(err.role, task, header), err.reason,
                          printable(raw.raw, task.encoding), raw.line, unit)
             if on_bad_row == "error":
                 raise BadRowError(bad) from None
             bad_rows.append(bad)
-    if on_records is not None and len(result.records) > handed:
-        on_records(result.records[handed:])
     if on_bad_row == "quarantine":
         result.quarantined = len(bad_rows)
         result.quarantine_file = str(quarantine_path)

@@ -12,8 +12,7 @@ gives, row for row (tests/data/test_threaded_encode.py checks that on BERT, RoBE
   (TOKENIZERS_PARALLELISM stays off, so later forks are safe).
 
 Families whose every sequence is such a call (classification, regression) tokenize through it
-(`Family.tokenize_encoded`); `prefinetune.data.prepare` picks it where `available(tokenizer)`, through a
-`BackgroundTokenizer`, which tokenizes chunks of records while the reader goes on reading the file.
+(`Family.tokenize_encoded`); `prefinetune.data.prepare` picks it where `available(tokenizer)`.
 
     with ThreadedEncoder(tokenizer, 128, threads=2) as encode:
         ids = encode(["a film", "dull"], None)["input_ids"]    # == tokenizer([...], truncation=True, max_length=128)
@@ -21,14 +20,12 @@ Families whose every sequence is such a call (classification, regression) tokeni
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Optional
-
-import pyarrow as pa
+from concurrent.futures import ThreadPoolExecutor
+from typing import Optional
 
 from prefinetune.tasks.records import has_token_types
 
-__all__ = ["ThreadedEncoder", "BackgroundTokenizer", "available", "CHUNK_ROWS"]
+__all__ = ["ThreadedEncoder", "available", "CHUNK_ROWS"]
 
 CHUNK_ROWS = 2000      # rows per backend call: large enough to amortise the call, small enough to share out
 
@@ -92,39 +89,3 @@ class ThreadedEncoder:
             out["token_type_ids"] = [row for _, types in parts for row in types]
         return out
 
-
-class BackgroundTokenizer:
-    """Shard rows of chunks of records, made by `tokenize_encoded(records, encode, task)` in one background
-    thread (a ThreadedEncoder's `threads` threads doing the Rust work) while the caller goes on, e.g.
-    reading the next records. `table()` waits for every chunk and gives their rows in submission order.
-    Leaving the `with` block on an error drops the chunks not started yet."""
-
-    def __init__(self, tokenize_encoded: Callable, tokenizer, task, max_length: int, threads: int,
-                 schema: pa.Schema, desc: Optional[str] = None, progress: bool = False):
-        from tqdm.auto import tqdm
-
-        self._tokenize, self._task, self._schema = tokenize_encoded, task, schema
-        self._encode = ThreadedEncoder(tokenizer, max_length, threads)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="tokenize")
-        self._parts: list[Future] = []
-        self._bar = tqdm(desc=desc, unit=" rows", disable=not progress)
-
-    def __enter__(self) -> "BackgroundTokenizer":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._worker.shutdown(cancel_futures=exc[0] is not None)
-        self._encode.close()
-        self._bar.close()
-
-    def _part(self, records: list[dict]) -> pa.Table:
-        table = pa.Table.from_pydict(self._tokenize(records, self._encode, self._task), schema=self._schema)
-        self._bar.update(len(records))
-        return table
-
-    def submit(self, records: list[dict]) -> None:
-        self._parts.append(self._worker.submit(self._part, records))
-
-    def table(self) -> pa.Table:
-        tables = [part.result() for part in self._parts]
-        return pa.concat_tables(tables) if tables else self._schema.empty_table()

@@ -208,16 +208,6 @@ def test_quarantine_sets_aside_and_counts(tmp_path):
         read_split(task, "train", tmp_path, "quarantine")
 
 
-def test_records_are_handed_on_in_chunks_as_they_are_read(tmp_path):
-    body = b"sentence\tlabel\n" + b"".join(b"row%d\t%d\n" % (i, i % 2) for i in range(7)) + b"bad\t9\nlast\t0\n"
-    task = _tmp_task(tmp_path, "chunks.tsv", body, **TSV)
-    chunks: list[list[str]] = []
-    read = read_split(task, "train", tmp_path, "quarantine", tmp_path / "q.jsonl",
-                      on_records=lambda records: chunks.append([r["text"] for r in records]), chunk_rows=3)
-    assert chunks == [["row0", "row1", "row2"], ["row3", "row4", "row5"], ["row6", "last"]]
-    assert [r["text"] for r in read.records] == [t for c in chunks for t in c] and read.quarantined == 1
-
-
 def test_csv_quoting_and_multiline_rows(tmp_path):
     body = b'text,label\n"hello, world",1\n"two\nlines",0\n"",1\n'
     task = _tmp_task(tmp_path, "q.csv", body, format="csv", columns={"text": "text", "label": "label"})
