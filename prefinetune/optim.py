@@ -56,6 +56,7 @@ class HeadAwareAdamW(torch.optim.AdamW):
     def step(self, closure=None):
         groups = self.param_groups
         self.param_groups = [g for g in groups if not g.get("lazy")]
+        self._as_fused()
         try:
             loss = super().step(closure)
         finally:
@@ -66,6 +67,18 @@ class HeadAwareAdamW(torch.optim.AdamW):
                     if p.grad is not None:
                         self._lazy_update(p, group)
         return loss
+
+    def _as_fused(self) -> None:
+        """Keep the (non-lazy) groups on the fused kernel: groups loaded from a checkpoint carry the settings
+        they were saved with (older ones: the per-tensor loop), and DeepSpeed's universal-checkpoint load
+        sets each step from a CPU tensor, where the kernel wants a float32 on its parameter's device."""
+        for group in self.param_groups:
+            group["fused"], group["foreach"] = True, False
+            for p in group["params"]:
+                step = self.state[p].get("step") if p in self.state else None
+                if step is not None and (not torch.is_tensor(step) or step.device != p.device
+                                         or step.dtype != torch.float32):
+                    self.state[p]["step"] = torch.as_tensor(step, dtype=torch.float32).to(p.device)
 
     def _lazy_update(self, p: torch.Tensor, group: dict) -> None:
         """torch AdamW's update, in its order of operations, applied only where the gradient is not zero."""

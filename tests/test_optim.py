@@ -6,6 +6,8 @@ and moments, where torch AdamW would move it by momentum and weight decay.
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -72,3 +74,29 @@ def test_on_dense_gradients_it_is_torch_adamw(steps):
             assert torch.equal(a, b), name
         torch.testing.assert_close(a, c, rtol=0, atol=3e-7, msg=lambda m: f"{name}: {m}")
     assert not torch.equal(ours.head, Toy().head)
+    assert all(g["fused"] for g in optimizers["ours"].param_groups if not g["lazy"])
+
+
+def test_a_state_saved_by_the_per_tensor_loop_resumes_on_the_fused_kernel():
+    """A checkpoint written before the optimizer was fused (groups saved with foreach=False, fused=None),
+    and a step restored as a float64 (DeepSpeed's universal load restores it from a file): the next
+    update runs fused, and equals torch's fused AdamW resumed from the same state."""
+    old, ours, fused = Toy(), Toy(), Toy()
+    saved = torch.optim.AdamW(param_groups(old, 0.01), foreach=False, **KW)
+    _step(old, saved, [0, 1, 2])
+    state = saved.state_dict()
+    for model in (ours, fused):
+        model.load_state_dict(old.state_dict())
+    opt_ours = HeadAwareAdamW(param_groups(ours, 0.01), **KW)
+    opt_ours.load_state_dict(copy.deepcopy(state))       # (loading shares the tensors otherwise)
+    opt_ours.state[ours.backbone.weight]["step"] = torch.tensor(1.0, dtype=torch.float64)
+    assert opt_ours.param_groups[0]["fused"] is None                 # as saved
+    opt_fused = torch.optim.AdamW(param_groups(fused, 0.01), fused=True, **KW)
+    opt_fused.load_state_dict(copy.deepcopy(state))
+    for group in opt_fused.param_groups:
+        group["fused"], group["foreach"] = True, False
+    _step(ours, opt_ours, [0, 1, 2])
+    _step(fused, opt_fused, [0, 1, 2])
+    assert all(g["fused"] for g in opt_ours.param_groups if not g["lazy"])
+    assert opt_ours.state[ours.backbone.weight]["step"].dtype == torch.float32
+    assert torch.equal(ours.backbone.weight, fused.backbone.weight)

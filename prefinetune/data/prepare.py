@@ -83,14 +83,17 @@ def tokenizer_info(tokenizer, name: str, max_length: int) -> dict:
 
 def _tokenizer_state(tokenizer, vocab: dict) -> Any:
     """What decides the token ids: the fast tokenizer's pipeline (normalizer, model, post-processor...),
-    minus its per-call truncation/padding settings, which change whenever it is called."""
+    minus its per-call truncation/padding settings, which change whenever it is called, plus the
+    wrapper's settings that the call applies (its class, truncation side, split_special_tokens)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is None:
         return [type(tokenizer).__name__, sorted(vocab.items())]
     state = json.loads(backend.to_str())
     state.pop("truncation", None)
     state.pop("padding", None)
-    return state
+    settings = {"class": type(tokenizer).__name__, "truncation_side": tokenizer.truncation_side,
+                "split_special_tokens": bool(getattr(tokenizer, "split_special_tokens", False))}
+    return {"backend": state, "settings": settings}
 
 
 def _folder_hashes(folder: Path) -> dict[str, str]:
@@ -181,7 +184,7 @@ def tokenize_records(records: list[dict], tokenizer, task: TaskConfig, max_lengt
     schema = task_schema(task, tokenizer)
     if not records:
         return schema.empty_table()
-    if get_family(task.family).tokenize_encoded is not None and threaded_encode.available(tokenizer):
+    if get_family(task.family).threadable_tokenize() is not None and threaded_encode.available(tokenizer):
         return _tokenize_in_threads(records, tokenizer, task, max_length, num_proc, schema, desc)
     return _tokenize_in_processes(records, tokenizer, task, max_length, _num_proc(len(records), num_proc),
                                   schema, fingerprint, desc)
@@ -192,12 +195,13 @@ def _tokenize_in_threads(records: list[dict], tokenizer, task: TaskConfig, max_l
     import datasets
     from tqdm.auto import tqdm
 
-    family, tables = get_family(task.family), []
+    tokenize, tables = get_family(task.family).threadable_tokenize(), []
+    batch = max(THREAD_BATCH_ROWS, 4 * threads * threaded_encode.CHUNK_ROWS)
     with threaded_encode.ThreadedEncoder(tokenizer, max_length, threads) as encode, \
             tqdm(total=len(records), desc=desc, unit=" rows", disable=not datasets.is_progress_bar_enabled()) as bar:
-        for start in range(0, len(records), THREAD_BATCH_ROWS):
-            part = records[start:start + THREAD_BATCH_ROWS]
-            tables.append(pa.Table.from_pydict(family.tokenize_encoded(part, encode, task), schema=schema))
+        for start in range(0, len(records), batch):
+            part = records[start:start + batch]
+            tables.append(pa.Table.from_pydict(tokenize(part, encode, task), schema=schema))
             bar.update(len(part))
     return pa.concat_tables(tables)
 
@@ -370,7 +374,8 @@ def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress
         _say(progress, f"synthetic suite in {root}: {changed} file(s) written, "
                        f"{len(written) - changed} unchanged")
     if recipe.data.num_proc > 1:
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # forked workers; no nested threads
+        # parallelism is ours (encode threads, or forked datasets.map workers): no Rust pool on top of it
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     max_length = recipe.model.max_length
     tok = tokenizer_info(tokenizer, tokenizer_name, max_length)
     old_tasks = _read_old_manifest(shards_dir).get("tasks", {})

@@ -2,14 +2,19 @@
 
 `ThreadedEncoder(tokenizer, max_length, threads)(texts, pairs)` gives the input_ids (and token_type_ids,
 where the tokenizer makes them) that `tokenizer(texts, pairs, truncation=True, max_length=max_length)`
-gives, row for row (tests/data/test_threaded_encode.py checks that on BERT, RoBERTa and BART tokenizers):
+gives, row for row (tests/data/test_threaded_encode.py checks that on WordPiece, as BERT's, and byte-level BPE,
+as RoBERTa's and BART's, with truncation on either side, added tokens and split special tokens):
 
 - it calls the backend that call ends in (`tokenizer.backend_tokenizer`, truncation longest_first on the
   tokenizer's side, no padding, special tokens added), minus the per-row Python conversion to a
   BatchEncoding, which costs about a third of the call;
 - the Rust encoding releases the GIL, so `threads` threads, each with a copy of the backend, use that
-  many cores in one process: no forked workers, no records pickled to them, and no Rust thread pool
-  (TOKENIZERS_PARALLELISM stays off, so later forks are safe).
+  many cores in one process: no forked workers and no records pickled to them. prepare_tasks sets
+  TOKENIZERS_PARALLELISM=false (unless set) when data.num_proc > 1, so these threads are the only
+  parallelism and no Rust thread pool is left behind for a later fork.
+
+Only a tokenizer whose call is transformers' own is taken (`available`): a class that overrides it
+(LUKE, LayoutLM, remote code...) may do more than the backend does, and keeps the call itself.
 
 Families whose every sequence is such a call (classification, regression) tokenize through it
 (`Family.tokenize_encoded`); `prefinetune.data.prepare` picks it where `available(tokenizer)`.
@@ -23,23 +28,29 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
-from prefinetune.tasks.records import has_token_types
-
 __all__ = ["ThreadedEncoder", "available", "CHUNK_ROWS"]
 
 CHUNK_ROWS = 2000      # rows per backend call: large enough to amortise the call, small enough to share out
 
 
+_CALL_METHODS = ("__call__", "_call_one", "_encode_plus", "_batch_encode_plus", "encode_plus", "batch_encode_plus")
+
+
 def available(tokenizer) -> bool:
-    """Whether `tokenizer` is a fast (Rust-backed) tokenizer whose backend can be copied."""
+    """Whether `tokenizer` is a fast (Rust-backed) tokenizer whose call is transformers' own (no class on
+    the way overrides it), with a backend that can be copied and batch-encoded."""
+    from transformers import PreTrainedTokenizerFast
+
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    return bool(getattr(tokenizer, "is_fast", False)) and backend is not None and hasattr(backend, "to_str")
+    if not isinstance(tokenizer, PreTrainedTokenizerFast) or not hasattr(backend, "encode_batch_fast"):
+        return False
+    return all(getattr(type(tokenizer), name, None) is getattr(PreTrainedTokenizerFast, name, None)
+               for name in _CALL_METHODS)
 
 
-def _backend_copy(tokenizer, max_length: int):
-    """A copy of the tokenizer's backend set up as the HF call sets it (the tokenizer itself is untouched)."""
-    source = tokenizer.backend_tokenizer
-    backend = type(source).from_str(source.to_str())
+def _backend_copy(spec: str, tokenizer, max_length: int):
+    """A backend built from `spec` (the tokenizer's, serialised) set up as the HF call sets it."""
+    backend = type(tokenizer.backend_tokenizer).from_str(spec)
     backend.enable_truncation(max_length, stride=0, strategy="longest_first", direction=tokenizer.truncation_side)
     backend.no_padding()
     backend.encode_special_tokens = bool(getattr(tokenizer, "split_special_tokens", False))
@@ -56,7 +67,9 @@ class ThreadedEncoder:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, not {threads}")
         self.tokenizer, self.max_length, self.threads = tokenizer, max_length, threads
-        self.with_types = has_token_types(tokenizer)
+        self.with_types = "token_type_ids" in tokenizer.model_input_names     # as the HF call decides
+        getattr(tokenizer, "_switch_to_input_mode", lambda: None)()           # as the HF call does first
+        self._spec = tokenizer.backend_tokenizer.to_str()                      # read once, copied per thread
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="encode") if threads > 1 else None
 
@@ -74,18 +87,18 @@ class ThreadedEncoder:
     def _encode(self, inputs: list) -> tuple[list, Optional[list]]:
         backend = getattr(self._local, "backend", None)
         if backend is None:
-            backend = self._local.backend = _backend_copy(self.tokenizer, self.max_length)
+            backend = self._local.backend = _backend_copy(self._spec, self.tokenizer, self.max_length)
         encodings = backend.encode_batch_fast(inputs, add_special_tokens=True)
         ids = [e.ids for e in encodings]
         return ids, [e.type_ids for e in encodings] if self.with_types else None
 
     def __call__(self, texts: list[str], pairs: Optional[list[str]] = None) -> dict[str, list]:
         inputs = list(texts) if pairs is None else list(zip(texts, pairs))
-        chunks = [inputs[i:i + CHUNK_ROWS] for i in range(0, len(inputs), CHUNK_ROWS)]
+        size = max(1, min(CHUNK_ROWS, -(-len(inputs) // self.threads)))     # every thread gets a share
+        chunks = [inputs[i:i + size] for i in range(0, len(inputs), size)]
         parts = list(map(self._encode, chunks) if self._pool is None or len(chunks) < 2
                      else self._pool.map(self._encode, chunks))
         out = {"input_ids": [row for ids, _ in parts for row in ids]}
         if self.with_types:
             out["token_type_ids"] = [row for _, types in parts for row in types]
         return out
-

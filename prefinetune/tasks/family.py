@@ -86,6 +86,14 @@ class Family:
     # in threads). None: data prep runs `tokenize` in datasets.map worker processes.
     tokenize_encoded = None
 
+    def threadable_tokenize(self):
+        """`tokenize_encoded`, where the class that gives this family its `tokenize` gives that too (a
+        subclass that overrides only `tokenize` is tokenized by it, not by an inherited hook); else None."""
+        def owner(name: str):
+            return next((c for c in type(self).__mro__ if name in c.__dict__), None)
+
+        return self.tokenize_encoded if owner("tokenize_encoded") is owner("tokenize") else None
+
     def shard_schema(self, with_token_types: bool):
         raise NotImplementedError
 

@@ -36,6 +36,8 @@ def call_encoder(tokenizer, max_length: int):
     """encode(texts, pairs or None) -> tokenizer(texts, pairs, truncation=True, max_length=max_length): the
     call that a family's `tokenize_encoded` makes, and that prefinetune.data.threaded_encode matches."""
     def encode(texts: list[str], pairs=None):
+        if not texts:              # the call itself fails on an empty batch
+            return {"input_ids": [], **({"token_type_ids": []} if has_token_types(tokenizer) else {})}
         return tokenizer(texts, pairs, truncation=True, max_length=max_length)
     return encode
 

@@ -30,7 +30,7 @@ from prefinetune.tasks import FieldError
 from prefinetune.tasks.eval_loop import predict_rows
 from prefinetune.tasks.family import ModuleFamily, register_family
 from prefinetune.tasks.padding import sequence_batch
-from prefinetune.tasks.records import call_encoder, has_token_types, sentence_schema, text_value
+from prefinetune.tasks.records import call_encoder, sentence_schema, text_value
 
 __all__ = ["TARGETS", "to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
            "num_predictions", "predict", "metrics", "evaluate"]
@@ -85,9 +85,6 @@ def tokenize_encoded(records: list[dict], encode, task) -> dict[str, list]:
 
 def tokenize(records: list[dict], tokenizer, task, max_length: int) -> dict[str, list]:
     """Records -> shard columns (one row per record; pairs are encoded as pairs)."""
-    if not records:
-        types = {"token_type_ids": []} if has_token_types(tokenizer) else {}
-        return {"input_ids": [], **types, "label": [], "length": []}
     return tokenize_encoded(records, call_encoder(tokenizer, max_length), task)
 
 
