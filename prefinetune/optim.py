@@ -81,27 +81,32 @@ class HeadAwareAdamW(torch.optim.AdamW):
                     self.state[p]["step"] = torch.as_tensor(step, dtype=torch.float32).to(p.device)
 
     def _lazy_update(self, p: torch.Tensor, group: dict) -> None:
-        """torch AdamW's update, in its order of operations, applied only where the gradient is not zero."""
+        """torch AdamW's update, in its order of operations, applied only where the gradient is not zero:
+        the trained elements are gathered, updated and scattered back, so an update costs one scan of the
+        gradient plus work on the trained heads only, however many heads there are."""
         state = self.state[p]
         if not state:
             state["step"] = torch.tensor(0.0)
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["step"] += 1          # every update, as torch AdamW: ZeRO partitions of one group stay in step
-        grad, m, v = p.grad, state["exp_avg"], state["exp_avg_sq"]
-        live = grad != 0
-        if not bool(live.any()):
+        flat = [t.view(-1) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"]) if t.is_contiguous()]
+        if len(flat) < 4:
+            raise ValueError(f"HeadAwareAdamW needs contiguous parameters, gradients and moments ({tuple(p.shape)})")
+        value, grad, m, v = flat
+        live = grad.nonzero().squeeze(1)
+        if live.numel() == 0:
             return
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
         step = float(state["step"])
-        new_p = p * (1 - lr * group["weight_decay"])
-        new_m = m.lerp(grad, 1 - beta1)
-        new_v = v * beta2 + (1 - beta2) * grad * grad
+        g = grad[live]
+        new_p = value[live] * (1 - lr * group["weight_decay"])
+        new_m = m[live].lerp(g, 1 - beta1)
+        new_v = v[live] * beta2 + (1 - beta2) * g * g
         denom = (new_v.sqrt() / (1 - beta2 ** step) ** 0.5) + eps
-        new_p = new_p - (lr / (1 - beta1 ** step)) * new_m / denom
-        p.copy_(torch.where(live, new_p, p))
-        m.copy_(torch.where(live, new_m, m))
-        v.copy_(torch.where(live, new_v, v))
+        value[live] = new_p - (lr / (1 - beta1 ** step)) * new_m / denom
+        m[live] = new_m
+        v[live] = new_v
 
 
 def build_optimizer(model: nn.Module, optim) -> torch.optim.Optimizer:

@@ -100,3 +100,11 @@ def test_a_state_saved_by_the_per_tensor_loop_resumes_on_the_fused_kernel():
     assert all(g["fused"] for g in opt_ours.param_groups if not g["lazy"])
     assert opt_ours.state[ours.backbone.weight]["step"].dtype == torch.float32
     assert torch.equal(ours.backbone.weight, fused.backbone.weight)
+
+
+def test_a_head_tensor_that_is_not_contiguous_is_refused_by_shape():
+    head = nn.Parameter(torch.randn(4, 3).t())            # a transposed view: strides not row-major
+    optimizer = HeadAwareAdamW([{"params": [head], "weight_decay": 0.0, "lazy": True}], **KW)
+    head.grad = torch.ones(4, 3).t()
+    with pytest.raises(ValueError, match=r"needs contiguous parameters.*\(3, 4\)"):
+        optimizer.step()
