@@ -51,10 +51,18 @@ class HeadAwareAdamW(torch.optim.AdamW):
         # torch's fused kernel (CPU and CUDA) on the backbone groups: one pass over each tensor, 7x faster
         # than the per-tensor loop on a 22.7M-parameter CPU model (what HF Trainer uses by default too)
         super().__init__(params, fused=True, **kwargs)
+        # a fused torch optimizer tells torch.amp.GradScaler to leave unscaling and the inf check to the
+        # kernel, which would skip the backbone but not the heads' own update: let the scaler do both
+        self._step_supports_amp_scaling = False
 
     @torch.no_grad()
     def step(self, closure=None):
         groups = self.param_groups
+        for group in groups:                 # refused before anything moves, so a retry starts clean
+            for p in group["params"] if group.get("lazy") else ():
+                if not (p.is_contiguous() and (p.grad is None or p.grad.is_contiguous())):
+                    raise ValueError(f"HeadAwareAdamW needs contiguous head parameters and gradients; one of "
+                                     f"shape {tuple(p.shape)} is not")
         self.param_groups = [g for g in groups if not g.get("lazy")]
         self._as_fused()
         try:
@@ -90,10 +98,7 @@ class HeadAwareAdamW(torch.optim.AdamW):
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         state["step"] += 1          # every update, as torch AdamW: ZeRO partitions of one group stay in step
-        flat = [t.view(-1) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"]) if t.is_contiguous()]
-        if len(flat) < 4:
-            raise ValueError(f"HeadAwareAdamW needs contiguous parameters, gradients and moments ({tuple(p.shape)})")
-        value, grad, m, v = flat
+        value, grad, m, v = (t.view(-1) for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"]))
         live = grad.nonzero().squeeze(1)
         if live.numel() == 0:
             return
