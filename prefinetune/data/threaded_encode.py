@@ -63,7 +63,8 @@ class ThreadedEncoder:
 
     def __init__(self, tokenizer, max_length: int, threads: int = 1):
         if not available(tokenizer):
-            raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer; tokenize with it directly")
+            raise ValueError(f"{type(tokenizer).__name__} is not a fast tokenizer with transformers' own call; "
+                             "tokenize with the tokenizer itself")
         if threads < 1:
             raise ValueError(f"threads must be >= 1, not {threads}")
         self.tokenizer, self.max_length, self.threads = tokenizer, max_length, threads
