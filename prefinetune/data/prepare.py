@@ -184,24 +184,25 @@ def tokenize_records(records: list[dict], tokenizer, task: TaskConfig, max_lengt
     schema = task_schema(task, tokenizer)
     if not records:
         return schema.empty_table()
-    if get_family(task.family).threadable_tokenize() is not None and threaded_encode.available(tokenizer):
-        return _tokenize_in_threads(records, tokenizer, task, max_length, num_proc, schema, desc)
+    encoded = get_family(task.family).threadable_tokenize()
+    if encoded is not None and threaded_encode.available(tokenizer):
+        return _tokenize_in_threads(records, encoded, tokenizer, task, max_length, num_proc, schema, desc)
     return _tokenize_in_processes(records, tokenizer, task, max_length, _num_proc(len(records), num_proc),
                                   schema, fingerprint, desc)
 
 
-def _tokenize_in_threads(records: list[dict], tokenizer, task: TaskConfig, max_length: int, threads: int,
-                         schema: pa.Schema, desc: Optional[str]) -> pa.Table:
+def _tokenize_in_threads(records: list[dict], tokenize_encoded, tokenizer, task: TaskConfig, max_length: int,
+                         threads: int, schema: pa.Schema, desc: Optional[str]) -> pa.Table:
     import datasets
     from tqdm.auto import tqdm
 
-    tokenize, tables = get_family(task.family).threadable_tokenize(), []
+    tables = []
     batch = max(THREAD_BATCH_ROWS, 4 * threads * threaded_encode.CHUNK_ROWS)
     with threaded_encode.ThreadedEncoder(tokenizer, max_length, threads) as encode, \
             tqdm(total=len(records), desc=desc, unit=" rows", disable=not datasets.is_progress_bar_enabled()) as bar:
         for start in range(0, len(records), batch):
             part = records[start:start + batch]
-            tables.append(pa.Table.from_pydict(tokenize(part, encode, task), schema=schema))
+            tables.append(pa.Table.from_pydict(tokenize_encoded(part, encode, task), schema=schema))
             bar.update(len(part))
     return pa.concat_tables(tables)
 
