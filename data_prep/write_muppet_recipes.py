@@ -75,7 +75,8 @@ def recipe_path(name: str) -> Path:
 def _compact_task(name: str) -> dict[str, Any]:
     """The catalog task without the fields left at their TaskConfig defaults, keys in a readable order."""
     full = muppet_task(name)
-    defaults = {key: field.get_default() for key, field in TaskConfig.model_fields.items() if not field.is_required()}
+    defaults = {key: field.get_default(call_default_factory=True) for key, field in TaskConfig.model_fields.items()
+                if not field.is_required()}
     kept = {k: v for k, v in full.items() if k in _ALWAYS or (v is not None and v != defaults.get(k, object()))}
     if kept.get("hub"):
         kept["hub"] = {k: v for k, v in kept["hub"].items() if v is not None}

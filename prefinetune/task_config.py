@@ -54,6 +54,18 @@ class ColumnsSection(_Strict):
                                    "a column index, e.g. -1 for the last)")
 
 
+def _check_roles(family: str, columns: ColumnsSection, where: str) -> None:
+    """The family's required column roles are given, and no role it does not read."""
+    required, optional = family_roles(family)
+    given = {role for role, col in columns.model_dump().items() if col is not None}
+    missing = [r for r in required if r not in given]
+    if missing:
+        raise ValueError(f"family {family!r} needs columns {missing}" + ("" if where == "columns" else f" in {where}"))
+    extra = sorted(given - set(required) - set(optional))
+    if extra:
+        raise ValueError(f"family {family!r} reads no columns {extra} ({where}); it reads {list(required + optional)}")
+
+
 class HubSource(_Strict):
     path: str = Field(..., description="datasets.load_dataset path, e.g. 'nyu-mll/glue'")
     name: Optional[str] = Field(None, description="dataset config, e.g. 'cola'")
@@ -76,12 +88,21 @@ class TaskConfig(_Strict):
                     "conll"] = "jsonl"
     splits: dict[str, str] = Field(..., description="split -> file (relative to data.root) or hub split")
     columns: ColumnsSection
+    split_columns: dict[str, ColumnsSection] = Field(
+        default_factory=dict, description="split -> columns for a split whose file is laid out otherwise "
+        "(CommonsenseQA: the official train file nests what the Hugging Face dev export keeps flat)")
     header: bool = Field(True, description="tsv/csv: first line holds column names")
     encoding: str = Field("utf-8", description="file encoding (utf-8-sig strips a BOM)")
     label_map: Optional[dict[str, str]] = Field(None, description="raw label value -> label name")
     hub: Optional[HubSource] = Field(None, description="with format: hub, the dataset to load")
     line_pattern: Optional[str] = Field(
         None, description="txt: regex each whole line must match; its named groups are the columns")
+    explode: Optional[list[str]] = Field(
+        None, min_length=1, description="object rows whose keys hold parallel lists (RACE: [questions, options, "
+        "answers]): one record per list index, the other keys shared; rows are then numbered over items")
+    unlabeled: list[str] = Field(
+        default_factory=list, description="raw label values that mean 'no gold label' (SNLI's '-'): such rows "
+        "are skipped and counted (the manifest's `unlabeled`), not bad rows")
 
     @field_validator("name")
     @classmethod
@@ -126,15 +147,28 @@ class TaskConfig(_Strict):
     def _family_fields(self) -> "TaskConfig":
         from prefinetune.tasks.family import get_family
 
-        required, optional = family_roles(self.family)
-        given = {role for role, col in self.columns.model_dump().items() if col is not None}
-        missing = [r for r in required if r not in given]
-        if missing:
-            raise ValueError(f"family {self.family!r} needs columns {missing}")
-        extra = sorted(given - set(required) - set(optional))
-        if extra:
-            raise ValueError(f"family {self.family!r} reads no columns {extra}; it reads {list(required + optional)}")
+        unknown = sorted(set(self.split_columns) - set(self.splits))
+        if unknown:
+            raise ValueError(f"split_columns names splits {unknown} that are not in splits {sorted(self.splits)}")
+        for where, columns in [("columns", self.columns)] + [(f"split_columns.{k}", v)
+                                                              for k, v in self.split_columns.items()]:
+            _check_roles(self.family, columns, where)
         get_family(self.family).check_task(self)
+        return self
+
+    def for_split(self, split: str) -> "TaskConfig":
+        """This task with the columns of `split` (its `split_columns` entry, where it has one)."""
+        if split not in self.split_columns:
+            return self
+        return self.model_copy(update={"columns": self.split_columns[split], "split_columns": {}})
+
+    @model_validator(mode="after")
+    def _explode_needs_objects(self) -> "TaskConfig":
+        if self.explode and self.format in ("tsv", "csv", "txt", "conllu", "conll", "squad"):
+            raise ValueError(f"explode takes object rows (jsonl, json, pydict, parquet, hub), not format "
+                             f"{self.format!r}")
+        if self.unlabeled and "label" not in family_roles(self.family)[0] + family_roles(self.family)[1]:
+            raise ValueError(f"unlabeled names label values, and family {self.family!r} reads no label column")
         return self
 
     @model_validator(mode="after")

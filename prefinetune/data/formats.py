@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import gzip
 import json
 import re
 from dataclasses import dataclass
@@ -60,9 +61,14 @@ def printable(text: str, encoding: str) -> str:
     return text.encode(encoding, "surrogateescape").decode(encoding, "backslashreplace")
 
 
+def _opened(path: Path):
+    """The file's bytes: a `.gz` file is read through gzip (RACE's train file)."""
+    return gzip.open(path, "rb") if Path(path).suffix == ".gz" else open(path, "rb")
+
+
 def _decoded_lines(path: Path, encoding: str) -> Iterator[str]:
     """Physical lines (ends kept); undecodable bytes become lone surrogates, flagged per row later."""
-    with open(path, "rb") as f:
+    with _opened(path) as f:
         for raw in f:
             yield raw.decode(encoding, "surrogateescape")
 
@@ -179,7 +185,8 @@ def _mapping_rows(rows: Iterable[Any]) -> Iterator[Raw]:
 
 def _json_document(path: Path, task: TaskConfig) -> Any:
     try:
-        return json.loads(path.read_bytes().decode(task.encoding))
+        with _opened(path) as f:
+            return json.loads(f.read().decode(task.encoding))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise TaskSourceError(f"{path}: cannot read as one JSON document ({task.encoding}): {err}") from None
 
@@ -304,6 +311,28 @@ def _conll_rows(path: Path, task: TaskConfig) -> Iterator[Raw]:
         yield Raw(row, first, None if error else _columns_of(words, keys), raw, error)
 
 
+def _exploded(rows: Iterable[Raw], keys: list[str]) -> Iterator[Raw]:
+    """One row per index of the parallel lists under `keys` (the other keys shared), numbered 1-based over
+    all items of the file; `line` stays the source row's line. A source row whose lists are missing or of
+    different lengths is one bad row."""
+    item = 0
+    for raw in rows:
+        if raw.error is not None:
+            item += 1
+            yield Raw(item, raw.line, None, raw.raw, raw.error)
+            continue
+        lists = [raw.fields.get(k) for k in keys]
+        if not all(isinstance(v, list) for v in lists) or len({len(v) for v in lists}) != 1:
+            found = {k: (len(v) if isinstance(v, list) else type(v).__name__) for k, v in zip(keys, lists)}
+            item += 1
+            yield Raw(item, raw.line, None, raw.raw, ("(explode)", f"keys {keys} must hold lists of one length; "
+                                                                   f"found {found}"))
+            continue
+        for i in range(len(lists[0])):
+            item += 1
+            yield Raw(item, raw.line, {**raw.fields, **{k: v[i] for k, v in zip(keys, lists)}}, raw.raw)
+
+
 def raw_rows(task: TaskConfig, source: Union[Path, str],
               articles: Optional[slice]) -> Iterator[tuple[Optional[list[str]], Raw]]:
     if task.format in ("tsv", "csv"):
@@ -315,6 +344,8 @@ def raw_rows(task: TaskConfig, source: Union[Path, str],
         parsers = {"txt": _txt_rows, "jsonl": _jsonl_rows, "pydict": _pydict_rows, "json": _json_rows,
                    "parquet": _parquet_rows, "hub": _hub_rows, "conllu": _conllu_rows, "conll": _conll_rows}
         rows = parsers[task.format](source, task)
+    if task.explode:
+        rows = _exploded(rows, task.explode)
     for raw in rows:
         yield None, raw
 

@@ -318,6 +318,7 @@ def _prepare_split(task: TaskConfig, split: str, recipe: RecipeConfig, tokenizer
         "rows": table.num_rows,
         "shards": shards,
         "quarantined": read.quarantined,
+        "unlabeled": read.unlabeled,
         "quarantine_file": quarantine.relative_to(shards_dir).as_posix() if read.quarantine_file else None,
         "max_length": max_length,
         **get_family(task.family).split_stats(table, task),
@@ -332,8 +333,10 @@ def _task_line(name: str, splits: dict, seconds: float) -> str:
         return f"{e['rows']}" if e["rows"] == e["records"] else f"{e['rows']} ({e['records']} records)"
 
     quarantined = sum(e["quarantined"] for e in splits.values())
+    unlabeled = sum(e.get("unlabeled", 0) for e in splits.values())
+    skipped = f"; {unlabeled} without a gold label, skipped" if unlabeled else ""
     return (f"{name}: " + ", ".join(f"{split} {rows(e)} rows" for split, e in splits.items())
-            + f"; {quarantined} quarantined; {seconds:.1f}s")
+            + f"; {quarantined} quarantined{skipped}; {seconds:.1f}s")
 
 
 def _check_names(task: TaskConfig) -> None:

@@ -42,6 +42,12 @@ Formats, strict on purpose (nothing is dropped silently):
   over the whole file.
 - Bytes are decoded line by line, so a line that is not valid in `encoding` is one bad row, not a
   crashed file. `utf-8-sig` strips a leading BOM.
+- `explode: [keys]` turns an object row whose keys hold parallel lists into one record per index
+  (RACE: a passage with its questions, options and answers); items are numbered over the file.
+- `.gz` files are read through gzip.
+- `unlabeled: [values]`: rows whose raw label is one of these (SNLI's '-', no annotator consensus) are
+  skipped and counted (`SplitRead.unlabeled`, the manifest's `unlabeled`), not bad rows.
+- `split_columns: {split: columns}` reads a split whose file is laid out otherwise with its own columns.
 - A bad row (missing field, wrong field count, bad JSON, undecodable bytes, or any `FieldError` from
   the family's `to_record`) raises `BadRowError` naming file, row and field; with
   on_bad_row="quarantine" it goes to a JSONL file {file, row, unit, line, field, reason, raw} and is
@@ -95,6 +101,8 @@ class BadRow:
     def message(self) -> str:
         if self.unit == "question":
             where = f"question {self.row} (1-based, over all questions of the file in order)"
+        elif self.unit == "item":
+            where = f"item {self.row} (1-based, over the items of every row of the file; row on line {self.line})"
         elif self.unit == "sentence":
             where = f"sentence {self.row} (1-based; starts at line {self.line})"
         else:
@@ -117,6 +125,7 @@ class SplitRead:
     source: str
     records: list[dict] = field(default_factory=list)
     quarantined: int = 0
+    unlabeled: int = 0           # rows skipped for a label value in the task's `unlabeled`
     quarantine_file: Optional[str] = None
 
 
@@ -346,10 +355,13 @@ def read_split(
     if on_bad_row == "quarantine" and quarantine_path is None:
         raise ValueError("on_bad_row='quarantine' needs a quarantine_path")
     family = get_family(task.family)
+    task = task.for_split(split)
     source = split_source(task, split, data_root)
     _, articles = split_target(task, split)
     result = SplitRead(source=_source_label(task, split, source))
-    unit = {"squad": "question", "conllu": "sentence", "conll": "sentence"}.get(task.format, "data row")
+    unit = "item" if task.explode else {"squad": "question", "conllu": "sentence",
+                                         "conll": "sentence"}.get(task.format, "data row")
+    unlabeled = set(task.unlabeled)
     bad_rows: list[BadRow] = []
     checked, width, roles = False, None, task_roles(task)
     for header, raw in _selected(raw_rows(task, source, articles), split_rows(task, split)):
@@ -359,7 +371,11 @@ def read_split(
         if width is None and isinstance(raw.fields, list):
             width = len(header) if header is not None else len(raw.fields)
         try:
-            result.records.append(family.to_record(_row_values(raw, task, header, width, roles), task))
+            values = _row_values(raw, task, header, width, roles)
+            if unlabeled and isinstance(values.get("label"), str) and values["label"] in unlabeled:
+                result.unlabeled += 1
+                continue
+            result.records.append(family.to_record(values, task))
         except FieldError as err:
             bad = BadRow(result.source, raw.row, _field_name(err.role, task, header), err.reason,
                          printable(raw.raw, task.encoding), raw.line, unit)

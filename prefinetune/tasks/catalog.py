@@ -9,15 +9,16 @@ tasks in full TaskConfig form; this catalog is where those dicts come from:
 - `CATALOG`: tasks with a train split, ready for a recipe.
     classification: cola, sst2, mrpc, rte, wnli, trec, trec_fine, cb, wic
     regression: stsb
-    multiple_choice: copa, arc_easy, arc_challenge, openbookqa
+    multiple_choice: copa, arc_easy, arc_challenge, openbookqa, commonsense_qa, race
     span: xquad_en (see below)
     summarization: aeslc, dialogsum
-    tagging: ud_en_ewt (UPOS), ud_en_ewt_xpos (Penn Treebank tags)
+    tagging: ud_en_ewt (UPOS), ud_en_ewt_xpos (Penn Treebank tags), conll2003 (NER)
 - `EVAL_ONLY`: sets present without a train split. A TaskConfig must name a train split, so
   `catalog_task` refuses them unless `splits=` (with a "train" entry) is overridden.
-    classification: qnli, boolq, ag_news, wikiqa, snli/mnli samples, imdb/yelp samples, SuperGLUE AX-b/g
+    classification: qnli, boolq, ag_news, wikiqa, snli (official dev/test), snli_textfooler and mnli
+      samples, imdb/yelp samples, SuperGLUE AX-b/g
     regression: stsb_test (the original STS-benchmark test file; its layout differs from train/dev)
-    multiple_choice: sciq, cosmos_qa, commonsense_qa
+    multiple_choice: sciq, cosmos_qa
     summarization: dialogsum_test (3 references per dialogue; the first, summary1, is the target)
 - Left out: wsc and multirc (nested spans / answers per passage: no family reads them as they are),
   rotten_tomatoes (the file name is the label, no splits).
@@ -42,7 +43,20 @@ Per dataset:
   for a model that scores every (context, choice) sequence on its own with one shared head (it cannot
   see positions), but see multiple_choice's label rules: a correct answer that is a string of digits
   ("3") is read as an index first. SciQ is eval-only here (its train file was not retrievable).
-- CommonsenseQA: `choices` is an object {label: [A-E], text: [...]}; answerKey names a label.
+- CommonsenseQA: `choices` is an object {label: [A-E], text: [...]}; answerKey names a label. Train is
+  the official random-split train file (9,741), dev the official dev_rand_split (1,221) as Hugging
+  Face exports it: train nests the stem and choices under `question` (as ARC does), dev keeps them
+  flat, hence `split_columns` for train.
+- RACE: one JSON object per passage (train gzip-compressed) with parallel lists questions, options
+  (4 each) and answers (A-D); `explode` makes one record per question (87,866 / 4,887 / 4,934), the
+  passage (`article`) the context and the question the pair of every option. Questions are cloze-style
+  ("... _ .") as often as not; they are read as they are. Research / non-commercial licence.
+- SNLI: the official 1.0 dev and test files (10,000 each). gold_label '-' (no annotator consensus: 158
+  dev, 176 test rows) is `unlabeled`: skipped and counted, as the GLUE/HF versions drop them (HF marks
+  them -1). The TextFooler 1,000-row sample is `snli_textfooler`. No SNLI train file is available.
+- CoNLL-2003 NER: dev = eng.testa, test = eng.testb; 4 space-separated columns (token, POS, chunk, NER),
+  the NER tags IOB2 (9 tags, Hugging Face's order), so its metrics include seqeval's chunk F1.
+  -DOCSTART- lines separate documents and are not sentences.
 - xquad_en: the English XQuAD file (SQuAD v1.1 format, 48 articles, 1,190 questions, all from the
   SQuAD v1.1 dev set) is the only span data. It is split by ARTICLE, deterministically: train =
   articles 0-39 (1,013 questions), dev = articles 40-47 (177 questions), so no paragraph is in both.
@@ -167,6 +181,19 @@ CATALOG: dict[str, dict[str, Any]] = {
         "splits": {"train": "openbookqa/train.tsv", "dev": "openbookqa/dev.tsv", "test": "openbookqa/test.tsv"},
         "columns": {"text": "Question Stem", "choices": "Choices", "label": "Answer Key"},
     },
+    "commonsense_qa": {
+        "name": "commonsense_qa", "family": "multiple_choice", "format": "jsonl", "num_choices": 5,
+        "splits": {"train": "commonsense_qa/train_rand_split.jsonl", "dev": "commonsense_qa/dev.jsonl"},
+        "columns": {"text": "question", "choices": "choices", "label": "answerKey"},
+        "split_columns": {"train": {"text": "question.stem", "choices": "question.choices", "label": "answerKey"}},
+    },
+    "race": {
+        "name": "race", "family": "multiple_choice", "format": "jsonl", "num_choices": 4,
+        "explode": ["questions", "options", "answers"],
+        "splits": {"train": "race/train.jsonl.gz", "dev": "race/dev.jsonl", "test": "race/test.jsonl"},
+        "columns": {"text": "article", "text_pair": "questions", "choices": "options", "label": "answers"},
+        "label_names": ["A", "B", "C", "D"],
+    },
     # ------------------------------------------------------------ span
     "xquad_en": {
         "name": "xquad_en", "family": "span", "format": "squad",
@@ -198,6 +225,12 @@ CATALOG: dict[str, dict[str, Any]] = {
         "columns": {"tokens": "FORM", "tags": "XPOS"},
         "label_names": _XPOS,
     },
+    "conll2003": {
+        "name": "conll2003", "family": "tagging", "format": "conll",
+        "splits": {"train": "conll2003/train.txt", "dev": "conll2003/dev.txt", "test": "conll2003/test.txt"},
+        "columns": {"tokens": 0, "tags": -1},
+        "label_names": ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"],
+    },
 }
 
 EVAL_ONLY: dict[str, dict[str, Any]] = {
@@ -228,7 +261,13 @@ EVAL_ONLY: dict[str, dict[str, Any]] = {
         "label_map": {"0": "not_answer", "1": "answer"},
     },
     "snli": {
-        "name": "snli", "format": "tsv", "header": False,
+        "name": "snli", "format": "jsonl", "unlabeled": ["-"],
+        "splits": {"dev": "snli/snli_1.0_dev.jsonl", "test": "snli/snli_1.0_test.jsonl"},
+        "columns": {"text": "sentence1", "text_pair": "sentence2", "label": "gold_label"},
+        "label_names": ["entailment", "neutral", "contradiction"],
+    },
+    "snli_textfooler": {
+        "name": "snli_textfooler", "format": "tsv", "header": False,
         "splits": {"test": "snli/textfooler_test_sample.tsv"},
         "columns": {"text": 1, "text_pair": 2, "label": 0},
         "label_names": ["entailment", "neutral", "contradiction"],
@@ -290,11 +329,6 @@ EVAL_ONLY: dict[str, dict[str, Any]] = {
         "splits": {"dev": "cosmos_qa/valid.csv"},
         "columns": {"text": "context", "text_pair": "question",
                     "choices": ["answer0", "answer1", "answer2", "answer3"], "label": "label"},
-    },
-    "commonsense_qa": {
-        "name": "commonsense_qa", "family": "multiple_choice", "format": "jsonl", "num_choices": 5,
-        "splits": {"dev": "commonsense_qa/dev.jsonl"},
-        "columns": {"text": "question", "choices": "choices", "label": "answerKey"},
     },
     # ------------------------------------------------------------ summarization
     "dialogsum_test": {

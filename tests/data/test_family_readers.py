@@ -81,6 +81,75 @@ def test_commonsense_qa_choices_object_and_openbookqa_lettered_string(data_root)
     assert "ABCD"[obqa[0]["label"]] == first[4]
 
 
+def test_commonsense_qa_train_nests_what_dev_keeps_flat(data_root):
+    """Official train file (question.stem, question.choices) through split_columns; dev as HF exports it."""
+    raw = [json.loads(line) for line in (data_root / "commonsense_qa/train_rand_split.jsonl").read_text().splitlines()]
+    records = read_split(_task("commonsense_qa"), "train", data_root).records
+    assert len(records) == len(raw) == 9741
+    for row, rec in zip(raw, records):
+        assert rec["text"] == row["question"]["stem"]
+        assert rec["choices"] == [c["text"] for c in row["question"]["choices"]]
+        assert row["question"]["choices"][rec["label"]]["label"] == row["answerKey"]
+
+
+def test_race_one_record_per_question_from_the_gzip_train_file(data_root):
+    """Passages with parallel lists become one record per question, numbered over the file; .gz read through gzip."""
+    import gzip
+
+    with gzip.open(data_root / "race/train.jsonl.gz", "rt", encoding="utf-8") as f:
+        passages = [json.loads(line) for line in f]
+    expected = [(p["article"], q, o, "ABCD".index(a)) for p in passages
+                for q, o, a in zip(p["questions"], p["options"], p["answers"])]
+    records = read_split(_task("race"), "train", data_root).records
+    assert len(records) == len(expected) == 87866
+    assert [(r["text"], r["text_pair"], r["choices"], r["label"]) for r in records] == expected
+
+
+def test_explode_lists_of_different_lengths_are_one_bad_row(tmp_path):
+    rows = _jsonl({"p": "a", "q": ["x", "y"], "o": [["1", "2"], ["3", "4"]], "a": ["A", "B"]},
+                  {"p": "b", "q": ["z"], "o": [["5", "6"], ["7", "8"]], "a": ["A"]})
+    task = _file_task(tmp_path, "r.jsonl", rows, family="multiple_choice", explode=["q", "o", "a"],
+                      label_names=["A", "B"], columns={"text": "p", "text_pair": "q", "choices": "o", "label": "a"})
+    message = _error(task, tmp_path)
+    assert "r.jsonl: item 3 (1-based, over the items of every row of the file; row on line 2)" in message
+    assert "keys ['q', 'o', 'a'] must hold lists of one length; found {'q': 1, 'o': 2, 'a': 1}" in message
+    with pytest.raises(ValueError, match="explode takes object rows"):
+        TaskConfig.model_validate({**task.model_dump(), "format": "tsv"})
+
+
+def test_unlabeled_rows_are_skipped_and_counted_not_bad(tmp_path):
+    rows = _jsonl({"s": "a", "t": "b", "g": "neutral"}, {"s": "c", "t": "d", "g": "-"}, {"s": "e", "t": "f", "g": "?"})
+    config = dict(label_names=["entailment", "neutral"], columns={"text": "s", "text_pair": "t", "label": "g"})
+    task = _file_task(tmp_path, "n.jsonl", rows, unlabeled=["-"], **config)
+    assert "row 3" in _error(task, tmp_path)           # a label that is neither known nor 'unlabeled' stays bad
+    read = read_split(task, "train", tmp_path, "quarantine", tmp_path / "q.jsonl")
+    assert (len(read.records), read.unlabeled, read.quarantined) == (1, 1, 1)
+    without = _file_task(tmp_path, "n.jsonl", rows, **config)
+    assert read_split(without, "train", tmp_path, "quarantine", tmp_path / "q.jsonl").quarantined == 2
+
+
+def test_split_columns_name_known_splits_and_the_family_roles(tmp_path):
+    base = {"name": "t", "family": "multiple_choice", "splits": {"train": "a.jsonl"},
+            "columns": {"text": "q", "choices": "c", "label": "l"}}
+    with pytest.raises(ValueError, match=r"split_columns names splits \['dev'\]"):
+        TaskConfig.model_validate({**base, "split_columns": {"dev": {"text": "q", "choices": "c", "label": "l"}}})
+    with pytest.raises(ValueError, match=r"needs columns \['choices'\] in split_columns.train"):
+        TaskConfig.model_validate({**base, "split_columns": {"train": {"text": "q", "label": "l"}}})
+
+
+def test_conll2003_words_match_the_manifest_and_docstart_is_no_sentence(data_root):
+    manifest = {f["path"]: f for t in json.loads((data_root / "MANIFEST.json").read_text()) for f in t["files"]}
+    task = _task("conll2003")
+    for split in ("train", "dev", "test"):
+        path, _ = split_target(task, split)
+        records = read_split(task, split, data_root).records
+        assert len(records) == manifest[path]["units"]["sentences"]
+        assert sum(len(r["tokens"]) for r in records) == manifest[path]["units"]["tokens"]
+        assert "-DOCSTART-" not in {r["tokens"][0] for r in records}
+    used = {task.label_names[t] for r in records for t in r["tags"]}
+    assert used == set(task.label_names)
+
+
 def test_sciq_label_is_the_correct_answer_text(data_root):
     raw = json.loads((data_root / "sciq/valid.json").read_text())
     records = read_split(_task("sciq"), "dev", data_root).records

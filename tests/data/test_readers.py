@@ -20,8 +20,9 @@ from prefinetune.tasks.classification import label_id
 
 @pytest.fixture(scope="module")
 def manifest_rows(data_root) -> dict[str, int]:
+    """Rows per file; RACE's rows are passages, and what it trains on are its questions (the file's units)."""
     manifest = json.loads((data_root / "MANIFEST.json").read_text())
-    return {f["path"]: f["rows"] for task in manifest for f in task["files"]}
+    return {f["path"]: f.get("units", {}).get("questions", f["rows"]) for task in manifest for f in task["files"]}
 
 
 def _task(name: str, **overrides) -> TaskConfig:
@@ -47,6 +48,8 @@ ALL_SPLITS = [(name, split) for name, d in {**CATALOG, **EVAL_ONLY}.items() for 
 # Rows of the real data that are bad on purpose-built rules: sciq/test.json 270 (correct answer "3"
 # is also choice index 3), 719 and 885 (the correct answer repeats a distractor).
 EXPECTED_BAD = {("sciq", "test"): [270, 719, 885]}
+# Rows without a gold label (SNLI's '-'), skipped and counted: the data's README gives 158 dev, 176 test.
+EXPECTED_UNLABELED = {("snli", "dev"): 158, ("snli", "test"): 176}
 
 
 def _check_classification(task: TaskConfig, records: list[dict]) -> None:
@@ -106,9 +109,10 @@ def test_catalog_rows_match_manifest(data_root, manifest_rows, tmp_path, name, s
     read = read_split(task, split, data_root, "quarantine", tmp_path / "q.jsonl")
     bad = [json.loads(line)["row"] for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert bad == EXPECTED_BAD.get((name, split), [])
+    assert read.unlabeled == EXPECTED_UNLABELED.get((name, split), 0)
     path, articles = split_target(task, split)
     if articles is None:  # xquad_en's article splits: tests/data/test_family_readers.py
-        assert len(read.records) + len(bad) == manifest_rows[path]
+        assert len(read.records) + len(bad) + read.unlabeled == manifest_rows[path]
     CHECKS[task.family](task, read.records)
 
 
