@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from prefinetune.overrides import apply_overrides
 from prefinetune.task_config import Column, RecipeError, TaskConfig, _Strict, family_roles
@@ -40,6 +40,9 @@ class ModelSection(_Strict):
         "per_task", description="classification/regression heads: per_task, Muppet's dense H x H layer per "
         "dataset (T x H^2 parameters); shared, one dense layer for all datasets and a projection per dataset "
         "(H^2 + T x labels x H), for hundreds or thousands of tasks (prefinetune/model/heads.py)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in the backward pass instead of keeping them "
+        "(transformers' activation checkpointing): less activation memory for about a third more compute")
 
 
 class DataSection(_Strict):
@@ -173,9 +176,26 @@ class OptimSection(_Strict):
     grad_clip: float = Field(0.0, ge=0, description="max gradient norm; 0 turns clipping off")
 
 
+ZERO3_REFUSED = (
+    "deepspeed.zero_stage 3 is not supported: ZeRO-3 keeps every parameter cut into per-rank pieces except "
+    "inside its own module's forward, and this project reads parameters outside one (the R3F precision check "
+    "reads the input embeddings; head reuse and the export read whole heads); no ZeRO-3 parity test covers "
+    "it. Use zero_stage 2 (optimizer state and gradients partitioned) with model.gradient_checkpointing: "
+    "true for activation memory")
+
+
 class DeepSpeedSection(_Strict):
-    zero_stage: Literal[0, 1, 2] = 2
+    zero_stage: int = Field(2, description="0, 1 or 2 (ZeRO-3 is refused: see below)")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on GPU, fp32 on CPU")
+
+    @field_validator("zero_stage")
+    @classmethod
+    def _stage_supported(cls, value: int) -> int:
+        if value == 3:
+            raise ValueError(ZERO3_REFUSED)
+        if value not in (0, 1, 2):
+            raise ValueError(f"zero_stage must be 0, 1 or 2, not {value}")
+        return value
 
 
 class R3FSection(_Strict):

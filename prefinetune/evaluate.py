@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from prefinetune.dist import collectives
 from prefinetune.tasks.family import get_family
 
 __all__ = ["evaluate_task", "evaluate_tasks"]
@@ -25,8 +26,4 @@ def evaluate_tasks(model, tasks, splits: dict, pad_id: int, batch_size: int, max
         if i % world_size == rank and task.name in splits:
             mine[task.name] = evaluate_task(model, i, task, splits[task.name], pad_id, batch_size,
                                             max_rows, device, tokenizer)
-    if world_size == 1:
-        return mine
-    gathered: list = [None] * world_size
-    torch.distributed.all_gather_object(gathered, mine)
-    return {name: m for part in gathered for name, m in sorted(part.items())}
+    return {name: m for part in collectives.all_gather_object(mine) for name, m in sorted(part.items())}

@@ -104,6 +104,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from prefinetune.dist.collectives import backend_for
     from prefinetune.progress import PROGRESS_FILE, DriverProgress
     from prefinetune.run_errors import RunFailed, stop_reason, storage_error
     from prefinetune.train import train_worker
@@ -113,7 +114,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None):
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"recipe": recipe.model_dump(mode="json"), "resume_from": _absolute(resume_from)},
-        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=backend_for(s.use_gpu)),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from prefinetune.console import say
+from prefinetune.dist import collectives
 from prefinetune.progress import write_progress
 
 __all__ = ["WindowStats", "RunLog", "summary_line"]
@@ -33,12 +34,10 @@ class WindowStats:
                 [r.loss, 1.0, r.examples, r.real_tokens, r.computed_tokens], dtype=torch.float64)
         self.timing += torch.tensor([1.0, update_s, sum(r.data_s for r in results)], dtype=torch.float64)
 
-    def flush(self, world_size: int) -> dict[str, float]:
-        """Window means of every task run in the window, and run totals; resets the window."""
-        sums, timing = self.sums.clone(), self.timing.clone()
-        if world_size > 1:
-            torch.distributed.all_reduce(sums)
-            torch.distributed.all_reduce(timing)
+    def flush(self) -> dict[str, float]:
+        """Window means of every task run in the window, summed over the workers, and run totals; resets
+        the window."""
+        sums, timing = collectives.all_reduce(self.sums), collectives.all_reduce(self.timing)
         self.seen += sums[:, 2]
         self.sums.zero_()
         self.timing.zero_()

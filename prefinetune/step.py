@@ -14,6 +14,7 @@ import torch
 
 from prefinetune.data.batching import LengthBuckets, budget_for_rows, budget_rows, expected_rows
 from prefinetune.data.schedule import Slot
+from prefinetune.dist import collectives
 from prefinetune.losses.r3f import embedding_noise
 from prefinetune.losses.scaling import scale_loss
 from prefinetune.run_errors import RunStopped
@@ -138,20 +139,14 @@ class UpdateResult:
 
 def nonfinite_slot(loss: torch.Tensor, slot: Slot, update_index: int) -> str | None:
     """None when every rank's loss of this micro-step is finite, else (the same on every rank) what was
-    not: one all-reduce of a flag per micro-step on W > 1 workers, so the ranks act together, never hang."""
+    not: one all-reduce of a flag per micro-step (at world size 1 too, where a process group exists), so
+    the ranks act together, never hang."""
     finite = bool(torch.isfinite(loss.detach()).all())
-    bad = torch.tensor([0.0 if finite else 1.0])
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized() and \
-        torch.distributed.get_world_size() > 1
-    if distributed:
-        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    bad = collectives.all_reduce(torch.tensor([0.0 if finite else 1.0]), op="max")
     if not bad.item():
         return None
     mine = None if finite else (slot.task, slot.index, list(slot.rows), float(loss.detach().float().sum()))
-    found = [mine]
-    if distributed:
-        found = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(found, mine)
+    found = collectives.all_gather_object(mine)
     task, index, rows, value = next(f for f in found if f is not None)
     return (f"update {update_index + 1}, slot {index}: task {task!r} gave a non-finite loss ({value}) on its "
             f"training rows {rows} (0-based rows of its train split)")

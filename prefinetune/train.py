@@ -135,16 +135,12 @@ class Skips:
 def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_dir, rank: int, world: int) -> int:
     """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start).
     One saved on another number of workers is re-sharded (prefinetune/dist/reshard.py)."""
-    from prefinetune.dist.reshard import load_resharded, saved_world_size
+    from prefinetune.dist.reshard import load_checkpoint
 
     if checkpoint is None:
         return 0
     with checkpoint.as_directory() as folder:
-        tag = Path(folder, "latest").read_text().strip()
-        if saved_world_size(Path(folder), tag) != world:
-            client_state = load_resharded(engine, Path(folder), tag, run_dir, rank)
-        else:
-            _, client_state = engine.load_checkpoint(folder)
+        client_state = load_checkpoint(engine, Path(folder), run_dir, rank, world)
     stats.seen[:] = torch.tensor(client_state["seen"], dtype=stats.seen.dtype)
     if sampler is not None:
         sampler.load_state_dict(client_state["uncertainty"])
@@ -277,7 +273,7 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
         last = update == total
         if update % recipe.train.log_every == 0 or last:
             window = sampler.flush() if sampler is not None else {}
-            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(world), **mix.flush(), **window})
+            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
         if update % recipe.eval.every_updates == 0 or last:
             metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
             log.write(update, metrics)

@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from prefinetune.data.schedule import Slot, draw_rows
+from prefinetune.dist import collectives
 from prefinetune.tasks.eval_loop import eval_mode
 from prefinetune.tasks.family import get_family
 
@@ -174,13 +175,7 @@ def _gathered_order(slots: int, world: int) -> list[int]:
 
 def _all_gather(winners: list[int], scores: np.ndarray, world: int, device) -> tuple[np.ndarray, np.ndarray]:
     """Every worker's winners [S] and scores [S, T], in `_gathered_order` (one process: its own)."""
-    if world == 1:
-        return np.asarray(winners, dtype=np.int64), scores
-    import torch.distributed as dist
-
     local = torch.cat([torch.as_tensor(winners, dtype=torch.float64)[:, None],
                        torch.as_tensor(scores, dtype=torch.float64)], dim=1).to(device)
-    parts = [torch.empty_like(local) for _ in range(world)]
-    dist.all_gather(parts, local)
-    table = torch.cat(parts).cpu().numpy()
+    table = torch.cat(collectives.all_gather(local)).cpu().numpy()
     return table[:, 0].astype(np.int64), table[:, 1:]

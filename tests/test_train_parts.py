@@ -23,10 +23,10 @@ from prefinetune.step import SlotResult
 def test_window_stats_average_per_task_and_count_examples():
     stats = WindowStats(["a", "b", "c"])
     stats.add([SlotResult("a", 1.0, 4), SlotResult("a", 3.0, 4), SlotResult("b", 0.5, 2)])
-    first = stats.flush(world_size=1)
+    first = stats.flush()
     assert first == {"loss/a": 2.0, "seen/a": 8, "loss/b": 0.5, "seen/b": 2, "seen/c": 0}
     stats.add([SlotResult("c", 0.25, 3)])
-    second = stats.flush(world_size=1)
+    second = stats.flush()
     assert second == {"loss/c": 0.25, "seen/a": 8, "seen/b": 2, "seen/c": 3}
 
 
@@ -86,7 +86,7 @@ def test_window_stats_report_padding_efficiency():
     stats = WindowStats(["a"])
     stats.add([SlotResult("a", 1.0, 2, real_tokens=30, computed_tokens=40),
                SlotResult("a", 1.0, 2, real_tokens=10, computed_tokens=40)])
-    assert stats.flush(world_size=1)["padding_efficiency/a"] == pytest.approx(0.5)
+    assert stats.flush()["padding_efficiency/a"] == pytest.approx(0.5)
 
 
 def test_token_budget_rows_through_the_schedule():

@@ -9,6 +9,7 @@ import logging
 
 import torch
 
+from prefinetune.dist.collectives import backend_for
 from prefinetune.dist.deepspeed_config import deepspeed_config
 from prefinetune.optim import build_optimizer, scheduler_factory
 
@@ -16,10 +17,11 @@ __all__ = ["init_distributed", "build_engine"]
 
 
 def init_distributed(on_gpu: bool) -> None:
-    """Join (or start) the process group: NCCL on GPUs, gloo on CPU."""
+    """Join (or start) the process group: NCCL with gloo beside it for CPU tensors on GPUs, gloo on CPU
+    (prefinetune/dist/collectives.py)."""
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")
+    deepspeed.init_distributed(dist_backend=backend_for(on_gpu))
 
 
 class _KnownOptimizer(logging.Filter):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 
-import torch
+from prefinetune.dist import collectives
 
 __all__ = ["one_process_group", "finetune_in_process"]
 
@@ -24,10 +24,10 @@ def one_process_group() -> None:
     """A one-rank process group on a free local port, unless this process has one already. It is kept
     for later runs in the same process: DeepSpeed caches the group, so a destroyed and re-made one breaks
     the next engine."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        if torch.distributed.get_world_size() != 1:
+    if collectives.active():
+        if collectives.world_size() != 1:
             raise RuntimeError("finetune_in_process runs one rank; this process is in a group of "
-                               f"{torch.distributed.get_world_size()}")
+                               f"{collectives.world_size()}")
         return
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")

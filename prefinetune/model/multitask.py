@@ -193,11 +193,24 @@ def load_backbone(name_or_path: str, revision: str | None = None, trust_remote_c
     return AutoModel.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, config=config)
 
 
+def enable_gradient_checkpointing(backbone: nn.Module) -> None:
+    """transformers' activation checkpointing in every layer: each layer's activations are recomputed
+    in the backward pass instead of kept. Non-reentrant (torch.utils.checkpoint's recommended form),
+    which works with ZeRO's gradient hooks and with inputs that need no gradient; dropout is replayed
+    with the same random state, so the gradients are those of the plain model."""
+    if not getattr(backbone, "supports_gradient_checkpointing", False):
+        raise ValueError(f"model.gradient_checkpointing: {type(backbone).__name__} does not support it in "
+                         "transformers")
+    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def build_model(recipe, backbone: nn.Module | None = None) -> MultiTaskModel:
     """The model for a recipe; `backbone` replaces the recipe's (tests pass tiny random ones)."""
     if backbone is None:
         m = recipe.model
         backbone = load_backbone(m.name_or_path, m.revision, m.trust_remote_code, m.dropout)
+    if recipe.model.gradient_checkpointing:
+        enable_gradient_checkpointing(backbone)
     heads = [TaskSpec(t.name, t.family, t.num_labels) for t in recipe.tasks]
     return MultiTaskModel(backbone, heads, recipe.model.head_dropout, spectral_norm=recipe.r3f.spectral_norm,
                           shared_dense=recipe.model.head_dense == "shared")
