@@ -99,12 +99,20 @@ def _connect_ray() -> None:
     ray.init(include_dashboard=True, log_to_driver=True, _temp_dir=temp)
 
 
+def torch_config(use_gpu: bool):
+    """Ray Train's process group: NCCL with gloo beside it on GPUs (prefinetune/dist/collectives.py), gloo on CPU."""
+    from ray.train.torch import TorchConfig
+
+    from prefinetune.dist.collectives import backend_for
+
+    return TorchConfig(backend=backend_for(use_gpu))
+
+
 def train(recipe: RecipeConfig, resume_from: str | None = None):
     """Run the Ray Train job, from scratch or from a reported checkpoint folder; returns Ray's Result."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
-    from prefinetune.dist.collectives import backend_for
     from prefinetune.progress import PROGRESS_FILE, DriverProgress
     from prefinetune.run_errors import RunFailed, stop_reason, storage_error
     from prefinetune.train import train_worker
@@ -114,7 +122,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None):
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"recipe": recipe.model_dump(mode="json"), "resume_from": _absolute(resume_from)},
-        torch_config=TorchConfig(backend=backend_for(s.use_gpu)),
+        torch_config=torch_config(s.use_gpu),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),

@@ -37,13 +37,19 @@ def test_unknown_key_is_named_with_the_file(tmp_path):
 
 
 def test_bad_value_names_the_nested_key(tmp_path):
-    data = tiny_recipe(deepspeed={"zero_stage": 3})
-    with pytest.raises(RecipeError, match=r"key 'deepspeed\.zero_stage'"):
+    data = tiny_recipe(deepspeed={"zero_stage": 4})
+    with pytest.raises(RecipeError, match=r"key 'deepspeed\.zero_stage'.*must be 0, 1 or 2, not 4"):
         load_recipe(_write(tmp_path, data))
     data = tiny_recipe()
     data["tasks"][1]["label_names"] = ["a", "a"]
     with pytest.raises(RecipeError, match=r"key 'tasks\.1\.label_names'.*repeat"):
         load_recipe(_write(tmp_path, data))
+
+
+def test_zero3_is_refused_saying_why_and_what_to_use(tmp_path):
+    with pytest.raises(RecipeError, match=r"key 'deepspeed\.zero_stage'.*zero_stage 3 is not supported: ZeRO-3 keeps "
+                       r"every parameter cut.*Use zero_stage 2 .* with model\.gradient_checkpointing: true"):
+        load_recipe(_write(tmp_path, tiny_recipe(deepspeed={"zero_stage": 3})))
 
 
 def test_slots_must_split_evenly_over_workers():

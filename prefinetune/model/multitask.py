@@ -201,7 +201,11 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> None:
     if not getattr(backbone, "supports_gradient_checkpointing", False):
         raise ValueError(f"model.gradient_checkpointing: {type(backbone).__name__} does not support it in "
                          "transformers")
-    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(backbone, "activation_checkpointing_enable"):      # transformers' newer name (5.x)
+        backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def build_model(recipe, backbone: nn.Module | None = None) -> MultiTaskModel:
