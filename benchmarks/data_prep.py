@@ -54,9 +54,9 @@ def _baseline(file: Path, fmt: str, text: str, work: Path) -> int:
 
 
 def _prefinetune(task: dict, root: Path, work: Path) -> int:
-    from prefinetune.config import recipe_from_dict
     from prefinetune.data.prepare import prepare_tasks
     from prefinetune.model.source import load_tokenizer
+    from prefinetune.recipe.config import recipe_from_dict
 
     recipe = recipe_from_dict({"run": {"output_dir": str(work), "name": "prep"},
                                "model": {"name_or_path": MODEL, "max_length": LENGTH},
@@ -73,7 +73,7 @@ def _time(fn, *args) -> tuple[float, int]:
 
 
 def _cases(data_dir: str, work: Path, rows: int) -> dict:
-    from prefinetune.tasks.catalog import catalog_task
+    from prefinetune.catalog.shared_data import catalog_task
 
     sst2 = catalog_task("sst2", splits={"train": "sst2/train.tsv"})
     big = synthetic_file(work / "synthetic" / "train.jsonl", rows)

@@ -34,7 +34,7 @@ UPDATES, MORE = 40, 10
 
 
 def recipe_dict(data_dir: str, work: Path, updates: int) -> dict:
-    from prefinetune.tasks.catalog import catalog_task
+    from prefinetune.catalog.shared_data import catalog_task
 
     return {"run": {"output_dir": str(work), "name": "gpu_check", "seed": 0},
             "model": {"name_or_path": MODEL, "max_length": 128},
@@ -51,8 +51,8 @@ def recipe_dict(data_dir: str, work: Path, updates: int) -> dict:
 
 
 def check_train(data_dir: str, work: Path) -> dict:
-    from prefinetune.config import recipe_from_dict
-    from prefinetune.launcher import run
+    from prefinetune.recipe.config import recipe_from_dict
+    from prefinetune.run.driver import run
 
     out = run(recipe_from_dict(recipe_dict(data_dir, work, UPDATES)))
     assert out["metrics"]["update"] == UPDATES, out["metrics"]
@@ -61,8 +61,8 @@ def check_train(data_dir: str, work: Path) -> dict:
 
 
 def check_restart(data_dir: str, work: Path, checkpoint: str) -> dict:
-    from prefinetune.config import recipe_from_dict
-    from prefinetune.launcher import run
+    from prefinetune.recipe.config import recipe_from_dict
+    from prefinetune.run.driver import run
 
     out = run(recipe_from_dict(recipe_dict(data_dir, work, UPDATES + MORE)), resume_from=checkpoint)
     logged = [json.loads(line)["update"] for line in Path(out["run_dir"], "metrics.jsonl").read_text().splitlines()]
@@ -77,16 +77,16 @@ def _state(engine) -> dict:
 def check_nonfinite(data_dir: str, work: Path, checkpoint: str) -> dict:
     import torch
 
-    from prefinetune.config import recipe_from_dict
-    from prefinetune.data.schedule import plan_update, worker_slots
     from prefinetune.data.shards import open_split
-    from prefinetune.dist import collectives
-    from prefinetune.dist.engine import build_engine
-    from prefinetune.dist.reshard import load_checkpoint
+    from prefinetune.distributed import collectives
+    from prefinetune.distributed.engine import build_engine
+    from prefinetune.distributed.reshard import load_checkpoint
     from prefinetune.finetune.local import one_process_group
     from prefinetune.model.multitask import build_model
     from prefinetune.model.source import load_tokenizer
-    from prefinetune.step import TrainData, run_update
+    from prefinetune.recipe.config import recipe_from_dict
+    from prefinetune.run.step import TrainData, run_update
+    from prefinetune.sampling.schedule import plan_update, worker_slots
 
     recipe = recipe_from_dict(recipe_dict(data_dir, work, UPDATES + MORE + 2))
     tokenizer = load_tokenizer(MODEL)

@@ -48,11 +48,11 @@ def main(argv=None) -> int:
     if not torch.cuda.is_available():
         print("gpu_mfu.py needs a CUDA GPU; none is visible here", file=sys.stderr)
         return 2
-    from prefinetune.data.schedule import plan_update, worker_slots
-    from prefinetune.dist.engine import build_engine
+    from prefinetune.distributed.engine import build_engine
     from prefinetune.finetune.local import one_process_group
     from prefinetune.model.multitask import build_model
-    from prefinetune.step import TrainData, run_update
+    from prefinetune.run.step import TrainData, run_update
+    from prefinetune.sampling.schedule import plan_update, worker_slots
 
     recipe, tokenizer, data = prepared_tasks(args.data_dir, Path(args.work), ["sst2"], "gpu_mfu",
                                              train={"slots_per_update": SLOTS, "batch_size": ROWS,

@@ -32,9 +32,9 @@ def measure(checkpointing: bool) -> dict:
     """One process's figures: MiB its training steps added at their peak, and a step's seconds (median)."""
     import torch
 
-    from prefinetune.config import recipe_from_dict
     from prefinetune.model.multitask import build_model
-    from prefinetune.step import slot_loss
+    from prefinetune.recipe.config import recipe_from_dict
+    from prefinetune.run.step import slot_loss
 
     torch.manual_seed(0)
     recipe = recipe_from_dict({

@@ -13,12 +13,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))                  # run from a checkout without installing
 
-from prefinetune.config import recipe_from_dict  # noqa: E402
+from prefinetune.catalog.shared_data import catalog_task  # noqa: E402
 from prefinetune.data.prepare import prepare_tasks  # noqa: E402
 from prefinetune.data.shards import open_split  # noqa: E402
 from prefinetune.model.source import load_tokenizer  # noqa: E402
-from prefinetune.step import TrainData  # noqa: E402
-from prefinetune.tasks.catalog import catalog_task  # noqa: E402
+from prefinetune.recipe.config import recipe_from_dict  # noqa: E402
+from prefinetune.run.step import TrainData  # noqa: E402
 
 __all__ = ["REPO", "MODEL", "bench_recipe", "prepared_tasks", "write_result"]
 

@@ -25,12 +25,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from prefinetune.config import TaskConfig  # noqa: E402
-from prefinetune.data.batching import LengthBuckets, batch_tokens, budget_rows, expected_rows, plain_rows  # noqa: E402
+from prefinetune.catalog.shared_data import catalog_task  # noqa: E402
 from prefinetune.data.readers import read_split  # noqa: E402
+from prefinetune.families.family import get_family  # noqa: E402
 from prefinetune.model.source import load_tokenizer  # noqa: E402
-from prefinetune.tasks.catalog import catalog_task  # noqa: E402
-from prefinetune.tasks.family import get_family  # noqa: E402
+from prefinetune.recipe.config import TaskConfig  # noqa: E402
+from prefinetune.sampling.batching import LengthBuckets, batch_tokens, budget_rows, expected_rows, plain_rows  # noqa: E402
 
 __all__ = ["make_parser", "main", "task_lengths", "calibrate_budget", "measure"]
 

@@ -16,10 +16,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm_tasks import MODEL, REPO, prepared_tasks, write_result  # noqa: E402
 
-from prefinetune.config import R3FSection  # noqa: E402
-from prefinetune.data.schedule import Slot  # noqa: E402
 from prefinetune.model.multitask import build_model  # noqa: E402
-from prefinetune.step import slot_loss  # noqa: E402
+from prefinetune.recipe.config import R3FSection  # noqa: E402
+from prefinetune.run.step import slot_loss  # noqa: E402
+from prefinetune.sampling.schedule import Slot  # noqa: E402
 
 TASKS = ["rte", "sst2", "copa", "stsb"]
 

@@ -47,7 +47,7 @@ class RandomRows:
 
 
 def _recipe(tasks: int, design: str):
-    from prefinetune.config import recipe_from_dict
+    from prefinetune.recipe.config import recipe_from_dict
 
     return recipe_from_dict({
         "model": {"name_or_path": MODEL, "max_length": LENGTH, "head_dense": design},
@@ -63,11 +63,11 @@ def measure(tasks: int, design: str, updates: int) -> dict:
     peak resident memory, parameter counts."""
     import torch
 
-    from prefinetune.data.schedule import Slot
-    from prefinetune.dist.engine import build_engine
+    from prefinetune.distributed.engine import build_engine
     from prefinetune.finetune.local import one_process_group
     from prefinetune.model.multitask import build_model
-    from prefinetune.step import TrainData, run_update
+    from prefinetune.run.step import TrainData, run_update
+    from prefinetune.sampling.schedule import Slot
 
     torch.manual_seed(0)
     recipe = _recipe(tasks, design)

@@ -121,9 +121,9 @@ def _trainer(data_dir: str, steps: int) -> dict:
 
 
 def _prefinetune(data_dir: str, steps: int, workers: int, token_budget: bool, zero_stage: int = 2) -> dict:
-    from prefinetune.config import recipe_from_dict
-    from prefinetune.launcher import run
-    from prefinetune.tasks.catalog import catalog_task
+    from prefinetune.catalog.shared_data import catalog_task
+    from prefinetune.recipe.config import recipe_from_dict
+    from prefinetune.run.driver import run
 
     window = max(steps // 3, 2)
     with tempfile.TemporaryDirectory() as work:

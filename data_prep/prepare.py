@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from prefinetune.cli import data_dir_overrides, input_errors  # noqa: E402
-from prefinetune.config import load_recipe  # noqa: E402
+from prefinetune.cli.common import data_dir_overrides, input_errors  # noqa: E402
 from prefinetune.data.prepare import DEFAULT_SHARD_ROWS, prepare_tasks  # noqa: E402
 from prefinetune.model.source import load_tokenizer  # noqa: E402
+from prefinetune.recipe.config import load_recipe  # noqa: E402
 
 __all__ = ["make_parser", "main"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefinetune.config import RecipeError, load_recipe  # noqa: E402
+from prefinetune.recipe.config import RecipeError, load_recipe  # noqa: E402
 
 
 def make_parser() -> argparse.ArgumentParser:

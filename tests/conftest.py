@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,29 @@ def bystander_ray(request):
         alive = [" ".join(p.cmdline()) for p in processes_naming(temp)]
         assert any("gcs_server" in c for c in alive) and any("raylet" in c for c in alive), (
             f"the bystander Ray of {temp} was stopped by a test; still running: {alive}")
+
+
+MAIN_JOB_UPDATES = 4
+
+
+def run_main_job(out: Path, name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python launch/local_cpu.py ARGS --output-dir OUT --name NAME` as a user runs it, outside any Ray
+    cluster; stdout/stderr decoded as they came (a progress bar's carriage returns kept)."""
+    env = env if env is not None else {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "launch/local_cpu.py", *args, "--output-dir", str(out), "--name", name]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=900)
+    done.stdout, done.stderr = done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace")
+    return done
+
+
+@pytest.fixture(scope="session")
+def main_job(data_root, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
+    """The main job on real data, run once for every test that reads it (tests/test_main_job.py: what it
+    trains and exports; tests/test_console.py: what it prints): 2 CPU workers, ZeRO-2, 4 updates of 2
+    slots, a log window and a checkpoint every 2 updates, the final eval."""
+    out = tmp_path_factory.mktemp("main_job")
+    done = run_main_job(out, "real", "--real-data", str(data_root), "--updates", str(MAIN_JOB_UPDATES), "--slots",
+                        "2", "train.batch_size=4", "train.log_every=2", "checkpoint.every_updates=2",
+                        "eval.max_rows=24")
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return done, out / "real"

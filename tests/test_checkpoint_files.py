@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from prefinetune.dist.checkpoint_files import TornCheckpointError, check_files, newest_in, newest_whole, write_file_list
+from prefinetune.distributed.checkpoint_files import (
+    TornCheckpointError,
+    check_files,
+    newest_in,
+    newest_whole,
+    write_file_list,
+)
 
 
 def _checkpoint(root, name: str, update: int, world: int = 2):

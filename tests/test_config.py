@@ -10,7 +10,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import tiny_recipe  # noqa: E402
 
-from prefinetune.config import RecipeError, apply_overrides, load_recipe, recipe_from_dict
+from prefinetune.recipe.config import RecipeError, apply_overrides, load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

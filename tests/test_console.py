@@ -1,9 +1,10 @@
 """What a user sees when the main job runs: a bounded, readable console, and a run that always ends
 with what it trained, even when an optional step at its end fails.
 
-Two short runs of `python launch/local_cpu.py` with the same number of log windows, evals and
-checkpoints, the second with four times the updates and with matplotlib broken on purpose (a package of
-that name that fails to import comes first on PYTHONPATH), so the task-mix plot fails.
+The main job on real data (the session's shared run, tests/conftest.py) and one more run of it with
+the same number of log windows, evals and checkpoints, four times the updates, and matplotlib broken on
+purpose (a package of that name that fails to import comes first on PYTHONPATH), so the task-mix plot
+fails. The second run reads the first one's shards.
 """
 from __future__ import annotations
 
@@ -18,21 +19,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO  # noqa: E402
+from conftest import MAIN_JOB_UPDATES, run_main_job  # noqa: E402
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 PID = re.compile(r"\((\w+) pid=\d+(, ip=[^)]*)?\)")
-
-
-def _run(tmp_path: Path, name: str, updates: int, env: dict) -> tuple[subprocess.CompletedProcess, Path]:
-    every = updates // 2                       # two log windows, evals and checkpoints either way
-    cmd = [sys.executable, "launch/local_cpu.py", "--updates", str(updates), "--slots", "2",
-           "--output-dir", str(tmp_path), "--name", name, "train.batch_size=4", f"train.log_every={every}",
-           f"checkpoint.every_updates={every}", f"eval.every_updates={every}", "eval.max_rows=16",
-           "data.synthetic_rows=100", "model.max_length=24"]
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, timeout=600)   # bytes: keep the \r
-    out.stdout, out.stderr = out.stdout.decode(errors="replace"), out.stderr.decode(errors="replace")
-    return out, tmp_path / name
 
 
 def console_lines(out: subprocess.CompletedProcess) -> list[str]:
@@ -43,16 +33,20 @@ def console_lines(out: subprocess.CompletedProcess) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(main_job, data_root, tmp_path_factory):
+    short = main_job
     tmp = tmp_path_factory.mktemp("console")
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    short = _run(tmp, "short", 4, env)
     broken = tmp / "broken_site" / "matplotlib"
     broken.mkdir(parents=True)
     (broken / "__init__.py").write_text('raise ImportError("matplotlib is broken on purpose by the test")\n')
-    env_broken = {**env, "PYTHONPATH": os.pathsep.join([str(broken.parent), env.get("PYTHONPATH", "")])}
-    long = _run(tmp, "long", 16, env_broken)
-    return short, long
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(broken.parent), env.get("PYTHONPATH", "")])
+    updates = 4 * MAIN_JOB_UPDATES      # the main job's 2 log windows and checkpoints, and its one final eval
+    every = updates // 2
+    long = run_main_job(tmp, "long", "--real-data", str(data_root), "--updates", str(updates), "--slots", "2",
+                        "train.batch_size=4", f"train.log_every={every}", f"checkpoint.every_updates={every}",
+                        "eval.max_rows=24", f"data.shards_dir={short[1] / 'shards'}", env=env)
+    return short, (long, tmp / "long")
 
 
 @pytest.mark.slow
@@ -67,7 +61,7 @@ def test_a_failing_plot_costs_the_plot_not_the_run(runs):
     warnings = [line for line in console_lines(long) if "WARNING" in line and "task-mix plot" in line]
     assert len(warnings) == 1
     assert "ImportError: matplotlib is broken on purpose by the test" in warnings[0]
-    assert json.loads((long_dir / "eval_final.json").read_text())["update"] == 16
+    assert json.loads((long_dir / "eval_final.json").read_text())["update"] == 4 * MAIN_JOB_UPDATES
 
 
 @pytest.mark.slow
@@ -76,7 +70,7 @@ def test_the_console_is_short_and_does_not_grow_with_the_updates(runs):
     lines_short, lines_long = console_lines(short), console_lines(long)
     # the header, the window lines, the final table and where the export is
     text = "\n".join(lines_short)
-    for expected in ("[prefinetune] recipe:", "[prefinetune] model:", "[prefinetune] tasks (6):",
+    for expected in ("[prefinetune] recipe:", "[prefinetune] model:", "[prefinetune] tasks (",
                      "[prefinetune] workers: 2 x CPU", f"[prefinetune] run folder: {short_dir}",
                      "update 2/4: lr", "update 4/4: dev", "final dev metrics after 4 updates",
                      f"[prefinetune] export: {short_dir / 'export'}", "load_exported("):

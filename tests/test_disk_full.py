@@ -20,7 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO  # noqa: E402
 
-from prefinetune.dist.checkpoint_files import check_files, checkpoint_update
+from prefinetune.distributed.checkpoint_files import check_files, checkpoint_update
 from prefinetune.model.tiny import save_tiny_bert
 
 SCRIPT = """set -e

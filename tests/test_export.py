@@ -19,7 +19,6 @@ import yaml
 from conftest import free_port  # noqa: E402
 from transformers import AutoModel, AutoModelForSequenceClassification
 
-from prefinetune.config import recipe_from_dict
 from prefinetune.export import (
     CheckpointError,
     export_from_checkpoint,
@@ -31,6 +30,7 @@ from prefinetune.export import (
 )
 from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
+from prefinetune.recipe.config import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (
@@ -320,10 +320,10 @@ def test_push_to_hub_refuses_folders_that_are_not_exports(tmp_path, exported):
 def test_export_round_trips_every_family_on_bart(tmp_path):
     from tiny import family_splits, mixed_recipe
 
-    from prefinetune.data.schedule import Slot
     from prefinetune.export import export_model, load_exported
     from prefinetune.model.tiny import save_tiny_bart
-    from prefinetune.step import TrainData
+    from prefinetune.run.step import TrainData
+    from prefinetune.sampling.schedule import Slot
 
     folder = save_tiny_bart(tmp_path / "tiny_bart", seed=0)
     data = mixed_recipe(["classification", "regression", "multiple_choice", "span", "summarization", "tagging"])
@@ -352,7 +352,7 @@ def test_export_round_trips_every_family_on_bart(tmp_path):
 
 def _card_matches_tasks_json(out: Path, metrics: dict) -> None:
     """The card states each task's family and head as tasks.json has them, and the run's metrics."""
-    from prefinetune.tasks.family import get_family
+    from prefinetune.families.family import get_family
 
     card, info = (out / "README.md").read_text(), read_tasks_info(out)
     tasks_section = card.split("## Tasks")[1].split("##")[0]

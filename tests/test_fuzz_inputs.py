@@ -13,8 +13,8 @@ import json
 import numpy as np
 import pytest
 
-from prefinetune.config import RecipeError, load_recipe, recipe_from_dict
 from prefinetune.data.readers import BadRowError, read_split
+from prefinetune.recipe.config import RecipeError, load_recipe, recipe_from_dict
 
 BASE = load_recipe("recipes/shared_data_no_summ_cpu.yaml").model_dump(mode="json")
 POSITIVE = ["train.updates", "train.slots_per_update", "train.batch_size", "train.log_every", "model.max_length",
@@ -96,7 +96,7 @@ def _broken(rng, line: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_malformed_rows_are_refused_naming_file_row_and_field(tmp_path, seed):
-    from prefinetune.config import TaskConfig
+    from prefinetune.recipe.config import TaskConfig
 
     rng = np.random.default_rng(seed)
     task = TaskConfig.model_validate({"name": "t", "format": "jsonl", "label_names": ["neg", "pos"],
@@ -117,7 +117,7 @@ def test_malformed_rows_are_refused_naming_file_row_and_field(tmp_path, seed):
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
     """A run folder under a regular file (so not writable, even as root): the error names the key and the
     folder, before data preparation or Ray start."""
-    from prefinetune.launcher import run
+    from prefinetune.run.driver import run
 
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -1,10 +1,9 @@
 """The main job end to end on real data: `python launch/local_cpu.py --real-data ../shared/data`,
-with a local Ray started in-process, 2 CPU workers, ZeRO-2 over gloo, then the export."""
+with a local Ray started in-process, 2 CPU workers, ZeRO-2 over gloo, then the export (the run is the
+session's shared `main_job`, tests/conftest.py)."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,21 +11,14 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import REPO  # noqa: E402
+from conftest import MAIN_JOB_UPDATES  # noqa: E402
 
-UPDATES, SLOTS, BATCH = 4, 2, 4
+UPDATES = MAIN_JOB_UPDATES
 
 
 @pytest.mark.slow
-def test_main_job_on_real_data_trains_reports_and_exports(data_root, tmp_path):
-    cmd = [sys.executable, "launch/local_cpu.py", "--real-data", str(data_root), "--updates", str(UPDATES),
-           "--slots", str(SLOTS), "--output-dir", str(tmp_path), "--name", "real",
-           f"train.batch_size={BATCH}", "train.log_every=2", "checkpoint.every_updates=2", "eval.max_rows=24"]
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-4000:]
-
-    run = tmp_path / "real"
+def test_main_job_on_real_data_trains_reports_and_exports(data_root, main_job):
+    out, run = main_job
     recipe = json.loads((run / "recipe.json").read_text())
     tasks = [t["name"] for t in recipe["tasks"]]
     assert len(tasks) >= 6 and recipe["data"]["root"] == str(data_root.resolve())
@@ -61,10 +53,10 @@ def test_main_job_on_real_data_trains_reports_and_exports(data_root, tmp_path):
 
 def _schedule_rows(recipe: dict, shards: Path) -> dict:
     """Rows per task over the run's updates, as the pure schedule draws them from the shards."""
-    from prefinetune.config import recipe_from_dict
-    from prefinetune.data.schedule import plan_update
     from prefinetune.data.shards import open_split
-    from prefinetune.step import TrainData
+    from prefinetune.recipe.config import recipe_from_dict
+    from prefinetune.run.step import TrainData
+    from prefinetune.sampling.schedule import plan_update
 
     r = recipe_from_dict(recipe)
     t = r.train

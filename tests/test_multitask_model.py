@@ -12,11 +12,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import TINY_BERT, family_splits, mixed_recipe, tiny_bart  # noqa: E402
 
-from prefinetune.config import recipe_from_dict
-from prefinetune.data.schedule import Slot
+from prefinetune.families import family_module
 from prefinetune.model.multitask import build_model
-from prefinetune.step import TrainData, slot_loss
-from prefinetune.tasks import family_module
+from prefinetune.recipe.config import recipe_from_dict
+from prefinetune.run.step import TrainData, slot_loss
+from prefinetune.sampling.schedule import Slot
 
 ENCODER_FAMILIES = ["classification", "regression", "multiple_choice", "span"]
 

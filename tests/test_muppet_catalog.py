@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from prefinetune.config import TaskConfig, load_recipe, recipe_from_dict
-from prefinetune.data.readers import read_split
-from prefinetune.tasks.muppet_catalog import (
+from prefinetune.catalog.muppet import (
     MUPPET_CATALOG,
     NOTES,
     PAPER_DATASETS,
@@ -25,6 +23,8 @@ from prefinetune.tasks.muppet_catalog import (
     muppet_task,
     muppet_tasks,
 )
+from prefinetune.data.readers import read_split
+from prefinetune.recipe.config import TaskConfig, load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from prefinetune.config import RecipeError, load_recipe
 from prefinetune.model.tiny import save_tiny_bert
-from prefinetune.step import NonFiniteLossError
+from prefinetune.recipe.config import RecipeError, load_recipe
+from prefinetune.run.step import NonFiniteLossError
 
 
 def _recipe(tmp_path, data_root, *overrides: str):
@@ -28,7 +28,7 @@ def _recipe(tmp_path, data_root, *overrides: str):
 def test_nan_updates_are_skipped_and_counted_until_one_more_than_allowed_stops_the_run(tmp_path, data_root):
     from prefinetune.finetune.local import finetune_in_process
     from prefinetune.finetune.resolve import resolve_finetune
-    from prefinetune.launcher import prepare_data, resolve_paths
+    from prefinetune.run.driver import prepare_data, resolve_paths
 
     recipe = resolve_paths(_recipe(tmp_path, data_root, "optim.lr=1e30", "train.nonfinite_skips=2"))
     prepare_data(recipe)

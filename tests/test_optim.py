@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from prefinetune.optim import HeadAwareAdamW, param_groups
+from prefinetune.model.optim import HeadAwareAdamW, param_groups
 
 KW = dict(lr=1e-2, betas=(0.9, 0.98), eps=1e-6)
 

@@ -1,4 +1,4 @@
-"""How the driver finds why a Ray Train run stopped (prefinetune/run_errors.py), on Ray Train's own
+"""How the driver finds why a Ray Train run stopped (prefinetune/run/errors.py), on Ray Train's own
 error classes: a worker's RunStopped message through Ray's wrapper, the lowest rank first; a failed
 write of Ray Train's controller; and nothing for other failures, which keep Ray's traceback.
 
@@ -11,8 +11,8 @@ import errno
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 
-from prefinetune.run_errors import CheckpointWriteError, stop_reason, storage_error
-from prefinetune.step import NonFiniteLossError
+from prefinetune.run.errors import CheckpointWriteError, stop_reason, storage_error
+from prefinetune.run.step import NonFiniteLossError
 
 
 def test_a_workers_own_stop_is_found_through_rays_wrapper_lowest_rank_first():

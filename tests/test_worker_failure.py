@@ -27,7 +27,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import REPO  # noqa: E402
 
-from prefinetune.config import load_recipe
+from prefinetune.recipe.config import load_recipe
 
 UPDATES, EVERY, KILL_AT = 8, 2, 5
 
@@ -44,7 +44,7 @@ def local_ray():
 def straight(tmp_path_factory, local_ray):
     import ray
 
-    from prefinetune.launcher import run
+    from prefinetune.run.driver import run
 
     out = tmp_path_factory.mktemp("faults")
     result = run(_recipe(out, "straight", failures=0))
@@ -88,7 +88,7 @@ def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
 
 @pytest.mark.slow
 def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run(straight, tmp_path, capfd):
-    from prefinetune.launcher import run
+    from prefinetune.run.driver import run
 
     straight, straight_out = straight
     (tmp_path / "straight").symlink_to(straight_out / "straight")
@@ -122,8 +122,8 @@ def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run
 def test_a_torn_checkpoint_gives_way_to_the_previous_whole_one(straight, tmp_path, capfd):
     import shutil
 
-    from prefinetune.dist.checkpoint_files import checkpoint_update
-    from prefinetune.launcher import run
+    from prefinetune.distributed.checkpoint_files import checkpoint_update
+    from prefinetune.run.driver import run
 
     straight, straight_out = straight
     saved = tmp_path / "checkpoints"
@@ -148,8 +148,8 @@ def test_a_run_resumes_on_another_number_of_workers(straight, tmp_path):
     checkpoint resumed on 2 workers. The ZeRO-2 optimizer partitions are re-sharded through DeepSpeed's
     universal checkpoint; the slot schedule does not depend on W, so both end at the uninterrupted run's
     weights, within fp32 reduction-order tolerance."""
-    from prefinetune.dist.checkpoint_files import checkpoint_update
-    from prefinetune.launcher import run
+    from prefinetune.distributed.checkpoint_files import checkpoint_update
+    from prefinetune.run.driver import run
 
     straight, straight_out = straight
 
@@ -168,8 +168,8 @@ def test_a_run_resumes_on_another_number_of_workers(straight, tmp_path):
 
 @pytest.mark.slow
 def test_a_nan_on_a_worker_stops_the_run_with_the_workers_message_and_where_to_resume(straight, tmp_path):
-    from prefinetune.launcher import run
-    from prefinetune.run_errors import RunFailed
+    from prefinetune.run.driver import run
+    from prefinetune.run.errors import RunFailed
 
     with pytest.raises(RunFailed) as err:     # lr 1e30: update 2's losses are NaN, after the update-1 checkpoint
         run(_recipe(tmp_path, "nan", 0, 2, "optim.lr=1e30", "optim.warmup_updates=0", "train.updates=4",

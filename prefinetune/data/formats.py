@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, Union
 
-from prefinetune.config import TaskConfig
+from prefinetune.recipe.config import TaskConfig
 
 __all__ = ["Raw", "raw_rows", "has_undecodable", "holds_undecodable", "printable", "TaskSourceError", "CONLLU_FIELDS"]
 

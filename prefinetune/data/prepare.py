@@ -6,7 +6,7 @@ Layout under recipe.shards_path (data.shards_dir, or output_dir/name/shards):
     <task>/<split>/shard-00000.arrow               Arrow IPC *file* format, at most `shard_rows` rows each
     <task>/<split>/quarantine.jsonl                bad rows, with data.on_bad_row=quarantine
 
-Shard columns are the family's (`prefinetune.tasks.<family>.shard_schema`): every family has
+Shard columns are the family's (`prefinetune.families.<family>.shard_schema`): every family has
 input_ids and length (tokens of the row's longest sequence after truncation to model.max_length);
 classification adds token_type_ids (when the tokenizer makes them) and label; see each family module.
 Records are tokenized by the family: classification and regression, with a fast tokenizer, in this
@@ -42,13 +42,13 @@ from typing import Any, Iterator, Optional, Union
 import numpy as np
 import pyarrow as pa
 
-from prefinetune.config import RecipeConfig, TaskConfig
 from prefinetune.data import threaded_encode
 from prefinetune.data.readers import read_split, split_source
 from prefinetune.data.shards import MANIFEST_NAME, sha256_file
 from prefinetune.data.synthetic import write_suite
-from prefinetune.tasks.family import get_family
-from prefinetune.tasks.records import has_token_types
+from prefinetune.families.family import get_family
+from prefinetune.families.records import has_token_types
+from prefinetune.recipe.config import RecipeConfig, TaskConfig
 
 __all__ = [
     "FORMAT_VERSION", "DEFAULT_SHARD_ROWS", "has_token_types", "task_schema", "tokenizer_info", "source_description",

@@ -1,4 +1,4 @@
-"""Read one task split into the records of its family (see `prefinetune.tasks`).
+"""Read one task split into the records of its family (see `prefinetune.families`).
 
 Sources: local tsv / csv / txt / jsonl / json / pydict / squad / parquet files (paths relative to
 data.root) or a `datasets.load_dataset` source (format: hub; a hub id, or a local folder of data files).
@@ -65,7 +65,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from prefinetune.config import Column, TaskConfig, family_roles
 from prefinetune.data.formats import (
     CONLLU_FIELDS,
     Raw,
@@ -75,8 +74,9 @@ from prefinetune.data.formats import (
     printable,
     raw_rows,
 )
-from prefinetune.tasks import FieldError
-from prefinetune.tasks.family import get_family
+from prefinetune.families import FieldError
+from prefinetune.families.family import get_family
+from prefinetune.recipe.config import Column, TaskConfig, family_roles
 
 __all__ = [
     "BadRow", "BadRowError", "TaskSourceError", "SplitRead",

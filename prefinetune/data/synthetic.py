@@ -265,7 +265,7 @@ def write_suite(root: Union[str, Path], train_rows: int, seed: int, dev_rows: in
 
 def synthetic_task_configs() -> list[dict]:
     """Validated TaskConfig dicts for the suite (paths relative to the suite root = data.root)."""
-    from prefinetune.config import TaskConfig
+    from prefinetune.recipe.config import TaskConfig
 
     configs = []
     for task, (label_names, pair, _) in SYNTHETIC_TASKS.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefinetune.tasks.family import get_family
+from prefinetune.families.family import get_family
 
 __all__ = ["model_card"]
 

@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 from prefinetune import __version__
-from prefinetune.best_effort import failure_reason, warn
-from prefinetune.config import RecipeConfig, recipe_from_dict
 from prefinetune.export.card import model_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
+from prefinetune.families.family import get_family
 from prefinetune.model.multitask import MultiTaskModel, TaskSpec, build_model
 from prefinetune.model.source import load_tokenizer
-from prefinetune.tasks.family import get_family
+from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
+from prefinetune.run.best_effort import failure_reason, warn
 
 __all__ = ["EXPORT_FORMAT", "export_model", "export_from_checkpoint", "load_exported"]
 

@@ -20,9 +20,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefinetune.config import RecipeConfig, recipe_from_dict
 from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_recipe
 from prefinetune.finetune.plan import FinetuneError
+from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 
 __all__ = ["check_fractions", "check_models", "prepare_models", "check_same_comparison", "run_trial", "compare"]
 
@@ -55,7 +55,7 @@ def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[st
     starts: each grid point's recipe keys, the task on the model's backbone, the reused head, the split
     roles. {label: shards folder}."""
     from prefinetune.finetune.resolve import resolve_finetune
-    from prefinetune.launcher import check_backbone, prepare_data, resolve_paths
+    from prefinetune.run.driver import check_backbone, prepare_data, resolve_paths
 
     shards = {}
     for label, path in labels.items():
@@ -155,7 +155,7 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
 
     from prefinetune.finetune.progress import TrialProgress
     from prefinetune.finetune.report import summarise, write_report
-    from prefinetune.launcher import _connect_ray, writable_folder
+    from prefinetune.run.driver import _connect_ray, writable_folder
 
     fractions = check_fractions(fractions)
     out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")

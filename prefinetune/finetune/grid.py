@@ -12,8 +12,8 @@ import itertools
 import re
 from pathlib import Path
 
-from prefinetune.config import RecipeConfig, recipe_from_dict
-from prefinetune.overrides import set_values
+from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
+from prefinetune.recipe.overrides import set_values
 
 __all__ = ["model_labels", "grid_points", "trial_grid", "trial_id", "trial_recipe"]
 

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from prefinetune.families.family import get_family
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.model.source import resolve_model_source
-from prefinetune.tasks.family import get_family
 
 __all__ = ["HeadSource", "export_folder", "export_info", "head_source", "start_heads_note", "start_heads"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 
-from prefinetune.dist import collectives
+from prefinetune.distributed import collectives
 
 __all__ = ["one_process_group", "finetune_in_process"]
 
@@ -35,7 +35,7 @@ def one_process_group() -> None:
 
 def finetune_in_process(recipe) -> dict:
     """Train the (resolved) fine-tuning recipe here; returns the final metrics of its select and test splits."""
-    from prefinetune.train import LocalSession, run_worker
+    from prefinetune.run.worker import LocalSession, run_worker
 
     session = LocalSession()
     one_process_group()

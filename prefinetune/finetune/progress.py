@@ -6,7 +6,7 @@ import json
 
 from ray.tune import Callback
 
-from prefinetune.console import say
+from prefinetune.run.console import say
 
 __all__ = ["TrialProgress"]
 

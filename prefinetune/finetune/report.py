@@ -112,7 +112,7 @@ def plot(summary: dict, path: Path) -> Path:
 
 
 def write_report(summary: dict, out_dir: Path) -> None:
-    from prefinetune.best_effort import best_effort
+    from prefinetune.run.best_effort import best_effort
 
     out_dir = Path(out_dir)
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from prefinetune.config import load_recipe
+from prefinetune.recipe.config import load_recipe
 
 __all__ = ["BASE", "PREFINETUNE", "HELDOUT", "run_study", "study_markdown", "plot_study"]
 
@@ -31,7 +31,7 @@ COMMAND = "python launch/heldout_study.py --data-dir ../shared/data"
 
 
 def _prefinetune(n: int, data_dir: str, out_dir: Path) -> str:
-    from prefinetune.launcher import run
+    from prefinetune.run.driver import run
 
     recipe = load_recipe(PREFINETUNE[n], [f"data.root={data_dir}", f"run.output_dir={out_dir}"])
     export = recipe.run_dir / "export"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["sym_kl", "family_sym_kl", "embedding_noise", "noise_survival", "low_precision_note"]
+__all__ = ["sym_kl", "embedding_noise", "noise_survival", "low_precision_note"]
 
 
 def sym_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -35,13 +35,6 @@ def sym_kl(p_logits: torch.Tensor, q_logits: torch.Tensor, mask: torch.Tensor | 
     if mask is None:
         return per_row.mean()
     return per_row[mask].mean()
-
-
-def family_sym_kl(family: str, clean, noisy, batch: dict) -> torch.Tensor:
-    """The R3F penalty for one family's outputs: the family says how (`Family.sym_kl`)."""
-    from prefinetune.tasks.family import get_family
-
-    return get_family(family).sym_kl(clean, noisy, batch)
 
 
 def embedding_noise(shape, dtype, device, sigma: float, kind: str, generator: torch.Generator | None = None):

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from prefinetune.families.family import BUILT_IN, Features, get_family
 from prefinetune.model.source import resolve_model_source
-from prefinetune.tasks.family import BUILT_IN, Features, get_family
 
 __all__ = ["TaskSpec", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "family_order"]
 

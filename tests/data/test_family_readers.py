@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from prefinetune.config import TaskConfig
+from prefinetune.catalog.shared_data import CATALOG, EVAL_ONLY
 from prefinetune.data.readers import BadRowError, TaskSourceError, read_split, split_target
-from prefinetune.tasks.catalog import CATALOG, EVAL_ONLY
+from prefinetune.recipe.config import TaskConfig
 
 
 def _task(name: str) -> TaskConfig:

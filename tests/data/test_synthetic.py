@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from prefinetune.config import TaskConfig
 from prefinetune.data.readers import read_split
 from prefinetune.data.synthetic import SYNTHETIC_TASKS, generate_split, synthetic_task_configs, write_suite
+from prefinetune.recipe.config import TaskConfig
 
 
 def test_suite_shape():
@@ -96,7 +96,7 @@ def test_signal_is_in_the_words():
 def test_local_cpu_recipe_lists_the_suite():
     from pathlib import Path
 
-    from prefinetune.config import load_recipe
+    from prefinetune.recipe.config import load_recipe
 
     path = Path(__file__).resolve().parents[2] / "recipes" / "local_cpu.yaml"
     if not path.is_file():

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import transformers
 
-from prefinetune.config import TaskConfig
 from prefinetune.data import prepare, threaded_encode
 from prefinetune.data.prepare import tokenize_records
 from prefinetune.data.threaded_encode import CHUNK_ROWS, ThreadedEncoder
 from prefinetune.model.source import resolve_model_source
+from prefinetune.recipe.config import TaskConfig
 
 TEXTS = ["a film", "The plot is dull , the cast is not . filmx", "a dull cast", "naïve café — déjà vu 🎬",
          "   padded   spaces  ",
@@ -165,8 +165,8 @@ def test_the_settings_the_copy_reads_from_the_tokenizer_are_in_its_fingerprint()
 
 
 def test_a_family_that_overrides_only_tokenize_keeps_its_own_tokenize():
-    from prefinetune.tasks.classification import ClassificationFamily
-    from prefinetune.tasks.family import get_family
+    from prefinetune.families.classification import ClassificationFamily
+    from prefinetune.families.family import get_family
 
     class OwnTokenize(ClassificationFamily):
         name = "own_tokenize"

@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prefinetune.config import load_recipe
 from prefinetune.export.folder import export_model
 from prefinetune.finetune.local import finetune_in_process
 from prefinetune.finetune.resolve import resolve_finetune
-from prefinetune.launcher import prepare_data, resolve_paths
 from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.model.tiny import save_tiny_bart, save_tiny_bert
+from prefinetune.recipe.config import load_recipe
+from prefinetune.run.driver import prepare_data, resolve_paths
 
 METRICS = {"rte": ("dev", "heldout", "accuracy"), "stsb": ("dev", "heldout", "pearson"),
            "copa": ("dev", "heldout", "accuracy"), "xquad_en": ("dev", "heldout", "f1"),

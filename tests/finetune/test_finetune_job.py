@@ -42,6 +42,19 @@ def pretrained(tmp_path_factory, data_root):
                                                                               .read_text()), "root": root}
 
 
+def test_the_pretraining_run_scores_every_encoder_family_with_its_own_metrics(pretrained):
+    """recipes/shared_data_no_summ_cpu.yaml through the CLI and Ray: every encoder family, real data."""
+    metrics = {"classification": {"accuracy"}, "regression": {"pearson", "spearman"},
+               "multiple_choice": {"accuracy"}, "span": {"exact_match", "f1"}, "tagging": {"accuracy"}}
+    recipe = json.loads((pretrained["root"] / "pre" / "recipe.json").read_text())
+    assert {t["family"] for t in recipe["tasks"]} == set(metrics)
+    for task in recipe["tasks"]:
+        got = {key.split("/")[2] for key in pretrained["final"] if key.startswith(f"dev/{task['name']}/")} - {"rows"}
+        assert metrics[task["family"]] <= got, (task["name"], got)
+    info = json.loads((pretrained["export"] / "tasks.json").read_text())
+    assert [t["name"] for t in info["tasks"]] == [t["name"] for t in recipe["tasks"]]
+
+
 def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -12,16 +12,16 @@ import json
 import pytest
 import torch
 
-from prefinetune.config import load_recipe, recipe_from_dict
 from prefinetune.data.readers import read_split
 from prefinetune.export import load_exported
 from prefinetune.export.folder import export_model
+from prefinetune.families.family import get_family
 from prefinetune.finetune.heads import start_heads
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.model.tiny import save_tiny_bert
-from prefinetune.tasks.family import get_family
+from prefinetune.recipe.config import load_recipe, recipe_from_dict
 
 FAMILIES = {"rte": "classification", "stsb": "regression", "copa": "multiple_choice", "xquad_en": "span",
             "ud_en_ewt": "tagging"}
@@ -104,10 +104,10 @@ def test_initial_dev_score_of_a_finetune_run_is_the_exports_score(export, data_r
     """Update 0 of a fine-tuning run from the export scores the export's own head: the same dev accuracy
     as evaluating the loaded export directly on the same rows."""
     from prefinetune.data.shards import open_split
-    from prefinetune.evaluate import evaluate_task
     from prefinetune.finetune.local import finetune_in_process
     from prefinetune.finetune.resolve import resolve_finetune
-    from prefinetune.launcher import prepare_data, resolve_paths
+    from prefinetune.run.driver import prepare_data, resolve_paths
+    from prefinetune.run.evaluation import evaluate_task
 
     folder, _ = export
     recipe = resolve_paths(_finetune_recipe("rte", str(folder), f"data.root={data_root}",

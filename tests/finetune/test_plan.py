@@ -11,11 +11,11 @@ import statistics
 import numpy as np
 import pytest
 
-from prefinetune.config import RecipeError, load_recipe, recipe_from_dict
 from prefinetune.finetune.compare import check_fractions, check_models
 from prefinetune.finetune.grid import model_labels, trial_grid, trial_recipe
 from prefinetune.finetune.plan import FinetuneError, choose_rows, split_roles, updates_for_epochs
 from prefinetune.finetune.report import markdown_table, summarise
+from prefinetune.recipe.config import RecipeError, load_recipe, recipe_from_dict
 
 RTE = "recipes/finetune/rte.yaml"
 

@@ -12,11 +12,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny import TINY_BERT, family_splits, mixed_recipe  # noqa: E402
 
-from prefinetune.config import RecipeError, recipe_from_dict
-from prefinetune.data.schedule import Slot
-from prefinetune.losses.r3f import embedding_noise, family_sym_kl, sym_kl
+from prefinetune.families.family import get_family
+from prefinetune.losses.r3f import embedding_noise, sym_kl
 from prefinetune.model.multitask import build_model
-from prefinetune.step import TrainData, _clean_and_perturbed, slot_loss
+from prefinetune.recipe.config import RecipeError, recipe_from_dict
+from prefinetune.run.step import TrainData, _clean_and_perturbed, slot_loss
+from prefinetune.sampling.schedule import Slot
 
 FAMILIES = ["classification", "regression", "multiple_choice", "span"]
 
@@ -49,9 +50,9 @@ def test_sym_kl_equals_kl_both_ways_by_hand():
 def test_family_penalties_span_sums_start_and_end_and_regression_is_squared_difference():
     s, e = torch.randn(3, 7), torch.randn(3, 7)
     s2, e2 = torch.randn(3, 7), torch.randn(3, 7)
-    assert float(family_sym_kl("span", (s, e), (s2, e2), {})) == pytest.approx(float(sym_kl(s, s2) + sym_kl(e, e2)))
+    assert float(get_family("span").sym_kl((s, e), (s2, e2), {})) == pytest.approx(float(sym_kl(s, s2) + sym_kl(e, e2)))
     x, y = torch.tensor([1.0, 2.0]), torch.tensor([1.5, 1.0])
-    assert float(family_sym_kl("regression", x, y, {})) == pytest.approx((0.25 + 1.0) / 2)
+    assert float(get_family("regression").sym_kl(x, y, {})) == pytest.approx((0.25 + 1.0) / 2)
 
 
 @pytest.mark.parametrize("task_index", range(5))
@@ -61,10 +62,10 @@ def test_sigma_zero_gives_exactly_zero_penalty_with_dropout_on(task_index):
     task = recipe.tasks[task_index]
     batch = data.batch(Slot(0, task.name, (0, 1, 2, 3)), torch.device("cpu"))
     clean, noisy = _clean_and_perturbed(model, task_index, batch, recipe.r3f)
-    assert float(family_sym_kl(task.family, clean["outputs"], noisy["outputs"], batch)) == 0.0
+    assert float(get_family(task.family).sym_kl(clean["outputs"], noisy["outputs"], batch)) == 0.0
     recipe.r3f.sigma = 1e-2            # and a real perturbation does move the outputs
     clean, noisy = _clean_and_perturbed(model, task_index, batch, recipe.r3f)
-    assert float(family_sym_kl(task.family, clean["outputs"], noisy["outputs"], batch)) > 0.0
+    assert float(get_family(task.family).sym_kl(clean["outputs"], noisy["outputs"], batch)) > 0.0
 
 
 def test_r3f_loss_gradient_check_on_a_tiny_model():
@@ -168,8 +169,8 @@ def test_noise_survives_in_fp32_and_vanishes_below_the_rounding_step():
 
 
 def test_low_precision_note_names_sigma_and_the_share_kept():
-    from prefinetune.config import R3FSection
     from prefinetune.losses.r3f import low_precision_note
+    from prefinetune.recipe.config import R3FSection
 
     embeddings = torch.randn(500, 16, generator=torch.Generator().manual_seed(0)) * 0.035
     on = R3FSection(enabled=True, sigma=1e-5)

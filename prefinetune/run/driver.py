@@ -1,0 +1,247 @@
+"""The Ray driver of a pre-finetuning run: prepare shards, start W Ray Train workers, export.
+
+    from prefinetune.recipe.config import load_recipe
+    from prefinetune.run.driver import run
+    run(load_recipe("recipes/local_cpu.yaml"))
+
+Ray: connects to the cluster named by RAY_ADDRESS (as `ray job submit` sets it), else starts a local
+Ray in-process. DeepSpeed is imported only inside the workers and by the export, never before
+training in the driver.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from prefinetune.recipe.config import RecipeConfig, RecipeError, recipe_from_dict
+
+__all__ = ["resolve_paths", "writable_folder", "check_backbone", "prepare_data", "train", "export_run", "run",
+           "metrics_table", "header", "how_to_load", "write_final_metrics"]
+
+
+def _absolute(path: str | None) -> str | None:
+    if path is None or "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def resolve_paths(recipe: RecipeConfig) -> RecipeConfig:
+    """The recipe with every local path made absolute, so workers in other folders find them."""
+    data = recipe.model_dump(mode="json")
+    data["run"]["output_dir"] = _absolute(data["run"]["output_dir"])
+    data["data"]["root"] = _absolute(data["data"]["root"])
+    data["data"]["shards_dir"] = _absolute(data["data"]["shards_dir"])
+    if Path(data["model"]["name_or_path"]).exists():
+        data["model"]["name_or_path"] = _absolute(data["model"]["name_or_path"])
+    return recipe_from_dict(data, "<resolved recipe>")
+
+
+def check_backbone(recipe: RecipeConfig) -> None:
+    """Errors a run would meet only in its workers, found from the backbone's config alone: a task
+    whose family needs an encoder-decoder backbone (summarization: BART) on an encoder-only one."""
+    from transformers import AutoConfig
+
+    from prefinetune.families.family import get_family
+    from prefinetune.model.source import resolve_model_source
+
+    m = recipe.model
+    config = AutoConfig.from_pretrained(resolve_model_source(m.name_or_path), revision=m.revision,
+                                        trust_remote_code=m.trust_remote_code)
+    needy = [t for t in recipe.tasks if get_family(t.family).needs_encoder_decoder]
+    if needy and not getattr(config, "is_encoder_decoder", False):
+        raise RecipeError(f"tasks {[t.name for t in needy]} are {needy[0].family}, which needs an encoder-decoder "
+                         f"backbone such as BART; model.name_or_path={m.name_or_path!r} is {config.model_type}, "
+                         "encoder-only")
+
+
+def prepare_data(recipe: RecipeConfig) -> dict:
+    """Arrow shards for every task (finished work is reused); returns the manifest."""
+    from prefinetune.data.prepare import prepare_tasks
+    from prefinetune.model.source import load_tokenizer
+
+    m = recipe.model
+    tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
+    return prepare_tasks(recipe, tokenizer, m.name_or_path)
+
+
+def writable_folder(folder: Path, key: str = "run.output_dir") -> Path:
+    """Make `folder` (and its parents) and prove a file can be written there; else a RecipeError naming
+    the folder, the key that set it and the reason, before any work starts."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-probe"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as err:
+        raise RecipeError(f"{key}: cannot write to {folder} ({err.strerror or err}); give a folder you can write "
+                          "(--output-dir)") from None
+    return folder
+
+
+def _connect_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        print(f"[prefinetune] ray: connecting to {address}")
+        ray.init(address=address, log_to_driver=True)
+        return
+    # A local Ray gets its dashboard: it serves the State API, which Ray Train's placement-group
+    # cleaner polls every second (without it, a warning a second and no clean-up). It also gets a temp
+    # folder of its own: two local Rays sharing /tmp/ray (session_latest and the rest) broke the one
+    # started first as soon as the second started ("Missing :authority header").
+    temp = tempfile.mkdtemp(prefix="prefinetune-ray-", dir="/tmp")     # short: socket paths have a limit
+    print(f"[prefinetune] ray: starting a local Ray (its logs: {temp})")
+    ray.init(include_dashboard=True, log_to_driver=True, _temp_dir=temp)
+
+
+def torch_config(use_gpu: bool):
+    """Ray Train's process group: NCCL with gloo beside it on GPUs (prefinetune/distributed/collectives.py),
+    gloo on CPU."""
+    from ray.train.torch import TorchConfig
+
+    from prefinetune.distributed.collectives import backend_for
+
+    return TorchConfig(backend=backend_for(use_gpu))
+
+
+def train(recipe: RecipeConfig, resume_from: str | None = None):
+    """Run the Ray Train job, from scratch or from a reported checkpoint folder; returns Ray's Result."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
+    from ray.train.torch import TorchTrainer
+
+    from prefinetune.run.errors import RunFailed, stop_reason, storage_error
+    from prefinetune.run.progress import PROGRESS_FILE, DriverProgress
+    from prefinetune.run.worker import train_worker
+
+    s = recipe.scaling
+    _connect_ray()
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"recipe": recipe.model_dump(mode="json"), "resume_from": _absolute(resume_from)},
+        torch_config=torch_config(s.use_gpu),
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
+                                     resources_per_worker={"CPU": s.cpus_per_worker}),
+        run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),
+                             failure_config=FailureConfig(max_failures=s.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=recipe.checkpoint.keep),
+                             # Ray Train's INFO lines come per worker per checkpoint; warnings stay
+                             logging_config=LoggingConfig(log_level="WARNING")))
+    with DriverProgress(recipe.run_dir / PROGRESS_FILE, recipe.train.updates):
+        try:
+            return trainer.fit()
+        except TrainingFailedError as err:     # a worker's own stop (prefinetune.run.errors) is said alone
+            reason = stop_reason(err) or storage_error(err)
+            if reason is None:
+                raise
+            raise RunFailed(f"{reason}. {resume_hint(recipe)}") from err
+
+
+def resume_hint(recipe: RecipeConfig) -> str:
+    """Which checkpoint a stopped run can resume from (the newest whole one), or that it has none."""
+    from prefinetune.distributed.checkpoint_files import checkpoint_update, newest_in
+
+    newest = newest_in(recipe.run_dir / "ray" / recipe.run.name)
+    if newest is None:
+        return "No whole checkpoint was saved before it; a new run starts from update 0"
+    return (f"The newest whole checkpoint, untouched, is {newest} (update {checkpoint_update(newest)}): "
+            f"resume with --resume-from {newest}")
+
+
+def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path, metrics: dict | None = None) -> Path:
+    """The final checkpoint as a Hugging Face folder (see prefinetune.export), `metrics` in its card."""
+    from prefinetune.export import export_from_checkpoint
+    from prefinetune.run.console import quiet_libraries
+
+    quiet_libraries(on_gpu=False)      # the export runs on the driver's CPU
+    with checkpoint.as_directory() as folder:
+        return export_from_checkpoint(folder, recipe, out_dir, metrics=metrics)
+
+
+def metrics_table(metrics: dict, split: str) -> str:
+    """Final per-task metrics as a readable table."""
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        parts = key.split("/")
+        if len(parts) == 3 and parts[0] == split:
+            rows.setdefault(parts[1], {})[parts[2]] = value
+    names = sorted({k for r in rows.values() for k in r if k != "rows"})
+    lines = [f"{'task':<20}" + "".join(f"{n:>12}" for n in names) + f"{'rows':>8}"]
+    for task, r in sorted(rows.items()):
+        cells = "".join(f"{r[n]:>12.4f}" if n in r else f"{'-':>12}" for n in names)
+        lines.append(f"{task:<20}{cells}{int(r.get('rows', 0)):>8}")
+    return "\n".join(lines)
+
+
+def header(recipe: RecipeConfig, source: str | None = None) -> str:
+    """What the run is, before it starts: recipe, model, tasks, workers, run folder."""
+    s, t = recipe.scaling, recipe.train
+    names = [task.name for task in recipe.tasks]
+    shown = ", ".join(names if len(names) <= 12 else names[:12] + [f"... ({len(names) - 12} more)"])
+    return "\n".join([
+        f"[prefinetune] recipe: {source or '<in memory>'} (run {recipe.run.name!r}, seed {recipe.run.seed})",
+        f"[prefinetune] model: {recipe.model.name_or_path} (max length {recipe.model.max_length})",
+        f"[prefinetune] tasks ({len(names)}): {shown}",
+        f"[prefinetune] workers: {s.num_workers} x {'GPU' if s.use_gpu else 'CPU'}, DeepSpeed ZeRO-"
+        f"{recipe.deepspeed.zero_stage}; {t.updates} updates of {t.slots_per_update} slots",
+        f"[prefinetune] run folder: {recipe.run_dir}"])
+
+
+def how_to_load(export_dir: Path) -> str:
+    """Where the export is and the lines that load it."""
+    return "\n".join([
+        f"[prefinetune] export: {export_dir}",
+        "[prefinetune] load it with:",
+        f'    AutoModel.from_pretrained("{export_dir}")                      # the backbone',
+        f'    prefinetune.export.load_exported("{export_dir}")              # backbone + every head'])
+
+
+def write_final_metrics(recipe: RecipeConfig, metrics: dict) -> str:
+    """eval_final.json and eval_final.txt in the run folder; returns the table (one per split scored)."""
+    (recipe.run_dir / "eval_final.json").write_text(json.dumps(metrics, indent=2))
+    splits = list(dict.fromkeys(k.split("/")[0] for k in metrics if k.count("/") == 2)) or [recipe.eval.split]
+    table = "\n".join((f"[{split}]\n" if len(splits) > 1 else "") + metrics_table(metrics, split) for split in splits)
+    (recipe.run_dir / "eval_final.txt").write_text(table + "\n")
+    return table
+
+
+def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None = None) -> dict:
+    """Prepare, train (optionally resuming from a checkpoint folder), then in this order: final
+    metrics, export, and the optional extras (plots), which may fail without failing the run.
+    A fine-tuning recipe (a `finetune:` section) gets its length from its epochs once the shards exist."""
+    from prefinetune.run.best_effort import best_effort
+    from prefinetune.run.task_mix import plot_task_mix
+
+    recipe = resolve_paths(recipe)
+    writable_folder(recipe.run_dir)
+    check_backbone(recipe)
+    prepare_data(recipe)
+    if recipe.finetune is not None:
+        from prefinetune.finetune.resolve import resolve_finetune
+
+        recipe = resolve_finetune(recipe)
+    (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
+    print(header(recipe, source), flush=True)
+    if resume_from:
+        print(f"[prefinetune] resuming from {resume_from}")
+    result = train(recipe, resume_from)       # Ray Train raises TrainingFailedError when the run fails
+    final = dict(result.metrics)
+    table = write_final_metrics(recipe, final)
+    scored = " and ".join(dict.fromkeys(k.split("/")[0] for k in final if k.count("/") == 2)) or recipe.eval.split
+    print(f"[prefinetune] final {scored} metrics after {final.get('update')} updates:\n{table}")
+    export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export", final)
+    if recipe.finetune is None:
+        best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
+                    recipe.run_dir / "task_mix.png")
+    print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n{how_to_load(export_dir)}", flush=True)
+    out = {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
+           "run_dir": str(recipe.run_dir)}
+    if recipe.finetune is not None:
+        from prefinetune.finetune.summary import write_summary
+
+        out["summary"] = write_summary(recipe, final, export_dir)
+    return out

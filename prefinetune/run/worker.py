@@ -1,0 +1,283 @@
+"""The per-worker training loop that Ray Train runs on each of W workers.
+
+Each update: the pure schedule gives S slots (or, with `sampling.policy: mt_uncertainty`, the model
+picks each slot's task: `prefinetune.sampling.uncertainty`); this worker runs slots rank, rank+W, ... as
+micro-steps (`prefinetune.run.step.run_update`), DeepSpeed steps the optimizer once on the mean gradient of
+all S. Every `eval.every_updates` the tasks are scored on their dev split; every
+`checkpoint.every_updates` (and at the end) every worker saves its DeepSpeed shard and reports it through
+`ray.train.report`, with the update counter (and the MT-Uncertainty record) in `client_state`, so a
+restarted run resumes where it was.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from prefinetune.data.shards import open_split, read_manifest
+from prefinetune.losses.r3f import low_precision_note
+from prefinetune.model.multitask import build_model
+from prefinetune.model.source import load_tokenizer
+from prefinetune.recipe.config import recipe_from_dict
+from prefinetune.run.console import quiet_libraries, say
+from prefinetune.run.evaluation import evaluate_tasks
+from prefinetune.run.metrics_log import RunLog, WindowStats
+from prefinetune.run.step import TrainData, run_update
+from prefinetune.run.task_mix import TaskMix
+from prefinetune.sampling.schedule import plan_update, worker_slots
+from prefinetune.sampling.uncertainty import UncertaintySampler
+
+__all__ = ["train_worker", "run_worker", "RaySession", "LocalSession", "checkpoint_tag"]
+
+
+def checkpoint_tag(update: int) -> str:
+    return f"update-{update:07d}"
+
+
+def _splits(recipe, split: str) -> dict:
+    """The shards of `split` for every task that has it."""
+    manifest = read_manifest(recipe.shards_path)
+    return {t.name: open_split(recipe.shards_path, t.name, split)
+            for t in recipe.tasks if split in manifest["tasks"][t.name]["splits"]}
+
+
+class RaySession:
+    """A Ray Train worker: rank and world from Ray, checkpoints reported to Ray Train."""
+
+    saves_checkpoints = True
+
+    def __init__(self):
+        import ray.train
+        import ray.train.torch
+
+        context = ray.train.get_context()
+        self.rank, self.world = context.get_world_rank(), context.get_world_size()
+        self.device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
+
+    def checkpoint(self, resume_from: str | None):
+        """The latest checkpoint Ray hands back after a worker restart, else the --resume-from folder;
+        a torn one (a file missing or cut short) gives way to the newest whole one before it."""
+        import ray.train
+
+        from prefinetune.distributed.checkpoint_files import newest_whole
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None and resume_from:
+            checkpoint = ray.train.Checkpoint(resume_from)
+        if checkpoint is None or not Path(checkpoint.path).is_dir():     # remote storage: taken as it is
+            return checkpoint
+        folder, warning = newest_whole(Path(checkpoint.path))
+        if warning and self.rank == 0:
+            say(f"[prefinetune] WARNING: {warning}")
+        return ray.train.Checkpoint(str(folder))
+
+    def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
+        """Every worker saves its shard of the DeepSpeed state and the list of its files (sizes, sha256);
+        Ray merges them into one checkpoint."""
+        import ray.train
+
+        from prefinetune.distributed.checkpoint_files import write_file_list
+        from prefinetune.run.errors import CheckpointWriteError
+
+        try:
+            with tempfile.TemporaryDirectory() as folder:
+                engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
+                write_file_list(Path(folder), self.rank, self.world)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+        except (OSError, RuntimeError) as err:       # torch.save on a full disk: "PytorchStreamWriter failed writing"
+            if isinstance(err, RuntimeError) and "failed writing" not in str(err):
+                raise
+            reason = getattr(err, "strerror", None) or str(err)
+            where = f": {err.filename}" if getattr(err, "filename", None) else ""
+            raise CheckpointWriteError(f"update {update}: rank {self.rank} could not write its checkpoint ({reason}"
+                                       f"{where}); the run stops, the checkpoints before it untouched") from err
+
+
+class LocalSession:
+    """One process outside Ray Train (a `prefinetune compare` trial): world 1, no checkpoints; the last
+    reported metrics are kept in `.metrics`."""
+
+    rank, world, saves_checkpoints = 0, 1, False
+
+    def __init__(self, device: torch.device | None = None):
+        self.device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
+        self.metrics: dict = {}
+
+    def checkpoint(self, resume_from: str | None):
+        return None
+
+    def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
+        self.metrics = dict(metrics)
+
+
+class Skips:
+    """Updates skipped for a non-finite loss or gradient (train.nonfinite_skips): counted, said, and
+    past the allowance an error that stops the run."""
+
+    def __init__(self, allowed: int):
+        self.allowed, self.count = allowed, 0
+
+    def add(self, why: str, log: RunLog, update: int) -> None:
+        from prefinetune.run.step import NonFiniteLossError
+
+        self.count += 1
+        if self.count > self.allowed:
+            raise NonFiniteLossError(f"{why}; that is {self.count} updates with a non-finite loss or gradient, more "
+                                     f"than train.nonfinite_skips={self.allowed}: the run stops (the last checkpoint "
+                                     "is intact)")
+        log.say(f"[prefinetune] WARNING: {why}; update skipped on every rank ({self.count} of "
+                f"train.nonfinite_skips={self.allowed})")
+        log.write(update, {"skipped_updates": self.count})
+
+
+def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_dir, rank: int, world: int) -> int:
+    """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start).
+    One saved on another number of workers is re-sharded (prefinetune/distributed/reshard.py)."""
+    from prefinetune.distributed.reshard import load_checkpoint
+
+    if checkpoint is None:
+        return 0
+    with checkpoint.as_directory() as folder:
+        client_state = load_checkpoint(engine, Path(folder), run_dir, rank, world)
+    stats.seen[:] = torch.tensor(client_state["seen"], dtype=stats.seen.dtype)
+    if sampler is not None:
+        sampler.load_state_dict(client_state["uncertainty"])
+    skips.count = int(client_state.get("skipped_updates", 0))
+    return int(client_state["update"])
+
+
+def _client_state(update: int, stats: WindowStats, sampler, skips: Skips) -> dict:
+    client_state = {"update": update, "seen": stats.seen.tolist(),    # the same on every rank
+                    "skipped_updates": skips.count}
+    if sampler is not None:
+        client_state["uncertainty"] = sampler.state_dict()
+    return client_state
+
+
+def _plan(recipe, sampler, engine, data: TrainData, task_ids: dict, update_index: int, rank: int, world: int,
+          device):
+    """(update `update_index`'s whole plan, this worker's slots): the pure schedule, or MT-Uncertainty's choice."""
+    slots, seed, batch_size = recipe.train.slots_per_update, recipe.run.seed, recipe.train.batch_size
+    if sampler is not None:
+        return sampler.plan(engine.module, data, task_ids, seed, update_index, slots, rank, world, device, batch_size)
+    plan = plan_update(recipe.sampling, seed, update_index, recipe.train.updates, slots, data.sizes, batch_size,
+                       data.row_drawer)
+    return plan, worker_slots(plan, rank, world)
+
+
+def _check_r3f_precision(model, recipe, on_gpu: bool) -> None:
+    """Say so when R3F's noise is below what the training precision can hold (prefinetune.losses.r3f)."""
+    from prefinetune.distributed.deepspeed_config import use_bf16
+
+    dtype = torch.bfloat16 if use_bf16(recipe.deepspeed.precision, on_gpu) else torch.float32
+    note = low_precision_note(model.backbone.get_input_embeddings().weight, recipe.r3f, dtype)
+    if note:
+        say(f"[prefinetune] WARNING: {note}")
+
+
+def _record_worker(run_dir, rank: int) -> None:
+    """run_dir/workers/rank-R.json: this worker's host and process id (which process to look at, or to stop)."""
+    import json
+    import os
+    import socket
+
+    folder = run_dir / "workers"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "pid": os.getpid(),
+                                                          "host": socket.gethostname()}))
+
+
+def _data(recipe, pad_id: int):
+    """(training data, {split: {task: rows}} scored every eval, the same at the end): the whole splits, or
+    a fine-tuning run's rows (prefinetune/finetune/splits.py)."""
+    if recipe.finetune is None:
+        train, periodic = _splits(recipe, "train"), {recipe.eval.split: _splits(recipe, recipe.eval.split)}
+        final = periodic
+    else:
+        from prefinetune.finetune.splits import finetune_splits
+
+        train, final, roles = finetune_splits(recipe, read_manifest(recipe.shards_path),
+                                              lambda task, split: open_split(recipe.shards_path, task, split))
+        periodic = {roles.select: final[roles.select]}
+    t = recipe.train
+    data = TrainData(train, recipe.tasks, pad_id, t.token_budget, t.length_buckets, t.batch_size,
+                     recipe.model.max_length)
+    return data, periodic, final
+
+
+def _score(engine, recipe, splits: dict, tokenizer, device, rank: int, world: int) -> dict:
+    """{split/task/metric: value} for every split given."""
+    metrics = {}
+    for split, tasks in splits.items():
+        scores = evaluate_tasks(engine.module, recipe.tasks, tasks, tokenizer.pad_token_id, recipe.eval.batch_size,
+                                recipe.eval.max_rows, device, rank, world, tokenizer)
+        metrics.update({f"{split}/{t}/{k}": v for t, m in scores.items() for k, v in m.items()})
+    return metrics
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train entry point: config = {"recipe": RecipeConfig.model_dump() with absolute paths,
+    "resume_from": a checkpoint folder or None}."""
+    run_worker(recipe_from_dict(config["recipe"], "<worker config>"), RaySession(), config.get("resume_from"))
+
+
+def run_worker(recipe, session, resume_from: str | None = None) -> None:
+    """The training loop of one worker (`session`: RaySession under Ray Train, LocalSession alone)."""
+    from prefinetune.distributed.engine import build_engine
+
+    rank, world = session.rank, session.world
+    on_gpu = session.device.type == "cuda" and recipe.scaling.use_gpu
+    device = session.device if on_gpu else torch.device("cpu")
+    quiet_libraries(on_gpu)
+    torch.manual_seed(recipe.run.seed)
+
+    tokenizer = load_tokenizer(recipe.model.name_or_path, recipe.model.revision, recipe.model.trust_remote_code)
+    model = build_model(recipe).to(device)
+    log = RunLog(recipe.run_dir, rank, recipe.train.updates)
+    if recipe.finetune is not None:
+        from prefinetune.finetune.heads import start_heads
+
+        log.say(f"[prefinetune] {start_heads(model, recipe)}")
+    if rank == 0:
+        _check_r3f_precision(model, recipe, on_gpu)
+    data, periodic, final = _data(recipe, tokenizer.pad_token_id)
+    engine = build_engine(model, recipe, world, on_gpu)
+    task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
+
+    stats = WindowStats(list(task_ids))
+    sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
+               if recipe.sampling.policy == "mt_uncertainty" else None)
+    skips = Skips(recipe.train.nonfinite_skips)
+    start = _resume(engine, stats, sampler, skips, session.checkpoint(resume_from), recipe.run_dir, rank, world)
+    log.resumed(start)
+    _record_worker(recipe.run_dir, rank)
+    total = recipe.train.updates
+    if start == 0 and recipe.finetune is not None and recipe.finetune.eval_at_start:
+        log.write(0, _score(engine, recipe, periodic, tokenizer, device, rank, world))
+    mix = TaskMix(list(task_ids))
+    metrics: dict = {}
+    for update in range(start + 1, total + 1):      # update: 1-based count; update_index = update - 1 seeds it
+        update_index = update - 1
+        plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
+        mix.add(plan)                                    # the realised task mix of the whole update
+        start_s = time.perf_counter()
+        done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
+                          skip_nonfinite=skips.allowed > 0)
+        if done.skipped:
+            skips.add(done.skipped, log, update)
+        else:
+            stats.add(done.slots, time.perf_counter() - start_s)
+        log.step(update)
+        last = update == total
+        if update % recipe.train.log_every == 0 or last:
+            window = sampler.flush() if sampler is not None else {}
+            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
+        if update % recipe.eval.every_updates == 0 or last:
+            metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
+            log.write(update, metrics)
+        if update % recipe.checkpoint.every_updates == 0 or last:
+            session.report(engine, update, _client_state(update, stats, sampler, skips), {"update": update, **metrics})
+            if session.saves_checkpoints:
+                log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")

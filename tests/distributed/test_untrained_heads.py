@@ -1,0 +1,91 @@
+"""Heads move only when trained, under DeepSpeed ZeRO-2 on two real gloo workers: with 8 classification
+tasks and 2 slots an update, each update trains at most 2 tasks, and every other task's head (its rows
+of the stacked bank: projection, bias and, per_task, its dense layer) comes out of the update
+bit-identical, for both head designs (model.head_dense). Trained heads do move.
+
+    python -m pytest tests/distributed/test_untrained_heads.py -q
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import free_port, rank_env  # noqa: E402
+from tiny import tiny_bert, tiny_recipe, tiny_splits  # noqa: E402
+
+from prefinetune.model.multitask import build_model
+from prefinetune.recipe.config import recipe_from_dict
+from prefinetune.sampling.schedule import plan_update, worker_slots
+
+WORLD, TASKS, UPDATES = 2, 8, 4
+
+
+def _recipe(head_dense: str) -> dict:
+    recipe = tiny_recipe(deepspeed={"zero_stage": 2}, model={"head_dense": head_dense},
+                         train={"updates": UPDATES, "slots_per_update": 2, "batch_size": 3},
+                         optim={"lr": 1e-2, "warmup_updates": 0, "weight_decay": 0.1})
+    recipe["tasks"] = [{**recipe["tasks"][i % 3], "name": f"task{i}"} for i in range(TASKS)]
+    return recipe
+
+
+def _heads(engine) -> dict:
+    return {k: v.detach().clone() for k, v in engine.module.state_dict().items() if k.startswith("classification.")}
+
+
+def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
+    rank_env(rank, WORLD, port)
+    from prefinetune.distributed.engine import build_engine
+    from prefinetune.run.step import TrainData, run_update
+
+    recipe = recipe_from_dict(recipe_dict)
+    engine = build_engine(build_model(recipe, backbone=tiny_bert(seed=0)), recipe, WORLD, on_gpu=False)
+    data = TrainData(tiny_splits(recipe), recipe.tasks, pad_id=0)
+    ids = {t.name: i for i, t in enumerate(recipe.tasks)}
+    states, plans = [_heads(engine)], []
+    for u in range(UPDATES):
+        plan = plan_update(recipe.sampling, recipe.run.seed, u, UPDATES, 2, data.sizes, recipe.train.batch_size)
+        run_update(engine, ids, worker_slots(plan, rank, WORLD), data, torch.device("cpu"), recipe.run.seed, u)
+        states.append(_heads(engine))
+        plans.append({s.task for s in plan})
+    torch.save({"states": states, "plans": plans}, f"{out}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def _rows(state: dict, index: int, per_task: bool) -> dict:
+    rows = {k: state[f"classification.{k}"][index] for k in ("out_weight", "out_bias")}
+    if per_task:
+        rows.update({k: state[f"classification.{k}"][index] for k in ("dense_weight", "dense_bias")})
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head_dense", ["per_task", "shared"])
+def test_heads_of_tasks_not_trained_in_an_update_come_out_bit_identical(head_dense, tmp_path):
+    recipe_dict = _recipe(head_dense)
+    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    names = [t["name"] for t in recipe_dict["tasks"]]
+    per_task = head_dense == "per_task"
+    untrained_checked = 0
+    for rank in range(WORLD):
+        saved = torch.load(tmp_path / f"rank{rank}.pt")
+        for u, trained in enumerate(saved["plans"]):
+            before, after = saved["states"][u], saved["states"][u + 1]
+            assert 0 < len(trained) <= 2
+            for index, name in enumerate(names):
+                old, new = _rows(before, index, per_task), _rows(after, index, per_task)
+                if name in trained:
+                    assert any(not torch.equal(old[k], new[k]) for k in old), (u, name)
+                else:
+                    untrained_checked += 1
+                    for key in old:
+                        assert torch.equal(old[key], new[key]), f"update {u + 1}: {name}'s {key} moved untrained"
+            if not per_task:      # the one shared dense layer trains with every classification task
+                assert not torch.equal(before["classification.dense_weight"], after["classification.dense_weight"])
+    assert untrained_checked >= WORLD * UPDATES * (TASKS - 2)
+    dense = saved["states"][0]["classification.dense_weight"]
+    assert dense.shape[0] == (TASKS if per_task else 1)
