@@ -1,9 +1,12 @@
-"""Faults against an uninterrupted 2-worker ZeRO-2 run (Ray Train, MiniLM, synthetic data):
+"""Faults against an uninterrupted 2-worker ZeRO-2 run (Ray Train, MiniLM, synthetic data, MT-Uncertainty
+sampling: the schedule depends on the weights, and the sampler's record travels in the checkpoint):
 - a worker killed mid-run: SIGKILL to one worker between two checkpoints; Ray Train restarts the group
   from the last checkpoint (`scaling.max_failures`) and the run ends with the uninterrupted run's
   weights, the same metrics after the restart point, and each update once in metrics.jsonl;
 - a torn checkpoint: a file of the newest checkpoint cut short; resuming from it uses the previous
   whole one, with a warning, and ends with the same weights again;
+- (resuming on another number of workers: tests/distributed/test_checkpoint_resume.py, 2 -> 1 and
+  1 -> 2 through the same `load_checkpoint` the worker loop calls;)
 - a NaN loss on a worker: the driver raises the worker's own message (task, update, slot, rows) with
   the checkpoint to resume from, not Ray's traceback.
 
@@ -66,7 +69,9 @@ def _recipe(out: Path, name: str, failures: int, workers: int = 2, *extra: str):
         f"run.output_dir={out}", f"run.name={name}", f"train.updates={UPDATES}", "train.slots_per_update=2",
         "train.batch_size=4", "train.log_every=1", "data.synthetic_rows=100", "model.max_length=24",
         f"checkpoint.every_updates={EVERY}", "checkpoint.keep=4", f"eval.every_updates={EVERY}", "eval.max_rows=8",
-        f"scaling.max_failures={failures}", f"scaling.num_workers={workers}", *extra])
+        f"scaling.max_failures={failures}", f"scaling.num_workers={workers}",
+        # the model picks each slot's task (its record travels in the checkpoint): the hardest schedule to resume
+        "sampling.policy=mt_uncertainty", "sampling.candidate_tasks=2", *extra])
 
 
 def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
@@ -112,10 +117,23 @@ def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run
         assert updates == [r["update"] for r in records("straight") if kind in r], kind
     for a, b in zip(records("straight"), records("killed")):
         if a["update"] > resumed_from and "lr" in a:
-            losses = {k: v for k, v in a.items() if k.startswith(("loss/", "seen/", "mix/"))}
+            losses = {k: v for k, v in a.items() if k.startswith(("loss/", "seen/", "mix/", "uncertainty/"))}
             assert {k: b[k] for k in losses} == pytest.approx(losses, rel=1e-5), a["update"]
+    assert any(k.startswith("uncertainty/") for r in records("killed") for k in r)
+    assert _sampler_record(tmp_path / "killed", UPDATES) == _sampler_record(tmp_path / "straight", UPDATES)
     assert restarted["metrics"] == pytest.approx(straight["metrics"], rel=1e-5)
     _same_weights(straight["export"], restarted["export"])
+
+
+def _sampler_record(run_dir: Path, update: int) -> dict:
+    """MT-Uncertainty's record (candidates offered, slots won per task) in the checkpoint of `update`."""
+    from prefinetune.distributed.checkpoint_files import checkpoint_update
+
+    folder = next(p for p in (run_dir / "ray").glob("*/checkpoint_*") if checkpoint_update(p) == update)
+    state = torch.load(folder / f"update-{update:07d}" / "mp_rank_00_model_states.pt", weights_only=False,
+                       map_location="cpu", mmap=True)
+    assert sum(state["uncertainty"]["won"]) == UPDATES * 2
+    return state["uncertainty"]
 
 
 @pytest.mark.slow
@@ -143,37 +161,13 @@ def test_a_torn_checkpoint_gives_way_to_the_previous_whole_one(straight, tmp_pat
 
 
 @pytest.mark.slow
-def test_a_run_resumes_on_another_number_of_workers(straight, tmp_path):
-    """2 -> 1: the 2-worker run's update-4 checkpoint resumed on 1 worker; 1 -> 2: that run's update-6
-    checkpoint resumed on 2 workers. The ZeRO-2 optimizer partitions are re-sharded through DeepSpeed's
-    universal checkpoint; the slot schedule does not depend on W, so both end at the uninterrupted run's
-    weights, within fp32 reduction-order tolerance."""
-    from prefinetune.distributed.checkpoint_files import checkpoint_update
-    from prefinetune.run.driver import run
-
-    straight, straight_out = straight
-
-    def checkpoint(run_dir: Path, update: int) -> str:
-        return str(next(p for p in (run_dir / "ray").glob("*/checkpoint_*") if checkpoint_update(p) == update))
-
-    one = run(_recipe(tmp_path, "one", 0, workers=1), resume_from=checkpoint(straight_out / "straight", 4))
-    assert (tmp_path / "one" / "universal" / "update-0000004" / "zero").is_dir()
-    _same_weights(straight["export"], one["export"])
-    two = run(_recipe(tmp_path, "two", 0, workers=2), resume_from=checkpoint(tmp_path / "one", 6))
-    _same_weights(straight["export"], two["export"])
-    for name in ("one", "two"):
-        records = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
-        assert [r["update"] for r in records if "lr" in r] == ([5, 6, 7, 8] if name == "one" else [7, 8])
-
-
-@pytest.mark.slow
 def test_a_nan_on_a_worker_stops_the_run_with_the_workers_message_and_where_to_resume(straight, tmp_path):
     from prefinetune.run.driver import run
     from prefinetune.run.errors import RunFailed
 
     with pytest.raises(RunFailed) as err:     # lr 1e30: update 2's losses are NaN, after the update-1 checkpoint
         run(_recipe(tmp_path, "nan", 0, 2, "optim.lr=1e30", "optim.warmup_updates=0", "train.updates=4",
-                    "checkpoint.every_updates=1"))
+                    "checkpoint.every_updates=1", "sampling.policy=natural", "sampling.candidate_tasks=null"))
     said = str(err.value)
     assert re.match(r"update 2, slot \d: task 'syn_\w+' gave a non-finite loss \(nan\) on its training rows \[",
                     said), said

@@ -2,7 +2,7 @@
 
 Two real gloo workers run different tasks' heads in the same micro-step; after several updates every
 parameter must equal that of a single-process reference that computes the same S slot losses by hand
-and steps AdamW on the mean of their gradients.
+and steps AdamW on the mean of their gradients. Every case (CASES) runs in one spawn of the two workers.
 """
 from __future__ import annotations
 
@@ -42,6 +42,22 @@ def _plan(recipe, update_index: int, sizes: dict) -> list:
 def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "bert",
             data_kind="classification") -> None:
     rank_env(rank, WORLD, port)
+    _train_case(rank, recipe_dict, out, backbone, data_kind)
+    torch.distributed.destroy_process_group()
+
+
+def _all_cases_worker(rank: int, cases: dict, port: int, out: str) -> None:
+    """Every case of CASES in one pair of processes: one engine after another in one gloo group, so the
+    suite pays the processes' start once (each case seeds its own model, data and dropout)."""
+    rank_env(rank, WORLD, port)
+    for name, (recipe_dict, backbone, data_kind) in cases.items():
+        Path(out, name).mkdir(parents=True, exist_ok=True)
+        _train_case(rank, recipe_dict, str(Path(out, name)), backbone, data_kind)
+    torch.distributed.destroy_process_group()
+
+
+def _train_case(rank: int, recipe_dict: dict, out: str, backbone: str, data_kind) -> None:
+    """This rank's updates of one recipe; saves its final state, the tasks it ran and the plans."""
     from prefinetune.distributed.engine import build_engine
     from prefinetune.run.step import TrainData, run_update
 
@@ -67,7 +83,6 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str, backbone: str = "
     checkpointing = bool(getattr(engine.module.backbone, "is_gradient_checkpointing", False))
     torch.save({"state": state, "tasks": tasks_run, "plans": plans, "checkpointing": checkpointing},
                f"{out}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
 
 
 def _splits(data_kind, recipe) -> dict:
@@ -111,12 +126,16 @@ def _reference(recipe) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
+def _classification_case(stage: int, head_dense: str) -> dict:
+    return tiny_recipe(deepspeed={"zero_stage": stage}, run={"seed": 3}, model={"head_dense": head_dense})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage,head_dense", [(1, "per_task"), (2, "per_task"), (2, "shared")])
-def test_two_workers_on_different_tasks_match_single_process_reference(stage, head_dense, tmp_path):
-    recipe_dict = tiny_recipe(deepspeed={"zero_stage": stage}, run={"seed": 3}, model={"head_dense": head_dense})
+def test_two_workers_on_different_tasks_match_single_process_reference(stage, head_dense, parity):
+    recipe_dict, _, _ = CASES[f"classification-{stage}-{head_dense}"]
     recipe = recipe_from_dict(recipe_dict)
-    ranks = _run_workers(recipe_dict, tmp_path)
+    ranks = parity[f"classification-{stage}-{head_dense}"]
 
     # Precondition: the ranks really ran different heads in the same micro-step.
     pairs = [(a, b) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
@@ -170,19 +189,23 @@ FAMILY_CASES = {
 }
 
 
+def _families_case(backbone: str, stage: int) -> dict:
+    return mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": stage}, run={"seed": 1},
+                        train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
+                        model={"gradient_checkpointing": backbone == "bert"})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [1, 2])
 @pytest.mark.parametrize("backbone", ["bert", "bart"])
-def test_mixed_families_on_two_workers_match_single_process_reference(backbone, stage, tmp_path):
+def test_mixed_families_on_two_workers_match_single_process_reference(backbone, stage, parity):
     """On BERT with model.gradient_checkpointing on (activations recomputed in backward), against a
     reference without it: the same weights. (Plain BERT under ZeRO-1/2: the classification parity test
     above and the R3F one below.)"""
     checkpointing = backbone == "bert"
-    recipe_dict = mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": stage}, run={"seed": 1},
-                               train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
-                               model={"gradient_checkpointing": checkpointing})
+    recipe_dict, _, _ = CASES[f"families-{backbone}-{stage}"]
     recipe = recipe_from_dict({**recipe_dict, "model": {**recipe_dict["model"], "gradient_checkpointing": False}})
-    ranks = _run_workers(recipe_dict, tmp_path, backbone, "families")
+    ranks = parity[f"families-{backbone}-{stage}"]
     assert [r["checkpointing"] for r in ranks] == [checkpointing] * WORLD
     family = {t.name: t.family for t in recipe.tasks}
     pairs = [(family[a], family[b]) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
@@ -193,14 +216,18 @@ def test_mixed_families_on_two_workers_match_single_process_reference(backbone, 
     _assert_ranks_match(ranks, reference)
 
 
+def _r3f_case(backbone: str) -> dict:
+    return mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": 2}, run={"seed": 1},
+                        train={"updates": 2, "slots_per_update": 6, "batch_size": 3},
+                        r3f={"enabled": True, "sigma": 0.05, "weight": 1.0})
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["bert", "bart"])
-def test_mixed_families_with_r3f_under_zero2_match_single_process_reference(backbone, tmp_path):
-    recipe_dict = mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": 2}, run={"seed": 1},
-                               train={"updates": 2, "slots_per_update": 6, "batch_size": 3},
-                               r3f={"enabled": True, "sigma": 0.05, "weight": 1.0})
+def test_mixed_families_with_r3f_under_zero2_match_single_process_reference(backbone, parity):
+    recipe_dict, _, _ = CASES[f"r3f-{backbone}"]
     recipe = recipe_from_dict(recipe_dict)
-    ranks = _run_workers(recipe_dict, tmp_path, backbone, "families")
+    ranks = parity[f"r3f-{backbone}"]
     reference = _family_reference(recipe, backbone)
     recipe_off = recipe_from_dict({**recipe_dict, "r3f": {"enabled": False}})
     without = _family_reference(recipe_off, backbone)
@@ -208,18 +235,39 @@ def test_mixed_families_with_r3f_under_zero2_match_single_process_reference(back
     _assert_ranks_match(ranks, reference)
 
 
+def _uncertainty_case(backbone: str) -> dict:
+    families = [f for f in FAMILY_CASES[backbone] if f != "regression"]
+    return mixed_recipe(families, deepspeed={"zero_stage": 2}, run={"seed": 4},
+                        train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
+                        sampling={"policy": "mt_uncertainty", "candidate_tasks": 2})
+
+
+CASES = {
+    **{f"classification-{stage}-{head}": (_classification_case(stage, head), "bert", "classification")
+       for stage, head in [(1, "per_task"), (2, "per_task"), (2, "shared")]},
+    **{f"families-{b}-{stage}": (_families_case(b, stage), b, "families") for b in FAMILY_CASES for stage in (1, 2)},
+    **{f"r3f-{b}": (_r3f_case(b), b, "families") for b in FAMILY_CASES},
+    **{f"uncertainty-{b}": (_uncertainty_case(b), b, "families") for b in FAMILY_CASES},
+}
+
+
+@pytest.fixture(scope="module")
+def parity(tmp_path_factory) -> dict:
+    """{case: what each of the 2 workers saved}, for every case of CASES, from one spawn."""
+    out = tmp_path_factory.mktemp("parity")
+    mp.spawn(_all_cases_worker, args=(CASES, free_port(), str(out)), nprocs=WORLD, join=True)
+    return {name: [torch.load(out / name / f"rank{r}.pt") for r in range(WORLD)] for name in CASES}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone", ["bert", "bart"])
-def test_mt_uncertainty_on_two_workers_matches_single_process_reference(backbone, tmp_path):
+def test_mt_uncertainty_on_two_workers_matches_single_process_reference(backbone, parity):
     """Each worker scores the candidates of its own slots; the updates and the gathered plans must equal a
     single process that scores every slot itself. (Two candidates a slot: at initialisation every head is
     near uniform and one task would win every slot of all candidates.)"""
-    families = [f for f in FAMILY_CASES[backbone] if f != "regression"]
-    recipe_dict = mixed_recipe(families, deepspeed={"zero_stage": 2}, run={"seed": 4},
-                               train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
-                               sampling={"policy": "mt_uncertainty", "candidate_tasks": 2})
+    recipe_dict, _, _ = CASES[f"uncertainty-{backbone}"]
     recipe = recipe_from_dict(recipe_dict)
-    ranks = _run_workers(recipe_dict, tmp_path, backbone, "families")
+    ranks = parity[f"uncertainty-{backbone}"]
     plans: list = []
     reference = _family_reference(recipe, backbone, plans)
     assert ranks[0]["plans"] == ranks[1]["plans"] == plans
