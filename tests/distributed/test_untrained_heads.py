@@ -37,8 +37,16 @@ def _heads(engine) -> dict:
     return {k: v.detach().clone() for k, v in engine.module.state_dict().items() if k.startswith("classification.")}
 
 
-def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
+def _worker(rank: int, port: int, out: str) -> None:
+    """Both head designs, one engine after the other, in one spawn of the workers."""
     rank_env(rank, WORLD, port)
+    for head_dense in DESIGNS:
+        Path(out, head_dense).mkdir(parents=True, exist_ok=True)
+        _train(rank, _recipe(head_dense), str(Path(out, head_dense)))
+    torch.distributed.destroy_process_group()
+
+
+def _train(rank: int, recipe_dict: dict, out: str) -> None:
     from prefinetune.distributed.engine import build_engine
     from prefinetune.run.step import TrainData, run_update
 
@@ -53,7 +61,6 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
         states.append(_heads(engine))
         plans.append({s.task for s in plan})
     torch.save({"states": states, "plans": plans}, f"{out}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
 
 
 def _rows(state: dict, index: int, per_task: bool) -> dict:
@@ -63,11 +70,21 @@ def _rows(state: dict, index: int, per_task: bool) -> dict:
     return rows
 
 
+DESIGNS = ("per_task", "shared")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("heads")
+    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("head_dense", ["per_task", "shared"])
-def test_heads_of_tasks_not_trained_in_an_update_come_out_bit_identical(head_dense, tmp_path):
+@pytest.mark.parametrize("head_dense", DESIGNS)
+def test_heads_of_tasks_not_trained_in_an_update_come_out_bit_identical(head_dense, runs):
     recipe_dict = _recipe(head_dense)
-    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    tmp_path = runs / head_dense
     names = [t["name"] for t in recipe_dict["tasks"]]
     per_task = head_dense == "per_task"
     untrained_checked = 0

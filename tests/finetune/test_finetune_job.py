@@ -117,7 +117,11 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
     assert other.returncode == 2 and "holds another comparison" in other.stderr
 
 
-def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_path):
+def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_path, capsys, monkeypatch):
+    """In this process (`prefinetune compare`'s own main): the refusals come before Ray starts."""
+    from prefinetune.cli import main
+
+    monkeypatch.chdir(REPO)
     (tmp_path / "not_a_model").mkdir()
     (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
     common = ["--data-dir", str(data_root), "--output-dir", str(tmp_path / "out")]
@@ -131,8 +135,11 @@ def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_p
         (["--recipe", "recipes/finetune/rte.yaml", "--models", str(pretrained["export"]),
           "tasks.0.label_names=[not_entailment,entailment]"], "reuse needs the same labels in the same order"),
     ]
+    import ray
+
     for args, message in cases:
-        done = _cli("compare", *args, *common)
-        assert done.returncode == 2 and message in done.stderr, (args, done.stderr[-2000:])
-        assert "Traceback" not in done.stderr
-    assert not (tmp_path / "out" / "tune").exists()
+        code = main(["compare", *args, *common])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, (args, err[-2000:])
+        assert "Traceback" not in err
+    assert not (tmp_path / "out" / "tune").exists() and not ray.is_initialized()
