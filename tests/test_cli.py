@@ -68,3 +68,15 @@ def test_prepare_subcommand_writes_and_then_reuses_the_shards(tmp_path, data_roo
     assert main(args) == 0 and main(args) == 0
     out = capsys.readouterr().out
     assert "prepared" in out and "reused" in out and (tmp_path / "shards" / "manifest.json").is_file()
+
+
+def test_a_plain_run_refuses_a_recipe_that_a_layer_above_reads():
+    from prefinetune.finetune.hooks import FinetuneHooks, hooks_for
+    from prefinetune.run.hooks import RunHooks
+
+    recipe = load_recipe(REPO / "recipes" / "finetune" / "rte.yaml")
+    with pytest.raises(RecipeError, match=r"recipe sections \['finetune'\] are read by a layer above the run.*"
+                                          r"`prefinetune finetune`"):
+        RunHooks().resolve(recipe)
+    assert isinstance(hooks_for(recipe), FinetuneHooks)
+    assert type(hooks_for(load_recipe(REPO / "recipes" / "local_cpu.yaml"))) is RunHooks

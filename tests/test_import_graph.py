@@ -89,3 +89,13 @@ def test_no_import_cycle_between_modules():
 def test_no_module_at_the_package_root_but_the_entry_ones():
     loose = sorted(p.name for p in PACKAGE.glob("*.py") if p.name not in ROOT_MODULES)
     assert loose == []
+
+
+def test_the_run_knows_nothing_of_the_layers_above_it():
+    """Fine-tuning is a layer above the run: it reaches the driver and the worker loop through their hooks
+    (prefinetune/run/hooks.py); nothing under prefinetune/run imports it, nor the command line."""
+    graph = import_graph()
+    above = ("prefinetune.finetune", "prefinetune.cli")
+    reached = {m: sorted(t for t in targets if t.startswith(above))
+               for m, targets in graph.items() if m.startswith("prefinetune.run")}
+    assert {m: t for m, t in reached.items() if t} == {}

@@ -94,7 +94,9 @@ def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
         if args.prepare_only:
             prepare_data(resolve_paths(recipe))
         else:
-            run(recipe, args.resume_from, source=args.recipe)
+            from prefinetune.finetune.hooks import hooks_for
+
+            run(recipe, args.resume_from, source=args.recipe, hooks=hooks_for(recipe))
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

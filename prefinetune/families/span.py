@@ -32,7 +32,7 @@ logit and take no probability, so a batch's n may exceed the positions that can 
 
 Evaluation: each window's best span (start + end logit, the span inside the context, end >= start, at
 most `max_answer_tokens` tokens), the best-scoring window wins for an example; exact match and F1 with
-the official SQuAD v1.1 normalisation, maximum over the gold answers, as percentages.
+the official SQuAD v1.1 normalisation, maximum over the gold answers, as fractions (0-1).
 
 Windows are cut in prefinetune/families/span_windows.py, answers scored in prefinetune/families/squad_scoring.py.
 """
@@ -267,7 +267,7 @@ def _first_examples(example_ids: list[str], max_rows: Optional[int]) -> tuple[li
 
 def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows: Optional[int],
              device, tokenizer=None) -> dict:
-    """Exact match and F1 (0-100) over the first `max_rows` EXAMPLES of the split (all their windows);
+    """Exact match and F1 (0-1) over the first `max_rows` EXAMPLES of the split (all their windows);
     "rows" is the number of examples scored. The model's mode is restored afterwards."""
     table = split.table
     examples, indices = _first_examples(table.column("example_id").to_pylist(), max_rows)

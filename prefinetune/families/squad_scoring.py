@@ -2,7 +2,7 @@
 the best window of an example, and exact match / F1 with the official answer normalisation.
 
     answer = best_answer([postprocess(start, end, offsets, context) for each window])
-    squad_metrics([answer, ...], [[gold, ...], ...])      # {"exact_match": ..., "f1": ...} in percent
+    squad_metrics([answer, ...], [[gold, ...], ...])      # {"exact_match": ..., "f1": ...} as fractions (0-1)
 """
 from __future__ import annotations
 
@@ -88,11 +88,12 @@ def f1_score(prediction: str, gold: Union[str, Sequence[str]]) -> float:
 
 
 def squad_metrics(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Mean exact match and F1 over examples, as percentages (0-100), the SQuAD v1.1 convention."""
+    """Mean exact match and F1 over examples, as fractions (0-1), the scale of every metric in this project
+    (the SQuAD v1.1 script prints the same numbers times 100)."""
     if not predictions:
         return {"exact_match": 0.0, "f1": 0.0}
     em = [exact_match(p, g) for p, g in zip(predictions, golds, strict=True)]
     f1 = [f1_score(p, g) for p, g in zip(predictions, golds, strict=True)]
-    return {"exact_match": 100.0 * float(np.mean(em)), "f1": 100.0 * float(np.mean(f1))}
+    return {"exact_match": float(np.mean(em)), "f1": float(np.mean(f1))}
 
 

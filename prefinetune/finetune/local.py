@@ -35,9 +35,10 @@ def one_process_group() -> None:
 
 def finetune_in_process(recipe) -> dict:
     """Train the (resolved) fine-tuning recipe here; returns the final metrics of its select and test splits."""
+    from prefinetune.finetune.hooks import FinetuneHooks
     from prefinetune.run.worker import LocalSession, run_worker
 
     session = LocalSession()
     one_process_group()
-    run_worker(recipe, session)
+    run_worker(recipe, session, hooks=FinetuneHooks())
     return session.metrics

@@ -312,6 +312,11 @@ class RecipeConfig(_Strict):
         if k is not None and k > len(self.tasks):
             raise ValueError(f"sampling.candidate_tasks={k} is more than the recipe's {len(self.tasks)} tasks")
 
+    def upper_layer_sections(self) -> list[str]:
+        """The sections set here that a layer above the run reads (its hooks): a run started without them
+        would ignore what they say."""
+        return ["finetune"] if self.finetune is not None else []
+
     def task(self, name: str) -> TaskConfig:
         for t in self.tasks:
             if t.name == name:

@@ -109,7 +109,7 @@ def torch_config(use_gpu: bool):
     return TorchConfig(backend=backend_for(use_gpu))
 
 
-def train(recipe: RecipeConfig, resume_from: str | None = None):
+def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
     """Run the Ray Train job, from scratch or from a reported checkpoint folder; returns Ray's Result."""
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
@@ -122,7 +122,8 @@ def train(recipe: RecipeConfig, resume_from: str | None = None):
     _connect_ray()
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"recipe": recipe.model_dump(mode="json"), "resume_from": _absolute(resume_from)},
+        train_loop_config={"recipe": recipe.model_dump(mode="json"), "resume_from": _absolute(resume_from),
+                           "hooks": hooks},
         torch_config=torch_config(s.use_gpu),
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu,
                                      resources_per_worker={"CPU": s.cpus_per_worker}),
@@ -209,39 +210,35 @@ def write_final_metrics(recipe: RecipeConfig, metrics: dict) -> str:
     return table
 
 
-def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None = None) -> dict:
+def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None = None, hooks=None) -> dict:
     """Prepare, train (optionally resuming from a checkpoint folder), then in this order: final
-    metrics, export, and the optional extras (plots), which may fail without failing the run.
-    A fine-tuning recipe (a `finetune:` section) gets its length from its epochs once the shards exist."""
+    metrics, export, and the optional extras (plots), which may fail without failing the run. `hooks`
+    (prefinetune/run/hooks.py): what a layer above the run changes in it (fine-tuning: its length from
+    its epochs once the shards exist, its rows, its starting head, its summary)."""
     from prefinetune.run.best_effort import best_effort
+    from prefinetune.run.hooks import RunHooks
     from prefinetune.run.task_mix import plot_task_mix
 
+    hooks = hooks or RunHooks()
     recipe = resolve_paths(recipe)
     writable_folder(recipe.run_dir)
     check_backbone(recipe)
     prepare_data(recipe)
-    if recipe.finetune is not None:
-        from prefinetune.finetune.resolve import resolve_finetune
-
-        recipe = resolve_finetune(recipe)
+    recipe = hooks.resolve(recipe)
     (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
     print(header(recipe, source), flush=True)
     if resume_from:
         print(f"[prefinetune] resuming from {resume_from}")
-    result = train(recipe, resume_from)       # Ray Train raises TrainingFailedError when the run fails
+    result = train(recipe, resume_from, hooks)       # Ray Train raises TrainingFailedError when the run fails
     final = dict(result.metrics)
     table = write_final_metrics(recipe, final)
     scored = " and ".join(dict.fromkeys(k.split("/")[0] for k in final if k.count("/") == 2)) or recipe.eval.split
     print(f"[prefinetune] final {scored} metrics after {final.get('update')} updates:\n{table}")
     export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export", final)
-    if recipe.finetune is None:
+    if hooks.plots:
         best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
                     recipe.run_dir / "task_mix.png")
     print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n{how_to_load(export_dir)}", flush=True)
     out = {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
            "run_dir": str(recipe.run_dir)}
-    if recipe.finetune is not None:
-        from prefinetune.finetune.summary import write_summary
-
-        out["summary"] = write_summary(recipe, final, export_dir)
-    return out
+    return {**out, **hooks.finish(recipe, final, export_dir)}

@@ -23,6 +23,7 @@ from prefinetune.model.source import load_tokenizer
 from prefinetune.recipe.config import recipe_from_dict
 from prefinetune.run.console import quiet_libraries, say
 from prefinetune.run.evaluation import evaluate_tasks
+from prefinetune.run.hooks import RunHooks
 from prefinetune.run.metrics_log import RunLog, WindowStats
 from prefinetune.run.step import TrainData, run_update
 from prefinetune.run.task_mix import TaskMix
@@ -34,13 +35,6 @@ __all__ = ["train_worker", "run_worker", "RaySession", "LocalSession", "checkpoi
 
 def checkpoint_tag(update: int) -> str:
     return f"update-{update:07d}"
-
-
-def _splits(recipe, split: str) -> dict:
-    """The shards of `split` for every task that has it."""
-    manifest = read_manifest(recipe.shards_path)
-    return {t.name: open_split(recipe.shards_path, t.name, split)
-            for t in recipe.tasks if split in manifest["tasks"][t.name]["splits"]}
 
 
 class RaySession:
@@ -189,18 +183,11 @@ def _record_worker(run_dir, rank: int) -> None:
                                                           "host": socket.gethostname()}))
 
 
-def _data(recipe, pad_id: int):
-    """(training data, {split: {task: rows}} scored every eval, the same at the end): the whole splits, or
-    a fine-tuning run's rows (prefinetune/finetune/splits.py)."""
-    if recipe.finetune is None:
-        train, periodic = _splits(recipe, "train"), {recipe.eval.split: _splits(recipe, recipe.eval.split)}
-        final = periodic
-    else:
-        from prefinetune.finetune.splits import finetune_splits
-
-        train, final, roles = finetune_splits(recipe, read_manifest(recipe.shards_path),
-                                              lambda task, split: open_split(recipe.shards_path, task, split))
-        periodic = {roles.select: final[roles.select]}
+def _data(recipe, pad_id: int, hooks: RunHooks):
+    """(training data, {split: {task: rows}} scored every eval, the same at the end), as the hooks choose."""
+    manifest = read_manifest(recipe.shards_path)
+    train, periodic, final = hooks.splits(recipe, manifest, lambda task, split: open_split(recipe.shards_path,
+                                                                                        task, split))
     t = recipe.train
     data = TrainData(train, recipe.tasks, pad_id, t.token_budget, t.length_buckets, t.batch_size,
                      recipe.model.max_length)
@@ -219,12 +206,14 @@ def _score(engine, recipe, splits: dict, tokenizer, device, rank: int, world: in
 
 def train_worker(config: dict) -> None:
     """Ray Train entry point: config = {"recipe": RecipeConfig.model_dump() with absolute paths,
-    "resume_from": a checkpoint folder or None}."""
-    run_worker(recipe_from_dict(config["recipe"], "<worker config>"), RaySession(), config.get("resume_from"))
+    "resume_from": a checkpoint folder or None, "hooks": the run's RunHooks}."""
+    run_worker(recipe_from_dict(config["recipe"], "<worker config>"), RaySession(), config.get("resume_from"),
+               config.get("hooks"))
 
 
-def run_worker(recipe, session, resume_from: str | None = None) -> None:
-    """The training loop of one worker (`session`: RaySession under Ray Train, LocalSession alone)."""
+def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks | None = None) -> None:
+    """The training loop of one worker (`session`: RaySession under Ray Train, LocalSession alone; `hooks`:
+    what a layer above the run changes, prefinetune/run/hooks.py)."""
     from prefinetune.distributed.engine import build_engine
 
     rank, world = session.rank, session.world
@@ -236,13 +225,13 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
     tokenizer = load_tokenizer(recipe.model.name_or_path, recipe.model.revision, recipe.model.trust_remote_code)
     model = build_model(recipe).to(device)
     log = RunLog(recipe.run_dir, rank, recipe.train.updates)
-    if recipe.finetune is not None:
-        from prefinetune.finetune.heads import start_heads
-
-        log.say(f"[prefinetune] {start_heads(model, recipe)}")
+    hooks = hooks or RunHooks()
+    started = hooks.start_model(model, recipe)
+    if started:
+        log.say(f"[prefinetune] {started}")
     if rank == 0:
         _check_r3f_precision(model, recipe, on_gpu)
-    data, periodic, final = _data(recipe, tokenizer.pad_token_id)
+    data, periodic, final = _data(recipe, tokenizer.pad_token_id, hooks)
     engine = build_engine(model, recipe, world, on_gpu)
     task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
 
@@ -254,7 +243,7 @@ def run_worker(recipe, session, resume_from: str | None = None) -> None:
     log.resumed(start)
     _record_worker(recipe.run_dir, rank)
     total = recipe.train.updates
-    if start == 0 and recipe.finetune is not None and recipe.finetune.eval_at_start:
+    if start == 0 and hooks.score_at_start(recipe):
         log.write(0, _score(engine, recipe, periodic, tokenizer, device, rank, world))
     mix = TaskMix(list(task_ids))
     metrics: dict = {}

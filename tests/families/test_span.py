@@ -70,7 +70,7 @@ def test_metrics_take_the_best_gold_answer():
     assert span.f1_score("Broncos of Denver", golds) == pytest.approx(0.8)
     assert span.exact_match("Broncos of Denver", golds) == 0.0
     scores = span.squad_metrics(["broncos", "Broncos of Denver"], [golds, golds])
-    assert scores == {"exact_match": pytest.approx(50.0), "f1": pytest.approx(90.0)}
+    assert scores == {"exact_match": pytest.approx(0.5), "f1": pytest.approx(0.9)}
 
 
 # ---------------------------------------------------------------- records
@@ -340,7 +340,7 @@ def test_evaluate_scores_examples_over_their_windows(tokenizer):
     targets = gold_targets(cols)
     model = GoldModel(targets).train()
     result = span.evaluate(model, 3, make_task(), split, tokenizer.pad_token_id, 4, None, torch.device("cpu"))
-    assert result == {"exact_match": 100.0, "f1": 100.0, "rows": 3}
+    assert result == {"exact_match": 1.0, "f1": 1.0, "rows": 3}
     assert model.training                                          # mode restored
     task_ids, keys, modes = zip(*model.seen)
     assert set(task_ids) == {3} and not any(modes)                # run in eval mode
@@ -349,7 +349,7 @@ def test_evaluate_scores_examples_over_their_windows(tokenizer):
     # max_rows counts examples: all windows of the first two
     model.seen.clear()
     result = span.evaluate(model, 3, make_task(), split, tokenizer.pad_token_id, 64, 2, torch.device("cpu"))
-    assert result["rows"] == 2 and result["exact_match"] == 100.0
+    assert result["rows"] == 2 and result["exact_match"] == 1.0
     assert len(model.seen) == 1 and sum(1 for x in cols["example_id"] if x in ("a", "b")) > 2
 
     # a wrong prediction for "c" ("capital" instead of "Paris") costs a third of EM and F1
@@ -359,7 +359,7 @@ def test_evaluate_scores_examples_over_their_windows(tokenizer):
     capital = next(i for i, (s, e) in enumerate(off) if s >= 0 and cols["context"][c_window][s:e] == "capital")
     wrong[tuple(cols["input_ids"][c_window])] = (capital, capital)
     result = span.evaluate(GoldModel(wrong), 0, make_task(), split, tokenizer.pad_token_id, 4, None, "cpu")
-    assert result == {"exact_match": pytest.approx(200 / 3), "f1": pytest.approx(200 / 3), "rows": 3}
+    assert result == {"exact_match": pytest.approx(2 / 3), "f1": pytest.approx(2 / 3), "rows": 3}
 
 
 def test_evaluate_on_real_xquad_rows(tokenizer, data_root):
@@ -375,7 +375,7 @@ def test_evaluate_on_real_xquad_rows(tokenizer, data_root):
     assert stats["examples"] == len(recs) and stats["windows"] > len(recs)   # long paragraphs: several windows
     assert stats["answer_in_no_window"] == 0
     result = span.evaluate(GoldModel(gold_targets(cols)), 0, task, split, tokenizer.pad_token_id, 8, None, "cpu")
-    assert result == {"exact_match": 100.0, "f1": 100.0, "rows": len(recs)}
+    assert result == {"exact_match": 1.0, "f1": 1.0, "rows": len(recs)}
 
 
 def test_answers_given_as_strings_are_placed_at_their_first_occurrence():

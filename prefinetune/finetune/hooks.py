@@ -1,0 +1,53 @@
+"""Fine-tuning as a layer above the run: the hooks (prefinetune/run/hooks.py) that make a run of a recipe
+with a `finetune:` section a fine-tuning run. The driver and the worker loop know nothing of fine-tuning.
+
+- resolve: train.updates (and warm-up) from finetune.epochs, once the shards exist; the head check
+  (prefinetune/finetune/resolve.py);
+- splits: the fraction of the training rows, the held-out rows, the select and test splits
+  (prefinetune/finetune/splits.py);
+- start_model: the export's head for the task, where it is reused (prefinetune/finetune/heads.py);
+- score_at_start: finetune.eval_at_start (update 0 in metrics.jsonl);
+- finish: finetune.json beside the export (prefinetune/finetune/summary.py); no task-mix plot.
+
+    run(recipe, hooks=FinetuneHooks())           # what `prefinetune finetune` does
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from prefinetune.run.hooks import RunHooks
+
+__all__ = ["FinetuneHooks", "hooks_for"]
+
+
+class FinetuneHooks(RunHooks):
+    plots = False
+
+    def resolve(self, recipe):
+        from prefinetune.finetune.resolve import resolve_finetune
+
+        return resolve_finetune(recipe)
+
+    def splits(self, recipe, manifest: dict, open_split: Callable) -> tuple[dict, dict, dict]:
+        from prefinetune.finetune.splits import finetune_splits
+
+        train, final, roles = finetune_splits(recipe, manifest, open_split)
+        return train, {roles.select: final[roles.select]}, final
+
+    def start_model(self, model, recipe) -> str | None:
+        from prefinetune.finetune.heads import start_heads
+
+        return start_heads(model, recipe)
+
+    def score_at_start(self, recipe) -> bool:
+        return recipe.finetune.eval_at_start
+
+    def finish(self, recipe, final_metrics: dict, export_dir) -> dict:
+        from prefinetune.finetune.summary import write_summary
+
+        return {"summary": write_summary(recipe, final_metrics, export_dir)}
+
+
+def hooks_for(recipe) -> RunHooks:
+    """FinetuneHooks for a recipe with a finetune: section, else RunHooks (a plain pre-finetuning run)."""
+    return FinetuneHooks() if recipe.finetune is not None else RunHooks()

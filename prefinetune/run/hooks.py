@@ -1,0 +1,52 @@
+"""What a layer above the run may change in it, without the run knowing that layer: the run's length
+once the shards exist, the rows it trains and scores on, the model it starts from, a score before the
+first update, the extras at its end, and what it leaves beside its export. `RunHooks` is a plain
+pre-finetuning run; fine-tuning subclasses it (prefinetune/finetune/hooks.py). A hooks object travels to
+the Ray Train workers and Tune trials with the recipe, so it holds no state but what pickles.
+
+    run(recipe, hooks=FinetuneHooks())          # the driver (prefinetune/run/driver.py)
+    run_worker(recipe, session, hooks=...)      # the worker loop (prefinetune/run/worker.py)
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from prefinetune.recipe.config import RecipeError
+
+__all__ = ["RunHooks"]
+
+
+class RunHooks:
+    """A pre-finetuning run: every task's whole train split, scored on the recipe's eval split."""
+
+    plots = True          # the task-mix plot at the end
+
+    def resolve(self, recipe):
+        """The recipe to run, once its shards exist (the driver, before any worker starts). A plain run
+        refuses a recipe with sections that a layer above reads, rather than ignore them."""
+        sections = recipe.upper_layer_sections()
+        if sections:
+            raise RecipeError(f"recipe sections {sections} are read by a layer above the run, and this run was "
+                              "started without its hooks: start it through that layer's command (`prefinetune "
+                              f"{sections[0]}`), or pass its hooks to run()")
+        return recipe
+
+    def splits(self, recipe, manifest: dict, open_split: Callable) -> tuple[dict, dict, dict]:
+        """({task: training rows}, {split: {task: rows}} scored every eval, the same scored at the end)."""
+        names = [t.name for t in recipe.tasks]
+        train = {n: open_split(n, "train") for n in names}
+        split = recipe.eval.split
+        periodic = {split: {n: open_split(n, split) for n in names if split in manifest["tasks"][n]["splits"]}}
+        return train, periodic, periodic
+
+    def start_model(self, model, recipe) -> str | None:
+        """Change the freshly built model before training (in every worker); what was done, or None."""
+        return None
+
+    def score_at_start(self, recipe) -> bool:
+        """Score the model before the first update (logged as update 0)."""
+        return False
+
+    def finish(self, recipe, final_metrics: dict, export_dir) -> dict:
+        """What the run leaves beside its export, once exported; merged into what `run` returns."""
+        return {}
