@@ -153,8 +153,8 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
     """Run (or resume) the comparison; returns the summary that results.json holds."""
     from ray import tune
 
-    from prefinetune.finetune.progress import TrialProgress
     from prefinetune.finetune.report import summarise, write_report
+    from prefinetune.finetune.trial_progress import TrialProgress
     from prefinetune.run.driver import _connect_ray, writable_folder
 
     fractions = check_fractions(fractions)

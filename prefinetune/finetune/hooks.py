@@ -5,7 +5,7 @@ with a `finetune:` section a fine-tuning run. The driver and the worker loop kno
   (prefinetune/finetune/resolve.py);
 - splits: the fraction of the training rows, the held-out rows, the select and test splits
   (prefinetune/finetune/splits.py);
-- start_model: the export's head for the task, where it is reused (prefinetune/finetune/heads.py);
+- start_model: the export's head for the task, where it is reused (prefinetune/finetune/head_reuse.py);
 - score_at_start: finetune.eval_at_start (update 0 in metrics.jsonl);
 - finish: finetune.json beside the export (prefinetune/finetune/summary.py); no task-mix plot.
 
@@ -35,7 +35,7 @@ class FinetuneHooks(RunHooks):
         return train, {roles.select: final[roles.select]}, final
 
     def start_model(self, model, recipe) -> str | None:
-        from prefinetune.finetune.heads import start_heads
+        from prefinetune.finetune.head_reuse import start_heads
 
         return start_heads(model, recipe)
 

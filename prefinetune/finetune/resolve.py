@@ -6,7 +6,7 @@ the checks that must fail before any worker (or trial) starts.
 from __future__ import annotations
 
 from prefinetune.data.shards import read_manifest
-from prefinetune.finetune.heads import head_source
+from prefinetune.finetune.head_reuse import head_source
 from prefinetune.finetune.plan import updates_for_epochs
 from prefinetune.finetune.splits import finetune_roles, finetune_rows
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict

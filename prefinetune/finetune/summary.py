@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prefinetune.data.shards import read_manifest
 from prefinetune.export.folder import read_tasks_info
-from prefinetune.finetune.heads import start_heads_note
+from prefinetune.finetune.head_reuse import start_heads_note
 from prefinetune.finetune.splits import finetune_roles
 
 __all__ = ["SUMMARY_FILE", "write_summary", "split_metrics"]

@@ -16,7 +16,7 @@ from prefinetune.data.readers import read_split
 from prefinetune.export import load_exported
 from prefinetune.export.folder import export_model
 from prefinetune.families.family import get_family
-from prefinetune.finetune.heads import start_heads
+from prefinetune.finetune.head_reuse import start_heads
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.model.multitask import build_model
 from prefinetune.model.source import load_tokenizer
