@@ -10,11 +10,13 @@ family-specific; the core asks it and never branches on a family's name:
     family.sym_kl(clean, noisy, batch); family.entropy(outputs, batch)  # R3F, MT-Uncertainty
     family.evaluate(model, task_id, task, split, pad_id, batch_size, max_rows, device, tokenizer)
 
-Built in, one module each (its functions, then its Family class at the end): classification,
-regression, multiple_choice, span (+ span_windows, squad_scoring), summarization, tagging. A new family
-is one module: subclass Family, fill in its methods, `register_family(MyFamily())`, and add catalog
-entries for its datasets. tests/distributed/test_toy_family.py defines one in a test file alone and trains it
-under ZeRO-2 parity.
+Built in, one module each (its functions, then its Family class at the end, whose body lists every
+part it gives: the module's functions as static methods, the rest written there): classification,
+regression, multiple_choice, span (+ span_windows, squad_scoring), summarization, tagging. `Family` is
+made of five parts a reader can hold: FamilyData, FamilyHead, FamilyLoss, FamilyEvaluation and
+FamilyExport (prefinetune/families/family.py). A new family is one module: subclass Family, fill in its
+methods, `register_family(MyFamily())`, and add catalog entries for its datasets.
+tests/distributed/test_toy_family.py defines one in a test file alone and trains it under ZeRO-2 parity.
 
 `family_module(name)` gives a built-in family's module (its free functions, for tests and tools).
 """

@@ -22,7 +22,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from prefinetune.families import FieldError
 from prefinetune.families.eval_loop import predict_rows
-from prefinetune.families.family import ModuleFamily, register_family, softmax_entropy
+from prefinetune.families.family import Family, register_family, softmax_entropy
 from prefinetune.families.padding import sequence_batch
 from prefinetune.families.records import DIGITS, call_encoder, sentence_schema, text_value
 from prefinetune.model.heads import HeadBank
@@ -142,7 +142,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class ClassificationFamily(ModuleFamily):
+class ClassificationFamily(Family):
     """A head per dataset (a stacked bank: prefinetune.model.heads), cross-entropy / log(classes)."""
 
     name = "classification"
@@ -151,6 +151,20 @@ class ClassificationFamily(ModuleFamily):
     loss_summary = 'cross-entropy / log(number of classes)'
     roles = (("text", "label"), ("text_pair",))
     targets = TARGETS
+
+    # the module's functions above, one signature for every family (prefinetune/families/family.py)
+    # data
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    tokenize_encoded = staticmethod(tokenize_encoded)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    # training
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+    # evaluation
+    evaluate = staticmethod(evaluate)
 
     def check_task(self, task) -> None:
         if not task.label_names:

@@ -16,15 +16,14 @@ plugin) registers itself with `register_family` before a recipe names it.
 """
 from __future__ import annotations
 
-import sys
 from importlib import import_module
 from typing import Any, Optional
 
 import torch
 from torch import nn
 
-__all__ = ["Family", "ModuleFamily", "Features", "register_family", "get_family", "family_names", "softmax_entropy",
-           "BUILT_IN"]
+__all__ = ["Family", "FamilyData", "FamilyHead", "FamilyLoss", "FamilyEvaluation", "FamilyExport", "Features",
+           "register_family", "get_family", "family_names", "softmax_entropy", "BUILT_IN"]
 
 BUILT_IN = ("classification", "regression", "multiple_choice", "span", "summarization", "tagging")
 _REGISTRY: dict[str, "Family"] = {}
@@ -39,25 +38,9 @@ class Features:
         self.states, self.pooled, self.mask, self.lm_logits = states, pooled, mask, lm_logits
 
 
-class Family:
-    """A task family. Data, train, model and evaluation sides, each with one signature for every family.
+class FamilyData:
+    """A family's recipe checks and data side: raw values -> records -> shard columns."""
 
-    Model outputs are whatever `head_outputs` returns (a tensor or a tuple of tensors); `loss`,
-    `sym_kl`, `entropy` and `evaluate` read them.
-    """
-
-    name: str = ""
-    roles: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())   # column roles read: (required, optional)
-    targets: tuple[str, ...] = ("labels",)                       # batch keys that are targets, not inputs
-    needs_encoder_decoder: bool = False                          # e.g. summarization: BART only
-    decoder_reads_target: bool = False                           # BART's decoder reads batch["labels"]
-    has_distribution: bool = True                                # MT-Uncertainty can score its entropy
-    shared_head: bool = False                                    # ONE head serves all its tasks (not one each)
-    auto_class: Optional[str] = None                             # transformers class of its per-task folders
-    head_summary: str = ""                                       # for model cards: what the head is
-    loss_summary: str = ""                                       # ... and the loss with its log(n)
-
-    # ------------------------------------------------------------ recipe
     def check_task(self, task) -> None:
         """Raise ValueError for TaskConfig fields this family cannot use (label_names, metrics, ...)."""
         if task.label_names:
@@ -71,7 +54,6 @@ class Family:
         """Outputs per example of the task's own head (classes); 1 where the head has one output."""
         return 1
 
-    # ------------------------------------------------------------ data
     def to_record(self, values: dict[str, Any], task) -> dict:
         """One row's raw values by role -> the family's record; FieldError(role, reason) for a bad row."""
         raise NotImplementedError
@@ -101,7 +83,10 @@ class Family:
         """Extra manifest entries for a split."""
         return {}
 
-    # ------------------------------------------------------------ model
+
+class FamilyHead:
+    """A family's head: built for its tasks, run on the backbone's features, copied for fine-tuning."""
+
     # a family with a head per dataset stacked in a bank sets this, and its build_head then takes the
     # keyword shared_dense (model.head_dense: shared), one dense layer for all its datasets
     task_bank = False
@@ -132,7 +117,11 @@ class Family:
                                      f"too small for {tuple(target.shape)}")
                 target.copy_(source[tuple(slice(0, d) for d in target.shape)])
 
-    # ------------------------------------------------------------ train
+
+class FamilyLoss:
+    """A family's training side: batches, the loss and its n for log(n), R3F's divergence, MT-Uncertainty's
+    entropy."""
+
     def collate(self, rows: dict[str, list], pad_id: int, task) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
@@ -154,10 +143,17 @@ class Family:
         """[B] entropy of the predictive distribution per example (MT-Uncertainty)."""
         raise ValueError(f"MT-Uncertainty has no predictive distribution to score for family {self.name!r}")
 
-    # ------------------------------------------------------------ evaluation and export
+
+class FamilyEvaluation:
+    """A family's metrics on a split."""
+
     def evaluate(self, model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device,
                  tokenizer=None) -> dict[str, float]:
         raise NotImplementedError
+
+
+class FamilyExport:
+    """A family's per-task stock transformers folders."""
 
     def task_folder_skipped(self, model_type: str) -> Optional[str]:
         """Why no per-task AutoModelFor* folder is written for this family's tasks (None: one is)."""
@@ -169,21 +165,24 @@ class Family:
         raise NotImplementedError(f"family {self.name!r} writes no per-task model")
 
 
-class ModuleFamily(Family):
-    """A family whose data, train and evaluation methods are its module's free functions of the same
-    names, with the same signatures (to_record, tokenize, tokenize_encoded, shard_schema, split_stats, collate, loss,
-    num_predictions, evaluate): a subclass defined at the end of the module picks up those the module
-    defines and the class does not; it writes only what differs (head, divergence, entropy, checks)."""
+class Family(FamilyData, FamilyHead, FamilyLoss, FamilyEvaluation, FamilyExport):
+    """A task family: its data, head, loss, evaluation and export parts (the classes above), each with one
+    signature for every family. A built-in family's class lists every part it gives, in its body.
 
-    MODULE_FUNCTIONS = ("to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
-                        "num_predictions", "evaluate")
+    Model outputs are whatever `head_outputs` returns (a tensor or a tuple of tensors); `loss`,
+    `sym_kl`, `entropy` and `evaluate` read them.
+    """
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        module = sys.modules[cls.__module__]
-        for name in cls.MODULE_FUNCTIONS:
-            if name not in cls.__dict__ and callable(getattr(module, name, None)):
-                setattr(cls, name, staticmethod(getattr(module, name)))
+    name: str = ""
+    roles: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())   # column roles read: (required, optional)
+    targets: tuple[str, ...] = ("labels",)                       # batch keys that are targets, not inputs
+    needs_encoder_decoder: bool = False                          # e.g. summarization: BART only
+    decoder_reads_target: bool = False                           # BART's decoder reads batch["labels"]
+    has_distribution: bool = True                                # MT-Uncertainty can score its entropy
+    shared_head: bool = False                                    # ONE head serves all its tasks (not one each)
+    auto_class: Optional[str] = None                             # transformers class of its per-task folders
+    head_summary: str = ""                                       # for model cards: what the head is
+    loss_summary: str = ""                                       # ... and the loss with its log(n)
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:

@@ -49,7 +49,7 @@ from sklearn.metrics import accuracy_score
 from prefinetune.families import FieldError
 from prefinetune.families.choices import read_choices
 from prefinetune.families.eval_loop import predict_rows
-from prefinetune.families.family import ModuleFamily, register_family, softmax_entropy
+from prefinetune.families.family import Family, register_family, softmax_entropy
 from prefinetune.families.records import DIGITS, has_token_types, text_value
 from prefinetune.model.heads import HeadBank
 
@@ -267,7 +267,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class MultipleChoiceFamily(ModuleFamily):
+class MultipleChoiceFamily(Family):
     """ONE ranking head shared by every multiple-choice task; cross-entropy over choices / log(K)."""
 
     name = "multiple_choice"
@@ -278,6 +278,19 @@ class MultipleChoiceFamily(ModuleFamily):
     loss_summary = 'cross-entropy / log(number of choices)'
     roles = (("text", "choices", "label"), ("text_pair",))
     targets = TARGETS
+
+    # the module's functions above, one signature for every family (prefinetune/families/family.py)
+    # data
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    # training
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+    # evaluation
+    evaluate = staticmethod(evaluate)
 
     def check_task(self, task) -> None:
         if task.metrics is not None:

@@ -27,7 +27,7 @@ from scipy import stats
 
 from prefinetune.families import FieldError
 from prefinetune.families.eval_loop import predict_rows
-from prefinetune.families.family import ModuleFamily, register_family
+from prefinetune.families.family import Family, register_family
 from prefinetune.families.padding import sequence_batch
 from prefinetune.families.records import call_encoder, sentence_schema, text_value
 from prefinetune.model.heads import HeadBank
@@ -145,7 +145,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class RegressionFamily(ModuleFamily):
+class RegressionFamily(Family):
     """A one-output head per dataset (a stacked bank), mean squared error, not log(n)-scaled."""
 
     name = "regression"
@@ -155,6 +155,20 @@ class RegressionFamily(ModuleFamily):
     roles = (("text", "label"), ("text_pair",))
     targets = TARGETS
     has_distribution = False
+
+    # the module's functions above, one signature for every family (prefinetune/families/family.py)
+    # data
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    tokenize_encoded = staticmethod(tokenize_encoded)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    # training
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+    # evaluation
+    evaluate = staticmethod(evaluate)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False):
         return HeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm, shared_dense=shared_dense)

@@ -51,7 +51,7 @@ import torch.nn.functional as F
 
 from prefinetune.families import FieldError
 from prefinetune.families.eval_loop import eval_mode
-from prefinetune.families.family import ModuleFamily, register_family, softmax_entropy
+from prefinetune.families.family import Family, register_family, softmax_entropy
 from prefinetune.families.padding import sequence_batch
 from prefinetune.families.records import has_token_types, text_value
 from prefinetune.families.span_windows import (
@@ -288,7 +288,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class SpanFamily(ModuleFamily):
+class SpanFamily(Family):
     """ONE span head shared by every extractive task (start, end logits per token), n = positions."""
 
     name = "span"
@@ -298,6 +298,19 @@ class SpanFamily(ModuleFamily):
     loss_summary = '(CE start + CE end) / 2 / log(positions)'
     roles = (("context", "question", "answers"), ("id",))
     targets = TARGETS
+
+    # the module's functions above, one signature for every family (prefinetune/families/family.py)
+    # data
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    # training
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+    # evaluation
+    evaluate = staticmethod(evaluate)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
         return SpanHead(hidden_size, spectral_norm=spectral_norm)

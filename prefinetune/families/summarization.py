@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from prefinetune.families.eval_loop import eval_mode
-from prefinetune.families.family import ModuleFamily, register_family, softmax_entropy
+from prefinetune.families.family import Family, register_family, softmax_entropy
 from prefinetune.families.padding import pad
 from prefinetune.families.records import text_value
 from prefinetune.losses.r3f import sym_kl
@@ -209,7 +209,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class SummarizationFamily(ModuleFamily):
+class SummarizationFamily(Family):
     """BART's decoder and tied LM head (no new parameters); label-smoothed CE / log(vocabulary)."""
 
     name = "summarization"
@@ -220,6 +220,19 @@ class SummarizationFamily(ModuleFamily):
     targets = TARGETS
     needs_encoder_decoder = True
     decoder_reads_target = True
+
+    # the module's functions above, one signature for every family (prefinetune/families/family.py)
+    # data
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    # training
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    num_predictions = staticmethod(num_predictions)
+    # evaluation
+    evaluate = staticmethod(evaluate)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
         return TiedLMHead()

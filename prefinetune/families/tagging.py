@@ -34,7 +34,7 @@ from torch import nn
 
 from prefinetune.families import FieldError
 from prefinetune.families.eval_loop import eval_mode, to_device
-from prefinetune.families.family import ModuleFamily, register_family, softmax_entropy
+from prefinetune.families.family import Family, register_family, softmax_entropy
 from prefinetune.families.padding import pad, sequence_batch
 from prefinetune.families.records import has_token_types, text_value
 from prefinetune.losses.r3f import sym_kl
@@ -216,7 +216,7 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 # ---------------------------------------------------------------- the family
 
-class TaggingFamily(ModuleFamily):
+class TaggingFamily(Family):
     """A token-classification head per dataset; cross-entropy over words / log(tag set)."""
 
     name = "tagging"
@@ -224,6 +224,18 @@ class TaggingFamily(ModuleFamily):
     head_summary = "its own tag classifier (dropout, linear) on every token; a word's tag on its first sub-token"
     loss_summary = 'cross-entropy over words / log(number of tags)'
     roles = (("tokens", "tags"), ())
+
+    # the module's functions above, one signature for every family (prefinetune/families/family.py)
+    # data
+    to_record = staticmethod(to_record)
+    tokenize = staticmethod(tokenize)
+    shard_schema = staticmethod(shard_schema)
+    split_stats = staticmethod(split_stats)
+    # training
+    collate = staticmethod(collate)
+    loss = staticmethod(loss)
+    # evaluation
+    evaluate = staticmethod(evaluate)
 
     def check_task(self, task) -> None:
         if not task.label_names:
