@@ -2,7 +2,7 @@
 with what it trained, even when an optional step at its end fails.
 
 The main job on real data (the session's shared run, tests/conftest.py) and one more run of it with
-the same number of log windows, evals and checkpoints, four times the updates, and matplotlib broken on
+the same number of log windows, evals and checkpoints, twice the updates, and matplotlib broken on
 purpose (a package of that name that fails to import comes first on PYTHONPATH), so the task-mix plot
 fails. The second run reads the first one's shards.
 """
@@ -41,7 +41,7 @@ def runs(main_job, data_root, tmp_path_factory):
     (broken / "__init__.py").write_text('raise ImportError("matplotlib is broken on purpose by the test")\n')
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env["PYTHONPATH"] = os.pathsep.join([str(broken.parent), env.get("PYTHONPATH", "")])
-    updates = 4 * MAIN_JOB_UPDATES      # the main job's 2 log windows and checkpoints, and its one final eval
+    updates = 2 * MAIN_JOB_UPDATES      # the main job's 2 log windows and checkpoints, and its one final eval
     every = updates // 2
     long = run_main_job(tmp, "long", "--real-data", str(data_root), "--updates", str(updates), "--slots", "2",
                         "train.batch_size=4", f"train.log_every={every}", f"checkpoint.every_updates={every}",
@@ -61,7 +61,7 @@ def test_a_failing_plot_costs_the_plot_not_the_run(runs):
     warnings = [line for line in console_lines(long) if "WARNING" in line and "task-mix plot" in line]
     assert len(warnings) == 1
     assert "ImportError: matplotlib is broken on purpose by the test" in warnings[0]
-    assert json.loads((long_dir / "eval_final.json").read_text())["update"] == 4 * MAIN_JOB_UPDATES
+    assert json.loads((long_dir / "eval_final.json").read_text())["update"] == 2 * MAIN_JOB_UPDATES
 
 
 @pytest.mark.slow
@@ -76,7 +76,7 @@ def test_the_console_is_short_and_does_not_grow_with_the_updates(runs):
                      f"[prefinetune] export: {short_dir / 'export'}", "load_exported("):
         assert expected in text, expected
     assert sum("updates: 100%" in line for line in lines_short) == 1       # one bar, at its end
-    # No line repeats (the worker's pid aside), and 4x the updates add no lines: the long run has
+    # No line repeats (the worker's pid aside), and 2x the updates add no lines: the long run has
     # only its one warning more. A few lines of Ray's start-up differ from run to run.
     repeats = Counter(PID.sub(r"(\1)", line) for line in lines_long).most_common(1)[0]
     assert repeats[1] <= 5, repeats
