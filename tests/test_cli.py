@@ -80,3 +80,25 @@ def test_a_plain_run_refuses_a_recipe_that_a_layer_above_reads():
         RunHooks().resolve(recipe)
     assert isinstance(hooks_for(recipe), FinetuneHooks)
     assert type(hooks_for(load_recipe(REPO / "recipes" / "local_cpu.yaml"))) is RunHooks
+
+
+def test_a_model_that_cannot_be_loaded_is_one_line_before_anything_is_written(tmp_path, capsys):
+    missing = tmp_path / "no_such_model"
+    code = main(["--recipe", str(REPO / "recipes" / "local_cpu.yaml"), "--output-dir", str(tmp_path / "runs"),
+                 "--model", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith(f"error: model.name_or_path={str(missing)!r}: no model config can be loaded")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+    assert main(["--recipe", str(REPO / "recipes" / "local_cpu.yaml"), "--output-dir", str(tmp_path / "runs"),
+                 "--model", "pkg:no_such_package_here/model"]) == 2
+    assert "Python package 'no_such_package_here' is not installed" in capsys.readouterr().err
+
+
+def test_yaml_booleans_in_label_names_get_a_hint(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text((REPO / "recipes" / "local_cpu.yaml").read_text())
+    with pytest.raises(RecipeError, match=r"key 'tasks\.0\.label_names\.0'.*YAML read a bare word as the boolean "
+                                          r"False: yes/no, true/false and on/off are booleans unless quoted"):
+        load_recipe(recipe, ["tasks.0.label_names=[no, yes]"])

@@ -348,6 +348,9 @@ def _format_errors(err: ValidationError, source: str) -> str:
     reasons: dict[str, list[str]] = {}
     for e in err.errors():
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "string_type" and isinstance(e.get("input"), bool):
+            msg += (f" (YAML read a bare word as the boolean {e['input']}: yes/no, true/false and on/off are "
+                    "booleans unless quoted, e.g. ['no', 'yes'])")
         reasons.setdefault(_key(e["loc"]), [])
         if msg not in reasons[_key(e["loc"])]:
             reasons[_key(e["loc"])].append(msg)

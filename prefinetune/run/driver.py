@@ -47,8 +47,14 @@ def check_backbone(recipe: RecipeConfig) -> None:
     from prefinetune.model.source import resolve_model_source
 
     m = recipe.model
-    config = AutoConfig.from_pretrained(resolve_model_source(m.name_or_path), revision=m.revision,
-                                        trust_remote_code=m.trust_remote_code)
+    try:
+        config = AutoConfig.from_pretrained(resolve_model_source(m.name_or_path), revision=m.revision,
+                                            trust_remote_code=m.trust_remote_code)
+    except (OSError, ValueError) as err:      # a missing folder, a bad hub id, no network, a missing pkg:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise RecipeError(f"model.name_or_path={m.name_or_path!r}: no model config can be loaded from it "
+                          f"({reason}); give a local folder holding config.json, a hub id (with network), or "
+                          "pkg:MODULE/SUBDIR") from None
     needy = [t for t in recipe.tasks if get_family(t.family).needs_encoder_decoder]
     if needy and not getattr(config, "is_encoder_decoder", False):
         raise RecipeError(f"tasks {[t.name for t in needy]} are {needy[0].family}, which needs an encoder-decoder "
@@ -221,8 +227,8 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
 
     hooks = hooks or RunHooks()
     recipe = resolve_paths(recipe)
+    check_backbone(recipe)                 # before anything is written: a bad model leaves no run folder
     writable_folder(recipe.run_dir)
-    check_backbone(recipe)
     prepare_data(recipe)
     recipe = hooks.resolve(recipe)
     (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
