@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["GPU_BACKEND", "CPU_BACKEND", "backend_for", "active", "world_size", "rank", "comm_device",
+__all__ = ["GPU_BACKEND", "CPU_BACKEND", "backend_for", "active", "world_size", "served_devices", "comm_device",
            "all_reduce", "all_gather", "all_gather_object", "broadcast_object", "barrier"]
 
 GPU_BACKEND = "cpu:gloo,cuda:nccl"     # NCCL for CUDA tensors, gloo for any CPU tensor (Ray Train takes it)
@@ -42,10 +42,6 @@ def active() -> bool:
 
 def world_size() -> int:
     return torch.distributed.get_world_size() if active() else 1
-
-
-def rank() -> int:
-    return torch.distributed.get_rank() if active() else 0
 
 
 def served_devices(backend: str) -> set[str]:

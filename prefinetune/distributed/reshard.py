@@ -24,7 +24,7 @@ import torch
 
 from prefinetune.distributed import collectives
 
-__all__ = ["SavedCheckpoint", "saved_checkpoint", "load_checkpoint", "load_resharded", "MODEL_STATES"]
+__all__ = ["SavedCheckpoint", "saved_checkpoint", "load_checkpoint", "MODEL_STATES"]
 
 MODEL_STATES = "mp_rank_00_model_states.pt"      # DeepSpeed's file of the module and its own record
 
@@ -63,7 +63,7 @@ def load_checkpoint(engine, folder: Path, run_dir: Path, rank: int, world: int) 
     if saved_checkpoint(Path(folder), tag).loads_as_is_on(world):
         _, client_state = engine.load_checkpoint(str(folder), tag=tag)
         return client_state
-    return load_resharded(engine, Path(folder), tag, run_dir, rank)
+    return _load_resharded(engine, Path(folder), tag, run_dir, rank)
 
 
 def _convert(folder: Path, tag: str, out: Path) -> None:
@@ -76,7 +76,7 @@ def _convert(folder: Path, tag: str, out: Path) -> None:
         raise RuntimeError(f"converting {Path(folder, tag)} to a universal checkpoint failed:\n{done.stderr[-3000:]}")
 
 
-def load_resharded(engine, folder: Path, tag: str, run_dir: Path, rank: int) -> dict:
+def _load_resharded(engine, folder: Path, tag: str, run_dir: Path, rank: int) -> dict:
     """Load a ZeRO checkpoint saved on another number of workers; returns its client_state."""
     out = Path(run_dir) / "universal"
     if rank == 0:

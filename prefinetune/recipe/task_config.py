@@ -163,7 +163,8 @@ class TaskConfig(_Strict):
         return self.model_copy(update={"columns": self.split_columns[split], "split_columns": {}})
 
     @model_validator(mode="after")
-    def _explode_needs_objects(self) -> "TaskConfig":
+    def _row_options_fit(self) -> "TaskConfig":
+        """explode takes object rows; unlabeled names values of a label column."""
         if self.explode and self.format in ("tsv", "csv", "txt", "conllu", "conll", "squad"):
             raise ValueError(f"explode takes object rows (jsonl, json, pydict, parquet, hub), not format "
                              f"{self.format!r}")

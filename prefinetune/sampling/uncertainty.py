@@ -137,7 +137,7 @@ class UncertaintySampler:
         for row, (_, by_task) in enumerate(chosen):
             for task, u in by_task.items():
                 scores[row, self.names.index(task)] = u
-        winners, scores = _all_gather([self.names.index(s.task) for s in mine], scores, world, device)
+        winners, scores = _all_gather([self.names.index(s.task) for s in mine], scores)
         self._record(winners, scores)
         by_index = {s.index: s for s in mine}
         plan = [by_index.get(k, Slot(k, self.names[w], ())) for k, w in zip(_gathered_order(slots, world), winners)]
@@ -173,9 +173,10 @@ def _gathered_order(slots: int, world: int) -> list[int]:
     return [k for rank in range(world) for k in range(rank, slots, world)]
 
 
-def _all_gather(winners: list[int], scores: np.ndarray, world: int, device) -> tuple[np.ndarray, np.ndarray]:
-    """Every worker's winners [S] and scores [S, T], in `_gathered_order` (one process: its own)."""
+def _all_gather(winners: list[int], scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every worker's winners [S] and scores [S, T], in `_gathered_order` (one process: its own); the
+    collective puts the table where the process group's backend takes it."""
     local = torch.cat([torch.as_tensor(winners, dtype=torch.float64)[:, None],
-                       torch.as_tensor(scores, dtype=torch.float64)], dim=1).to(device)
+                       torch.as_tensor(scores, dtype=torch.float64)], dim=1)
     table = torch.cat(collectives.all_gather(local)).cpu().numpy()
     return table[:, 0].astype(np.int64), table[:, 1:]
