@@ -68,6 +68,7 @@ def stop_ray_started_in(temp: str, timeout: float = 30.0) -> None:
             pass
     _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
     assert not alive, f"Ray processes of {temp} still alive: {alive}"
+    assert processes_naming(temp) == [], f"Ray processes of {temp} started while it was being stopped"
 
 
 def _children(proc) -> list:
