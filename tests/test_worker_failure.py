@@ -1,10 +1,13 @@
 """Faults against an uninterrupted 2-worker ZeRO-2 run (Ray Train, MiniLM, synthetic data, MT-Uncertainty
 sampling: the schedule depends on the weights, and the sampler's record travels in the checkpoint):
-- a worker killed mid-run: SIGKILL to one worker between two checkpoints; Ray Train restarts the group
-  from the last checkpoint (`scaling.max_failures`) and the run ends with the uninterrupted run's
-  weights, the same metrics after the restart point, and each update once in metrics.jsonl;
-- a torn checkpoint: a file of the newest checkpoint cut short; resuming from it uses the previous
-  whole one, with a warning, and ends with the same weights again;
+- a worker killed mid-run, its newest checkpoint torn: once Ray Train has registered the update-4
+  checkpoint, a file of it is cut short and one worker gets SIGKILL after update 5; Ray Train restarts
+  the group (`scaling.max_failures`) from that checkpoint, which gives way to the previous whole one
+  (update 2) with a warning, and the run ends with the uninterrupted run's weights, the same metrics
+  after the restart point, and each update once in metrics.jsonl;
+- one run, one folder (prefinetune/run/run_folder.py): a finished run's folder is not started again, nor
+  resumed from its final checkpoint or with another recipe; --resume-from an earlier checkpoint of it,
+  torn, falls back to the whole one before it, whatever Ray Train's own record of the folder says;
 - (resuming on another number of workers: tests/distributed/test_checkpoint_resume.py, 2 -> 1 and
   1 -> 2 through the same `load_checkpoint` the worker loop calls;)
 - a NaN loss on a worker: the driver raises the worker's own message (task, update, slot, rows) with
@@ -74,8 +77,20 @@ def _recipe(out: Path, name: str, failures: int, workers: int = 2, *extra: str):
         "sampling.policy=mt_uncertainty", "sampling.candidate_tasks=2", *extra])
 
 
-def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
-    """Wait until the run has finished `update` (progress.json), then SIGKILL rank 1's process."""
+def _registered_update(experiment: Path) -> int | None:
+    """The update of the newest checkpoint Ray Train has registered (its snapshot beside the checkpoints)."""
+    try:
+        latest = json.loads((experiment / "checkpoint_manager_snapshot.json").read_text())["latest_checkpoint_result"]
+        return latest["metrics"]["update"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError):
+        return None
+
+
+def _tear_and_kill(run_dir: Path, tear: int, kill_after: int, killed: dict) -> None:
+    """Once Ray Train has registered checkpoint `tear` and the run has finished `kill_after` (progress.json),
+    cut a file of that checkpoint short, then SIGKILL rank 1's process."""
+    from prefinetune.distributed.checkpoint_files import checkpoint_update
+
     deadline = time.time() + 600
     while time.time() < deadline:
         try:
@@ -84,21 +99,26 @@ def _kill_rank_1_after(run_dir: Path, update: int, killed: dict) -> None:
         except (FileNotFoundError, json.JSONDecodeError, KeyError):
             time.sleep(0.05)
             continue
-        if done >= update:
+        experiment = run_dir / "ray" / run_dir.name
+        if done >= kill_after and _registered_update(experiment) == tear:
+            folder = next(p for p in experiment.glob("checkpoint_*") if checkpoint_update(p) == tear)
+            victim = next(folder.glob("*/zero_pp_rank_1_*optim_states.pt"))
+            victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
             os.kill(pid, signal.SIGKILL)
-            killed.update(pid=pid, after=done)
+            killed.update(pid=pid, after=done, torn=folder, victim=victim)
             return
         time.sleep(0.05)
 
 
 @pytest.mark.slow
-def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run(straight, tmp_path, capfd):
+def test_killed_worker_restarts_past_a_torn_checkpoint_and_matches_an_uninterrupted_run(straight, tmp_path, capfd):
     from prefinetune.run.driver import run
 
     straight, straight_out = straight
     (tmp_path / "straight").symlink_to(straight_out / "straight")
     killed: dict = {}
-    killer = threading.Thread(target=_kill_rank_1_after, args=(tmp_path / "killed", KILL_AT, killed), daemon=True)
+    killer = threading.Thread(target=_tear_and_kill, args=(tmp_path / "killed", KILL_AT - 1, KILL_AT, killed),
+                              daemon=True)
     killer.start()
     restarted = run(_recipe(tmp_path, "killed", failures=1))
     killer.join(timeout=5)
@@ -106,8 +126,11 @@ def test_killed_worker_restarts_from_checkpoint_and_matches_an_uninterrupted_run
     new_pid = json.loads((tmp_path / "killed" / "workers" / "rank-1.json").read_text())["pid"]
     assert new_pid != killed["pid"], "rank 1 was not restarted"
     printed = capfd.readouterr()
-    resumed_from = int(re.search(r"resumed after update (\d+)", printed.out + printed.err)[1])
-    assert 2 <= resumed_from <= killed["after"] and resumed_from % EVERY == 0
+    said = printed.out + printed.err
+    resumed_from = int(re.search(r"resumed after update (\d+)", said)[1])
+    assert resumed_from == KILL_AT - 1 - EVERY, said[-3000:]          # the checkpoint before the torn one
+    assert f"checkpoint {killed['torn']} is torn ({killed['victim']} (rank 1) has" in said
+    assert "resuming from the previous whole one" in said and f"(update {resumed_from})" in said
 
     def records(name: str) -> list[dict]:
         return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
@@ -137,26 +160,44 @@ def _sampler_record(run_dir: Path, update: int) -> dict:
 
 
 @pytest.mark.slow
-def test_a_torn_checkpoint_gives_way_to_the_previous_whole_one(straight, tmp_path, capfd):
+def test_a_run_folder_is_one_run_and_resume_from_means_that_checkpoint(straight, tmp_path, capfd):
+    """A copy of the finished straight run's folder (Ray Train's snapshot in it names update 8):
+    starting it again, resuming from its final checkpoint or with another learning rate are refused
+    before Ray starts; --resume-from its update-6 checkpoint, torn, resumes from the whole one before it
+    (update 4), never from Ray's newest, and ends with the straight run's weights."""
     import shutil
 
     from prefinetune.distributed.checkpoint_files import checkpoint_update
+    from prefinetune.recipe.config import RecipeError
     from prefinetune.run.driver import run
 
     straight, straight_out = straight
-    saved = tmp_path / "checkpoints"
-    shutil.copytree(straight_out / "straight" / "ray" / "straight", saved)
-    by_update = {checkpoint_update(p): p for p in saved.glob("checkpoint_*") if p.is_dir()}
+    shutil.copytree(straight_out / "straight", tmp_path / "straight", ignore=shutil.ignore_patterns("export"))
+    experiment = tmp_path / "straight" / "ray" / "straight"
+    by_update = {checkpoint_update(p): p for p in experiment.glob("checkpoint_*") if p.is_dir()}
     assert sorted(by_update) == [2, 4, 6, 8]
-    torn = by_update[8]          # the newest: the previous whole one leaves the fewest updates to run again
+    recipe = _recipe(tmp_path, "straight", failures=0)
+    refusals = [
+        ({}, f"already holds run 'straight' (it reached update 8): --resume-from {by_update[8]} to continue it"),
+        ({"resume_from": str(by_update[8])}, "holds update 8 and train.updates is 8: nothing is left to train"),
+        ({"resume_from": str(by_update[6]), "lr": True}, "whose recipe differs in ['optim.lr']"),
+        ({"resume_from": str(tmp_path / "straight")}, "not a checkpoint (no DeepSpeed 'latest' file in it)"),
+    ]
+    for how, message in refusals:
+        given = _recipe(tmp_path, "straight", 0, 2, "optim.lr=5e-5") if how.get("lr") else recipe
+        with pytest.raises(RecipeError, match=re.escape(message)):
+            run(given, resume_from=how.get("resume_from"))
+    assert not (tmp_path / "straight" / "export").exists()
+    torn = by_update[6]
     victim = next(torn.glob("*/zero_pp_rank_1_*optim_states.pt"))
     victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
-    resumed = run(_recipe(tmp_path, "resumed", failures=0), resume_from=str(torn))
-    printed = capfd.readouterr()
-    assert f"checkpoint {torn} is torn ({victim} (rank 1) has" in printed.out + printed.err
-    assert f"resuming from the previous whole one, {by_update[6]} (update 6)" in printed.out + printed.err
-    records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["update"] for r in records if "lr" in r] == [7, 8]
+    resumed = run(recipe, resume_from=str(torn))
+    said = "".join(capfd.readouterr())
+    assert f"checkpoint {torn} is torn ({victim} (rank 1) has" in said
+    assert f"resuming from the previous whole one, {by_update[4]} (update 4)" in said
+    assert "resumed after update 4" in said and "Ray Train's record of the earlier attempt moved to" in said
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["update"] for r in records if "lr" in r] == list(range(1, UPDATES + 1))      # each update once
     _same_weights(straight["export"], resumed["export"])
 
 

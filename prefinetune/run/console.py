@@ -38,10 +38,9 @@ def quiet_libraries(on_gpu: bool) -> None:
 
 def _quiet_ray_train_reports() -> None:
     """Ray Train logs every report at INFO ("Reporting training result N: ...", all metrics), per
-    worker, on a logger named by its file path, outside `ray.train`, so RunConfig's LoggingConfig
-    (set to WARNING by the launcher) does not reach it."""
-    try:
-        from ray.train.v2._internal.execution import context
-    except ImportError:       # another Ray layout: its lines stay
-        return
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    worker; RunConfig's LoggingConfig (WARNING) does not reach that logger (prefinetune/run/ray_adapter.py)."""
+    from prefinetune.run.ray_adapter import ray_train_report_logger
+
+    logger = ray_train_report_logger()
+    if logger is not None:        # another Ray layout: its lines stay
+        logger.setLevel(logging.WARNING)

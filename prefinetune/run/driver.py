@@ -221,20 +221,32 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     metrics, export, and the optional extras (plots), which may fail without failing the run. `hooks`
     (prefinetune/run/hooks.py): what a layer above the run changes in it (fine-tuning: its length from
     its epochs once the shards exist, its rows, its starting head, its summary)."""
-    from prefinetune.run.best_effort import best_effort
     from prefinetune.run.hooks import RunHooks
-    from prefinetune.run.task_mix import plot_task_mix
+    from prefinetune.run.ray_adapter import set_aside_snapshot
+    from prefinetune.run.run_folder import RunLock, check_resume, check_start
 
     hooks = hooks or RunHooks()
-    recipe = resolve_paths(recipe)
+    recipe, resume_from = resolve_paths(recipe), _absolute(resume_from)
     check_backbone(recipe)                 # before anything is written: a bad model leaves no run folder
+    check_start(recipe, resume_from)       # a run already there; a --resume-from that is no checkpoint
     writable_folder(recipe.run_dir)
-    prepare_data(recipe)
-    recipe = hooks.resolve(recipe)
-    (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
-    print(header(recipe, source), flush=True)
-    if resume_from:
-        print(f"[prefinetune] resuming from {resume_from}")
+    with RunLock(recipe.run_dir):
+        prepare_data(recipe)
+        recipe = hooks.resolve(recipe)
+        check_resume(recipe, resume_from)
+        (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
+        print(header(recipe, source), flush=True)
+        if resume_from:
+            aside = set_aside_snapshot(recipe.run_dir / "ray" / recipe.run.name)
+            print(f"[prefinetune] resuming from {resume_from}" + (f" (Ray Train's record of the earlier attempt "
+                                                                  f"moved to {aside})" if aside else ""))
+        return _train_and_export(recipe, resume_from, hooks)
+
+
+def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> dict:
+    from prefinetune.run.best_effort import best_effort
+    from prefinetune.run.task_mix import plot_task_mix
+
     result = train(recipe, resume_from, hooks)       # Ray Train raises TrainingFailedError when the run fails
     final = dict(result.metrics)
     table = write_final_metrics(recipe, final)

@@ -13,6 +13,8 @@ import errno
 import os
 from typing import Optional
 
+from prefinetune.run.ray_adapter import worker_failures, wrapped_causes
+
 __all__ = ["RunStopped", "CheckpointWriteError", "RunFailed", "stop_reason", "storage_error"]
 
 
@@ -29,18 +31,18 @@ class RunFailed(RuntimeError):
 
 
 def _causes(err: BaseException):
-    """err, then what it wraps: Ray Train's wrapper of a worker's exception (`_base_exc`), causes, contexts."""
+    """err, then what it wraps: Ray Train's wrapper of a worker's exception (prefinetune/run/ray_adapter.py),
+    causes, contexts."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         yield err
-        err = (getattr(err, "_base_exc", None) or getattr(err, "controller_failure", None) or err.__cause__
-               or err.__context__)
+        err = next(iter(wrapped_causes(err)), None) or err.__cause__ or err.__context__
 
 
 def stop_reason(err: BaseException) -> Optional[str]:
     """The message of the RunStopped error behind a failed Ray Train run (lowest rank first), else None."""
-    failures = getattr(err, "worker_failures", None) or {}
+    failures = worker_failures(err)
     for _, failure in sorted(failures.items()):
         for cause in _causes(failure):
             if isinstance(cause, RunStopped):

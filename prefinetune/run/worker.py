@@ -142,9 +142,11 @@ def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_d
     return int(client_state["update"])
 
 
-def _client_state(update: int, stats: WindowStats, sampler, skips: Skips) -> dict:
+def _client_state(recipe, update: int, stats: WindowStats, sampler, skips: Skips) -> dict:
+    """What a checkpoint holds beside the weights and optimizer; the recipe lets a resume check that it
+    continues this run (prefinetune/run/run_folder.py)."""
     client_state = {"update": update, "seen": stats.seen.tolist(),    # the same on every rank
-                    "skipped_updates": skips.count}
+                    "skipped_updates": skips.count, "recipe": recipe.model_dump(mode="json")}
     if sampler is not None:
         client_state["uncertainty"] = sampler.state_dict()
     return client_state
@@ -267,6 +269,7 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
             metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
             log.write(update, metrics)
         if update % recipe.checkpoint.every_updates == 0 or last:
-            session.report(engine, update, _client_state(update, stats, sampler, skips), {"update": update, **metrics})
+            state = _client_state(recipe, update, stats, sampler, skips)
+            session.report(engine, update, state, {"update": update, **metrics})
             if session.saves_checkpoints:
                 log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")

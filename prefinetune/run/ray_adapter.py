@@ -1,0 +1,61 @@
+"""Every use of Ray's internals, in one place, each with a test on the installed Ray
+(tests/run/test_ray_adapter.py); setup.cfg bounds Ray to the versions those tests passed on.
+
+    worker_failures(err)         # {rank: exception} of a Ray Train failure of its workers
+    wrapped_causes(err)          # what a Ray Train failure wraps: a worker's exception, the controller's
+    ray_train_report_logger()    # the logger of Ray Train's per-report INFO lines, or None
+    set_aside_snapshot(dir)      # Ray Train's record of an earlier attempt in a run folder, moved aside
+
+Each degrades to doing nothing where a Ray release changed what it reads (the test then fails, so
+the bound in setup.cfg is raised only with the adapter fixed).
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+__all__ = ["SNAPSHOT", "worker_failures", "wrapped_causes", "ray_train_report_logger", "set_aside_snapshot"]
+
+# Ray Train's record of the checkpoints a run reported (ray.train.v2 CheckpointManager), beside them:
+# a new run with the same name and storage path loads it and hands its newest checkpoint to the workers.
+SNAPSHOT = "checkpoint_manager_snapshot.json"
+
+
+def worker_failures(err: BaseException) -> dict:
+    """{world rank: exception} of a Ray Train WorkerGroupError (`worker_failures`), else {}."""
+    failures = getattr(err, "worker_failures", None)
+    return dict(failures) if isinstance(failures, dict) else {}
+
+
+def wrapped_causes(err: BaseException) -> list[BaseException]:
+    """What Ray Train wraps in `err`: a worker's own exception (`_base_exc` of its WorkerGroupError
+    entries) or the controller's failure (`controller_failure`)."""
+    found = []
+    for name in ("_base_exc", "controller_failure"):
+        inner = getattr(err, name, None)
+        if isinstance(inner, BaseException):
+            found.append(inner)
+    return found
+
+
+def ray_train_report_logger() -> Optional[logging.Logger]:
+    """Ray Train logs every report at INFO on a logger named by its file path (outside `ray.train`, so
+    RunConfig's LoggingConfig does not reach it); None on a Ray without that module."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:
+        return None
+    return logging.getLogger(context.__file__)
+
+
+def set_aside_snapshot(experiment: Path) -> Optional[Path]:
+    """Move Ray Train's snapshot of an earlier attempt out of the way (to `<name>.before-resume`), so a
+    resumed run in the same folder starts from the checkpoint it was given; returns where it went, or
+    None where there was none. The earlier checkpoints stay where they are."""
+    snapshot = Path(experiment) / SNAPSHOT
+    if not snapshot.is_file():
+        return None
+    aside = snapshot.with_name(SNAPSHOT + ".before-resume")
+    snapshot.replace(aside)
+    return aside

@@ -1,0 +1,173 @@
+"""One run, one folder: what the driver checks before any Ray or worker starts, so that a run folder
+holds one run and a resume continues that run and no other.
+
+    check_start(recipe, resume_from)     # RecipeError: a run is already there, or --resume-from is no checkpoint
+    with RunLock(recipe.run_dir):         # a second writer on the folder is refused, naming the holder
+        check_resume(recipe, resume_from) # RecipeError: nothing left to train, or another run's recipe
+
+- A folder whose run saved a checkpoint is not started again: the error names the update it reached
+  and the two ways on (`--resume-from` its newest whole checkpoint, or another --name/--output-dir).
+- `--resume-from` must be a checkpoint folder (DeepSpeed's `latest` file in it) that holds fewer updates
+  than the run's train.updates, saved by a recipe that differs from this one only in RESUMABLE keys
+  (the recipe travels in every checkpoint's client state, `recipe`).
+- Resuming in the run's own folder sets Ray Train's record of the earlier attempt aside
+  (prefinetune/run/ray_adapter.py), so the checkpoint given is the one used, never Ray's newest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Optional
+
+from prefinetune.recipe.config import RecipeConfig, RecipeError
+
+__all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock", "LOCK_FILE"]
+
+# What a resume may change: where the run lives and reads its data, how many workers run it, how far it
+# goes (train.updates, or a fine-tuning run's epochs), and how often it logs, evaluates and checkpoints.
+# Anything else (model, tasks, sampling, batches, optimizer, precision, seed) would make the weights
+# those of another run, under this run's name.
+RESUMABLE = ("run.name", "run.output_dir", "data.root", "data.shards_dir", "data.num_proc", "scaling",
+             "train.updates", "train.updates_from_epochs", "finetune.epochs", "train.log_every", "eval",
+             "checkpoint")
+LOCK_FILE = ".lock"
+
+
+def _flat(data, prefix: str = "") -> dict:
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def changed_keys(saved: dict, now: dict) -> list[str]:
+    """The dotted recipe keys whose values differ between two recipe dicts, less the RESUMABLE ones."""
+    a, b = _flat(saved), _flat(now)
+    changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [k for k in changed if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
+
+
+def _checkpoint_folders(experiment: Path) -> list[Path]:
+    return sorted(p for p in experiment.glob("checkpoint_*") if p.is_dir()) if experiment.is_dir() else []
+
+
+def _saved_state(folder: Path) -> Optional[dict]:
+    """The client state a checkpoint was saved with (update, recipe), or None where it cannot be read
+    (a torn model-states file is the worker's to report: it falls back to an earlier checkpoint)."""
+    import torch
+
+    from prefinetune.distributed.reshard import MODEL_STATES
+
+    try:
+        tag = (folder / "latest").read_text().strip()
+        return torch.load(folder / tag / MODEL_STATES, map_location="cpu", mmap=True, weights_only=False)
+    except Exception:      # noqa: BLE001 - any unreadable file: the worker says which, with its fallback
+        return None
+
+
+def _refuse_existing(recipe: RecipeConfig) -> None:
+    from prefinetune.distributed.checkpoint_files import checkpoint_update, newest_in
+
+    experiment = recipe.run_dir / "ray" / recipe.run.name
+    found = _checkpoint_folders(experiment)
+    if not found:
+        return
+    reached = max((checkpoint_update(p) or 0) for p in found)
+    newest = newest_in(experiment)
+    way = f"--resume-from {newest} to continue it" if newest else "no whole checkpoint to continue from"
+    raise RecipeError(f"run folder {recipe.run_dir} already holds run {recipe.run.name!r} (it reached update "
+                      f"{reached}): {way}, or another --name / --output-dir for a new run")
+
+
+def _check_resume_folder(resume_from: str) -> None:
+    folder = Path(resume_from)
+    if not folder.is_dir():
+        raise RecipeError(f"--resume-from {resume_from}: no such folder")
+    if not (folder / "latest").is_file():
+        raise RecipeError(f"--resume-from {resume_from}: not a checkpoint (no DeepSpeed 'latest' file in it); a "
+                          "run's checkpoints are its RUN_DIR/ray/NAME/checkpoint_* folders")
+
+
+def check_start(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
+    """Before anything is written: refuse a run where one already is (unless it resumes), and a
+    --resume-from that is not a checkpoint folder."""
+    if resume_from is None:
+        _refuse_existing(recipe)
+    elif "://" not in resume_from:          # remote storage: taken as it is
+        _check_resume_folder(resume_from)
+
+
+def check_resume(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
+    """Once the run's length is known (a fine-tuning run's comes from its epochs): refuse a resume from
+    a checkpoint with nothing left to train, or saved by a recipe that differs in a key a resume may
+    not change."""
+    if resume_from is None or "://" in resume_from:
+        return
+    state = _saved_state(Path(resume_from))
+    if state is None:
+        return
+    update = int(state.get("update", 0))
+    if update >= recipe.train.updates:
+        raise RecipeError(f"--resume-from {resume_from} holds update {update} and train.updates is "
+                          f"{recipe.train.updates}: nothing is left to train (the run's export is in its run folder's "
+                          f"export/); to train on, give --updates more than {update}")
+    saved = state.get("recipe")
+    if saved is not None:
+        changed = changed_keys(saved, recipe.model_dump(mode="json"))
+        if changed:
+            raise RecipeError(f"--resume-from {resume_from} was saved by a run whose recipe differs in {changed}: a "
+                              f"resume may change only {list(RESUMABLE)}; start a new run (another --name) instead")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class RunLock:
+    """`run_dir/.lock` (host, pid, start time) for as long as the driver runs: a second run on the same
+    folder is refused naming the holder; a lock left by a process of this host that is gone is taken over."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        mine = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._refuse_or_clear()
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(mine)
+            return self
+        raise RecipeError(f"run folder {self.path.parent} is locked ({self.path}) and the lock could not be taken")
+
+    def _refuse_or_clear(self) -> None:
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            holder = {}
+        host, pid = holder.get("host"), holder.get("pid")
+        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+            self.path.unlink(missing_ok=True)         # stale: its process is gone
+            return
+        raise RecipeError(f"run folder {self.path.parent} is in use by another run (pid {pid} on host {host}, since "
+                          f"{holder.get('since')}): wait for it, or give another --name / --output-dir (if that "
+                          f"run is gone, delete {self.path})")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)

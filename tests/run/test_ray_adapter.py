@@ -1,0 +1,57 @@
+"""Each function of prefinetune/run/ray_adapter.py on the installed Ray, with Ray's own classes and files:
+when a Ray release moves what the adapter reads, these fail (and setup.cfg's bound on Ray stays).
+
+    python -m pytest tests/run/test_ray_adapter.py -q
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
+from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
+
+from prefinetune.run.errors import CheckpointWriteError, stop_reason
+from prefinetune.run.ray_adapter import (
+    SNAPSHOT,
+    ray_train_report_logger,
+    set_aside_snapshot,
+    worker_failures,
+    wrapped_causes,
+)
+
+
+def test_a_worker_group_failure_gives_each_ranks_exception_and_what_it_wraps():
+    own = CheckpointWriteError("update 4: rank 1 could not write its checkpoint")
+    wrapped = UserExceptionWithTraceback(own, "Traceback ...")
+    err = WorkerGroupError("rank 1 failed", {1: wrapped, 0: ValueError("other")})
+    assert set(worker_failures(err)) == {0, 1}
+    assert wrapped_causes(worker_failures(err)[1]) == [own]
+    assert stop_reason(err) == str(own)
+    assert worker_failures(ValueError("not Ray's")) == {} and wrapped_causes(ValueError("x")) == []
+
+
+def test_a_controller_failure_gives_the_controllers_exception():
+    inner = OSError(28, "No space left on device")
+    assert wrapped_causes(ControllerError(inner)) == [inner]
+
+
+def test_the_report_logger_is_the_one_ray_train_logs_reports_on():
+    from ray.train.v2._internal.execution import context
+
+    logger = ray_train_report_logger()
+    assert isinstance(logger, logging.Logger) and logger.name == context.__file__
+    assert "Reporting training result" in open(context.__file__).read()     # what it is turned down for
+
+
+def test_the_snapshot_is_where_ray_train_keeps_it_and_is_set_aside_whole(tmp_path):
+    from ray.train.v2._internal.execution.storage import StorageContext
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="run")
+    assert storage.checkpoint_manager_snapshot_path.endswith(f"run/{SNAPSHOT}")
+    experiment = tmp_path / "run"
+    experiment.mkdir(exist_ok=True)
+    (experiment / SNAPSHOT).write_text(json.dumps({"checkpoint_results": []}))
+    aside = set_aside_snapshot(experiment)
+    assert not (experiment / SNAPSHOT).exists() and json.loads(aside.read_text()) == {"checkpoint_results": []}
+    assert set_aside_snapshot(experiment) is None
