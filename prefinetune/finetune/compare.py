@@ -23,6 +23,7 @@ from pathlib import Path
 from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_recipe
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
+from prefinetune.run.driver import resolve_paths
 
 __all__ = ["check_fractions", "check_models", "prepare_models", "check_same_comparison", "run_trial", "compare"]
 
@@ -55,7 +56,7 @@ def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[st
     starts: each grid point's recipe keys, the task on the model's backbone, the reused head, the split
     roles. {label: shards folder}."""
     from prefinetune.finetune.resolve import resolve_finetune
-    from prefinetune.run.driver import check_backbone, prepare_data, resolve_paths
+    from prefinetune.run.driver import check_backbone, prepare_data
 
     shards = {}
     for label, path in labels.items():
@@ -134,6 +135,8 @@ def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds
     if seeds < 1:
         raise FinetuneError(f"--seeds must be at least 1, got {seeds}")
     check_models(models)
+    # Trials run in folders of Ray Tune's: a model folder given relative to here is passed on absolute
+    models = [str(Path(m).expanduser().resolve()) if Path(m).expanduser().exists() else m for m in models]
     labels = model_labels(models)
     base = recipe.model_dump(mode="json")
     base["scaling"].update(num_workers=1, use_gpu=gpus_per_trial > 0)   # a trial is one process
@@ -144,8 +147,8 @@ def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds
     if not known:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    return labels, [{"trial": t, "recipe": trial_recipe(base, t, out_dir, shards[t["model"]]).model_dump(mode="json")}
-                    for t in trials]
+    return labels, [{"trial": t, "recipe": resolve_paths(trial_recipe(base, t, out_dir, shards[t["model"]]))
+                     .model_dump(mode="json")} for t in trials]
 
 
 def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int, out_dir: str | Path,

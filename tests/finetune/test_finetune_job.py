@@ -84,8 +84,11 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
 
 def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_root, tmp_path):
     def command(seeds: str) -> list[str]:
+        # the export as a path relative to where the command runs (the README's example does so): trials
+        # run in folders of Ray Tune's, and must still find it
         return ["compare", "--recipe", "recipes/finetune/copa.yaml", "--data-dir", str(data_root), "--models",
-                str(pretrained["bert"]), str(pretrained["export"]), "--fractions", "0.5", "--seeds", seeds,
+                str(pretrained["bert"]), os.path.relpath(pretrained["export"], REPO), "--fractions", "0.5",
+                "--seeds", seeds,
                 "--output-dir", str(tmp_path), "finetune.epochs=0.1", "eval.max_rows=20",
                 "finetune.grid={optim.lr: [1.0e-4, 1.0e-3]}"]
 
