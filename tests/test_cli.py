@@ -102,3 +102,35 @@ def test_yaml_booleans_in_label_names_get_a_hint(tmp_path):
     with pytest.raises(RecipeError, match=r"key 'tasks\.0\.label_names\.0'.*YAML read a bare word as the boolean "
                                           r"False: yes/no, true/false and on/off are booleans unless quoted"):
         load_recipe(recipe, ["tasks.0.label_names=[no, yes]"])
+
+
+@pytest.mark.parametrize("how", ["interrupted", "sigterm", "before_training"])
+def test_a_stopped_run_exits_130_or_143_with_one_line_saying_how_to_go_on(how, monkeypatch, capsys):
+    """The exit codes and lines of a stopped run, through the CLI's own main (a real Ctrl-C through Ray:
+    tests/test_interrupt.py)."""
+    import os
+    import signal
+    import time
+
+    import prefinetune.run.driver as driver
+    from prefinetune.run.errors import RunInterrupted
+
+    def stopped(*args, **kwargs):
+        if how == "interrupted":
+            raise RunInterrupted("The newest whole checkpoint, untouched, is X (update 2): resume with --resume-from X")
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver, "run", stopped)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(["--recipe", "recipes/local_cpu.yaml"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    err = capsys.readouterr().err
+    assert code == (143 if how == "sigterm" else 130)
+    expected = ("resume with --resume-from X" if how == "interrupted" else
+                "before training started; nothing to resume")
+    assert err.startswith("[prefinetune] interrupted: ") and expected in err and "Traceback" not in err

@@ -15,7 +15,7 @@ from tiny import TINY_BERT, family_splits, mixed_recipe, tiny_bart  # noqa: E402
 from prefinetune.families import family_module
 from prefinetune.model.multitask import build_model
 from prefinetune.recipe.config import recipe_from_dict
-from prefinetune.run.step import TrainData, slot_loss
+from prefinetune.run.step import TrainData, nonfinite_slot, slot_loss
 from prefinetune.sampling.schedule import Slot
 
 ENCODER_FAMILIES = ["classification", "regression", "multiple_choice", "span"]
@@ -117,3 +117,30 @@ def test_a_new_model_trains_with_the_backbones_dropout_on(tmp_path):
     first = model.backbone(**batch).last_hidden_state
     torch.manual_seed(1)
     assert not torch.equal(first, model.backbone(**batch).last_hidden_state)     # dropout is on
+
+
+def test_a_nan_in_an_idle_head_is_said_to_be_that_heads_not_the_slots_task():
+    """The multiple-choice head's weights turned NaN: a classification slot's loss is NaN through the
+    0-weighted idle term, and the message names the idle head, not the task; a NaN in the slot's own
+    head is the task's, as before."""
+    recipe = recipe_from_dict(mixed_recipe(["classification", "multiple_choice"]))
+    model = build_model(recipe, backbone=_bert())
+    data = TrainData(family_splits(recipe), recipe.tasks, pad_id=0)
+    task = next(t for t in recipe.tasks if t.family == "classification")
+    slot = Slot(0, task.name, (0, 1, 2))
+    batch = data.batch(slot, torch.device("cpu"))
+    with torch.no_grad():
+        for p in model.multiple_choice.parameters():
+            p.fill_(float("nan"))
+    idle: dict = {}
+    loss, raw = slot_loss(model, model.task_id(task.name), task, batch, idle=idle)
+    said = nonfinite_slot(loss, slot, 4, raw, idle)
+    assert said.startswith(f"update 5, slot 0 (task {task.name!r}, training rows [0, 1, 2]): the multiple_choice "
+                           "head, idle in this slot, gave non-finite outputs (nan)"), said
+    with torch.no_grad():
+        for p in getattr(model, "classification").parameters():
+            p.fill_(float("nan"))
+    idle = {}
+    loss, raw = slot_loss(model, model.task_id(task.name), task, batch, idle=idle)
+    assert nonfinite_slot(loss, slot, 4, raw, idle).startswith(
+        f"update 5, slot 0: task {task.name!r} gave a non-finite loss (nan) on its training rows [0, 1, 2]")

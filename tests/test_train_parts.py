@@ -30,6 +30,26 @@ def test_window_stats_average_per_task_and_count_examples():
     assert second == {"loss/c": 0.25, "seen/a": 8, "seen/b": 2, "seen/c": 3}
 
 
+def test_a_checkpoint_counts_the_examples_of_the_open_log_window():
+    """checkpoint.every_updates not a multiple of train.log_every: the checkpoint after update 3 of a
+    2-update window holds update 3's examples too, so a run resumed from it counts them once."""
+    from prefinetune.recipe.config import load_recipe
+    from prefinetune.run.worker import Skips, _client_state
+
+    stats = WindowStats(["a", "b"])
+    stats.add([SlotResult("a", 1.0, 4), SlotResult("b", 1.0, 2)])     # update 1
+    stats.add([SlotResult("a", 1.0, 4)])                               # update 2, then the window's flush
+    assert stats.flush()["seen/a"] == 8
+    stats.add([SlotResult("b", 1.0, 5)])                               # update 3, then a checkpoint
+    state = _client_state(load_recipe("recipes/local_cpu.yaml"), 3, stats, None, Skips(0))
+    assert state["seen"] == [8.0, 7.0] and state["update"] == 3
+    resumed = WindowStats(["a", "b"])
+    resumed.seen[:] = torch.tensor(state["seen"], dtype=resumed.seen.dtype)
+    stats.add([SlotResult("a", 1.0, 1)])
+    resumed.add([SlotResult("a", 1.0, 1)])                             # update 4 in both runs, then a flush
+    assert resumed.flush()["seen/b"] == stats.flush()["seen/b"] == 7
+
+
 def test_evaluation_equals_argmax_accuracy_by_hand():
     recipe = recipe_from_dict(tiny_recipe())
     model = build_model(recipe, backbone=tiny_bert(seed=1))

@@ -16,11 +16,13 @@ Flags are shorthands for overrides; any recipe key can be overridden as `section
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from prefinetune.cli.common import flag_overrides, input_errors, make_parser
 from prefinetune.recipe.config import RecipeError, load_recipe
-from prefinetune.run.errors import RunFailed
+from prefinetune.run.errors import RunFailed, RunInterrupted
 
 __all__ = ["main", "pretrain_main", "finetune_main", "SUBCOMMANDS"]
 
@@ -83,9 +85,21 @@ def finetune_keys_help() -> str:
     return "\n".join(lines)
 
 
+def _stop_on_sigterm(received: list) -> None:
+    """SIGTERM (a scheduler's stop) ends the run as Ctrl-C does: with the line that says how to resume."""
+    def on_term(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_term)
+
+
 def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
     from prefinetune.run.driver import prepare_data, resolve_paths, run
 
+    received: list = []
+    _stop_on_sigterm(received)
     try:
         recipe = load_recipe(args.recipe, flag_overrides(args))
         if needs_finetune and recipe.finetune is None:
@@ -103,4 +117,8 @@ def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
     except RunFailed as err:         # a worker stopped the run and said why (non-finite loss, disk full)
         print(f"error: the run stopped: {err}", file=sys.stderr)
         return 1
+    except (RunInterrupted, KeyboardInterrupt) as err:
+        where = str(err) if isinstance(err, RunInterrupted) else "before training started; nothing to resume"
+        print(f"[prefinetune] interrupted: {where}", file=sys.stderr)
+        return 128 + (received[0] if received else signal.SIGINT)
     return 0

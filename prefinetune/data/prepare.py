@@ -29,6 +29,7 @@ With data.synthetic, the offline suite (prefinetune.data.synthetic) is first wri
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -361,16 +362,36 @@ def _write_json(path: Path, value: dict) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _shards_lock(shards_dir: Path):
+    """An exclusive lock on the shards folder (`.prepare.lock`, flock) for one prepare at a time: two
+    recipes, or two runs, sharing a shards folder take turns, and the second reuses what the first wrote."""
+    with open(shards_dir / ".prepare.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress: bool = True,
                   shard_rows: int = DEFAULT_SHARD_ROWS) -> dict:
     """Prepare every task and split of `recipe` into shards; returns the manifest (also written).
 
-    The manifest's "last_run" says which tasks were "prepared" and which "reused" (skipped).
+    The manifest's "tasks" keeps the tasks other recipes prepared in the same folder (a task of the same
+    name is replaced); its top-level fields and "last_run" (which tasks were "prepared" and which
+    "reused") are this prepare's.
     """
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, not {shard_rows}")
     shards_dir = recipe.shards_path
     shards_dir.mkdir(parents=True, exist_ok=True)
+    with _shards_lock(shards_dir):
+        return _prepare_tasks(recipe, tokenizer, tokenizer_name, progress, shard_rows, shards_dir)
+
+
+def _prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress: bool, shard_rows: int,
+                   shards_dir: Path) -> dict:
     root = data_root(recipe)
     if recipe.data.synthetic:
         written = write_suite(root, recipe.data.synthetic_rows, recipe.run.seed)
@@ -415,7 +436,7 @@ def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress
         "shard_rows": shard_rows,
         "max_length": max_length,
         "tokenizer": tok,
-        "tasks": tasks,
+        "tasks": {**{name: entry for name, entry in old_tasks.items() if name not in tasks}, **tasks},
         "last_run": report,
     }
     _write_json(shards_dir / MANIFEST_NAME, manifest)

@@ -129,16 +129,17 @@ class MultiTaskModel(nn.Module):
         states, pooled, mask = self._features(batch, self._family[task.family].decoder_reads_target, perturb)
         features = Features(states, pooled, mask, self._lm_logits)
         inactive = states.new_zeros((), dtype=torch.float32)
-        outputs = None
+        outputs, idle = None, {}
         for name in self.families:
             own = name == task.family
             value = self._family[name].head_outputs(getattr(self, name), task if own else None, batch, features)
             if own:
                 outputs = value
             else:
-                for t in value if isinstance(value, tuple) else (value,):
-                    inactive = inactive + t.float().sum()
-        return {"outputs": outputs, "inactive": inactive * 0.0}
+                part = sum(t.float().sum() for t in (value if isinstance(value, tuple) else (value,)))
+                idle[name] = part.detach()        # read only when a loss is not finite: whose head it was
+                inactive = inactive + part
+        return {"outputs": outputs, "inactive": inactive * 0.0, "idle_heads": idle}
 
     @torch.no_grad()
     def generate(self, task_id: int, batch: dict, max_new_tokens: int) -> torch.Tensor:

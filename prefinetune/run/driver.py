@@ -120,7 +120,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
-    from prefinetune.run.errors import RunFailed, stop_reason, storage_error
+    from prefinetune.run.errors import RunFailed, RunInterrupted, stop_reason, storage_error
     from prefinetune.run.progress import PROGRESS_FILE, DriverProgress
     from prefinetune.run.worker import train_worker
 
@@ -146,6 +146,10 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
             if reason is None:
                 raise
             raise RunFailed(f"{reason}. {resume_hint(recipe)}") from err
+        except (KeyboardInterrupt, SystemExit) as err:
+            # Ctrl-C: Ray Train's own SIGINT handler aborts the workers and exits (SystemExit); SIGTERM: the
+            # entry point's handler raises KeyboardInterrupt
+            raise RunInterrupted(resume_hint(recipe)) from err
 
 
 def resume_hint(recipe: RecipeConfig) -> str:

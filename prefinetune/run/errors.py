@@ -15,7 +15,7 @@ from typing import Optional
 
 from prefinetune.run.ray_adapter import worker_failures, wrapped_causes
 
-__all__ = ["RunStopped", "CheckpointWriteError", "RunFailed", "stop_reason", "storage_error"]
+__all__ = ["RunStopped", "CheckpointWriteError", "RunFailed", "RunInterrupted", "stop_reason", "storage_error"]
 
 
 class RunStopped(Exception):
@@ -28,6 +28,11 @@ class CheckpointWriteError(RunStopped, OSError):
 
 class RunFailed(RuntimeError):
     """Raised by the driver with a worker's RunStopped message; the entry points print it and exit 1."""
+
+
+class RunInterrupted(RuntimeError):
+    """Raised by the driver when the user stopped the run (Ctrl-C, SIGTERM): the message names the
+    newest whole checkpoint and the resume command; the entry points exit 130 (143 for SIGTERM)."""
 
 
 def _causes(err: BaseException):

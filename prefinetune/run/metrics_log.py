@@ -34,6 +34,12 @@ class WindowStats:
                 [r.loss, 1.0, r.examples, r.real_tokens, r.computed_tokens], dtype=torch.float64)
         self.timing += torch.tensor([1.0, update_s, sum(r.data_s for r in results)], dtype=torch.float64)
 
+    def seen_so_far(self) -> list[float]:
+        """Examples seen per task over the whole run up to now, the open window's included, summed over the
+        workers (a collective: every rank calls it at the same update). What a checkpoint keeps, so a run
+        resumed from the middle of a log window counts the window's first part too."""
+        return (self.seen + collectives.all_reduce(self.sums[:, 2].clone())).tolist()
+
     def flush(self) -> dict[str, float]:
         """Window means of every task run in the window, summed over the workers, and run totals; resets
         the window."""

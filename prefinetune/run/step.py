@@ -83,13 +83,15 @@ class TrainData:
         return to_device(family.collate(rows, self.pad_id, task), device)
 
 
-def slot_loss(model, task_id: int, task, batch: dict, r3f=None) -> tuple[torch.Tensor, torch.Tensor]:
+def slot_loss(model, task_id: int, task, batch: dict, r3f=None, idle: dict | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss for backward, unscaled family loss for logging) of one homogeneous batch.
 
     The family loss (plus, with R3F on, lambda times the symmetric KL between clean and perturbed outputs)
     is divided by log(n) (n from the family: classes, choices, positions, vocabulary; regression has none
     and stays unscaled); the 0-valued `inactive` term ties every other head into the graph so all ranks
-    build the same one (see prefinetune.model.multitask)."""
+    build the same one (see prefinetune.model.multitask). `idle`, when given, receives each idle family
+    head's output sum (what `nonfinite_slot` reads to say whose head was not finite)."""
     family = get_family(task.family)
     if r3f is not None and r3f.enabled:
         out, noisy = _clean_and_perturbed(model, task_id, batch, r3f)
@@ -100,6 +102,8 @@ def slot_loss(model, task_id: int, task, batch: dict, r3f=None) -> tuple[torch.T
         out = model(task_id, batch)
         total = raw = family.loss(out["outputs"], batch, task)
         inactive = out["inactive"]
+    if idle is not None:
+        idle.update(out.get("idle_heads", {}))
     n = family.num_predictions(task, batch, out["outputs"])
     return (total if n is None else scale_loss(total, n)) + inactive, raw.detach()
 
@@ -137,17 +141,32 @@ class UpdateResult:
     skipped: str | None    # why the optimizer skipped this update (train.nonfinite_skips > 0), else None
 
 
-def nonfinite_slot(loss: torch.Tensor, slot: Slot, update_index: int) -> str | None:
+def _idle_culprits(raw: torch.Tensor | None, idle: dict | None) -> list[str]:
+    """The idle family heads whose outputs were not finite, when the slot's own loss was finite."""
+    if raw is None or not idle or not bool(torch.isfinite(raw).all()):
+        return []
+    return [name for name, value in idle.items() if not bool(torch.isfinite(value).all())]
+
+
+def nonfinite_slot(loss: torch.Tensor, slot: Slot, update_index: int, raw: torch.Tensor | None = None,
+                   idle: dict | None = None) -> str | None:
     """None when every rank's loss of this micro-step is finite, else (the same on every rank) what was
     not: one all-reduce of a flag per micro-step (at world size 1 too, where a process group exists), so
-    the ranks act together, never hang."""
+    the ranks act together, never hang. With the slot's own loss `raw` and the idle heads' outputs `idle`
+    (slot_loss), a NaN that came from another family's head is said to be that head's."""
     finite = bool(torch.isfinite(loss.detach()).all())
     bad = collectives.all_reduce(torch.tensor([0.0 if finite else 1.0]), op="max")
     if not bad.item():
         return None
-    mine = None if finite else (slot.task, slot.index, list(slot.rows), float(loss.detach().float().sum()))
+    mine = None if finite else (slot.task, slot.index, list(slot.rows), float(loss.detach().float().sum()),
+                                _idle_culprits(raw, idle))
     found = collectives.all_gather_object(mine)
-    task, index, rows, value = next(f for f in found if f is not None)
+    task, index, rows, value, culprits = next(f for f in found if f is not None)
+    if culprits:
+        return (f"update {update_index + 1}, slot {index} (task {task!r}, training rows {rows}): the "
+                f"{', '.join(culprits)} head{'s' if len(culprits) > 1 else ''}, idle in this slot, gave non-finite "
+                f"outputs ({value}); task {task!r}'s own loss was finite, so the weights of "
+                f"{'those heads' if len(culprits) > 1 else 'that head'} are no longer finite")
     return (f"update {update_index + 1}, slot {index}: task {task!r} gave a non-finite loss ({value}) on its "
             f"training rows {rows} (0-based rows of its train split)")
 
@@ -169,8 +188,9 @@ def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainD
         start = time.perf_counter()
         batch = data.batch(slot, device)
         waited = time.perf_counter() - start
-        loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f)
-        what = nonfinite_slot(loss, slot, update_index)
+        idle: dict = {}
+        loss, raw = slot_loss(engine, task_ids[slot.task], data.tasks[slot.task], batch, r3f, idle)
+        what = nonfinite_slot(loss, slot, update_index, raw, idle)
         if what is not None and not skip_nonfinite:
             raise NonFiniteLossError(f"{what}; {STOPPED}")
         skipped = skipped or what

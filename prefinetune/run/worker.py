@@ -145,7 +145,7 @@ def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_d
 def _client_state(recipe, update: int, stats: WindowStats, sampler, skips: Skips) -> dict:
     """What a checkpoint holds beside the weights and optimizer; the recipe lets a resume check that it
     continues this run (prefinetune/run/run_folder.py)."""
-    client_state = {"update": update, "seen": stats.seen.tolist(),    # the same on every rank
+    client_state = {"update": update, "seen": stats.seen_so_far(),    # the same on every rank
                     "skipped_updates": skips.count, "recipe": recipe.model_dump(mode="json")}
     if sampler is not None:
         client_state["uncertainty"] = sampler.state_dict()

@@ -260,3 +260,34 @@ def test_generated_data_never_goes_into_a_folder_of_inputs(tmp_path, capsys):
     assert data_dir_overrides(str(inputs)) == [f"data.root={inputs}", "data.synthetic=false"]
     with pytest.raises(RecipeError, match=r"key 'data'.*synthetic: true writes its files under the run folder"):
         load_recipe(REPO / "recipes" / "local_cpu.yaml", [f"data.root={inputs}"])
+
+
+def test_two_recipes_on_one_shards_folder_keep_each_others_tasks(tmp_path, tokenizer):
+    """Recipe A (two synthetic tasks) and recipe B (two others) share data.shards_dir, prepared at the same
+    time from two threads: the manifest holds all four tasks, each readable; A again reuses its own."""
+    import threading
+
+    configs = synthetic_task_configs()
+    a = _recipe(tmp_path, configs[:2], synthetic=True, synthetic_rows=50)
+    b = _recipe(tmp_path, configs[2:4], synthetic=True, synthetic_rows=50)
+    errors = []
+
+    def prepare(recipe):
+        try:
+            prepare_tasks(recipe, tokenizer, MODEL, progress=False)
+        except Exception as err:      # noqa: BLE001 - reported by the assertion below
+            errors.append(err)
+
+    threads = [threading.Thread(target=prepare, args=(r,)) for r in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    names = [t.name for t in a.tasks + b.tasks]
+    assert sorted(read_manifest(a.shards_path)["tasks"]) == sorted(names)
+    for name in names:
+        assert len(open_split(a.shards_path, name, "train")) > 0
+    again = prepare_tasks(a, tokenizer, MODEL, progress=False)
+    assert again["last_run"] == {"prepared": [], "reused": [t.name for t in a.tasks]}
+    assert sorted(again["tasks"]) == sorted(names)
