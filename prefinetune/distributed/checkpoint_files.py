@@ -4,6 +4,7 @@ checkpoint is used only if every rank's list is there and every file matches it.
     write_file_list(folder, rank, world)      # after engine.save_checkpoint(folder), before reporting it
     problem = check_files(folder)            # None, or what is missing or cut short
     folder, note = newest_whole(folder)      # this checkpoint, or the newest whole one before it
+    folder, note = agreed_newest_whole(folder, rank)   # the same, read by rank 0 alone and broadcast
 
     newest_in(experiment_dir)                # the newest whole checkpoint of a Ray Train run folder, or None
 """
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Optional
 
 from prefinetune.data.shards import sha256_file
+from prefinetune.distributed import collectives
 
-__all__ = ["TornCheckpointError", "write_file_list", "check_files", "checkpoint_update", "newest_whole", "newest_in"]
+__all__ = ["TornCheckpointError", "write_file_list", "check_files", "checkpoint_update", "newest_whole",
+           "agreed_newest_whole", "newest_in"]
 
 LIST = "files-rank-{rank}.json"
 _LIST = re.compile(r"files-rank-(\d+)\.json")
@@ -91,6 +94,23 @@ def newest_whole(folder: Path) -> tuple[Path, Optional[str]]:
                            f"{other} (update {checkpoint_update(other)})")
         tried.append(f"{other}: {other_problem}")
     raise TornCheckpointError("no whole checkpoint to resume from:\n  " + "\n  ".join(tried))
+
+
+def agreed_newest_whole(folder: Path, rank: int) -> tuple[Path, Optional[str]]:
+    """`newest_whole(folder)` as every rank of a restarted run needs it: rank 0 reads and hashes the
+    checkpoint's files and broadcasts its verdict, so W workers read the checkpoint once, not W times,
+    and all of them resume from the same folder (or all raise the same TornCheckpointError)."""
+    verdict = None
+    if rank == 0:
+        try:
+            found, note = newest_whole(folder)
+            verdict = ("whole", str(found), note)
+        except TornCheckpointError as err:
+            verdict = ("torn", str(err), None)
+    kind, text, note = collectives.broadcast_object(verdict)
+    if kind == "torn":
+        raise TornCheckpointError(text)
+    return Path(text), note
 
 
 def newest_in(experiment_dir: Path) -> Optional[Path]:

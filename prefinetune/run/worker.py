@@ -55,14 +55,14 @@ class RaySession:
         a torn one (a file missing or cut short) gives way to the newest whole one before it."""
         import ray.train
 
-        from prefinetune.distributed.checkpoint_files import newest_whole
+        from prefinetune.distributed.checkpoint_files import agreed_newest_whole
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and resume_from:
             checkpoint = ray.train.Checkpoint(resume_from)
         if checkpoint is None or not Path(checkpoint.path).is_dir():     # remote storage: taken as it is
             return checkpoint
-        folder, warning = newest_whole(Path(checkpoint.path))
+        folder, warning = agreed_newest_whole(Path(checkpoint.path), self.rank)
         if warning and self.rank == 0:
             say(f"[prefinetune] WARNING: {warning}")
         return ray.train.Checkpoint(str(folder))
