@@ -125,3 +125,20 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_
     with pytest.raises(RecipeError, match=rf"run.output_dir: cannot write to {blocker}/local_cpu \(Not a directory\)"):
         run(recipe)
     assert blocker.read_text() == "not a folder"
+
+
+def test_a_shards_folder_that_cannot_be_written_is_one_line_from_every_entry(tmp_path, capsys):
+    """data.shards_dir under a regular file: `prefinetune prepare` (and so data_prep/prepare.py and
+    --prepare-only) says so in one line and exits 2; a run refuses it before Ray starts."""
+    from prefinetune.cli.prepare import main as prepare_main
+    from prefinetune.run.driver import run
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    overrides = [f"data.shards_dir={blocker}/shards", f"run.output_dir={tmp_path / 'out'}", "data.synthetic_rows=50"]
+    assert prepare_main(["--recipe", "recipes/local_cpu.yaml", "--quiet", *overrides]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: data.shards_dir: cannot write to {blocker}/shards (Not a directory)"), err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    with pytest.raises(RecipeError, match=rf"data.shards_dir: cannot write to {blocker}/shards"):
+        run(load_recipe("recipes/local_cpu.yaml", overrides))

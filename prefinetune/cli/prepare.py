@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for name, task in manifest["tasks"].items():
+    for name in (t.name for t in recipe.tasks):      # the manifest also keeps other recipes' tasks
+        task = manifest["tasks"][name]
         state = "reused" if name in manifest["last_run"]["reused"] else "prepared"
         rows = ", ".join(f"{split} {_rows(s)}" for split, s in task["splits"].items())
         print(f"{name:20s} {state:8s} {rows}")

@@ -44,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 
 from prefinetune.data import threaded_encode
+from prefinetune.data.folders import writable_folder
 from prefinetune.data.readers import read_split, split_source
 from prefinetune.data.shards import MANIFEST_NAME, sha256_file
 from prefinetune.data.synthetic import write_suite
@@ -384,8 +385,7 @@ def prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progress
     """
     if shard_rows < 1:
         raise ValueError(f"shard_rows must be >= 1, not {shard_rows}")
-    shards_dir = recipe.shards_path
-    shards_dir.mkdir(parents=True, exist_ok=True)
+    shards_dir = writable_folder(recipe.shards_path, "data.shards_dir")
     with _shards_lock(shards_dir):
         return _prepare_tasks(recipe, tokenizer, tokenizer_name, progress, shard_rows, shards_dir)
 

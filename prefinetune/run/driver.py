@@ -15,6 +15,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from prefinetune.data.folders import writable_folder
 from prefinetune.recipe.config import RecipeConfig, RecipeError, recipe_from_dict
 
 __all__ = ["resolve_paths", "writable_folder", "check_backbone", "prepare_data", "train", "export_run", "run",
@@ -70,20 +71,6 @@ def prepare_data(recipe: RecipeConfig) -> dict:
     m = recipe.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
     return prepare_tasks(recipe, tokenizer, m.name_or_path)
-
-
-def writable_folder(folder: Path, key: str = "run.output_dir") -> Path:
-    """Make `folder` (and its parents) and prove a file can be written there; else a RecipeError naming
-    the folder, the key that set it and the reason, before any work starts."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as err:
-        raise RecipeError(f"{key}: cannot write to {folder} ({err.strerror or err}); give a folder you can write "
-                          "(--output-dir)") from None
-    return folder
 
 
 def _connect_ray() -> None:
