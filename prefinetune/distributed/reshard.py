@@ -15,8 +15,9 @@ with precision (`bf16_zero_pp_rank_*` under bf16, `zero_pp_rank_*` otherwise).
 """
 from __future__ import annotations
 
-import subprocess
-import sys
+import argparse
+import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,13 +68,21 @@ def load_checkpoint(engine, folder: Path, run_dir: Path, rank: int, world: int) 
 
 
 def _convert(folder: Path, tag: str, out: Path) -> None:
+    """DeepSpeed's `ds_to_universal` in this process, one worker (it then forks nothing): a subprocess
+    would import DeepSpeed again for each conversion. Its progress output is kept for the error only."""
     if (out / tag / "zero").is_dir():
         return
-    done = subprocess.run([sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--input_folder",
-                           str(Path(folder, tag)), "--output_folder", str(out / tag), "--num_extract_workers", "1",
-                           "--num_merge_workers", "1", "--inject_missing_state"], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"converting {Path(folder, tag)} to a universal checkpoint failed:\n{done.stderr[-3000:]}")
+    from deepspeed.checkpoint import ds_to_universal
+
+    args = argparse.Namespace(input_folder=str(Path(folder, tag)), output_folder=str(out / tag), num_extract_workers=1,
+                              num_merge_workers=1, keep_temp_folder=False, strict=True, inject_missing_state=True)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            ds_to_universal.main(args)
+    except Exception as err:       # noqa: BLE001 - any failure of the converter, with what it printed
+        raise RuntimeError(f"converting {Path(folder, tag)} to a universal checkpoint failed ({type(err).__name__}: "
+                           f"{err}):\n{said.getvalue()[-3000:]}") from err
 
 
 def _load_resharded(engine, folder: Path, tag: str, run_dir: Path, rank: int) -> dict:

@@ -35,8 +35,15 @@ def _splits(recipe) -> dict:
     return splits
 
 
-def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
+def _both(rank: int, recipes: tuple, port: int, out: str) -> None:
+    """One spawn for both scenarios (a spawn costs more than either): stopping, then skipping."""
     rank_env(rank, WORLD, port)
+    _worker(rank, recipes[0], out)
+    _skip_worker(rank, recipes[1], out)
+    torch.distributed.destroy_process_group()
+
+
+def _worker(rank: int, recipe_dict: dict, out: str) -> None:
     from prefinetune.distributed.engine import build_engine
     from prefinetune.run.step import NonFiniteLossError, TrainData, run_update
 
@@ -60,14 +67,23 @@ def _worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
     Path(out, f"rank{rank}.json").write_text(json.dumps({"message": message, "first_update_moved": changed}))
     torch.save({k: v.detach().clone() for k, v in engine.module.state_dict().items()}, f"{out}/state{rank}.pt")
     torch.save(after_first, f"{out}/first{rank}.pt")
-    torch.distributed.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory):
+    out = tmp_path_factory.mktemp("nonfinite")
+    stop = mixed_recipe(["classification", "regression"], train={"slots_per_update": 4, "batch_size": 3},
+                        deepspeed={"zero_stage": 2}, scaling={"num_workers": WORLD, "use_gpu": False})
+    skip = mixed_recipe(["classification", "regression"], train={"slots_per_update": 4, "batch_size": 3,
+                                                                 "nonfinite_skips": 1},
+                        deepspeed={"zero_stage": 2}, scaling={"num_workers": WORLD, "use_gpu": False})
+    mp.spawn(_both, args=((stop, skip), free_port(), str(out)), nprocs=WORLD, join=True)
+    return out
 
 
 @pytest.mark.slow
-def test_nan_loss_stops_every_rank_naming_task_update_slot_and_rows(tmp_path):
-    recipe = mixed_recipe(["classification", "regression"], train={"slots_per_update": 4, "batch_size": 3},
-                          deepspeed={"zero_stage": 2}, scaling={"num_workers": WORLD, "use_gpu": False})
-    mp.spawn(_worker, args=(recipe, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+def test_nan_loss_stops_every_rank_naming_task_update_slot_and_rows(ran):
+    tmp_path = ran
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(WORLD)]
     expected = (f"update 2, slot 3: task 'regression' gave a non-finite loss (nan) on its training rows "
                 f"[2, {BAD_ROW}, 9]")
@@ -83,10 +99,9 @@ def _state(engine) -> dict:
     return {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
 
 
-def _skip_worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
+def _skip_worker(rank: int, recipe_dict: dict, out: str) -> None:
     """Run A: updates 1, 2 (rank 1 meets the NaN row), 3 with skipping on. Run B, the reference: updates 1
     and 3 alone, on a fresh engine from the same start."""
-    rank_env(rank, WORLD, port)
     from prefinetune.distributed.engine import build_engine
     from prefinetune.run.step import TrainData, run_update
 
@@ -107,15 +122,11 @@ def _skip_worker(rank: int, recipe_dict: dict, port: int, out: str) -> None:
             states[f"{run}{i}"] = _state(engine)
     torch.save(states, f"{out}/skip{rank}.pt")
     Path(out, f"skip{rank}.json").write_text(json.dumps(skipped))
-    torch.distributed.destroy_process_group()
 
 
 @pytest.mark.slow
-def test_with_skipping_on_a_nan_update_is_skipped_on_every_rank_and_leaves_no_trace(tmp_path):
-    recipe = mixed_recipe(["classification", "regression"], train={"slots_per_update": 4, "batch_size": 3,
-                                                                   "nonfinite_skips": 1},
-                          deepspeed={"zero_stage": 2}, scaling={"num_workers": WORLD, "use_gpu": False})
-    mp.spawn(_skip_worker, args=(recipe, free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+def test_with_skipping_on_a_nan_update_is_skipped_on_every_rank_and_leaves_no_trace(ran):
+    tmp_path = ran
     for r in range(WORLD):
         skipped = json.loads((tmp_path / f"skip{r}.json").read_text())
         assert skipped["A1"].startswith(f"update 2, slot 3: task 'regression' gave a non-finite loss (nan) on "
