@@ -43,7 +43,7 @@ def compare_main(argv: list[str] | None = None) -> int:
     from pathlib import Path
 
     from prefinetune.cli.common import data_dir_overrides, input_errors
-    from prefinetune.finetune.compare import compare
+    from prefinetune.finetune.compare import CompareInterrupted, compare
     from prefinetune.recipe.config import load_recipe
 
     args = compare_parser().parse_args(argv)
@@ -59,4 +59,8 @@ def compare_main(argv: list[str] | None = None) -> int:
     except input_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (CompareInterrupted, KeyboardInterrupt) as err:
+        where = str(err) if isinstance(err, CompareInterrupted) else "run the same command again to go on"
+        print(f"[compare] interrupted: {where}", file=sys.stderr)
+        return 130
     return 0

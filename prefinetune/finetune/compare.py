@@ -24,8 +24,14 @@ from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.driver import resolve_paths
+from prefinetune.run.ray_adapter import interrupted_trial, quiet_tune_restore_hint
 
-__all__ = ["check_fractions", "check_models", "prepare_models", "check_same_comparison", "run_trial", "compare"]
+__all__ = ["check_fractions", "check_models", "prepare_models", "check_same_comparison", "run_trial", "compare",
+           "CompareInterrupted"]
+
+
+class CompareInterrupted(RuntimeError):
+    """The user stopped a comparison (Ctrl-C): what finished is written as partial; the entry point exits 130."""
 
 EXPERIMENT = "compare"
 
@@ -167,13 +173,21 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
     print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} seeds "
           f"x {points} grid points = {len(configs)} trials; output {out_dir}", flush=True)
     _connect_ray()
-    grid = _tuner({"config": tune.grid_search(configs)}, out_dir, cpus_per_trial, gpus_per_trial,
-                  TrialProgress(len(configs))).fit()
+    with quiet_tune_restore_hint():
+        grid = _tuner({"config": tune.grid_search(configs)}, out_dir, cpus_per_trial, gpus_per_trial,
+                      TrialProgress(len(configs))).fit()
     results = [json.loads(r.metrics["result_json"]) for r in grid if r.metrics and "result_json" in r.metrics]
     failed = [r for r in grid if r.error is not None]
+    interrupted = [r for r in failed if interrupted_trial(r.error)]
+    failed = [r for r in failed if r not in interrupted]
     summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric)
     summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
+    summary["complete"] = len(results) == len(configs)
     write_report(summary, out_dir)
+    if len(results) + len(failed) < len(configs):       # Ctrl-C: Ray Tune stopped the trials still to run
+        raise CompareInterrupted(f"{len(results)} of {len(configs)} trials finished, results written as partial "
+                                 f"({out_dir / 'results.md'}); run the same command again to run the rest (the "
+                                 "finished ones are kept)")
     if failed:
         raise FinetuneError(f"{len(failed)} of {len(configs)} trials failed (first: {failed[0].error}); run the "
                             f"same command again to retry them; the finished ones are kept in {out_dir / 'tune'}")

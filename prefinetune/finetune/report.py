@@ -78,6 +78,10 @@ def markdown_table(summary: dict) -> str:
     lines = [f"{summary['task']}: {summary['test_split']} {summary['metric']}, mean ± std over "
              f"{summary['seeds']} seeds; grid point chosen on {summary['select_split']}", "", head,
              "|" + "---|" * (len(fractions) + 1)]
+    trials = summary.get("trials")
+    if trials and not summary.get("complete", True):
+        lines[:0] = [f"PARTIAL: {trials['finished']} of {trials['total']} trials finished (run the same command "
+                     "again to run the rest)", ""]
     for model in summary["models"]:
         row = [model]
         for f in fractions:

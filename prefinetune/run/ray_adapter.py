@@ -5,17 +5,21 @@
     wrapped_causes(err)          # what a Ray Train failure wraps: a worker's exception, the controller's
     ray_train_report_logger()    # the logger of Ray Train's per-report INFO lines, or None
     set_aside_snapshot(dir)      # Ray Train's record of an earlier attempt in a run folder, moved aside
+    with quiet_tune_restore_hint():   # Ray Tune's "Resume experiment with: Tuner.restore(...)" kept off the console
+    interrupted_trial(error)     # a trial's error that is only Ctrl-C reaching its process
 
 Each degrades to doing nothing where a Ray release changed what it reads (the test then fails, so
 the bound in setup.cfg is raised only with the adapter fixed).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["SNAPSHOT", "worker_failures", "wrapped_causes", "ray_train_report_logger", "set_aside_snapshot"]
+__all__ = ["SNAPSHOT", "TUNE_LOGGER", "quiet_tune_restore_hint", "interrupted_trial", "worker_failures",
+           "wrapped_causes", "ray_train_report_logger", "set_aside_snapshot"]
 
 # Ray Train's record of the checkpoints a run reported (ray.train.v2 CheckpointManager), beside them:
 # a new run with the same name and storage path loads it and hands its newest checkpoint to the workers.
@@ -59,3 +63,30 @@ def set_aside_snapshot(experiment: Path) -> Optional[Path]:
     aside = snapshot.with_name(SNAPSHOT + ".before-resume")
     snapshot.replace(aside)
     return aside
+
+
+# Ray Tune logs its "interrupted ... Resume experiment with: Tuner.restore(...)" warning on the logger of
+# the module that runs the experiment; prefinetune says instead to run the same command again.
+TUNE_LOGGER = "ray.tune.tune"
+
+
+@contextlib.contextmanager
+def quiet_tune_restore_hint():
+    """Ray Tune's warnings on TUNE_LOGGER turned off while a comparison runs (its errors stay)."""
+    logger = logging.getLogger(TUNE_LOGGER)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def interrupted_trial(error: BaseException | None) -> bool:
+    """True when a trial's error is Ctrl-C reaching its process (a terminal sends SIGINT to the whole
+    process group, Ray's workers included): a KeyboardInterrupt, or Ray's wrapper of one."""
+    for name in ("cause", "_base_exc", "__cause__"):
+        inner = getattr(error, name, None)
+        if isinstance(inner, BaseException) and inner is not error and interrupted_trial(inner):
+            return True
+    return isinstance(error, KeyboardInterrupt) or "KeyboardInterrupt" in str(error or "")

@@ -1,7 +1,8 @@
 """The downstream commands end to end on Ray, as a user runs them: pre-finetune a tiny BERT on real data,
 `prefinetune finetune` its export on RTE with 2 Ray Train workers (the head reused, its initial dev score
 the pre-finetuned model's, a stock AutoModelForSequenceClassification out), and `prefinetune compare` on
-Ray Tune (2 local CPU trials at a time; 2 models x a 2-point grid), resumed by running it again; bad input is
+Ray Tune (2 local CPU trials at a time; 2 models x a 2-point grid), stopped with Ctrl-C after 2 trials
+(exit 130, results written as partial) and finished by running the same command again; bad input is
 refused before any trial. (Fractions are nested and seeded: tests/finetune/test_plan.py.)
 
     python -m pytest tests/finetune/test_finetune_job.py -q
@@ -82,24 +83,61 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
         torch.testing.assert_close(stock(**tokens).logits, model(0, dict(tokens))["outputs"], atol=1e-5, rtol=0)
 
 
+def _interrupted_after_trials(args: list[str], out_dir: Path, finished: int) -> subprocess.CompletedProcess:
+    """`prefinetune compare ARGS` stopped with Ctrl-C, as a terminal sends it (SIGINT to its whole process
+    group, Ray's processes included), as soon as `finished` trials have written their trial.json."""
+    import signal
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    with open(out_dir.parent / "compare.out", "w") as out, open(out_dir.parent / "compare.err", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "prefinetune", *args], cwd=REPO, env=env, stdout=out,
+                                stderr=err, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 600
+        while len(list((out_dir / "trials").glob("*/trial.json"))) < finished and time.time() < deadline:
+            assert proc.poll() is None, "compare ended before it was interrupted"
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=300)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, (out_dir.parent / "compare.out").read_text(),
+                                       (out_dir.parent / "compare.err").read_text())
+
+
 def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_root, tmp_path):
     def command(seeds: str) -> list[str]:
         # the export as a path relative to where the command runs (the README's example does so): trials
         # run in folders of Ray Tune's, and must still find it
         return ["compare", "--recipe", "recipes/finetune/copa.yaml", "--data-dir", str(data_root), "--models",
                 str(pretrained["bert"]), os.path.relpath(pretrained["export"], REPO), "--fractions", "0.5",
-                "--seeds", seeds,
-                "--output-dir", str(tmp_path), "finetune.epochs=0.1", "eval.max_rows=20",
+                "--seeds", seeds, "--output-dir", str(tmp_path / "cmp"), "finetune.epochs=0.1", "eval.max_rows=20",
                 "finetune.grid={optim.lr: [1.0e-4, 1.0e-3]}"]
 
+    out_dir = tmp_path / "cmp"
     args = command("1")
+    # Ctrl-C after 2 of the 4 trials: exit 130, the results written as partial, the line says how to go on
+    stopped = _interrupted_after_trials(args, out_dir, 2)
+    assert stopped.returncode == 130, stopped.stdout[-3000:] + stopped.stderr[-3000:]
+    partial = json.loads((out_dir / "results.json").read_text())
+    assert partial["complete"] is False and partial["trials"]["total"] == 4 and partial["trials"]["failed"] == 0
+    kept = sorted((out_dir / "trials").glob("*/trial.json"))
+    assert partial["trials"]["finished"] == len(kept) < 4
+    assert (out_dir / "results.md").read_text().startswith(f"PARTIAL: {len(kept)} of 4 trials finished")
+    assert "[compare] interrupted: " in stopped.stderr and "run the same command again" in stopped.stderr
+    assert "Tuner.restore" not in stopped.stdout + stopped.stderr
+    stamps = {p: p.stat().st_mtime_ns for p in kept}
+    # the same command again runs only the rest
     done = _cli(*args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert done.stdout.count("[compare] trial ") == 4 and "trial 4/4 done" in done.stdout
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["trials"] == {"total": 4, "finished": 4, "failed": 0}
+    assert "resuming the trials" in done.stdout and done.stdout.count("[compare] trial ") == 4 - len(kept)
+    assert {p: p.stat().st_mtime_ns for p in kept} == stamps
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["trials"] == {"total": 4, "finished": 4, "failed": 0} and results["complete"] is True
     assert {(r["model"], r["fraction"]) for r in results["rows"]} == {("bert", 0.5), ("pre", 0.5)}
-    trials = sorted((tmp_path / "trials").glob("*/trial.json"))
+    trials = sorted((out_dir / "trials").glob("*/trial.json"))
     assert len(trials) == 4
     ran = [json.loads(p.read_text()) for p in trials]
     for row in results["rows"]:       # each row: the grid point best on dev (first on ties), its test score
@@ -107,15 +145,9 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
         best = max(mine, key=lambda t: (t["metrics"]["dev/copa/accuracy"], -t["trial"]["index"]))
         assert row["chosen"] == [best["trial"]["point"]]
         assert row["test_scores"] == [best["metrics"][f"{best['test_split']}/copa/accuracy"]]
-    table = (tmp_path / "results.md").read_text()
-    assert "| pre |" in table and "| bert |" in table and "0.5 of train" in table
-    assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    stamps = {p: p.stat().st_mtime_ns for p in trials}
-    again = _cli(*args)
-    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "resuming the trials" in again.stdout and "[compare] trial " not in again.stdout
-    assert {p: p.stat().st_mtime_ns for p in trials} == stamps
-    assert json.loads((tmp_path / "results.json").read_text())["rows"] == results["rows"]
+    table = (out_dir / "results.md").read_text()
+    assert "| pre |" in table and "| bert |" in table and "0.5 of train" in table and "PARTIAL" not in table
+    assert (out_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     other = _cli(*command("2"))
     assert other.returncode == 2 and "holds another comparison" in other.stderr
 

@@ -55,3 +55,30 @@ def test_the_snapshot_is_where_ray_train_keeps_it_and_is_set_aside_whole(tmp_pat
     aside = set_aside_snapshot(experiment)
     assert not (experiment / SNAPSHOT).exists() and json.loads(aside.read_text()) == {"checkpoint_results": []}
     assert set_aside_snapshot(experiment) is None
+
+
+def test_tunes_restore_hint_is_logged_where_it_is_quieted():
+    import ray.tune.tune as tune_module
+
+    from prefinetune.run.ray_adapter import TUNE_LOGGER, quiet_tune_restore_hint
+
+    assert tune_module.__name__ == TUNE_LOGGER and "Resume experiment with" in open(tune_module.__file__).read()
+    logger = logging.getLogger(TUNE_LOGGER)
+    before = logger.level
+    with quiet_tune_restore_hint():
+        assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+    assert logger.level == before
+
+
+def test_a_trial_stopped_by_ctrl_c_is_told_from_a_failed_one():
+    from ray.exceptions import RayTaskError
+
+    from prefinetune.run.ray_adapter import interrupted_trial
+
+    try:
+        raise KeyboardInterrupt
+    except KeyboardInterrupt as err:
+        wrapped = RayTaskError("train_fn", "Traceback ... KeyboardInterrupt", err)
+    assert interrupted_trial(wrapped) and interrupted_trial(KeyboardInterrupt())
+    assert not interrupted_trial(RayTaskError("train_fn", "Traceback ... ValueError: bad", ValueError("bad")))
+    assert not interrupted_trial(None)
