@@ -161,6 +161,9 @@ def main(argv=None) -> int:
     import torch
 
     work = Path(args.work)
+    import shutil
+
+    shutil.rmtree(work / "gpu_check", ignore_errors=True)    # a run folder holds one run: each check starts anew
     result: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "checks": {}}
     checkpoint = None
     steps = [("train", lambda: check_train(args.data_dir, work)),

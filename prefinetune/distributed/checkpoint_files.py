@@ -96,21 +96,26 @@ def newest_whole(folder: Path) -> tuple[Path, Optional[str]]:
     raise TornCheckpointError("no whole checkpoint to resume from:\n  " + "\n  ".join(tried))
 
 
-def agreed_newest_whole(folder: Path, rank: int) -> tuple[Path, Optional[str]]:
+def agreed_newest_whole(folder: Path, rank: int) -> Optional[tuple[Path, Optional[str]]]:
     """`newest_whole(folder)` as every rank of a restarted run needs it: rank 0 reads and hashes the
     checkpoint's files and broadcasts its verdict, so W workers read the checkpoint once, not W times,
-    and all of them resume from the same folder (or all raise the same TornCheckpointError)."""
+    and all of them resume from the same folder or all raise the same error. None (on every rank) when
+    rank 0 does not see `folder` as a local folder (remote storage: taken as it is)."""
     verdict = None
     if rank == 0:
         try:
-            found, note = newest_whole(folder)
-            verdict = ("whole", str(found), note)
-        except TornCheckpointError as err:
-            verdict = ("torn", str(err), None)
+            if not Path(folder).is_dir():
+                verdict = ("remote", None, None)
+            else:
+                found, note = newest_whole(folder)
+                verdict = ("whole", str(found), note)
+        except Exception as err:       # noqa: BLE001 - any failure reaches every rank, not only rank 0
+            verdict = ("error", f"{type(err).__name__}: {err}" if not isinstance(err, TornCheckpointError)
+                       else str(err), None)
     kind, text, note = collectives.broadcast_object(verdict)
-    if kind == "torn":
+    if kind == "error":
         raise TornCheckpointError(text)
-    return Path(text), note
+    return None if kind == "remote" else (Path(text), note)
 
 
 def newest_in(experiment_dir: Path) -> Optional[Path]:

@@ -37,8 +37,11 @@ def _prefinetune(n: int, data_dir: str, out_dir: Path) -> str:
     export = recipe.run_dir / "export"
     if (export / "tasks.json").is_file():
         print(f"[study] {n}-task export exists, kept: {export}", flush=True)
-    else:
-        run(recipe, source=str(PREFINETUNE[n]))
+    else:            # a run stopped before its export goes on from its newest whole checkpoint
+        from prefinetune.distributed.checkpoint_files import newest_in
+
+        newest = newest_in(recipe.run_dir.resolve() / "ray" / recipe.run.name)
+        run(recipe, resume_from=str(newest) if newest else None, source=str(PREFINETUNE[n]))
     return str(export)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 from prefinetune.data.folders import writable_folder
@@ -125,6 +127,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
                              checkpoint_config=CheckpointConfig(num_to_keep=recipe.checkpoint.keep),
                              # Ray Train's INFO lines come per worker per checkpoint; warnings stay
                              logging_config=LoggingConfig(log_level="WARNING")))
+    handler = signal.getsignal(signal.SIGINT)      # Ray Train installs its own for fit() and leaves it
     with DriverProgress(recipe.run_dir / PROGRESS_FILE, recipe.train.updates):
         try:
             return trainer.fit()
@@ -137,6 +140,9 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
             # Ctrl-C: Ray Train's own SIGINT handler aborts the workers and exits (SystemExit); SIGTERM: the
             # entry point's handler raises KeyboardInterrupt
             raise RunInterrupted(resume_hint(recipe)) from err
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGINT, handler)
 
 
 def resume_hint(recipe: RecipeConfig) -> str:
@@ -212,6 +218,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     metrics, export, and the optional extras (plots), which may fail without failing the run. `hooks`
     (prefinetune/run/hooks.py): what a layer above the run changes in it (fine-tuning: its length from
     its epochs once the shards exist, its rows, its starting head, its summary)."""
+    from prefinetune.run.errors import RunInterrupted
     from prefinetune.run.hooks import RunHooks
     from prefinetune.run.ray_adapter import set_aside_snapshot
     from prefinetune.run.run_folder import RunLock, check_resume, check_start
@@ -222,6 +229,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     check_start(recipe, resume_from)       # a run already there; a --resume-from that is no checkpoint
     writable_folder(recipe.run_dir)
     with RunLock(recipe.run_dir):
+        check_start(recipe, resume_from)   # again, holding the lock: a run may have ended in between
         prepare_data(recipe)
         recipe = hooks.resolve(recipe)
         check_resume(recipe, resume_from)
@@ -231,7 +239,10 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
             aside = set_aside_snapshot(recipe.run_dir / "ray" / recipe.run.name)
             print(f"[prefinetune] resuming from {resume_from}" + (f" (Ray Train's record of the earlier attempt "
                                                                   f"moved to {aside})" if aside else ""))
-        return _train_and_export(recipe, resume_from, hooks)
+        try:
+            return _train_and_export(recipe, resume_from, hooks)
+        except KeyboardInterrupt as err:          # Ctrl-C (or SIGTERM) outside Ray Train's own handling
+            raise RunInterrupted(resume_hint(recipe)) from err
 
 
 def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> dict:

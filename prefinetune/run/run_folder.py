@@ -15,6 +15,7 @@ holds one run and a resume continues that run and no other.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -31,8 +32,10 @@ __all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock"
 # Anything else (model, tasks, sampling, batches, optimizer, precision, seed) would make the weights
 # those of another run, under this run's name.
 RESUMABLE = ("run.name", "run.output_dir", "data.root", "data.shards_dir", "data.num_proc", "scaling",
-             "train.updates", "train.updates_from_epochs", "finetune.epochs", "train.log_every", "eval",
-             "checkpoint")
+             "train.updates", "train.updates_from_epochs", "finetune.epochs", "train.log_every",
+             "train.nonfinite_skips", "eval", "checkpoint")
+# set from others when the run is resolved: a fine-tuning run's warm-up is a fraction of its length
+DERIVED = {"optim.warmup_updates": "finetune.warmup_fraction"}
 LOCK_FILE = ".lock"
 
 
@@ -49,7 +52,8 @@ def changed_keys(saved: dict, now: dict) -> list[str]:
     """The dotted recipe keys whose values differ between two recipe dicts, less the RESUMABLE ones."""
     a, b = _flat(saved), _flat(now)
     changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    return [k for k in changed if not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
+    derived = {k for k, source in DERIVED.items() if a.get(source) is not None and a.get(source) == b.get(source)}
+    return [k for k in changed if k not in derived and not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
 
 
 def _checkpoint_folders(experiment: Path) -> list[Path]:
@@ -70,13 +74,19 @@ def _saved_state(folder: Path) -> Optional[dict]:
         return None
 
 
-def _refuse_existing(recipe: RecipeConfig) -> None:
+def _refuse_existing(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
     from prefinetune.distributed.checkpoint_files import checkpoint_update, newest_in
 
     experiment = recipe.run_dir / "ray" / recipe.run.name
     found = _checkpoint_folders(experiment)
     if not found:
         return
+    if resume_from is not None:         # resuming here: only from one of this run's own checkpoints
+        if "://" in resume_from or Path(resume_from).resolve().parent == experiment.resolve():
+            return
+        raise RecipeError(f"run folder {recipe.run_dir} already holds run {recipe.run.name!r}, and --resume-from "
+                          f"{resume_from} is not one of its checkpoints: resume another run's checkpoint under a new "
+                          "--name or --output-dir")
     reached = max((checkpoint_update(p) or 0) for p in found)
     newest = newest_in(experiment)
     way = f"--resume-from {newest} to continue it" if newest else "no whole checkpoint to continue from"
@@ -96,10 +106,9 @@ def _check_resume_folder(resume_from: str) -> None:
 def check_start(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
     """Before anything is written: refuse a run where one already is (unless it resumes), and a
     --resume-from that is not a checkpoint folder."""
-    if resume_from is None:
-        _refuse_existing(recipe)
-    elif "://" not in resume_from:          # remote storage: taken as it is
+    if resume_from is not None and "://" not in resume_from:          # remote storage: taken as it is
         _check_resume_folder(resume_from)
+    _refuse_existing(recipe, resume_from)
 
 
 def check_resume(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
@@ -113,9 +122,11 @@ def check_resume(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
         return
     update = int(state.get("update", 0))
     if update >= recipe.train.updates:
+        longer = ("a larger finetune.epochs" if recipe.finetune is not None and recipe.finetune.epochs is not None
+                  else f"--updates more than {update}")
         raise RecipeError(f"--resume-from {resume_from} holds update {update} and train.updates is "
                           f"{recipe.train.updates}: nothing is left to train (the run's export is in its run folder's "
-                          f"export/); to train on, give --updates more than {update}")
+                          f"export/); to train on, give {longer}")
     saved = state.get("recipe")
     if saved is not None:
         changed = changed_keys(saved, recipe.model_dump(mode="json"))
@@ -124,50 +135,42 @@ def check_resume(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
                               f"resume may change only {list(RESUMABLE)}; start a new run (another --name) instead")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 class RunLock:
-    """`run_dir/.lock` (host, pid, start time) for as long as the driver runs: a second run on the same
-    folder is refused naming the holder; a lock left by a process of this host that is gone is taken over."""
+    """`run_dir/.lock` locked (flock) for as long as the driver runs, with the holder's host, pid and start
+    time written in it: a second run on the same folder is refused naming the holder. The kernel drops
+    the lock when its process ends, however it ends, so a lock left by a dead run is simply taken."""
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_FILE
+        self._handle = None
 
     def __enter__(self) -> "RunLock":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        mine = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                           "since": time.strftime("%Y-%m-%d %H:%M:%S")})
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._refuse_or_clear()
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(mine)
-            return self
-        raise RecipeError(f"run folder {self.path.parent} is locked ({self.path}) and the lock could not be taken")
-
-    def _refuse_or_clear(self) -> None:
+        handle = open(self.path, "a+")
         try:
-            holder = json.loads(self.path.read_text())
-        except (OSError, ValueError):
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            text = handle.read()
+            handle.close()
+            self._refuse(text)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def _refuse(self, text: str) -> None:
+        try:
+            holder = json.loads(text)
+        except ValueError:
             holder = {}
-        host, pid = holder.get("host"), holder.get("pid")
-        if host == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
-            self.path.unlink(missing_ok=True)         # stale: its process is gone
-            return
-        raise RecipeError(f"run folder {self.path.parent} is in use by another run (pid {pid} on host {host}, since "
-                          f"{holder.get('since')}): wait for it, or give another --name / --output-dir (if that "
-                          f"run is gone, delete {self.path})")
+        raise RecipeError(f"run folder {self.path.parent} is in use by another run (pid {holder.get('pid')} on host "
+                          f"{holder.get('host')}, since {holder.get('since')}): wait for it, or give another --name / "
+                          "--output-dir")
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
+        self._handle.close()          # closing drops the lock

@@ -102,8 +102,9 @@ def slot_loss(model, task_id: int, task, batch: dict, r3f=None, idle: dict | Non
         out = model(task_id, batch)
         total = raw = family.loss(out["outputs"], batch, task)
         inactive = out["inactive"]
-    if idle is not None:
-        idle.update(out.get("idle_heads", {}))
+    if idle is not None:         # both R3F passes: a NaN in either counts
+        noisy_idle = noisy.get("idle_heads", {}) if r3f is not None and r3f.enabled else {}
+        idle.update({k: v + noisy_idle.get(k, 0) for k, v in out.get("idle_heads", {}).items()})
     n = family.num_predictions(task, batch, out["outputs"])
     return (total if n is None else scale_loss(total, n)) + inactive, raw.detach()
 
@@ -172,8 +173,8 @@ def nonfinite_slot(loss: torch.Tensor, slot: Slot, update_index: int, raw: torch
 
 
 STOPPED = ("the run stops before this slot's backward pass, so no weights took it in and the last checkpoint "
-           "is intact. Check those rows, or lower optim.lr, or train in fp32 (deepspeed.precision=fp32), or let "
-           "the run skip such updates (train.nonfinite_skips)")
+           "is intact. Check those rows, or let the run skip such updates (train.nonfinite_skips, which a resume "
+           "may change), or start a new run with a lower optim.lr or in fp32 (deepspeed.precision=fp32)")
 
 
 def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData, device: torch.device,

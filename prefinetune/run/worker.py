@@ -60,9 +60,12 @@ class RaySession:
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and resume_from:
             checkpoint = ray.train.Checkpoint(resume_from)
-        if checkpoint is None or not Path(checkpoint.path).is_dir():     # remote storage: taken as it is
+        if checkpoint is None:
+            return None
+        agreed = agreed_newest_whole(Path(checkpoint.path), self.rank)      # the same on every rank
+        if agreed is None:                                                # remote storage: taken as it is
             return checkpoint
-        folder, warning = agreed_newest_whole(Path(checkpoint.path), self.rank)
+        folder, warning = agreed
         if warning and self.rank == 0:
             say(f"[prefinetune] WARNING: {warning}")
         return ray.train.Checkpoint(str(folder))

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +21,7 @@ from prefinetune.run.driver import run
 from prefinetune.run.run_folder import LOCK_FILE, RunLock, changed_keys
 
 
-def test_a_second_writer_is_refused_naming_the_holder_and_a_stale_lock_is_taken_over(tmp_path):
+def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_runs_lock_is_taken(tmp_path):
     with RunLock(tmp_path):
         holder = json.loads((tmp_path / LOCK_FILE).read_text())
         assert holder["pid"] == os.getpid() and holder["host"] == socket.gethostname()
@@ -28,13 +29,29 @@ def test_a_second_writer_is_refused_naming_the_holder_and_a_stale_lock_is_taken_
                                               rf"\(pid {os.getpid()} on host {re.escape(socket.gethostname())}"):
             RunLock(tmp_path).__enter__()
     assert not (tmp_path / LOCK_FILE).exists()
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": socket.gethostname(), "pid": int(gone.stdout)}))
-    with RunLock(tmp_path):               # its process is gone: taken over
+    # another process holds it: refused, naming that process
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / LOCK_FILE)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RecipeError, match=rf"in use by another run \(pid {holder.pid} on host"):
+            RunLock(tmp_path).__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+    # its process is gone, so is its lock (the kernel's): the file it left is taken over
+    assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == holder.pid
+    with RunLock(tmp_path):
         assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"host": "another-host", "pid": 1}))
-    with pytest.raises(RecipeError, match="pid 1 on host another-host.*if that run is gone, delete"):
-        RunLock(tmp_path).__enter__()
+
+
+HOLD = """import fcntl, json, os, sys, time
+f = open(sys.argv[1], "a+")
+fcntl.flock(f, fcntl.LOCK_EX)
+f.write(json.dumps({"host": "h", "pid": os.getpid(), "since": "now"})); f.flush()
+print("locked", flush=True)
+time.sleep(60)
+"""
 
 
 def test_a_resume_may_change_where_and_how_long_but_not_what_is_trained():
@@ -45,6 +62,12 @@ def test_a_resume_may_change_where_and_how_long_but_not_what_is_trained():
     assert changed_keys(saved, moved) == []
     other = {**moved, "optim": {"lr": 5e-5}, "train": {"updates": 16, "batch_size": 8}, "tasks": [{"name": "cola"}]}
     assert changed_keys(saved, other) == ["optim.lr", "tasks", "train.batch_size"]
+    # a fine-tuning run resumed for more epochs: its warm-up follows from its fraction; skips may change
+    ft = {**saved, "finetune": {"epochs": 3, "warmup_fraction": 0.06}, "optim": {"lr": 1e-4, "warmup_updates": 5}}
+    longer = {**ft, "finetune": {"epochs": 5, "warmup_fraction": 0.06}, "optim": {"lr": 1e-4, "warmup_updates": 8},
+              "train": {"updates": 40, "batch_size": 4, "nonfinite_skips": 2}}
+    assert changed_keys(ft, longer) == []
+    assert changed_keys(saved, {**saved, "optim": {"lr": 1e-4, "warmup_updates": 8}}) == ["optim.warmup_updates"]
 
 
 def test_a_locked_folder_or_a_missing_resume_folder_is_refused_before_ray(tmp_path):
@@ -59,3 +82,22 @@ def test_a_locked_folder_or_a_missing_resume_folder_is_refused_before_ray(tmp_pa
         with pytest.raises(RecipeError, match="is in use by another run"):
             run(recipe)
     assert not ray.is_initialized()
+
+
+def test_a_run_folder_is_resumed_only_from_its_own_checkpoints(tmp_path):
+    """A folder that holds run 'r' (a checkpoint of it): resuming another run's checkpoint into it is
+    refused, before Ray; resuming its own passes these checks."""
+    from prefinetune.run.run_folder import check_start
+
+    def checkpoint(folder: Path) -> Path:
+        folder.mkdir(parents=True)
+        (folder / "latest").write_text("update-0000002")
+        return folder
+
+    recipe = load_recipe("recipes/local_cpu.yaml", [f"run.output_dir={tmp_path}", "run.name=r"])
+    own = checkpoint(tmp_path / "r" / "ray" / "r" / "checkpoint_1")
+    other = checkpoint(tmp_path / "other" / "ray" / "other" / "checkpoint_1")
+    with pytest.raises(RecipeError, match=rf"already holds run 'r', and --resume-from {re.escape(str(other))} is not "
+                                          "one of its checkpoints"):
+        check_start(recipe, str(other))
+    check_start(recipe, str(own))
