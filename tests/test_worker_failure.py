@@ -178,7 +178,9 @@ def test_a_run_folder_is_one_run_and_resume_from_means_that_checkpoint(straight,
     assert sorted(by_update) == [2, 4, 6, 8]
     recipe = _recipe(tmp_path, "straight", failures=0)
     refusals = [
-        ({}, f"already holds run 'straight' (it reached update 8): --resume-from {by_update[8]} to continue it"),
+        ({}, f"already holds run 'straight', finished at update 8 (its export: {tmp_path / 'straight' / 'export'}): "
+             f"another --name / --output-dir for a new run, or --resume-from {by_update[8]} with --updates more "
+             "than 8 to train on"),
         ({"resume_from": str(by_update[8])}, "holds update 8 and train.updates is 8: nothing is left to train"),
         ({"resume_from": str(by_update[6]), "lr": True}, "whose recipe differs in ['optim.lr']"),
         ({"resume_from": str(tmp_path / "straight")}, "not a checkpoint (no DeepSpeed 'latest' file in it)"),

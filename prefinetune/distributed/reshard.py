@@ -25,7 +25,7 @@ import torch
 
 from prefinetune.distributed import collectives
 
-__all__ = ["SavedCheckpoint", "saved_checkpoint", "load_checkpoint", "MODEL_STATES"]
+__all__ = ["SavedCheckpoint", "model_states", "saved_checkpoint", "load_checkpoint", "MODEL_STATES"]
 
 MODEL_STATES = "mp_rank_00_model_states.pt"      # DeepSpeed's file of the module and its own record
 
@@ -46,12 +46,18 @@ class SavedCheckpoint:
         return not self.partitioned or self.world == world
 
 
-def saved_checkpoint(folder: Path, tag: str) -> SavedCheckpoint:
-    """DeepSpeed's record of checkpoint `tag` in `folder` (the module's tensors are mapped, not read)."""
+def model_states(folder: Path, tag: str) -> dict:
+    """DeepSpeed's model-states file of checkpoint `tag` in `folder`: its record and the run's client state
+    (the module's tensors are mapped, not read)."""
     path = Path(folder, tag, MODEL_STATES)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: {Path(folder, tag)} is not a DeepSpeed checkpoint")
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+
+
+def saved_checkpoint(folder: Path, tag: str) -> SavedCheckpoint:
+    """DeepSpeed's record of checkpoint `tag` in `folder`."""
+    state = model_states(folder, tag)
     config = state.get("ds_config") or {}
     return SavedCheckpoint(world=int(state["dp_world_size"]),
                            zero_stage=int((config.get("zero_optimization") or {}).get("stage", 0)),

@@ -141,8 +141,6 @@ def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds
     if seeds < 1:
         raise FinetuneError(f"--seeds must be at least 1, got {seeds}")
     check_models(models)
-    # Trials run in folders of Ray Tune's: a model folder given relative to here is passed on absolute
-    models = [str(Path(m).expanduser().resolve()) if Path(m).expanduser().exists() else m for m in models]
     labels = model_labels(models)
     base = recipe.model_dump(mode="json")
     base["scaling"].update(num_workers=1, use_gpu=gpus_per_trial > 0)   # a trial is one process
@@ -153,6 +151,8 @@ def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds
     if not known:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    # trials run in folders of Ray Tune's: their recipes' paths (model folders given relative to here too)
+    # travel absolute
     return labels, [{"trial": t, "recipe": resolve_paths(trial_recipe(base, t, out_dir, shards[t["model"]]))
                      .model_dump(mode="json")} for t in trials]
 

@@ -206,7 +206,9 @@ def how_to_load(export_dir: Path) -> str:
 
 def write_final_metrics(recipe: RecipeConfig, metrics: dict) -> str:
     """eval_final.json and eval_final.txt in the run folder; returns the table (one per split scored)."""
-    (recipe.run_dir / "eval_final.json").write_text(json.dumps(metrics, indent=2))
+    from prefinetune.run.run_folder import FINAL_METRICS
+
+    (recipe.run_dir / FINAL_METRICS).write_text(json.dumps(metrics, indent=2))
     splits = list(dict.fromkeys(k.split("/")[0] for k in metrics if k.count("/") == 2)) or [recipe.eval.split]
     table = "\n".join((f"[{split}]\n" if len(splits) > 1 else "") + metrics_table(metrics, split) for split in splits)
     (recipe.run_dir / "eval_final.txt").write_text(table + "\n")

@@ -25,7 +25,7 @@ from typing import Optional
 
 from prefinetune.recipe.config import RecipeConfig, RecipeError
 
-__all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock", "LOCK_FILE"]
+__all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock", "LOCK_FILE", "FINAL_METRICS"]
 
 # What a resume may change: where the run lives and reads its data, how many workers run it, how far it
 # goes (train.updates, or a fine-tuning run's epochs), and how often it logs, evaluates and checkpoints.
@@ -37,6 +37,7 @@ RESUMABLE = ("run.name", "run.output_dir", "data.root", "data.shards_dir", "data
 # set from others when the run is resolved: a fine-tuning run's warm-up is a fraction of its length
 DERIVED = {"optim.warmup_updates": "finetune.warmup_fraction"}
 LOCK_FILE = ".lock"
+FINAL_METRICS = "eval_final.json"   # the driver writes it once training has ended: the run is finished
 
 
 def _flat(data, prefix: str = "") -> dict:
@@ -63,13 +64,10 @@ def _checkpoint_folders(experiment: Path) -> list[Path]:
 def _saved_state(folder: Path) -> Optional[dict]:
     """The client state a checkpoint was saved with (update, recipe), or None where it cannot be read
     (a torn model-states file is the worker's to report: it falls back to an earlier checkpoint)."""
-    import torch
-
-    from prefinetune.distributed.reshard import MODEL_STATES
+    from prefinetune.distributed.reshard import model_states
 
     try:
-        tag = (folder / "latest").read_text().strip()
-        return torch.load(folder / tag / MODEL_STATES, map_location="cpu", mmap=True, weights_only=False)
+        return model_states(folder, (folder / "latest").read_text().strip())
     except Exception:      # noqa: BLE001 - any unreadable file: the worker says which, with its fallback
         return None
 
@@ -89,6 +87,10 @@ def _refuse_existing(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
                           "--name or --output-dir")
     reached = max((checkpoint_update(p) or 0) for p in found)
     newest = newest_in(experiment)
+    if (recipe.run_dir / FINAL_METRICS).is_file():
+        raise RecipeError(f"run folder {recipe.run_dir} already holds run {recipe.run.name!r}, finished at update "
+                          f"{reached} (its export: {recipe.run_dir / 'export'}): another --name / --output-dir for a "
+                          f"new run, or --resume-from {newest} with --updates more than {reached} to train on")
     way = f"--resume-from {newest} to continue it" if newest else "no whole checkpoint to continue from"
     raise RecipeError(f"run folder {recipe.run_dir} already holds run {recipe.run.name!r} (it reached update "
                       f"{reached}): {way}, or another --name / --output-dir for a new run")

@@ -101,3 +101,10 @@ def test_a_run_folder_is_resumed_only_from_its_own_checkpoints(tmp_path):
                                           "one of its checkpoints"):
         check_start(recipe, str(other))
     check_start(recipe, str(own))
+    # not resuming: refused, saying how far it got (its only checkpoint has no file lists: not whole)
+    with pytest.raises(RecipeError, match=r"already holds run 'r' \(it reached update 2\): no whole checkpoint to "
+                                          r"continue from, or another --name / --output-dir for a new run"):
+        check_start(recipe, None)
+    (tmp_path / "r" / "eval_final.json").write_text("{}")      # the run finished
+    with pytest.raises(RecipeError, match=r"already holds run 'r', finished at update 2 \(its export: "):
+        check_start(recipe, None)
