@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from prefinetune.recipe.config import RecipeError
@@ -16,9 +17,10 @@ def writable_folder(folder: Path, key: str = "run.output_dir") -> Path:
     the folder, the key that set it and the reason, before any work starts."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-probe"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        # A probe of its own (tempfile's unique name, removed on close): two runs checking one
+        # folder at once must not unlink each other's probe.
+        with tempfile.TemporaryFile(dir=folder, prefix=".write-probe-") as probe:
+            probe.write(b"ok")
     except OSError as err:
         raise RecipeError(f"{key}: cannot write to {folder} ({err.strerror or err}); give a folder you can write "
                           f"({key}=... or --output-dir)") from None
