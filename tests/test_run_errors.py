@@ -12,6 +12,7 @@ from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
 
 from prefinetune.run.errors import CheckpointWriteError, stop_reason, storage_error
+from prefinetune.run.ray_adapter import worker_failures, wrapped_causes
 from prefinetune.run.step import NonFiniteLossError
 
 
@@ -29,3 +30,18 @@ def test_only_a_failed_write_of_the_controller_is_a_storage_error():
     assert stop_reason(full) is None
     refused = ControllerError(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
     assert storage_error(refused) is None
+
+
+def test_a_nan_stop_crosses_rays_serializer_whole():
+    """What a worker's NaN stop becomes on its way to the driver: the error of step.py, wrapped as Ray
+    Train wraps a worker's exception and sent through Ray's own serializer (cloudpickle), still gives the
+    driver the worker's message, with its class. (The message itself, on every rank: tests/distributed/
+    test_nonfinite.py; the driver's line with the checkpoint to resume from, through a real Ray Train
+    run: tests/test_disk_full.py.)"""
+    import ray.cloudpickle as pickle
+
+    said = "update 2, slot 1: task 'syn_nli' gave a non-finite loss (nan) on its training rows [3, 4]"
+    failures = {1: UserExceptionWithTraceback(NonFiniteLossError(said), "Traceback ...")}
+    arrived = pickle.loads(pickle.dumps(WorkerGroupError("worker 1 failed", failures)))
+    assert stop_reason(arrived) == said
+    assert [type(e) for e in wrapped_causes(worker_failures(arrived)[1])] == [NonFiniteLossError]

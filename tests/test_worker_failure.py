@@ -10,8 +10,9 @@ sampling: the schedule depends on the weights, and the sampler's record travels 
   torn, falls back to the whole one before it, whatever Ray Train's own record of the folder says;
 - (resuming on another number of workers: tests/distributed/test_checkpoint_resume.py, 2 -> 1 and
   1 -> 2 through the same `load_checkpoint` the worker loop calls;)
-- a NaN loss on a worker: the driver raises the worker's own message (task, update, slot, rows) with
-  the checkpoint to resume from, not Ray's traceback.
+(a NaN loss on a worker: its message on every rank, tests/distributed/test_nonfinite.py; through Ray's
+wrapper and serializer to the driver, tests/test_run_errors.py; the driver's one line with the checkpoint
+to resume from after a worker's stop, through a real run: tests/test_disk_full.py.)
 
     python -m pytest tests/test_worker_failure.py -q
 """
@@ -201,18 +202,3 @@ def test_a_run_folder_is_one_run_and_resume_from_means_that_checkpoint(straight,
     records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [r["update"] for r in records if "lr" in r] == list(range(1, UPDATES + 1))      # each update once
     _same_weights(straight["export"], resumed["export"])
-
-
-@pytest.mark.slow
-def test_a_nan_on_a_worker_stops_the_run_with_the_workers_message_and_where_to_resume(straight, tmp_path):
-    from prefinetune.run.driver import run
-    from prefinetune.run.errors import RunFailed
-
-    with pytest.raises(RunFailed) as err:     # lr 1e30: update 2's losses are NaN, after the update-1 checkpoint
-        run(_recipe(tmp_path, "nan", 0, 2, "optim.lr=1e30", "optim.warmup_updates=0", "train.updates=4",
-                    "checkpoint.every_updates=1", "sampling.policy=natural", "sampling.candidate_tasks=null"))
-    said = str(err.value)
-    assert re.match(r"update 2, slot \d: task 'syn_\w+' gave a non-finite loss \(nan\) on its training rows \[",
-                    said), said
-    assert re.search(r"The newest whole checkpoint, untouched, is \S+checkpoint_\S+ \(update 1\): resume with "
-                     r"--resume-from", said), said
