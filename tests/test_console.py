@@ -1,6 +1,6 @@
 """What a user sees when the main job runs (the session's shared run, tests/conftest.py): a bounded,
 readable console. (A run whose optional plot fails still ends with what it trained:
-tests/test_families_job.py.)
+tests/test_ray_job.py.)
 """
 from __future__ import annotations
 

@@ -114,7 +114,9 @@ def run_trial(config: dict) -> None:
     roles = finetune_roles(recipe, read_manifest(recipe.shards_path))
     result = {"trial": config["trial"], "updates": recipe.train.updates, "select_split": roles.select,
               "test_split": roles.test, "metrics": metrics}
-    (recipe.run_dir / "trial.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    partial = recipe.run_dir / "trial.json.partial"      # renamed whole: a trial.json is never cut short
+    partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    partial.replace(recipe.run_dir / "trial.json")
     tune.report({"done": 1, "result_json": json.dumps(result)})
 
 

@@ -5,7 +5,7 @@ AutoModelForSequenceClassification out), and `prefinetune compare` on Ray Tune (
 time; the export and its base model x a 2-point grid), stopped with Ctrl-C after 2 trials (exit 130,
 results written as partial) and finished by running the same command again; bad input is refused before
 any trial. (Fractions are nested and seeded: tests/finetune/test_plan.py. Every family scored with its
-own metrics through Ray: tests/test_families_job.py; every encoder family fine-tuned on a tiny BERT:
+own metrics through Ray: tests/test_ray_job.py; every encoder family fine-tuned on a tiny BERT:
 tests/finetune/test_finetune_families.py.)
 
     python -m pytest tests/finetune/test_finetune_job.py -q
