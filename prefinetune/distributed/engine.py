@@ -21,7 +21,20 @@ def init_distributed(on_gpu: bool) -> None:
     (prefinetune/distributed/collectives.py)."""
     import deepspeed
 
+    _skip_shm_comm_op()
     deepspeed.init_distributed(dist_backend=backend_for(on_gpu))
+
+
+def _skip_shm_comm_op() -> None:
+    """DeepSpeed's backend start (deepspeed/comm/torch.py, build_shm_op) JIT-compiles a shared-memory
+    all-reduce op with the machine's C++ compiler wherever its CPU accelerator runs: about 30 s on each new
+    install, and a crash where no compiler is installed. The op serves only `inference_all_reduce`
+    (tensor-parallel inference), never training; marked incompatible in DeepSpeed's own table of ops
+    (a dict kept once per process, so the mark holds), the backend skips it and training all-reduces
+    through the process group as before."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 class _KnownOptimizer(logging.Filter):

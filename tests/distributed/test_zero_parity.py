@@ -81,8 +81,10 @@ def _train_case(rank: int, recipe_dict: dict, out: str, backbone: str, data_kind
         plans.append([s.task for s in plan])
     state = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
     checkpointing = bool(getattr(engine.module.backbone, "is_gradient_checkpointing", False))
-    torch.save({"state": state, "tasks": tasks_run, "plans": plans, "checkpointing": checkpointing},
-               f"{out}/rank{rank}.pt")
+    from deepspeed.comm import comm
+
+    torch.save({"state": state, "tasks": tasks_run, "plans": plans, "checkpointing": checkpointing,
+                "shm_comm_op": comm.cdb.shm_comm_op}, f"{out}/rank{rank}.pt")
 
 
 def _splits(data_kind, recipe) -> dict:
@@ -141,6 +143,8 @@ def test_two_workers_on_different_tasks_match_single_process_reference(stage, he
     pairs = [(a, b) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
     assert any(a != b for a, b in pairs), f"schedule gave both ranks the same tasks: {pairs}"
 
+    # DeepSpeed's shared-memory op (inference only) was not compiled (prefinetune/distributed/engine.py)
+    assert [r["shm_comm_op"] for r in ranks] == [None, None]
     reference = _reference(recipe)
     initial = build_model(recipe, backbone=tiny_bert(seed=0)).state_dict()
     _assert_ranks_match(ranks, reference)
