@@ -13,6 +13,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# Ray Train's controller takes a worker's report (and sees a run end) at its health checks, every 2 s by
+# default, and a worker's next report waits until the last one was taken: a test run that checkpoints
+# every 2 updates of a tiny model spent ~2 s per checkpoint waiting. The suite's Ray (every Ray a test
+# starts inherits this environment) checks every 0.2 s; nothing a test proves depends on the interval.
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -1,4 +1,4 @@
-"""Faults against an uninterrupted 2-worker ZeRO-2 run (Ray Train, MiniLM, synthetic data, MT-Uncertainty
+"""Faults against an uninterrupted 2-worker ZeRO-2 run (Ray Train, a tiny BERT, synthetic data, MT-Uncertainty
 sampling: the schedule depends on the weights, and the sampler's record travels in the checkpoint), all
 on a copy of that run's finished folder:
 - one run, one folder (prefinetune/run/run_folder.py): a finished run's folder is not started again, nor
@@ -37,7 +37,10 @@ from conftest import REPO  # noqa: E402
 
 from prefinetune.recipe.config import load_recipe
 
-UPDATES, EVERY = 8, 2
+# 20 updates of a tiny BERT: a checkpoint every 2, all kept; the kill comes after update 5, and Ray Train
+# registers a checkpoint up to one health check (2 s) after the update that saved it: the 15 updates left
+# leave time for it
+UPDATES, EVERY = 20, 2
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +52,20 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory, local_ray):
+def bert(tmp_path_factory) -> Path:
+    from prefinetune.model.tiny import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, local_ray, bert):
     import ray
 
     from prefinetune.run.driver import run
 
     out = tmp_path_factory.mktemp("faults")
-    result = run(_recipe(out, "straight", failures=0))
+    result = run(_recipe(bert, out, "straight", failures=0))
     # the local Ray has a temp folder of its own, so another local Ray on the machine cannot break it
     assert ray._private.worker._global_node.get_temp_dir_path().startswith("/tmp/prefinetune-ray-")
     return result, out
@@ -69,11 +79,13 @@ def _same_weights(a_export: str, b_export: str) -> None:
             torch.testing.assert_close(b[key], a[key], atol=1e-6, rtol=1e-5, msg=lambda m: f"{weights} {key}: {m}")
 
 
-def _recipe(out: Path, name: str, failures: int, workers: int = 2, *extra: str):
+def _recipe(bert: Path, out: Path, name: str, failures: int, workers: int = 2, *extra: str):
     return load_recipe(REPO / "recipes" / "local_cpu.yaml", [
-        f"run.output_dir={out}", f"run.name={name}", f"train.updates={UPDATES}", "train.slots_per_update=2",
+        f"model.name_or_path={bert}", f"run.output_dir={out}", f"run.name={name}", f"train.updates={UPDATES}",
+        "train.slots_per_update=2",
         "train.batch_size=4", "train.log_every=1", "data.synthetic_rows=100", "model.max_length=24",
-        f"checkpoint.every_updates={EVERY}", "checkpoint.keep=4", f"eval.every_updates={EVERY}", "eval.max_rows=8",
+        f"checkpoint.every_updates={EVERY}", f"checkpoint.keep={UPDATES // EVERY}", f"eval.every_updates={EVERY}",
+        "eval.max_rows=8",
         f"scaling.max_failures={failures}", f"scaling.num_workers={workers}",
         # the model picks each slot's task (its record travels in the checkpoint): the hardest schedule to resume
         "sampling.policy=mt_uncertainty", "sampling.candidate_tasks=2", *extra])
@@ -134,15 +146,17 @@ def _sampler_record(run_dir: Path, update: int, skip: set = frozenset()) -> dict
 
 
 @pytest.mark.slow
-def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(straight, tmp_path, capfd):
-    """A copy of the finished straight run's folder (Ray Train's snapshot in it names update 8):
+def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(straight, bert, tmp_path, capfd):
+    """A copy of the finished straight run's folder (Ray Train's snapshot in it names update 20):
     - starting it again, resuming from its final checkpoint or with another learning rate are refused
       before Ray starts;
-    - --resume-from its update-6 checkpoint, torn, resumes from the whole one before it (update 4), never
+    - --resume-from its update-4 checkpoint, torn, resumes from the whole one before it (update 2), never
       from Ray's newest;
-    - in that resumed run, once Ray Train has registered its new update-6 checkpoint, a file of it is cut
-      short and rank 1 gets SIGKILL after update 7: Ray Train restarts the group (`scaling.max_failures`)
-      from that checkpoint, which gives way to the previous whole one (update 4) with a warning;
+    - in that resumed run, once Ray Train has registered its new update-4 checkpoint, a file of it is cut
+      short and rank 1 gets SIGKILL after update 5 (Ray registers a checkpoint a little after the update
+      that saved it: 3 updates left leave time for it): Ray Train restarts the group
+      (`scaling.max_failures`) from that checkpoint, which gives way to the previous whole one (update 2)
+      with a warning;
     and the run ends with the straight run's weights, metrics and sampler record, each update once in
     metrics.jsonl."""
     import shutil
@@ -156,25 +170,26 @@ def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(s
     run_dir = tmp_path / "straight"
     experiment = run_dir / "ray" / "straight"
     by_update = {checkpoint_update(p): p for p in experiment.glob("checkpoint_*") if p.is_dir()}
-    assert sorted(by_update) == [2, 4, 6, 8]
-    recipe = _recipe(tmp_path, "straight", failures=1)
+    assert sorted(by_update) == list(range(EVERY, UPDATES + 1, EVERY))
+    recipe = _recipe(bert, tmp_path, "straight", failures=1)
     refusals = [
-        ({}, f"already holds run 'straight', finished at update 8 (its export: {run_dir / 'export'}): "
-             f"another --name / --output-dir for a new run, or --resume-from {by_update[8]} with --updates more "
-             "than 8 to train on"),
-        ({"resume_from": str(by_update[8])}, "holds update 8 and train.updates is 8: nothing is left to train"),
+        ({}, f"already holds run 'straight', finished at update {UPDATES} (its export: {run_dir / 'export'}): "
+             f"another --name / --output-dir for a new run, or --resume-from {by_update[UPDATES]} with --updates "
+             f"more than {UPDATES} to train on"),
+        ({"resume_from": str(by_update[UPDATES])},
+         f"holds update {UPDATES} and train.updates is {UPDATES}: nothing is left to train"),
         ({"resume_from": str(by_update[6]), "lr": True}, "whose recipe differs in ['optim.lr']"),
         ({"resume_from": str(run_dir)}, "not a checkpoint (no DeepSpeed 'latest' file in it)"),
     ]
     for how, message in refusals:
-        given = _recipe(tmp_path, "straight", 1, 2, "optim.lr=5e-5") if how.get("lr") else recipe
+        given = _recipe(bert, tmp_path, "straight", 1, 2, "optim.lr=5e-5") if how.get("lr") else recipe
         with pytest.raises(RecipeError, match=re.escape(message)):
             run(given, resume_from=how.get("resume_from"))
     assert not (run_dir / "export").exists()
-    torn = by_update[6]
+    torn = by_update[4]
     victim = _tear(torn)
     killed: dict = {}
-    killer = threading.Thread(target=_tear_and_kill, args=(run_dir, 6, 7, {p.name for p in by_update.values()},
+    killer = threading.Thread(target=_tear_and_kill, args=(run_dir, 4, 5, {p.name for p in by_update.values()},
                                                            killed), daemon=True)
     killer.start()
     resumed = run(recipe, resume_from=str(torn))
@@ -182,13 +197,13 @@ def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(s
     said = "".join(capfd.readouterr())
     # the explicit --resume-from, torn: the whole one before it, whatever Ray Train's record said
     assert f"checkpoint {torn} is torn ({victim} (rank 1) has" in said
-    assert f"resuming from the previous whole one, {by_update[4]} (update 4)" in said
+    assert f"resuming from the previous whole one, {by_update[2]} (update 2)" in said
     assert "Ray Train's record of the earlier attempt moved to" in said
-    # the killed worker: restarted by Ray Train from the new update-6 checkpoint, torn, so from update 4
+    # the killed worker: restarted by Ray Train from the new update-4 checkpoint, torn, so from update 2
     assert killed and killed["after"] < UPDATES, killed
     assert json.loads((run_dir / "workers" / "rank-1.json").read_text())["pid"] != killed["pid"], "not restarted"
     assert f"checkpoint {killed['torn']} is torn ({killed['victim']} (rank 1) has" in said
-    assert said.count("resumed after update 4") >= 2, said[-3000:]
+    assert said.count("resumed after update 2") >= 2, said[-3000:]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     reference = [json.loads(line) for line in (straight_out / "straight" / "metrics.jsonl").read_text().splitlines()]
     for kind in ("lr", "dev/syn_nli/accuracy"):       # training windows and evals: each update once

@@ -22,6 +22,7 @@ import threading
 
 from prefinetune.cli.common import flag_overrides, input_errors, make_parser
 from prefinetune.recipe.config import RecipeError, load_recipe
+from prefinetune.run.console import say
 from prefinetune.run.errors import RunFailed, RunInterrupted
 
 __all__ = ["main", "pretrain_main", "finetune_main", "SUBCOMMANDS"]
@@ -112,13 +113,13 @@ def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
 
             run(recipe, args.resume_from, source=args.recipe, hooks=hooks_for(recipe))
     except input_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}", sys.stderr)
         return 2
     except RunFailed as err:         # a worker stopped the run and said why (non-finite loss, disk full)
-        print(f"error: the run stopped: {err}", file=sys.stderr)
+        say(f"error: the run stopped: {err}", sys.stderr)
         return 1
     except (RunInterrupted, KeyboardInterrupt) as err:
         where = str(err) if isinstance(err, RunInterrupted) else "before training started; nothing to resume"
-        print(f"[prefinetune] interrupted: {where}", file=sys.stderr)
+        say(f"[prefinetune] interrupted: {where}", sys.stderr)
         return 128 + (received[0] if received else signal.SIGINT)
     return 0

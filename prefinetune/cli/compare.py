@@ -45,6 +45,7 @@ def compare_main(argv: list[str] | None = None) -> int:
     from prefinetune.cli.common import data_dir_overrides, input_errors
     from prefinetune.finetune.compare import CompareInterrupted, compare
     from prefinetune.recipe.config import load_recipe
+    from prefinetune.run.console import say
 
     args = compare_parser().parse_args(argv)
     # `--models A B key=value` : argparse gives the override to --models; a recipe key is never a model
@@ -57,10 +58,10 @@ def compare_main(argv: list[str] | None = None) -> int:
         compare(recipe, args.models, args.fractions, args.seeds, out, args.cpus_per_trial, args.gpus_per_trial,
                 args.metric)
     except input_errors() as err:
-        print(f"error: {err}", file=sys.stderr)
+        say(f"error: {err}", sys.stderr)
         return 2
     except (CompareInterrupted, KeyboardInterrupt) as err:
         where = str(err) if isinstance(err, CompareInterrupted) else "run the same command again to go on"
-        print(f"[compare] interrupted: {where}", file=sys.stderr)
+        say(f"[compare] interrupted: {where}", sys.stderr)
         return 130
     return 0

@@ -42,7 +42,8 @@ def pretrained(main_job):
     and its export: what a user fine-tunes and compares with the base model next."""
     _, run = main_job
     return {"base": BASE, "export": run / "export", "final": json.loads((run / "eval_final.json").read_text()),
-            "max_rows": str(MAIN_JOB_EVAL_ROWS)}
+            "max_rows": str(MAIN_JOB_EVAL_ROWS),
+            "max_length": json.loads((run / "recipe.json").read_text())["model"]["max_length"]}
 
 
 def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
@@ -52,7 +53,9 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
 
     done = _cli("finetune", "--recipe", "recipes/finetune/rte.yaml", "--data-dir", str(data_root),
                 "--model", str(pretrained["export"]), "--output-dir", str(tmp_path), "--name", "ft",
-                "--num-workers", "2", "finetune.epochs=0.02", f"eval.max_rows={pretrained['max_rows']}")
+                "--num-workers", "2", "finetune.epochs=0.02", f"eval.max_rows={pretrained['max_rows']}",
+                # the main job's length: its dev rows are then read exactly as the export was scored on them
+                f"model.max_length={pretrained['max_length']}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run = tmp_path / "ft"
     summary = json.loads((run / "finetune.json").read_text())
