@@ -18,6 +18,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # every 2 updates of a tiny model spent ~2 s per checkpoint waiting. The suite's Ray (every Ray a test
 # starts inherits this environment) checks every 0.2 s; nothing a test proves depends on the interval.
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+# Ray Train starts an actor per run that watches for the node being drained (preemptible cloud nodes):
+# one more process to start (~1 s) in each of the suite's runs, on a machine that is never drained.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def free_port() -> int:
