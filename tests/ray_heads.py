@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from conftest import free_port  # noqa: E402
+from conftest import free_ports  # noqa: E402
 
 RAY = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
 
@@ -26,17 +26,21 @@ def own_ray_head(num_cpus: int = 2, dashboard: bool = True):
 
     Ray >= 2.5x turns token authentication on at `ray start --head`; head and client share a token of
     this test's own through RAY_AUTH_TOKEN, so nothing is read from or written to ~/.ray."""
-    port, dashboard_port = free_port(), free_port()
+    names = ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+             "metrics-export-port", "ray-client-server-port")
+    port, dashboard_port, *others = free_ports(2 + len(names))
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")   # short: Ray's socket paths have a length limit
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32))
     # every port of its own: two heads on one machine otherwise clash on the agents' defaults (52365...)
-    ports = [f"--{name}={free_port()}" for name in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                                                     "runtime-env-agent-port", "metrics-export-port",
-                                                     "ray-client-server-port")]
-    subprocess.run([RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard_port}", *ports,
-                    f"--include-dashboard={str(dashboard).lower()}", f"--num-cpus={num_cpus}", f"--temp-dir={temp}",
-                    "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=180)
+    ports = [f"--{name}={number}" for name, number in zip(names, others)]
+    started = subprocess.run([RAY, "start", "--head", f"--port={port}", f"--dashboard-port={dashboard_port}", *ports,
+                              f"--include-dashboard={str(dashboard).lower()}", f"--num-cpus={num_cpus}",
+                              f"--temp-dir={temp}", "--disable-usage-stats"],
+                             env=env, capture_output=True, text=True, timeout=180)
+    if started.returncode != 0:
+        stop_ray_started_in(temp)
+        raise RuntimeError(f"ray start --head failed ({started.returncode}):\n{started.stderr[-3000:]}")
     try:
         yield f"http://127.0.0.1:{dashboard_port}", env, temp
     finally:

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import free_port, rank_env  # noqa: E402
@@ -153,11 +152,11 @@ def _largest_gap(a: dict, b: dict) -> float:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, gloo):
     out = tmp_path_factory.mktemp("resume")
-    mp.spawn(_save_worker, args=(free_port(), str(out)), nprocs=2, join=True)
-    mp.spawn(_resume_on_one_worker, args=(free_port(), str(out)), nprocs=1, join=True)
-    mp.spawn(_resume_one_on_two_workers, args=(free_port(), str(out)), nprocs=2, join=True)
+    gloo.spawn(_save_worker, args=(free_port(), str(out)), nprocs=2)
+    gloo.spawn(_resume_on_one_worker, args=(free_port(), str(out)), nprocs=1)
+    gloo.spawn(_resume_one_on_two_workers, args=(free_port(), str(out)), nprocs=2)
     return out
 
 

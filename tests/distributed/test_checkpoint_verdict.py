@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import free_port, rank_env  # noqa: E402
@@ -50,13 +49,13 @@ def _worker(rank: int, port: int, root: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def test_rank_0_alone_reads_the_checkpoint_and_every_rank_gets_its_verdict(tmp_path):
+def test_rank_0_alone_reads_the_checkpoint_and_every_rank_gets_its_verdict(tmp_path, gloo):
     whole = _checkpoint(tmp_path / "checkpoint_a", 2)
     torn = _checkpoint(tmp_path / "checkpoint_b", 4)
     (torn / "update-0000004" / "weights.pt").write_bytes(b"cut")
     alone = _checkpoint(tmp_path / "other" / "checkpoint_c", 2)      # no whole one beside it
     (alone / "update-0000002" / "weights.pt").write_bytes(b"cut")
-    mp.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    gloo.spawn(_worker, args=(free_port(), str(tmp_path)), nprocs=2)
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert reports[0]["hashed"] > 0 and reports[1]["hashed"] == 0
     for report in reports:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import free_port, rank_env  # noqa: E402
@@ -70,14 +69,14 @@ def _worker(rank: int, recipe_dict: dict, out: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory):
+def ran(tmp_path_factory, gloo):
     out = tmp_path_factory.mktemp("nonfinite")
     stop = mixed_recipe(["classification", "regression"], train={"slots_per_update": 4, "batch_size": 3},
                         deepspeed={"zero_stage": 2}, scaling={"num_workers": WORLD, "use_gpu": False})
     skip = mixed_recipe(["classification", "regression"], train={"slots_per_update": 4, "batch_size": 3,
                                                                  "nonfinite_skips": 1},
                         deepspeed={"zero_stage": 2}, scaling={"num_workers": WORLD, "use_gpu": False})
-    mp.spawn(_both, args=((stop, skip), free_port(), str(out)), nprocs=WORLD, join=True)
+    gloo.spawn(_both, args=((stop, skip), free_port(), str(out)), nprocs=WORLD)
     return out
 
 

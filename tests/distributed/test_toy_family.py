@@ -95,10 +95,10 @@ def test_the_toy_family_is_asked_like_a_built_in_one():
 
 
 @pytest.mark.slow
-def test_a_family_defined_in_a_test_trains_under_zero2_parity(tmp_path):
+def test_a_family_defined_in_a_test_trains_under_zero2_parity(tmp_path, gloo):
     recipe_dict = _recipe()
     recipe = recipe_from_dict(recipe_dict)
-    ranks = _run_workers(recipe_dict, tmp_path, "bert", toy_splits)
+    ranks = _run_workers(gloo, recipe_dict, tmp_path, "bert", toy_splits)
     family = {t.name: t.family for t in recipe.tasks}
     pairs = [(family[a], family[b]) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
     assert any(a != b for a, b in pairs), f"the ranks never ran different families at once: {pairs}"

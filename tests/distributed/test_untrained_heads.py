@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import free_port, rank_env  # noqa: E402
@@ -74,9 +73,9 @@ DESIGNS = ("per_task", "shared")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, gloo) -> Path:
     out = tmp_path_factory.mktemp("heads")
-    mp.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD, join=True)
+    gloo.spawn(_worker, args=(free_port(), str(out)), nprocs=WORLD)
     return out
 
 

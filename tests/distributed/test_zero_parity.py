@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -93,9 +92,9 @@ def _splits(data_kind, recipe) -> dict:
     return data_kind(recipe) if callable(data_kind) else DATA[data_kind](recipe)
 
 
-def _run_workers(recipe_dict: dict, tmp_path, backbone: str = "bert", data_kind="classification") -> list:
+def _run_workers(gloo, recipe_dict: dict, tmp_path, backbone: str = "bert", data_kind="classification") -> list:
     """Run the WORLD gloo workers on the recipe; what each saved (final state, tasks it ran, plans)."""
-    mp.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, data_kind), nprocs=WORLD, join=True)
+    gloo.spawn(_worker, args=(recipe_dict, free_port(), str(tmp_path), backbone, data_kind), nprocs=WORLD)
     return [torch.load(tmp_path / f"rank{r}.pt") for r in range(WORLD)]
 
 
@@ -256,10 +255,10 @@ CASES = {
 
 
 @pytest.fixture(scope="module")
-def parity(tmp_path_factory) -> dict:
+def parity(tmp_path_factory, gloo) -> dict:
     """{case: what each of the 2 workers saved}, for every case of CASES, from one spawn."""
     out = tmp_path_factory.mktemp("parity")
-    mp.spawn(_all_cases_worker, args=(CASES, free_port(), str(out)), nprocs=WORLD, join=True)
+    gloo.spawn(_all_cases_worker, args=(CASES, free_port(), str(out)), nprocs=WORLD)
     return {name: [torch.load(out / name / f"rank{r}.pt") for r in range(WORLD)] for name in CASES}
 
 
