@@ -75,13 +75,15 @@ def batch(model_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def dist_group(monkeypatch):
-    """A 1-process gloo group on a free port, destroyed after the test."""
+    """A 1-process gloo group on a free port (as the worker loop starts it), destroyed after the test."""
     import deepspeed
+
+    from prefinetune.distributed.engine import init_distributed
 
     for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), RANK="0", WORLD_SIZE="1",
                            LOCAL_RANK="0", LOCAL_WORLD_SIZE="1").items():
         monkeypatch.setenv(key, value)
-    deepspeed.init_distributed(dist_backend="gloo")
+    init_distributed(on_gpu=False)
     yield
     deepspeed.comm.destroy_process_group()
 

@@ -16,13 +16,13 @@ from prefinetune.model.optim import build_optimizer, scheduler_factory
 __all__ = ["init_distributed", "build_engine"]
 
 
-def init_distributed(on_gpu: bool) -> None:
+def init_distributed(on_gpu: bool, backend: str | None = None) -> None:
     """Join (or start) the process group: NCCL with gloo beside it for CPU tensors on GPUs, gloo on CPU
-    (prefinetune/distributed/collectives.py)."""
+    (prefinetune/distributed/collectives.py), or the `backend` string given."""
     import deepspeed
 
     _skip_shm_comm_op()
-    deepspeed.init_distributed(dist_backend=backend_for(on_gpu))
+    deepspeed.init_distributed(dist_backend=backend or backend_for(on_gpu))
 
 
 def _skip_shm_comm_op() -> None:

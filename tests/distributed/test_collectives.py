@@ -113,9 +113,9 @@ def _counting(name: str, counts: dict):
 def _worker(rank: int, world: int, port: int, out: str, backend: str) -> None:
     rank_env(rank, world, port)
     if ":" in backend:        # DeepSpeed (as build_engine calls it) takes a two-backend string as GPUs get it
-        import deepspeed
+        from prefinetune.distributed.engine import init_distributed
 
-        deepspeed.init_distributed(dist_backend=backend)
+        init_distributed(on_gpu=False, backend=backend)
     else:
         torch.distributed.init_process_group(backend)
     from prefinetune.run.metrics_log import WindowStats
