@@ -89,9 +89,22 @@ def _connect_ray() -> None:
     # cleaner polls every second (without it, a warning a second and no clean-up). It also gets a temp
     # folder of its own: two local Rays sharing /tmp/ray (session_latest and the rest) broke the one
     # started first as soon as the second started ("Missing :authority header").
+    # Its processes are told where its dashboard is: Ray Train's placement-group cleaner asks the State
+    # API whether the controller lives, and without an address it looks for "the" Ray of the machine,
+    # failing with "Found multiple active Ray instances" (a traceback every second) beside another Ray.
     temp = tempfile.mkdtemp(prefix="prefinetune-ray-", dir="/tmp")     # short: socket paths have a limit
+    port = _free_port()
     print(f"[prefinetune] ray: starting a local Ray (its logs: {temp})")
-    ray.init(include_dashboard=True, log_to_driver=True, _temp_dir=temp)
+    ray.init(include_dashboard=True, dashboard_port=port, log_to_driver=True, _temp_dir=temp,
+             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def torch_config(use_gpu: bool):
