@@ -93,6 +93,7 @@ def run_trial(config: dict) -> None:
     metrics.jsonl, trial.json); reports its select and test metrics."""
     import contextlib
     import logging
+    import traceback
 
     from ray import tune
 
@@ -106,11 +107,16 @@ def run_trial(config: dict) -> None:
     if saved is not None:       # saved, then interrupted before Tune took the report: not trained again
         tune.report({"done": 1, "result_json": json.dumps({**saved, "kept": True})})
         return
-    recipe = resolve_finetune(recipe_from_dict(config["recipe"], f"<trial {trial_id(config['trial'])}>"))
+    recipe = recipe_from_dict(config["recipe"], f"<trial {trial_id(config['trial'])}>")
     recipe.run_dir.mkdir(parents=True, exist_ok=True)
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     with open(recipe.run_dir / "trial.log", "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        metrics = finetune_in_process(recipe)
+        try:
+            recipe = resolve_finetune(recipe)
+            metrics = finetune_in_process(recipe)
+        except BaseException:
+            log.write(traceback.format_exc())      # the trial's own log says why it failed
+            raise
     roles = finetune_roles(recipe, read_manifest(recipe.shards_path))
     result = {"trial": config["trial"], "updates": recipe.train.updates, "select_split": roles.select,
               "test_split": roles.test, "metrics": metrics}
@@ -118,6 +124,15 @@ def run_trial(config: dict) -> None:
     partial.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     partial.replace(recipe.run_dir / "trial.json")
     tune.report({"done": 1, "result_json": json.dumps(result)})
+
+
+def failure(config: dict, error: BaseException, out_dir: Path) -> dict:
+    """A failed trial as the report shows it: which trial, the last line of its error, where its log is."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    t = config["trial"]
+    return {"trial": trial_id(t), "model": t["model"], "fraction": t["fraction"], "seed": t["seed"],
+            "point": t["point"], "reason": lines[-1] if lines else type(error).__name__,
+            "log": str(out_dir / "trials" / trial_id(t) / "trial.log")}
 
 
 def check_same_comparison(out_dir: Path, record: dict) -> bool:
@@ -201,6 +216,7 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
     failed = [r for r in failed if r not in interrupted]
     summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric)
     summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
+    summary["failures"] = [failure(r.config["config"], r.error, out_dir) for r in failed]
     summary["complete"] = len(results) == len(configs)
     write_report(summary, out_dir)
     if len(results) + len(failed) < len(configs):       # Ctrl-C: Ray Tune stopped the trials still to run

@@ -82,14 +82,29 @@ def markdown_table(summary: dict) -> str:
     if trials and not summary.get("complete", True):
         lines[:0] = [f"PARTIAL: {trials['finished']} of {trials['total']} trials finished (run the same command "
                      "again to run the rest)", ""]
+    failures = summary.get("failures", [])
+    failed = {(x["model"], x["fraction"]) for x in failures}
     for model in summary["models"]:
         row = [model]
         for f in fractions:
             r = cells.get((model, f))
-            row.append("-" if r is None else f"{r['test_mean']:.3f} ± {r['test_std']:.3f}"
+            empty = "failed" if (model, f) in failed else "-"
+            row.append(empty if r is None else f"{r['test_mean']:.3f} ± {r['test_std']:.3f}"
                        + ("" if r["seeds"] == summary["seeds"] else f" ({r['seeds']} seeds)"))
         lines.append("| " + " | ".join(row) + " |")
+    if failures:
+        lines += ["", f"Failed trials ({len(failures)}; run the same command again to retry them):"]
+        lines += [f"- {x['trial']}: {x['reason']} (its log: {x['log']})" for x in failures]
     return "\n".join(lines) + "\n"
+
+
+def legend_labels(summary: dict) -> dict[str, str]:
+    """{model: its legend entry}: the model, and how many of its trials failed with the first reason."""
+    labels = {}
+    for model in summary["models"]:
+        failed = [x for x in summary.get("failures", []) if x["model"] == model]
+        labels[model] = model if not failed else f"{model} ({len(failed)} trials failed: {failed[0]['reason'][:60]})"
+    return labels
 
 
 def plot(summary: dict, path: Path) -> Path:
@@ -100,11 +115,13 @@ def plot(summary: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for model in summary["models"]:
+    for model, label in legend_labels(summary).items():
         rows = sorted((r for r in summary["rows"] if r["model"] == model), key=lambda r: r["fraction"])
         if rows:
             ax.errorbar([r["fraction"] for r in rows], [r["test_mean"] for r in rows],
-                        yerr=[r["test_std"] for r in rows], marker="o", capsize=3, label=model)
+                        yerr=[r["test_std"] for r in rows], marker="o", capsize=3, label=label)
+        elif label != model:       # every trial of it failed: named in the legend, not dropped silently
+            ax.plot([], [], linestyle="none", marker="x", label=label)
     ax.set_xlabel("fraction of the training rows")
     ax.set_ylabel(f"{summary['test_split']} {summary['metric']}")
     ax.set_title(f"{summary['task']} ({summary['seeds']} seeds, mean ± std)")

