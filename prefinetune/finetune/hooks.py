@@ -22,6 +22,12 @@ __all__ = ["FinetuneHooks", "hooks_for"]
 
 class FinetuneHooks(RunHooks):
     plots = False
+    resumable = ("finetune.epochs",)     # resumed for more epochs
+    derived = {"optim.warmup_updates": "finetune.warmup_fraction"}     # a fraction of the run's length
+
+    def longer_hint(self, recipe, update: int) -> str:
+        epochs = recipe.finetune is not None and recipe.finetune.epochs is not None
+        return "a larger finetune.epochs" if epochs else super().longer_hint(recipe, update)
 
     def resolve(self, recipe):
         from prefinetune.finetune.resolve import resolve_finetune

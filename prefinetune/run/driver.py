@@ -247,7 +247,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
         check_start(recipe, resume_from)   # again, holding the lock: a run may have ended in between
         prepare_data(recipe)
         recipe = hooks.resolve(recipe)
-        check_resume(recipe, resume_from)
+        check_resume(recipe, resume_from, hooks)
         (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
         print(header(recipe, source), flush=True)
         if resume_from:

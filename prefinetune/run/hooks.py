@@ -20,6 +20,8 @@ class RunHooks:
     """A pre-finetuning run: every task's whole train split, scored on the recipe's eval split."""
 
     plots = True          # the task-mix plot at the end
+    resumable: tuple = ()     # recipe keys a resume may change, beyond the run's own (run/run_folder.py)
+    derived: dict = {}        # {key: the key it is set from}: changes only with it
 
     def resolve(self, recipe):
         """The recipe to run, once its shards exist (the driver, before any worker starts). A plain run
@@ -46,6 +48,10 @@ class RunHooks:
     def score_at_start(self, recipe) -> bool:
         """Score the model before the first update (logged as update 0)."""
         return False
+
+    def longer_hint(self, recipe, update: int) -> str:
+        """How to make a run that reached `update` train on when resumed."""
+        return f"--updates more than {update}"
 
     def finish(self, recipe, final_metrics: dict, export_dir) -> dict:
         """What the run leaves beside its export, once exported; merged into what `run` returns."""

@@ -28,14 +28,12 @@ from prefinetune.recipe.config import RecipeConfig, RecipeError
 __all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock", "LOCK_FILE", "FINAL_METRICS"]
 
 # What a resume may change: where the run lives and reads its data, how many workers run it, how far it
-# goes (train.updates, or a fine-tuning run's epochs), and how often it logs, evaluates and checkpoints.
-# Anything else (model, tasks, sampling, batches, optimizer, precision, seed) would make the weights
-# those of another run, under this run's name.
+# goes, and how often it logs, evaluates and checkpoints (a layer above the run adds its own keys:
+# RunHooks.resumable, .derived). Anything else (model, tasks, sampling, batches, optimizer, precision,
+# seed) would make the weights those of another run, under this run's name.
 RESUMABLE = ("run.name", "run.output_dir", "data.root", "data.shards_dir", "data.num_proc", "scaling",
-             "train.updates", "train.updates_from_epochs", "finetune.epochs", "train.log_every",
-             "train.nonfinite_skips", "eval", "checkpoint")
-# set from others when the run is resolved: a fine-tuning run's warm-up is a fraction of its length
-DERIVED = {"optim.warmup_updates": "finetune.warmup_fraction"}
+             "train.updates", "train.updates_from_epochs", "train.log_every", "train.nonfinite_skips", "eval",
+             "checkpoint")
 LOCK_FILE = ".lock"
 FINAL_METRICS = "eval_final.json"   # the driver writes it once training has ended: the run is finished
 
@@ -49,12 +47,15 @@ def _flat(data, prefix: str = "") -> dict:
     return {prefix[:-1]: data}
 
 
-def changed_keys(saved: dict, now: dict) -> list[str]:
-    """The dotted recipe keys whose values differ between two recipe dicts, less the RESUMABLE ones."""
+def changed_keys(saved: dict, now: dict, resumable: tuple = RESUMABLE, derived: dict | None = None) -> list[str]:
+    """The dotted recipe keys whose values differ between two recipe dicts, less the `resumable` ones and
+    those `derived` ({key: the key it is set from}) from a key that did not change."""
     a, b = _flat(saved), _flat(now)
     changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-    derived = {k for k, source in DERIVED.items() if a.get(source) is not None and a.get(source) == b.get(source)}
-    return [k for k in changed if k not in derived and not any(k == r or k.startswith(r + ".") for r in RESUMABLE)]
+    same_source = {k for k, source in (derived or {}).items() if a.get(source) is not None
+                   and a.get(source) == b.get(source)}
+    return [k for k in changed
+            if k not in same_source and not any(k == r or k.startswith(r + ".") for r in resumable)]
 
 
 def _checkpoint_folders(experiment: Path) -> list[Path]:
@@ -113,10 +114,13 @@ def check_start(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
     _refuse_existing(recipe, resume_from)
 
 
-def check_resume(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
-    """Once the run's length is known (a fine-tuning run's comes from its epochs): refuse a resume from
-    a checkpoint with nothing left to train, or saved by a recipe that differs in a key a resume may
-    not change."""
+def check_resume(recipe: RecipeConfig, resume_from: Optional[str], hooks=None) -> None:
+    """Once the run's length is known (a layer above may set it, `hooks`): refuse a resume from a
+    checkpoint with nothing left to train, or saved by a recipe that differs in a key a resume may not
+    change (RESUMABLE, and the keys the hooks add)."""
+    from prefinetune.run.hooks import RunHooks
+
+    hooks = hooks or RunHooks()
     if resume_from is None or "://" in resume_from:
         return
     state = _saved_state(Path(resume_from))
@@ -124,17 +128,17 @@ def check_resume(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
         return
     update = int(state.get("update", 0))
     if update >= recipe.train.updates:
-        longer = ("a larger finetune.epochs" if recipe.finetune is not None and recipe.finetune.epochs is not None
-                  else f"--updates more than {update}")
+        longer = hooks.longer_hint(recipe, update)
         raise RecipeError(f"--resume-from {resume_from} holds update {update} and train.updates is "
                           f"{recipe.train.updates}: nothing is left to train (the run's export is in its run folder's "
                           f"export/); to train on, give {longer}")
     saved = state.get("recipe")
     if saved is not None:
-        changed = changed_keys(saved, recipe.model_dump(mode="json"))
+        resumable = RESUMABLE + tuple(hooks.resumable)
+        changed = changed_keys(saved, recipe.model_dump(mode="json"), resumable, hooks.derived)
         if changed:
             raise RecipeError(f"--resume-from {resume_from} was saved by a run whose recipe differs in {changed}: a "
-                              f"resume may change only {list(RESUMABLE)}; start a new run (another --name) instead")
+                              f"resume may change only {list(resumable)}; start a new run (another --name) instead")
 
 
 class RunLock:

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from prefinetune.finetune.hooks import FinetuneHooks
 from prefinetune.recipe.config import RecipeError, load_recipe
 from prefinetune.run.driver import run
-from prefinetune.run.run_folder import LOCK_FILE, RunLock, changed_keys
+from prefinetune.run.run_folder import LOCK_FILE, RESUMABLE, RunLock, changed_keys
 
 
 def test_a_second_writer_is_refused_naming_the_holder_and_a_dead_runs_lock_is_taken(tmp_path):
@@ -66,8 +67,11 @@ def test_a_resume_may_change_where_and_how_long_but_not_what_is_trained():
     ft = {**saved, "finetune": {"epochs": 3, "warmup_fraction": 0.06}, "optim": {"lr": 1e-4, "warmup_updates": 5}}
     longer = {**ft, "finetune": {"epochs": 5, "warmup_fraction": 0.06}, "optim": {"lr": 1e-4, "warmup_updates": 8},
               "train": {"updates": 40, "batch_size": 4, "nonfinite_skips": 2}}
-    assert changed_keys(ft, longer) == []
-    assert changed_keys(saved, {**saved, "optim": {"lr": 1e-4, "warmup_updates": 8}}) == ["optim.warmup_updates"]
+    assert changed_keys(ft, longer) == ["finetune.epochs", "optim.warmup_updates"]      # a plain run's rules
+    hooks = FinetuneHooks()                                  # fine-tuning's: epochs, and the warm-up they set
+    assert changed_keys(ft, longer, RESUMABLE + hooks.resumable, hooks.derived) == []
+    moved_warmup = {**saved, "optim": {"lr": 1e-4, "warmup_updates": 8}}
+    assert changed_keys(saved, moved_warmup, RESUMABLE + hooks.resumable, hooks.derived) == ["optim.warmup_updates"]
 
 
 def test_a_locked_folder_or_a_missing_resume_folder_is_refused_before_ray(tmp_path):
