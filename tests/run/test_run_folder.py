@@ -112,3 +112,15 @@ def test_a_run_folder_is_resumed_only_from_its_own_checkpoints(tmp_path):
     (tmp_path / "r" / "eval_final.json").write_text("{}")      # the run finished
     with pytest.raises(RecipeError, match=r"already holds run 'r', finished at update 2 \(its export: "):
         check_start(recipe, None)
+
+
+def test_how_to_train_on_is_said_by_the_layer_that_set_the_length():
+    from prefinetune.run.hooks import RunHooks
+
+    finetuning = load_recipe("recipes/finetune/rte.yaml")
+    assert finetuning.finetune.epochs is not None
+    assert FinetuneHooks().longer_hint(finetuning, 12) == "a larger finetune.epochs"
+    assert RunHooks().longer_hint(load_recipe("recipes/local_cpu.yaml"), 12) == "--updates more than 12"
+    assert FinetuneHooks().longer_hint(load_recipe("recipes/finetune/rte.yaml", ["finetune.epochs=null",
+                                                                                "train.updates=30"]), 12) \
+        == "--updates more than 12"
