@@ -28,7 +28,7 @@ def init_distributed(on_gpu: bool, backend: str | None = None) -> None:
 def _skip_shm_comm_op() -> None:
     """DeepSpeed's backend start (deepspeed/comm/torch.py, build_shm_op) JIT-compiles a shared-memory
     all-reduce op with the machine's C++ compiler wherever its CPU accelerator runs: about 30 s on each new
-    install, and a crash where no compiler is installed. The op serves only `inference_all_reduce`
+    install, and a C++ compiler on every machine that runs it. The op serves only `inference_all_reduce`
     (tensor-parallel inference), never training; marked incompatible in DeepSpeed's own table of ops
     (a dict kept once per process, so the mark holds), the backend skips it and training all-reduces
     through the process group as before."""
