@@ -75,12 +75,17 @@ def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[st
     return shards
 
 
-def saved_trial(config: dict) -> dict | None:
-    """The result a trial (one of compare's configs: {"trial", "recipe"}) saved in its folder's trial.json,
-    or None where it has not finished. The folder, not Ray Tune's record, says what finished: a Ctrl-C can
-    fall between a trial's save and Tune's receipt of its report."""
+def trial_folder(config: dict) -> Path:
+    """The folder a trial (one of compare's configs: {"trial", "recipe"}) writes: its recipe's run folder."""
     run = config["recipe"]["run"]
-    path = Path(run["output_dir"]) / run["name"] / "trial.json"
+    return Path(run["output_dir"]) / run["name"]
+
+
+def saved_trial(config: dict) -> dict | None:
+    """The result a trial saved in its folder's trial.json, or None where it has not finished. The folder,
+    not Ray Tune's record, says what finished: a Ctrl-C can fall between a trial's save and Tune's receipt
+    of its report."""
+    path = trial_folder(config) / "trial.json"
     try:
         result = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
@@ -126,13 +131,13 @@ def run_trial(config: dict) -> None:
     tune.report({"done": 1, "result_json": json.dumps(result)})
 
 
-def failure(config: dict, error: BaseException, out_dir: Path) -> dict:
+def failure(config: dict, error: BaseException) -> dict:
     """A failed trial as the report shows it: which trial, the last line of its error, where its log is."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     t = config["trial"]
     return {"trial": trial_id(t), "model": t["model"], "fraction": t["fraction"], "seed": t["seed"],
             "point": t["point"], "reason": lines[-1] if lines else type(error).__name__,
-            "log": str(out_dir / "trials" / trial_id(t) / "trial.log")}
+            "log": str(trial_folder(config) / "trial.log")}
 
 
 def check_same_comparison(out_dir: Path, record: dict) -> bool:
@@ -216,7 +221,7 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
     failed = [r for r in failed if r not in interrupted]
     summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric)
     summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
-    summary["failures"] = [failure(r.config["config"], r.error, out_dir) for r in failed]
+    summary["failures"] = [failure(r.config["config"], r.error) for r in failed]
     summary["complete"] = len(results) == len(configs)
     write_report(summary, out_dir)
     if len(results) + len(failed) < len(configs):       # Ctrl-C: Ray Tune stopped the trials still to run
@@ -224,6 +229,8 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
                                  f"({out_dir / 'results.md'}); run the same command again to run the rest (the "
                                  "finished ones are kept)")
     if failed:
-        raise FinetuneError(f"{len(failed)} of {len(configs)} trials failed (first: {failed[0].error}); run the "
-                            f"same command again to retry them; the finished ones are kept in {out_dir / 'tune'}")
+        first = summary["failures"][0]
+        raise FinetuneError(f"{len(failed)} of {len(configs)} trials failed (first: {first['trial']}: "
+                            f"{first['reason']}; its log: {first['log']}); run the "
+                            f"same command again to retry them; the finished ones are kept in {out_dir / 'trials'}")
     return summary

@@ -157,8 +157,9 @@ def test_a_failed_trial_is_shown_as_failed_with_its_one_line_reason(tmp_path):
     log; the plot's legend names the model and the reason instead of dropping it."""
     error = RuntimeError("Traceback (most recent call last):\n  File \"x.py\", line 1\n"
                          "OSError: /runs/x/export is not a model folder\n")
-    trial = {"model": "b", "fraction": 1.0, "seed": 0, "index": 0, "point": {"optim.lr": 1e-5}}
-    failed = failure({"trial": trial}, error, tmp_path)
+    trial = trial_grid(model_labels(["/models/b"]), [1.0], 1, {"optim.lr": [1e-5]})[0]
+    recipe = trial_recipe(load_recipe(RTE).model_dump(mode="json"), trial, tmp_path)
+    failed = failure({"trial": trial, "recipe": recipe.model_dump(mode="json")}, error)
     assert failed["reason"] == "OSError: /runs/x/export is not a model folder"
     assert failed["log"] == str(tmp_path / "trials" / trial_id(trial) / "trial.log")
     summary = summarise("rte", [_result("a", 1.0, 0, 0, 0.5, 0.9, 1e-5)], {"a": "A", "b": "B"}, [1.0], 1)
