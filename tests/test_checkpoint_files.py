@@ -48,12 +48,18 @@ def test_a_whole_checkpoint_passes_and_each_tear_is_named(tmp_path):
 
 def test_the_newest_whole_earlier_checkpoint_stands_in(tmp_path):
     old, mid, new = (_checkpoint(tmp_path, f"checkpoint_{u}", u) for u in (2, 4, 6))
-    assert newest_whole(new) == (new, None)
+    assert newest_whole(new) == (new, None, ())
     (mid / "update-0000004" / "zero_pp_rank_0_optim_states.pt").write_bytes(b"")
     (new / "files-rank-0.json").unlink()
-    folder, warning = newest_whole(new)
+    folder, warning, torn = newest_whole(new)
     assert folder == old and warning.startswith(f"checkpoint {new} is torn (the file lists of ranks [0]")
     assert warning.endswith(f"resuming from the previous whole one, {old} (update 2)")
+    assert torn == (new, mid)          # every torn one passed over, to be set aside
+    (tmp_path / "torn").mkdir()
+    new.rename(tmp_path / "torn" / new.name)   # the one asked for, set aside earlier: the newest whole one beside it
+    assert newest_whole(new) == (old, f"checkpoint {new} is torn ({new}/latest is missing); resuming from the "
+                                      f"previous whole one, {old} (update 2)", (mid,))
+    (tmp_path / "torn" / new.name).rename(new)
     (old / "latest").unlink()
     with pytest.raises(TornCheckpointError, match=r"no whole checkpoint to resume from:\n  .*checkpoint_6.*\n  "
                                                   r".*checkpoint_4.*has 0 bytes"):

@@ -3,12 +3,15 @@ sampling: the schedule depends on the weights, and the sampler's record travels 
 on a copy of that run's finished folder:
 - one run, one folder (prefinetune/run/run_folder.py): a finished run's folder is not started again, nor
   resumed from its final checkpoint or with another recipe; --resume-from an earlier checkpoint of it,
-  torn, falls back to the whole one before it, whatever Ray Train's own record of the folder says;
+  torn, falls back to the whole one before it, whatever Ray Train's own record of the folder says, and
+  the earlier attempt's later checkpoints are set aside (superseded/);
 - a worker killed mid-run, its newest checkpoint torn: in that resumed run, once Ray Train has registered
   a new checkpoint, a file of it is cut short and one worker gets SIGKILL; Ray Train restarts the group
   (`scaling.max_failures`) from that checkpoint, which gives way to the previous whole one with a
   warning, and the run ends with the uninterrupted run's weights, the same metrics, and each update once
   in metrics.jsonl;
+- checkpoint.keep by prefinetune's rule (prefinetune/run/checkpoints.py): each torn checkpoint is set
+  aside (torn/), so it never stands in the count for a whole one, and the run ends with its `keep` newest;
 - (resuming on another number of workers: tests/distributed/test_checkpoint_resume.py, 2 -> 1 and
   1 -> 2 through the same `load_checkpoint` the worker loop calls;)
 (a NaN loss on a worker: its message on every rank, tests/distributed/test_nonfinite.py; through Ray's
@@ -37,9 +40,9 @@ from conftest import REPO  # noqa: E402
 
 from prefinetune.recipe.config import load_recipe
 
-# 20 updates of a tiny BERT: a checkpoint every 2, all kept; the kill comes after update 5, and Ray Train
-# registers a checkpoint up to one health check (2 s) after the update that saved it: the 15 updates left
-# leave time for it
+# 20 updates of a tiny BERT: a checkpoint every 2, all kept in the straight run; the kill comes after update 7,
+# and Ray Train registers a checkpoint up to one health check (0.2 s in the suite) after the update that saved
+# it: the 13 updates left leave time for it
 UPDATES, EVERY = 20, 2
 
 
@@ -151,17 +154,16 @@ def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(s
     - starting it again, resuming from its final checkpoint or with another learning rate are refused
       before Ray starts;
     - --resume-from its update-4 checkpoint, torn, resumes from the whole one before it (update 2), never
-      from Ray's newest;
-    - in that resumed run, once Ray Train has registered its new update-4 checkpoint, a file of it is cut
-      short and rank 1 gets SIGKILL after update 5 (Ray registers a checkpoint a little after the update
-      that saved it: 3 updates left leave time for it): Ray Train restarts the group
-      (`scaling.max_failures`) from that checkpoint, which gives way to the previous whole one (update 2)
-      with a warning;
+      from Ray's newest; the checkpoints past update 4 go to superseded/, the torn one to torn/;
+    - in that resumed run (checkpoint.keep 2), once Ray Train has registered its new update-6 checkpoint,
+      a file of it is cut short and rank 1 gets SIGKILL after update 7: Ray Train restarts the group
+      (`scaling.max_failures`) from that checkpoint, which gives way to the previous whole one (update 4,
+      kept: the torn one is set aside, not counted) with a warning;
     and the run ends with the straight run's weights, metrics and sampler record, each update once in
-    metrics.jsonl."""
+    metrics.jsonl, and its 2 newest checkpoints."""
     import shutil
 
-    from prefinetune.distributed.checkpoint_files import checkpoint_update
+    from prefinetune.distributed.checkpoint_files import check_files, checkpoint_update
     from prefinetune.recipe.config import RecipeError
     from prefinetune.run.driver import run
 
@@ -171,7 +173,7 @@ def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(s
     experiment = run_dir / "ray" / "straight"
     by_update = {checkpoint_update(p): p for p in experiment.glob("checkpoint_*") if p.is_dir()}
     assert sorted(by_update) == list(range(EVERY, UPDATES + 1, EVERY))
-    recipe = _recipe(bert, tmp_path, "straight", failures=1)
+    recipe = _recipe(bert, tmp_path, "straight", 1, 2, "checkpoint.keep=2")
     refusals = [
         ({}, f"already holds run 'straight', finished at update {UPDATES} (its export: {run_dir / 'export'}): "
              f"another --name / --output-dir for a new run, or --resume-from {by_update[UPDATES]} with --updates "
@@ -189,7 +191,7 @@ def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(s
     torn = by_update[4]
     victim = _tear(torn)
     killed: dict = {}
-    killer = threading.Thread(target=_tear_and_kill, args=(run_dir, 4, 5, {p.name for p in by_update.values()},
+    killer = threading.Thread(target=_tear_and_kill, args=(run_dir, 6, 7, {p.name for p in by_update.values()},
                                                            killed), daemon=True)
     killer.start()
     resumed = run(recipe, resume_from=str(torn))
@@ -199,11 +201,20 @@ def test_one_folder_one_run_and_a_killed_worker_restarts_past_torn_checkpoints(s
     assert f"checkpoint {torn} is torn ({victim} (rank 1) has" in said
     assert f"resuming from the previous whole one, {by_update[2]} (update 2)" in said
     assert "Ray Train's record of the earlier attempt moved to" in said
-    # the killed worker: restarted by Ray Train from the new update-4 checkpoint, torn, so from update 2
+    assert f"its {UPDATES // EVERY - 2} checkpoints past {torn.name} moved to {experiment / 'superseded'}" in said
+    assert sorted(p.name for p in (experiment / "superseded").iterdir()) == sorted(
+        by_update[u].name for u in range(6, UPDATES + 1, EVERY))
+    # the killed worker: restarted by Ray Train from the new update-6 checkpoint, torn, so from update 4
     assert killed and killed["after"] < UPDATES, killed
     assert json.loads((run_dir / "workers" / "rank-1.json").read_text())["pid"] != killed["pid"], "not restarted"
     assert f"checkpoint {killed['torn']} is torn ({killed['victim']} (rank 1) has" in said
-    assert said.count("resumed after update 2") >= 2, said[-3000:]
+    assert "resumed after update 2" in said and "resumed after update 4" in said, said[-3000:]
+    # both torn checkpoints set aside, out of the count: the run ends with its 2 newest, whole
+    assert f"set aside in {experiment / 'torn'}: {killed['torn'].name}" in said
+    assert sorted(p.name for p in (experiment / "torn").iterdir()) == sorted([torn.name, killed["torn"].name])
+    kept = sorted(p for p in experiment.glob("checkpoint_*") if p.is_dir())
+    assert [checkpoint_update(p) for p in kept] == [UPDATES - EVERY, UPDATES], kept
+    assert all(check_files(p) is None for p in kept)
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     reference = [json.loads(line) for line in (straight_out / "straight" / "metrics.jsonl").read_text().splitlines()]
     for kind in ("lr", "dev/syn_nli/accuracy"):       # training windows and evals: each update once

@@ -3,8 +3,9 @@ checkpoint is used only if every rank's list is there and every file matches it.
 
     write_file_list(folder, rank, world)      # after engine.save_checkpoint(folder), before reporting it
     problem = check_files(folder)            # None, or what is missing or cut short
-    folder, note = newest_whole(folder)      # this checkpoint, or the newest whole one before it
-    folder, note = agreed_newest_whole(folder, rank)   # the same, read by rank 0 alone and broadcast
+    found = newest_whole(folder)             # Found(folder, note, torn): this checkpoint, or the newest
+                                             # whole one before it, and the torn ones passed over
+    found = agreed_newest_whole(folder, rank, local)   # the same, read by rank 0 alone and broadcast
 
     newest_in(experiment_dir)                # the newest whole checkpoint of a Ray Train run folder, or None
 """
@@ -13,12 +14,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from prefinetune.data.shards import sha256_file
 from prefinetune.distributed import collectives
 
-__all__ = ["TornCheckpointError", "write_file_list", "check_files", "checkpoint_update", "newest_whole",
+__all__ = ["TornCheckpointError", "Found", "write_file_list", "check_files", "checkpoint_update", "newest_whole",
            "agreed_newest_whole", "newest_in"]
 
 LIST = "files-rank-{rank}.json"
@@ -27,6 +28,15 @@ _LIST = re.compile(r"files-rank-(\d+)\.json")
 
 class TornCheckpointError(RuntimeError):
     """No whole checkpoint to resume from; the message says what is wrong with each one tried."""
+
+
+class Found(NamedTuple):
+    """The checkpoint to resume from, the warning to show (None when it is the one asked for), and the
+    torn checkpoints passed over to reach it (the one asked for first)."""
+
+    folder: Path
+    note: Optional[str]
+    torn: tuple[Path, ...] = ()
 
 
 def write_file_list(folder: Path, rank: int, world: int) -> None:
@@ -75,47 +85,49 @@ def checkpoint_update(folder: Path) -> Optional[int]:
         return None
 
 
-def newest_whole(folder: Path) -> tuple[Path, Optional[str]]:
-    """(the checkpoint to resume from, a warning or None): `folder` if whole, else the newest whole
-    checkpoint beside it (same parent) of an earlier update."""
+def newest_whole(folder: Path) -> Found:
+    """`folder` if whole, else the newest whole checkpoint beside it (same parent) of an earlier update
+    (the newer folder first among equal updates). `folder` may be gone (set aside as torn earlier):
+    then every checkpoint beside it is a candidate."""
     folder = Path(folder)
     problem = check_files(folder) if (folder / "latest").is_file() else f"{folder}/latest is missing"
     if problem is None:
-        return folder, None
-    tried = [f"{folder}: {problem}"]
+        return Found(folder, None)
+    tried, torn = [f"{folder}: {problem}"], [folder] if folder.is_dir() else []
     limit = checkpoint_update(folder)
     siblings = [p for p in folder.parent.iterdir() if p.is_dir() and p != folder and checkpoint_update(p) is not None]
-    for other in sorted(siblings, key=checkpoint_update, reverse=True):
+    for other in sorted(siblings, key=lambda p: (checkpoint_update(p), p.name), reverse=True):
         if limit is not None and checkpoint_update(other) >= limit:
             continue
         other_problem = check_files(other)
         if other_problem is None:
-            return other, (f"checkpoint {folder} is torn ({problem}); resuming from the previous whole one, "
-                           f"{other} (update {checkpoint_update(other)})")
+            return Found(other, f"checkpoint {folder} is torn ({problem}); resuming from the previous whole one, "
+                                f"{other} (update {checkpoint_update(other)})", tuple(torn))
         tried.append(f"{other}: {other_problem}")
+        torn.append(other)
     raise TornCheckpointError("no whole checkpoint to resume from:\n  " + "\n  ".join(tried))
 
 
-def agreed_newest_whole(folder: Path, rank: int) -> Optional[tuple[Path, Optional[str]]]:
+def agreed_newest_whole(folder: Path, rank: int, local: bool = True) -> Optional[Found]:
     """`newest_whole(folder)` as every rank of a restarted run needs it: rank 0 reads and hashes the
     checkpoint's files and broadcasts its verdict, so W workers read the checkpoint once, not W times,
-    and all of them resume from the same folder or all raise the same error. None (on every rank) when
-    rank 0 does not see `folder` as a local folder (remote storage: taken as it is)."""
+    and all of them resume from the same folder or all raise the same error. None (on every rank) for a
+    checkpoint on remote storage (`local` False: taken as it is)."""
     verdict = None
     if rank == 0:
         try:
-            if not Path(folder).is_dir():
-                verdict = ("remote", None, None)
+            if not local:
+                verdict = ("remote", None, None, ())
             else:
-                found, note = newest_whole(folder)
-                verdict = ("whole", str(found), note)
+                found = newest_whole(folder)
+                verdict = ("whole", str(found.folder), found.note, tuple(str(p) for p in found.torn))
         except Exception as err:       # noqa: BLE001 - any failure reaches every rank, not only rank 0
             verdict = ("error", f"{type(err).__name__}: {err}" if not isinstance(err, TornCheckpointError)
-                       else str(err), None)
-    kind, text, note = collectives.broadcast_object(verdict)
+                       else str(err), None, ())
+    kind, text, note, torn = collectives.broadcast_object(verdict)
     if kind == "error":
         raise TornCheckpointError(text)
-    return None if kind == "remote" else (Path(text), note)
+    return None if kind == "remote" else Found(Path(text), note, tuple(Path(p) for p in torn))
 
 
 def newest_in(experiment_dir: Path) -> Optional[Path]:
@@ -126,6 +138,6 @@ def newest_in(experiment_dir: Path) -> Optional[Path]:
     if not found:
         return None
     try:
-        return newest_whole(max(found, key=lambda p: (checkpoint_update(p), p.name)))[0]
+        return newest_whole(max(found, key=lambda p: (checkpoint_update(p), p.name))).folder
     except TornCheckpointError:
         return None

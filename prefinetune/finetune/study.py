@@ -40,7 +40,7 @@ def _prefinetune(n: int, data_dir: str, out_dir: Path) -> str:
     else:            # a run stopped before its export goes on from its newest whole checkpoint
         from prefinetune.distributed.checkpoint_files import newest_in
 
-        newest = newest_in(recipe.run_dir.resolve() / "ray" / recipe.run.name)
+        newest = newest_in(recipe.checkpoints_dir.resolve())
         run(recipe, resume_from=str(newest) if newest else None, source=str(PREFINETUNE[n]))
     return str(export)
 

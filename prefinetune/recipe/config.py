@@ -221,7 +221,7 @@ class ScalingSection(_Strict):
 
 class CheckpointSection(_Strict):
     every_updates: int = Field(100, ge=1)
-    keep: int = Field(2, ge=1, description="checkpoints Ray keeps")
+    keep: int = Field(2, ge=1, description="the newest whole checkpoints kept (torn ones: set aside in torn/)")
 
 
 class EvalSection(_Strict):
@@ -326,6 +326,11 @@ class RecipeConfig(_Strict):
     @property
     def run_dir(self) -> Path:
         return Path(self.run.output_dir) / self.run.name
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        """Ray Train's folder of this run (storage RUN_DIR/ray, name run.name): its checkpoint_* folders."""
+        return self.run_dir / "ray" / self.run.name
 
     @property
     def shards_path(self) -> Path:

@@ -122,6 +122,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
+    from prefinetune.run.checkpoints import KeepNewest
     from prefinetune.run.errors import RunFailed, RunInterrupted, stop_reason, storage_error
     from prefinetune.run.progress import PROGRESS_FILE, DriverProgress
     from prefinetune.run.worker import train_worker
@@ -137,7 +138,10 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
                                      resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),
                              failure_config=FailureConfig(max_failures=s.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=recipe.checkpoint.keep),
+                             # checkpoint.keep is kept by prefinetune's rule (prefinetune/run/checkpoints.py):
+                             # Ray Train's would count a torn checkpoint and delete a whole one for it
+                             checkpoint_config=CheckpointConfig(num_to_keep=None),
+                             callbacks=[KeepNewest(recipe.checkpoint.keep)],
                              # Ray Train's INFO lines come per worker per checkpoint; warnings stay
                              logging_config=LoggingConfig(log_level="WARNING")))
     handler = signal.getsignal(signal.SIGINT)      # Ray Train installs its own for fit() and leaves it
@@ -162,7 +166,7 @@ def resume_hint(recipe: RecipeConfig) -> str:
     """Which checkpoint a stopped run can resume from (the newest whole one), or that it has none."""
     from prefinetune.distributed.checkpoint_files import checkpoint_update, newest_in
 
-    newest = newest_in(recipe.run_dir / "ray" / recipe.run.name)
+    newest = newest_in(recipe.checkpoints_dir)
     if newest is None:
         return "No whole checkpoint was saved before it; a new run starts from update 0"
     return (f"The newest whole checkpoint, untouched, is {newest} (update {checkpoint_update(newest)}): "
@@ -235,7 +239,6 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     its epochs once the shards exist, its rows, its starting head, its summary)."""
     from prefinetune.run.errors import RunInterrupted
     from prefinetune.run.hooks import RunHooks
-    from prefinetune.run.ray_adapter import set_aside_snapshot
     from prefinetune.run.run_folder import RunLock, check_resume, check_start
 
     hooks = hooks or RunHooks()
@@ -250,14 +253,33 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
         check_resume(recipe, resume_from, hooks)
         (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
         print(header(recipe, source), flush=True)
-        if resume_from:
-            aside = set_aside_snapshot(recipe.run_dir / "ray" / recipe.run.name)
-            print(f"[prefinetune] resuming from {resume_from}" + (f" (Ray Train's record of the earlier attempt "
-                                                                  f"moved to {aside})" if aside else ""))
+        aside = "; ".join(_set_aside_earlier_attempt(recipe, resume_from))
+        if resume_from or aside:
+            start = f"resuming from {resume_from}" if resume_from else "starting"
+            print(f"[prefinetune] {start}" + (f" ({aside})" if aside else ""))
         try:
             return _train_and_export(recipe, resume_from, hooks)
         except KeyboardInterrupt as err:          # Ctrl-C (or SIGTERM) outside Ray Train's own handling
             raise RunInterrupted(resume_hint(recipe)) from err
+
+
+def _set_aside_earlier_attempt(recipe: RecipeConfig, resume_from: str | None) -> list[str]:
+    """Ray Train's record of an earlier attempt in the run's folder, and the checkpoints it saved past
+    `resume_from`, moved aside, so that the checkpoint given is the one used (Ray Train would hand the
+    workers the newest it recorded) and the folder's checkpoints stay one line of updates. Returns
+    what was moved, in words."""
+    from prefinetune.run.checkpoints import SUPERSEDED, later_than, set_aside
+    from prefinetune.run.ray_adapter import set_aside_snapshot
+
+    notes = []
+    aside = set_aside_snapshot(recipe.checkpoints_dir)
+    if aside:
+        notes.append(f"Ray Train's record of the earlier attempt moved to {aside}")
+    if resume_from and "://" not in resume_from:
+        later = set_aside(later_than(recipe.checkpoints_dir, Path(resume_from)), recipe.checkpoints_dir, SUPERSEDED)
+        if later:
+            notes.append(f"its {len(later)} checkpoints past {Path(resume_from).name} moved to {later[0].parent}")
+    return notes
 
 
 def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> dict:

@@ -76,7 +76,7 @@ def _saved_state(folder: Path) -> Optional[dict]:
 def _refuse_existing(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
     from prefinetune.distributed.checkpoint_files import checkpoint_update, newest_in
 
-    experiment = recipe.run_dir / "ray" / recipe.run.name
+    experiment = recipe.checkpoints_dir
     found = _checkpoint_folders(experiment)
     if not found:
         return

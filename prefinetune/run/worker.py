@@ -50,25 +50,31 @@ class RaySession:
         self.rank, self.world = context.get_world_rank(), context.get_world_size()
         self.device = ray.train.torch.get_device() if torch.cuda.is_available() else torch.device("cpu")
 
-    def checkpoint(self, resume_from: str | None):
+    def checkpoint(self, resume_from: str | None, experiment: Path):
         """The latest checkpoint Ray hands back after a worker restart, else the --resume-from folder;
-        a torn one (a file missing or cut short) gives way to the newest whole one before it."""
+        a torn one (a file missing or cut short) gives way to the newest whole one before it, and rank 0
+        sets the torn ones of this run (`experiment`, its checkpoints' folder) aside in torn/, so that
+        they are neither kept in place of whole ones nor resumed from again."""
+        import pyarrow.fs
         import ray.train
 
         from prefinetune.distributed.checkpoint_files import agreed_newest_whole
+        from prefinetune.run.checkpoints import TORN, set_aside
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and resume_from:
             checkpoint = ray.train.Checkpoint(resume_from)
         if checkpoint is None:
             return None
-        agreed = agreed_newest_whole(Path(checkpoint.path), self.rank)      # the same on every rank
-        if agreed is None:                                                # remote storage: taken as it is
+        local = isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem)
+        found = agreed_newest_whole(Path(checkpoint.path), self.rank, local)     # the same on every rank
+        if found is None:                                                        # remote storage: taken as it is
             return checkpoint
-        folder, warning = agreed
-        if warning and self.rank == 0:
-            say(f"[prefinetune] WARNING: {warning}")
-        return ray.train.Checkpoint(str(folder))
+        if found.note and self.rank == 0:
+            moved = set_aside(found.torn, experiment, TORN)
+            aside = f"; set aside in {experiment / TORN}: {', '.join(p.name for p in moved)}" if moved else ""
+            say(f"[prefinetune] WARNING: {found.note}{aside}")
+        return ray.train.Checkpoint(str(found.folder))
 
     def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
         """Every worker saves its shard of the DeepSpeed state and the list of its files (sizes, sha256);
@@ -102,7 +108,7 @@ class LocalSession:
         self.device = device or (torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu"))
         self.metrics: dict = {}
 
-    def checkpoint(self, resume_from: str | None):
+    def checkpoint(self, resume_from: str | None, experiment: Path):
         return None
 
     def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
@@ -244,7 +250,8 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
                if recipe.sampling.policy == "mt_uncertainty" else None)
     skips = Skips(recipe.train.nonfinite_skips)
-    start = _resume(engine, stats, sampler, skips, session.checkpoint(resume_from), recipe.run_dir, rank, world)
+    checkpoint = session.checkpoint(resume_from, recipe.checkpoints_dir)
+    start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world)
     log.resumed(start)
     _record_worker(recipe.run_dir, rank)
     total = recipe.train.updates

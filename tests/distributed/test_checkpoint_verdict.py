@@ -38,13 +38,15 @@ def _worker(rank: int, port: int, root: str) -> None:
     hashed = []
     real = checkpoint_files.sha256_file
     checkpoint_files.sha256_file = lambda path: hashed.append(str(path)) or real(path)
-    folder, note = agreed_newest_whole(Path(root, "checkpoint_b"), rank)
+    folder, note, torn = agreed_newest_whole(Path(root, "checkpoint_b"), rank)
+    remote = agreed_newest_whole(Path(root, "checkpoint_b"), rank, local=rank != 0)   # rank 0's word counts
     try:
         agreed_newest_whole(Path(root, "other", "checkpoint_c"), rank)
         error = None
     except TornCheckpointError as err:
         error = str(err)
     Path(root, f"rank{rank}.json").write_text(json.dumps({"folder": str(folder), "note": note, "hashed": len(hashed),
+                                                          "torn": [str(p) for p in torn], "remote": remote,
                                                           "error": error}))
     torch.distributed.destroy_process_group()
 
@@ -61,5 +63,6 @@ def test_rank_0_alone_reads_the_checkpoint_and_every_rank_gets_its_verdict(tmp_p
     for report in reports:
         assert report["folder"] == str(whole)
         assert report["note"].startswith(f"checkpoint {torn} is torn") and "(update 2)" in report["note"]
+        assert report["torn"] == [str(torn)] and report["remote"] is None
     assert reports[0]["error"] == reports[1]["error"]
     assert reports[0]["error"].startswith("no whole checkpoint to resume from")
