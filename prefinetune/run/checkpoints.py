@@ -2,9 +2,8 @@
 prefinetune's own rule: Ray Train's `num_to_keep` counts every checkpoint it registered, a torn one
 too, so after a fall-back from a torn checkpoint it would delete the whole one the run went back to.
 
-    KeepNewest(keep)                          # RunConfig(callbacks=[...]): after each checkpoint, the
-                                              # `keep` newest stay (Ray Train's own num_to_keep off)
-    stale(experiment, keep, current)          # which folders that rule deletes
+    stale(experiment, keep, current)          # after each checkpoint, the folders to delete: all but the
+                                              # `keep` newest (prefinetune/run/controller.py deletes them)
     set_aside(folders, experiment, TORN)      # torn checkpoints passed over on a restart -> torn/
     later_than(experiment, resume_from)       # a resume from an earlier checkpoint: the later ones,
     set_aside(..., SUPERSEDED)                #   of the attempt it abandons -> superseded/
@@ -15,14 +14,11 @@ only, as the rest of the run folder.
 """
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
-
-import ray.train
 
 from prefinetune.distributed.checkpoint_files import checkpoint_update
 
-__all__ = ["KeepNewest", "stale", "set_aside", "later_than", "TORN", "SUPERSEDED"]
+__all__ = ["stale", "set_aside", "later_than", "TORN", "SUPERSEDED"]
 
 TORN, SUPERSEDED = "torn", "superseded"
 
@@ -65,22 +61,3 @@ def set_aside(folders, experiment: Path, kind: str) -> list[Path]:
         folder.rename(target)
         moved.append(target)
     return moved
-
-
-class KeepNewest(ray.train.UserCallback):
-    """Runs in Ray Train's controller after every report, once all workers have saved: deletes the
-    checkpoints `stale` names. A failure to delete is said and the run goes on."""
-
-    def __init__(self, keep: int):
-        self.keep = keep
-
-    def after_report(self, run_context, metrics, checkpoint) -> None:
-        if checkpoint is None or not Path(checkpoint.path).is_dir():
-            return
-        current = Path(checkpoint.path)
-        for folder in stale(current.parent, self.keep, current):
-            try:
-                shutil.rmtree(folder)
-            except OSError as err:
-                print(f"[prefinetune] WARNING: could not delete old checkpoint {folder} ({err.strerror or err}); "
-                      f"checkpoint.keep={self.keep} goes on with it", flush=True)

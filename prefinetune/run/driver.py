@@ -122,7 +122,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, TrainingFailedError
     from ray.train.torch import TorchTrainer
 
-    from prefinetune.run.checkpoints import KeepNewest
+    from prefinetune.run.controller import controller_callbacks
     from prefinetune.run.errors import RunFailed, RunInterrupted, stop_reason, storage_error
     from prefinetune.run.progress import PROGRESS_FILE, DriverProgress
     from prefinetune.run.worker import train_worker
@@ -138,10 +138,10 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
                                      resources_per_worker={"CPU": s.cpus_per_worker}),
         run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),
                              failure_config=FailureConfig(max_failures=s.max_failures),
-                             # checkpoint.keep is kept by prefinetune's rule (prefinetune/run/checkpoints.py):
+                             # checkpoint.keep is kept by prefinetune's rule (prefinetune/run/controller.py):
                              # Ray Train's would count a torn checkpoint and delete a whole one for it
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
-                             callbacks=[KeepNewest(recipe.checkpoint.keep)],
+                             callbacks=controller_callbacks(recipe.checkpoint.keep),
                              # Ray Train's INFO lines come per worker per checkpoint; warnings stay
                              logging_config=LoggingConfig(log_level="WARNING")))
     handler = signal.getsignal(signal.SIGINT)      # Ray Train installs its own for fit() and leaves it

@@ -7,6 +7,7 @@
     set_aside_snapshot(dir)      # Ray Train's record of an earlier attempt in a run folder, moved aside
     with quiet_tune_restore_hint():   # Ray Tune's "Resume experiment with: Tuner.restore(...)" kept off the console
     interrupted_trial(error)     # a trial's error that is only Ctrl-C reaching its process
+    quiet_slow_cleaner_stop()    # in Ray Train's controller: a slow stop of its placement-group cleaner unlogged
 
 Each degrades to doing nothing where a Ray release changed what it reads (the test then fails, so
 the bound in setup.cfg is raised only with the adapter fixed).
@@ -19,7 +20,8 @@ from pathlib import Path
 from typing import Optional
 
 __all__ = ["SNAPSHOT", "TUNE_LOGGER", "quiet_tune_restore_hint", "interrupted_trial", "worker_failures",
-           "wrapped_causes", "ray_train_report_logger", "set_aside_snapshot"]
+           "wrapped_causes", "ray_train_report_logger", "set_aside_snapshot", "CLEANER_LOGGER", "CLEANER_STOP_FAILED",
+           "quiet_slow_cleaner_stop"]
 
 # Ray Train's record of the checkpoints a run reported (ray.train.v2 CheckpointManager), beside them:
 # a new run with the same name and storage path loads it and hands its newest checkpoint to the workers.
@@ -90,3 +92,28 @@ def interrupted_trial(error: BaseException | None) -> bool:
         if isinstance(inner, BaseException) and inner is not error and interrupted_trial(inner):
             return True
     return isinstance(error, KeyboardInterrupt) or "KeyboardInterrupt" in str(error or "")
+
+
+# At the end of every run Ray Train's controller stops its placement-group cleaner (a detached actor that
+# removes the workers' placement group should the controller die) and waits 12 s; on a loaded machine the
+# cleaner's own check of the controller (a State API call of up to 10 s) outlasts that, and the controller
+# logs the GetTimeoutError with its traceback (~15 lines), though the cleaner then exits by itself once
+# the controller is gone and nothing is left behind.
+CLEANER_LOGGER = "ray.train.v2._internal.callbacks.placement_group_callback"
+CLEANER_STOP_FAILED = "Failed to stop PlacementGroupCleaner gracefully."
+
+
+class _SlowCleanerStop(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from ray.exceptions import GetTimeoutError
+
+        error = record.exc_info[1] if record.exc_info else None
+        return not (record.getMessage() == CLEANER_STOP_FAILED and isinstance(error, GetTimeoutError))
+
+
+def quiet_slow_cleaner_stop() -> None:
+    """In the calling process (Ray Train's controller: prefinetune/run/controller.py), the cleaner's stop
+    timing out is not logged; any other failure to stop it still is. Idempotent."""
+    logger = logging.getLogger(CLEANER_LOGGER)
+    if not any(isinstance(f, _SlowCleanerStop) for f in logger.filters):
+        logger.addFilter(_SlowCleanerStop())

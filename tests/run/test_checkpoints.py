@@ -11,7 +11,8 @@ from pathlib import Path
 
 import ray.train
 
-from prefinetune.run.checkpoints import SUPERSEDED, TORN, KeepNewest, later_than, set_aside, stale
+from prefinetune.run.checkpoints import SUPERSEDED, TORN, later_than, set_aside, stale
+from prefinetune.run.controller import KeepNewest
 
 
 def _checkpoint(experiment: Path, name: str, update: int | None) -> Path:

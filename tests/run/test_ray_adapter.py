@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 from ray.train.v2.api.exceptions import ControllerError, WorkerGroupError
@@ -82,3 +83,68 @@ def test_a_trial_stopped_by_ctrl_c_is_told_from_a_failed_one():
     assert interrupted_trial(wrapped) and interrupted_trial(KeyboardInterrupt())
     assert not interrupted_trial(RayTaskError("train_fn", "Traceback ... ValueError: bad", ValueError("bad")))
     assert not interrupted_trial(None)
+
+
+def test_a_slow_stop_of_ray_trains_placement_group_cleaner_is_not_logged_and_other_failures_are():
+    """Ray Train's own callback stops a real (slow, or failing) cleaner actor with its own code: the
+    timeout is logged where and as the adapter expects, and not once the filter is on; another failure
+    still is."""
+    import shutil
+    import tempfile
+
+    import ray
+    from ray.exceptions import GetTimeoutError
+    from ray.train.v2._internal.callbacks.placement_group_callback import PlacementGroupCleanerCallback
+
+    from prefinetune.run.ray_adapter import CLEANER_LOGGER, CLEANER_STOP_FAILED, quiet_slow_cleaner_stop
+
+    @ray.remote(num_cpus=0)
+    class Cleaner:
+        def __init__(self, fail: bool):
+            self.fail = fail
+
+        def stop(self):
+            if self.fail:
+                raise ValueError("the cleaner broke")
+            time.sleep(3)
+
+    class Kept(logging.Handler):          # on the logger itself: Ray's loggers do not propagate to the root
+        def __init__(self):
+            super().__init__()
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    def stop(fail: bool = False) -> list[logging.LogRecord]:
+        callback = PlacementGroupCleanerCallback(stop_timeout=60 if fail else 0.3)
+        callback._cleaner = Cleaner.remote(fail)
+        kept = Kept()
+        logger.addHandler(kept)
+        try:
+            callback._stop_cleaner()
+        finally:
+            logger.removeHandler(kept)
+        return kept.records
+
+    assert PlacementGroupCleanerCallback.__module__ == CLEANER_LOGGER
+    temp = tempfile.mkdtemp(prefix="pft-ray-", dir="/tmp")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=1, include_dashboard=False, _temp_dir=temp, log_to_driver=False)
+    logger = logging.getLogger(CLEANER_LOGGER)
+    filters = list(logger.filters)
+    try:
+        [record] = stop()
+        assert record.getMessage() == CLEANER_STOP_FAILED and isinstance(record.exc_info[1], GetTimeoutError)
+        quiet_slow_cleaner_stop()
+        quiet_slow_cleaner_stop()
+        assert len(logger.filters) == len(filters) + 1
+        assert stop() == []
+        [record] = stop(fail=True)
+        assert record.getMessage() == CLEANER_STOP_FAILED and "the cleaner broke" in str(record.exc_info[1])
+    finally:
+        logger.filters[:] = filters
+        if started:
+            ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)

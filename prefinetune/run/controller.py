@@ -1,0 +1,50 @@
+"""What prefinetune runs inside Ray Train's controller process, as Ray Train callbacks
+(`RunConfig(callbacks=controller_callbacks(recipe))`, prefinetune/run/driver.py):
+
+    KeepNewest(keep)     # after each checkpoint, all but the `keep` newest deleted (prefinetune/run/checkpoints.py)
+    QuietController()    # Ray Train's controller-side noise that says nothing to a user, kept off the console
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import ray.train
+
+from prefinetune.run.checkpoints import stale
+
+__all__ = ["KeepNewest", "QuietController", "controller_callbacks"]
+
+
+def controller_callbacks(keep: int) -> list:
+    return [KeepNewest(keep), QuietController()]
+
+
+class KeepNewest(ray.train.UserCallback):
+    """After every report with a checkpoint (all workers have saved it): deletes the checkpoints
+    `stale` names. A failure to delete is said and the run goes on."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        if checkpoint is None or not Path(checkpoint.path).is_dir():
+            return
+        current = Path(checkpoint.path)
+        for folder in stale(current.parent, self.keep, current):
+            try:
+                shutil.rmtree(folder)
+            except OSError as err:
+                print(f"[prefinetune] WARNING: could not delete old checkpoint {folder} ({err.strerror or err}); "
+                      f"checkpoint.keep={self.keep} goes on with it", flush=True)
+
+
+class QuietController(ray.train.UserCallback):
+    """At the first report, in the controller's process: Ray Train's timeout stopping its placement-group
+    cleaner at the end of a run on a loaded machine (a traceback, harmless) kept off the console
+    (prefinetune/run/ray_adapter.py, `quiet_slow_cleaner_stop`)."""
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        from prefinetune.run.ray_adapter import quiet_slow_cleaner_stop
+
+        quiet_slow_cleaner_stop()
