@@ -2,62 +2,104 @@
 prefinetune's own rule: Ray Train's `num_to_keep` counts every checkpoint it registered, a torn one
 too, so after a fall-back from a torn checkpoint it would delete the whole one the run went back to.
 
-    stale(experiment, keep, current)          # after each checkpoint, the folders to delete: all but the
-                                              # `keep` newest (prefinetune/run/controller.py deletes them)
-    set_aside(folders, experiment, TORN)      # torn checkpoints passed over on a restart -> torn/
-    later_than(experiment, resume_from)       # a resume from an earlier checkpoint: the later ones,
-    set_aside(..., SUPERSEDED)                #   of the attempt it abandons -> superseded/
+    tidy_at_start(experiment, found)     # at every (re)start, once rank 0 knows the checkpoint to resume
+                                         # from: the torn ones -> torn/, later ones -> superseded/
+    stale(experiment, keep, current)     # after each checkpoint, the folders to delete: all but the
+                                         # `keep` newest (prefinetune/run/controller.py deletes them)
+    restore(folder, experiment)          # a superseded checkpoint given to --resume-from, put back in line
 
-Folders moved aside keep their names and contents (nothing torn is deleted: it is evidence), and are no
-longer counted, resumed from or offered as the newest checkpoint. Local (or mounted shared) storage
-only, as the rest of the run folder.
+At a (re)start nothing is being written, so the folder is made one line there: the checkpoint resumed
+from and the ones before it. Torn checkpoints passed over, and copies cut short (no `latest`), go to
+torn/; checkpoints of a later update, or of the same update in another folder (an attempt abandoned by
+a resume from an earlier checkpoint, or a copy a killed worker left), go to superseded/. Folders moved
+aside keep their names and contents (nothing torn is deleted: it is evidence, and the user's to
+delete), and are no longer counted, resumed from or offered as the newest checkpoint. Local (or
+mounted shared) storage only, as the rest of the run folder.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
-from prefinetune.distributed.checkpoint_files import checkpoint_update
+from prefinetune.distributed.checkpoint_files import Found, checkpoint_update
 
-__all__ = ["stale", "set_aside", "later_than", "TORN", "SUPERSEDED"]
+__all__ = ["stale", "set_aside", "tidy_at_start", "restore", "aside_newest", "TORN", "SUPERSEDED"]
 
 TORN, SUPERSEDED = "torn", "superseded"
 
 
-def _checkpoints(experiment: Path) -> list[Path]:
-    """Checkpoint folders that say which update they hold (DeepSpeed's `latest`); one without it is
-    still being copied, or its copy was cut short."""
-    return [p for p in Path(experiment).glob("checkpoint_*") if p.is_dir() and checkpoint_update(p) is not None]
+def _updates(experiment: Path) -> dict[Path, Optional[int]]:
+    """Each checkpoint folder with the update it holds (DeepSpeed's `latest`), None for one without it
+    (being copied now, or its copy cut short)."""
+    folders = [p for p in Path(experiment).glob("checkpoint_*") if p.is_dir()]
+    return {p: checkpoint_update(p) for p in folders}
 
 
 def stale(experiment: Path, keep: int, current: Path) -> list[Path]:
     """The checkpoints to delete once `current` is saved: all but the `keep` newest of those up to its
     update (newest: highest update, then the later folder name; `current` is one of the `keep`).
-    Folders of a later update are being written now and are left alone."""
+    Folders of a later update, or without `latest`, may be being written now: left alone."""
     current, limit = Path(current), checkpoint_update(current)
     if limit is None:
         return []
-    older = [p for p in _checkpoints(experiment) if p != current and checkpoint_update(p) <= limit]
-    older.sort(key=lambda p: (checkpoint_update(p), p.name), reverse=True)
-    return older[max(keep - 1, 0):]
+    older = [(u, p) for p, u in _updates(experiment).items() if p != current and u is not None and u <= limit]
+    older.sort(key=lambda pair: (pair[0], pair[1].name), reverse=True)
+    return [p for _, p in older[max(keep - 1, 0):]]
 
 
-def later_than(experiment: Path, resume_from: Path) -> list[Path]:
-    """The checkpoints of `experiment` of a later update than `resume_from` (one of them): what an
-    earlier attempt saved past the point a resume goes back to."""
-    update = checkpoint_update(resume_from)
-    if update is None:
-        return []
-    return sorted(p for p in _checkpoints(experiment) if checkpoint_update(p) > update)
-
-
-def set_aside(folders, experiment: Path, kind: str) -> list[Path]:
-    """Move `folders` (those directly in `experiment`) into experiment/kind/; returns where they went."""
-    experiment, moved = Path(experiment), []
+def set_aside(folders, experiment: Path, kind: str) -> tuple[list[Path], list[str]]:
+    """Move `folders` (those directly in `experiment`) into experiment/kind/ (a name already there gets a
+    suffix); returns (where they went, what could not be moved, in words). Never raises for a folder."""
+    experiment, moved, failed = Path(experiment), [], []
     for folder in map(Path, folders):
         if folder.parent.resolve() != experiment.resolve() or not folder.is_dir():
             continue       # another run's checkpoint (--resume-from): not this run's to move
         target = experiment / kind / folder.name
-        target.parent.mkdir(exist_ok=True)
-        folder.rename(target)
-        moved.append(target)
-    return moved
+        for n in range(1, 1000):
+            if not target.exists():
+                break
+            target = experiment / kind / f"{folder.name}.{n}"
+        try:
+            target.parent.mkdir(exist_ok=True)
+            folder.rename(target)
+            moved.append(target)
+        except OSError as err:
+            failed.append(f"{folder} ({err.strerror or err})")
+    return moved, failed
+
+
+def tidy_at_start(experiment: Path, found: Found) -> list[str]:
+    """Make `experiment` one line ending at `found.folder` (see the module's docstring); returns the
+    lines that say what moved, or could not be moved."""
+    experiment = Path(experiment)
+    limit = checkpoint_update(found.folder)
+    cut_short = [p for p, u in _updates(experiment).items() if u is None]
+    later = [p for p, u in _updates(experiment).items() if u is not None and p != found.folder and p not in found.torn
+             and (limit is None or u >= limit)]
+    lines = []
+    for folders, kind, what in ((list(found.torn) + cut_short, TORN, "torn"),
+                                (sorted(later), SUPERSEDED, "of a later update (an earlier attempt's)")):
+        moved, failed = set_aside(folders, experiment, kind)
+        if moved:
+            lines.append(f"{len(moved)} checkpoint(s) {what} set aside in {experiment / kind}: "
+                         + ", ".join(p.name for p in moved))
+        if failed:
+            lines.append(f"could not set aside {', '.join(failed)}: checkpoint.keep counts them")
+    return lines
+
+
+def restore(folder: Path, experiment: Path) -> Path:
+    """A checkpoint in experiment/superseded/ given to --resume-from, moved back into the line (the
+    driver calls it before any worker starts); any other folder is returned as it is."""
+    folder, experiment = Path(folder), Path(experiment)
+    if folder.parent.resolve() != (experiment / SUPERSEDED).resolve():
+        return folder
+    target = experiment / folder.name
+    folder.rename(target)
+    return target
+
+
+def aside_newest(experiment: Path) -> Optional[Path]:
+    """The newest checkpoint set aside in experiment/superseded/ (for a run left with none in line)."""
+    found = [(u, p) for p, u in _updates(Path(experiment) / SUPERSEDED).items() if u is not None]
+    return max(found, key=lambda pair: (pair[0], pair[1].name))[1] if found else None

@@ -22,7 +22,7 @@ def controller_callbacks(keep: int) -> list:
 
 class KeepNewest(ray.train.UserCallback):
     """After every report with a checkpoint (all workers have saved it): deletes the checkpoints
-    `stale` names. A failure to delete is said and the run goes on."""
+    `stale` names. Whatever goes wrong is said and the run goes on (an exception here would stop it)."""
 
     def __init__(self, keep: int):
         self.keep = keep
@@ -31,20 +31,25 @@ class KeepNewest(ray.train.UserCallback):
         if checkpoint is None or not Path(checkpoint.path).is_dir():
             return
         current = Path(checkpoint.path)
-        for folder in stale(current.parent, self.keep, current):
-            try:
+        try:
+            for folder in stale(current.parent, self.keep, current):
                 shutil.rmtree(folder)
-            except OSError as err:
-                print(f"[prefinetune] WARNING: could not delete old checkpoint {folder} ({err.strerror or err}); "
-                      f"checkpoint.keep={self.keep} goes on with it", flush=True)
+        except Exception as err:      # noqa: BLE001 - a deletion that failed costs disk, not the run
+            print(f"[prefinetune] WARNING: could not delete old checkpoints beside {current} "
+                  f"({getattr(err, 'strerror', None) or err}); checkpoint.keep={self.keep} goes on", flush=True)
 
 
 class QuietController(ray.train.UserCallback):
-    """At the first report, in the controller's process: Ray Train's timeout stopping its placement-group
-    cleaner at the end of a run on a loaded machine (a traceback, harmless) kept off the console
-    (prefinetune/run/ray_adapter.py, `quiet_slow_cleaner_stop`)."""
+    """At the first report or worker failure, in the controller's process: Ray Train's timeout stopping
+    its placement-group cleaner at the end of a run on a loaded machine (a traceback, harmless) kept off
+    the console (prefinetune/run/ray_adapter.py, `quiet_slow_cleaner_stop`)."""
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
+        from prefinetune.run.ray_adapter import quiet_slow_cleaner_stop
+
+        quiet_slow_cleaner_stop()
+
+    def after_exception(self, run_context, worker_exceptions) -> None:
         from prefinetune.run.ray_adapter import quiet_slow_cleaner_stop
 
         quiet_slow_cleaner_stop()

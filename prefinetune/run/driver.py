@@ -139,7 +139,9 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
         run_config=RunConfig(name=recipe.run.name, storage_path=str(recipe.run_dir / "ray"),
                              failure_config=FailureConfig(max_failures=s.max_failures),
                              # checkpoint.keep is kept by prefinetune's rule (prefinetune/run/controller.py):
-                             # Ray Train's would count a torn checkpoint and delete a whole one for it
+                             # Ray Train's would count a torn checkpoint and delete a whole one for it. Ray's
+                             # record (its snapshot) then lists deleted checkpoints too: run() moves it aside
+                             # before every start, and Ray reloads it only then
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
                              callbacks=controller_callbacks(recipe.checkpoint.keep),
                              # Ray Train's INFO lines come per worker per checkpoint; warnings stay
@@ -168,6 +170,12 @@ def resume_hint(recipe: RecipeConfig) -> str:
 
     newest = newest_in(recipe.checkpoints_dir)
     if newest is None:
+        from prefinetune.run.checkpoints import aside_newest
+
+        aside = aside_newest(recipe.checkpoints_dir)
+        if aside is not None:
+            return (f"No whole checkpoint is left in line; an earlier attempt's newest, set aside, is {aside} "
+                    f"(update {checkpoint_update(aside)}): resume with --resume-from {aside}")
         return "No whole checkpoint was saved before it; a new run starts from update 0"
     return (f"The newest whole checkpoint, untouched, is {newest} (update {checkpoint_update(newest)}): "
             f"resume with --resume-from {newest}")
@@ -253,7 +261,8 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
         check_resume(recipe, resume_from, hooks)
         (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
         print(header(recipe, source), flush=True)
-        aside = "; ".join(_set_aside_earlier_attempt(recipe, resume_from))
+        resume_from, moved = _set_aside_earlier_attempt(recipe, resume_from)
+        aside = "; ".join(moved)
         if resume_from or aside:
             start = f"resuming from {resume_from}" if resume_from else "starting"
             print(f"[prefinetune] {start}" + (f" ({aside})" if aside else ""))
@@ -263,12 +272,13 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
             raise RunInterrupted(resume_hint(recipe)) from err
 
 
-def _set_aside_earlier_attempt(recipe: RecipeConfig, resume_from: str | None) -> list[str]:
-    """Ray Train's record of an earlier attempt in the run's folder, and the checkpoints it saved past
-    `resume_from`, moved aside, so that the checkpoint given is the one used (Ray Train would hand the
-    workers the newest it recorded) and the folder's checkpoints stay one line of updates. Returns
-    what was moved, in words."""
-    from prefinetune.run.checkpoints import SUPERSEDED, later_than, set_aside
+def _set_aside_earlier_attempt(recipe: RecipeConfig, resume_from: str | None) -> tuple[str | None, list[str]]:
+    """Before Ray starts: Ray Train's record of an earlier attempt in the run's folder moved aside (Ray
+    Train would hand the workers the newest checkpoint it recorded, not the one given), and a
+    --resume-from out of the folder's superseded/ put back in line. Returns (the checkpoint to resume
+    from, what was moved, in words). The workers' rank 0 makes the rest of the folder one line
+    (prefinetune/run/checkpoints.py) once the checkpoint is known to be whole."""
+    from prefinetune.run.checkpoints import restore
     from prefinetune.run.ray_adapter import set_aside_snapshot
 
     notes = []
@@ -276,10 +286,11 @@ def _set_aside_earlier_attempt(recipe: RecipeConfig, resume_from: str | None) ->
     if aside:
         notes.append(f"Ray Train's record of the earlier attempt moved to {aside}")
     if resume_from and "://" not in resume_from:
-        later = set_aside(later_than(recipe.checkpoints_dir, Path(resume_from)), recipe.checkpoints_dir, SUPERSEDED)
-        if later:
-            notes.append(f"its {len(later)} checkpoints past {Path(resume_from).name} moved to {later[0].parent}")
-    return notes
+        back = restore(Path(resume_from), recipe.checkpoints_dir)
+        if str(back) != resume_from:
+            notes.append(f"{Path(resume_from).name} put back in line from {Path(resume_from).parent}")
+            resume_from = str(back)
+    return resume_from, notes
 
 
 def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> dict:

@@ -58,7 +58,7 @@ def ray_train_report_logger() -> Optional[logging.Logger]:
 def set_aside_snapshot(experiment: Path) -> Optional[Path]:
     """Move Ray Train's snapshot of an earlier attempt out of the way (to `<name>.before-resume`), so a
     resumed run in the same folder starts from the checkpoint it was given; returns where it went, or
-    None where there was none. The earlier checkpoints stay where they are."""
+    None where there was none. (The checkpoints themselves: prefinetune/run/checkpoints.py.)"""
     snapshot = Path(experiment) / SNAPSHOT
     if not snapshot.is_file():
         return None

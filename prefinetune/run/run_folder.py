@@ -10,8 +10,9 @@ holds one run and a resume continues that run and no other.
 - `--resume-from` must be a checkpoint folder (DeepSpeed's `latest` file in it) that holds fewer updates
   than the run's train.updates, saved by a recipe that differs from this one only in RESUMABLE keys
   (the recipe travels in every checkpoint's client state, `recipe`).
-- Resuming in the run's own folder sets Ray Train's record of the earlier attempt aside
-  (prefinetune/run/ray_adapter.py), so the checkpoint given is the one used, never Ray's newest.
+- Every start sets Ray Train's record of an earlier attempt aside (prefinetune/run/ray_adapter.py), so
+  the checkpoint given is the one used, never Ray's newest; a checkpoint an earlier resume set aside
+  (superseded/) may be resumed from, and is put back in line.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ __all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock"
 # seed) would make the weights those of another run, under this run's name.
 RESUMABLE = ("run.name", "run.output_dir", "data.root", "data.shards_dir", "data.num_proc", "scaling",
              "train.updates", "train.updates_from_epochs", "train.log_every", "train.nonfinite_skips", "eval",
-             "checkpoint")
+             "checkpoint", "export")
 LOCK_FILE = ".lock"
 FINAL_METRICS = "eval_final.json"   # the driver writes it once training has ended: the run is finished
 
@@ -75,13 +76,15 @@ def _saved_state(folder: Path) -> Optional[dict]:
 
 def _refuse_existing(recipe: RecipeConfig, resume_from: Optional[str]) -> None:
     from prefinetune.distributed.checkpoint_files import checkpoint_update, newest_in
+    from prefinetune.run.checkpoints import SUPERSEDED
 
     experiment = recipe.checkpoints_dir
     found = _checkpoint_folders(experiment)
     if not found:
         return
     if resume_from is not None:         # resuming here: only from one of this run's own checkpoints
-        if "://" in resume_from or Path(resume_from).resolve().parent == experiment.resolve():
+        parent = Path(resume_from).resolve().parent
+        if "://" in resume_from or parent in (experiment.resolve(), (experiment / SUPERSEDED).resolve()):
             return
         raise RecipeError(f"run folder {recipe.run_dir} already holds run {recipe.run.name!r}, and --resume-from "
                           f"{resume_from} is not one of its checkpoints: resume another run's checkpoint under a new "

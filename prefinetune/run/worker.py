@@ -52,14 +52,15 @@ class RaySession:
 
     def checkpoint(self, resume_from: str | None, experiment: Path):
         """The latest checkpoint Ray hands back after a worker restart, else the --resume-from folder;
-        a torn one (a file missing or cut short) gives way to the newest whole one before it, and rank 0
-        sets the torn ones of this run (`experiment`, its checkpoints' folder) aside in torn/, so that
-        they are neither kept in place of whole ones nor resumed from again."""
+        a torn one (a file missing or cut short) gives way to the newest whole one before it. Rank 0 then
+        makes this run's checkpoint folder (`experiment`) one line ending there (torn ones to torn/, later
+        ones to superseded/: prefinetune/run/checkpoints.py), so that `checkpoint.keep` counts whole
+        checkpoints of this line only."""
         import pyarrow.fs
         import ray.train
 
         from prefinetune.distributed.checkpoint_files import agreed_newest_whole
-        from prefinetune.run.checkpoints import TORN, set_aside
+        from prefinetune.run.checkpoints import tidy_at_start
 
         checkpoint = ray.train.get_checkpoint()
         if checkpoint is None and resume_from:
@@ -70,10 +71,9 @@ class RaySession:
         found = agreed_newest_whole(Path(checkpoint.path), self.rank, local)     # the same on every rank
         if found is None:                                                        # remote storage: taken as it is
             return checkpoint
-        if found.note and self.rank == 0:
-            moved = set_aside(found.torn, experiment, TORN)
-            aside = f"; set aside in {experiment / TORN}: {', '.join(p.name for p in moved)}" if moved else ""
-            say(f"[prefinetune] WARNING: {found.note}{aside}")
+        if self.rank == 0:
+            for line in ([found.note] if found.note else []) + tidy_at_start(experiment, found):
+                say(f"[prefinetune] WARNING: {line}")
         return ray.train.Checkpoint(str(found.folder))
 
     def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
