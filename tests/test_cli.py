@@ -30,9 +30,10 @@ def test_the_help_lists_every_subcommand_and_the_default(capsys):
     text = _help(capsys)
     assert text.startswith("usage: prefinetune [-h] --recipe RECIPE")
     assert "YAML recipe (required)" in text and "(default: None)" not in text
-    for name in ("pretrain", "prepare", "finetune", "compare", "export", "push", "study"):
+    names = ("pretrain", "prepare", "finetune", "compare", "export", "push", "task-folders", "study")
+    for name in names:
         assert f"\n  {name} " in text, name
-    assert set(SUBCOMMANDS) == {"pretrain", "prepare", "finetune", "compare", "export", "push", "study"}
+    assert set(SUBCOMMANDS) == set(names)
 
 
 @pytest.mark.parametrize("name", sorted(SUBCOMMANDS))

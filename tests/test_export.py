@@ -231,7 +231,9 @@ def test_folder_layout_and_tasks_json(exported):
     assert {"config.json", "model.safetensors", "heads.safetensors", "tasks.json", "README.md",
             "tokenizer.json", "tokenizer_config.json"} <= names
     for task in TASKS:
-        assert {f"tasks/{task}/config.json", f"tasks/{task}/model.safetensors", f"tasks/{task}/tokenizer.json"} <= names
+        assert {f"tasks/{task}/config.json", f"tasks/{task}/model.safetensors.index.json",
+                f"tasks/{task}/backbone.safetensors", f"tasks/{task}/head.safetensors",
+                f"tasks/{task}/tokenizer.json"} <= names
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
     assert not any(p.name.endswith(".partial") for p in out.parent.iterdir())
 
@@ -244,6 +246,70 @@ def test_folder_layout_and_tasks_json(exported):
                                         for i, (n, labels) in enumerate(TASKS.items())]
     card = (out / "README.md").read_text()
     assert all(name in card for name in TASKS) and "load_exported" in card
+
+
+def test_task_folders_share_one_backbone_file_and_each_loads_alone(exported, tmp_path):
+    """The backbone's weights are one file on disk (hard links), the heads apart; a task folder copied on
+    its own still loads and gives the model's logits; every file is readable as the umask allows."""
+    import os
+    import shutil
+
+    from safetensors import safe_open
+
+    out, recipe, model = exported
+    backbones = [out / "tasks" / task / "backbone.safetensors" for task in TASKS]
+    assert len({p.stat().st_ino for p in backbones}) == 1 and backbones[0].stat().st_nlink == len(TASKS)
+    with safe_open(str(backbones[0]), "pt") as f:
+        keys = set(f.keys())
+    assert keys and all(k.startswith("bert.") and not k.startswith("bert.pooler.") for k in keys)
+    for task in TASKS:          # the pooler holds the task's head (BERT's exact home for it): the task's own
+        with safe_open(str(out / "tasks" / task / "head.safetensors"), "pt") as f:
+            assert set(f.keys()) == {"bert.pooler.dense.weight", "bert.pooler.dense.bias", "classifier.weight",
+                                     "classifier.bias"}
+    alone = tmp_path / "alone"
+    shutil.copytree(out / "tasks" / "nli", alone)
+    expected = task_logits(model, batch(Path(recipe.model.name_or_path)))["nli"]
+    with torch.no_grad():
+        got = AutoModelForSequenceClassification.from_pretrained(alone).eval()(**batch(Path(recipe.model.name_or_path)))
+    torch.testing.assert_close(got.logits, expected, atol=1e-6, rtol=0)
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.relative_to(out).as_posix(): p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_task_folders_asked_for_and_added_later(tmp_path, capsys):
+    """export.task_folders: [topic] writes that folder alone; `prefinetune task-folders` adds another
+    later, sharing the backbone file already there; an unknown name is refused by the recipe and the
+    command."""
+    from prefinetune.cli import main
+    from prefinetune.recipe.config import RecipeError
+
+    model_dir = tiny_model_dir(tmp_path, "bert")
+    data = make_recipe(model_dir).model_dump(mode="json")
+    data["export"] = {"task_folders": ["topic"]}
+    recipe = recipe_from_dict(data)
+    model = _randomize_heads(build_model(recipe))
+    out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
+    info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
+    assert sorted(p.name for p in (out / "tasks").iterdir()) == ["topic"]
+    assert info["nli"]["folder"] is None and info["nli"]["folder_skipped"].startswith(
+        "not asked for (export.task_folders=['topic']); write it with: prefinetune task-folders EXPORT nli")
+    assert main(["task-folders", str(out), "nli"]) == 0
+    assert f"wrote {out / 'tasks' / 'nli'}" in capsys.readouterr().out
+    info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
+    assert (info["nli"]["folder"], info["nli"]["folder_skipped"]) == ("tasks/nli", None)
+    assert (out / "tasks" / "nli" / "backbone.safetensors").stat().st_ino == \
+        (out / "tasks" / "topic" / "backbone.safetensors").stat().st_ino
+    expected = task_logits(model, batch(model_dir))["nli"]
+    with torch.no_grad():
+        got = AutoModelForSequenceClassification.from_pretrained(out / "tasks" / "nli").eval()(**batch(model_dir))
+    torch.testing.assert_close(got.logits, expected, atol=1e-6, rtol=0)
+    assert main(["task-folders", str(out), "nope"]) == 2
+    assert "has no tasks ['nope']" in capsys.readouterr().err
+    data["export"] = {"task_folders": ["nope"]}
+    with pytest.raises(RecipeError, match=r"export.task_folders names tasks the recipe does not have: \['nope'\]"):
+        recipe_from_dict(data)
 
 
 def test_export_holds_no_token(exported):
@@ -392,7 +458,7 @@ def test_a_failing_per_task_folder_leaves_the_export_whole(tmp_path, monkeypatch
     info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
     assert info["nli"]["folder"] is None and not (out / "tasks" / "nli").exists()
     assert info["nli"]["folder_skipped"] == "writing it failed (OSError: disk full (on purpose))"
-    assert info["topic"]["folder"] == "tasks/topic" and (out / "tasks" / "topic" / "model.safetensors").is_file()
+    assert info["topic"]["folder"] == "tasks/topic" and (out / "tasks" / "topic" / "head.safetensors").is_file()
     warning = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
     assert len(warning) == 1 and "'nli'" in warning[0] and "disk full" in warning[0]
     reloaded, _ = load_exported(out)                  # backbone and every head are there

@@ -1,5 +1,5 @@
 """`prefinetune`, the one command line: subcommands pretrain (the default), prepare, finetune, compare,
-export, push and study (`prefinetune --help` lists them; each has its own --help). The launch/ and
+export, push, task-folders and study (`prefinetune --help` lists them; each has its own --help). The launch/ and
 data_prep/ scripts are thin shims over it, for `ray job submit` and habit.
 
     python launch/local_cpu.py                                   # embedded default: offline, 2 CPU workers
@@ -34,13 +34,14 @@ SUBCOMMANDS = {     # name -> (module, its main, what it does)
     "compare": ("prefinetune.cli.compare", "compare_main", "models x fractions x seeds on Ray Tune, a table"),
     "export": ("prefinetune.cli.export", "main", "a run's checkpoint -> Hugging Face folder (-> hub)"),
     "push": ("prefinetune.cli.export", "push_main", "an export folder -> a hub model repo"),
+    "task-folders": ("prefinetune.cli.export", "task_folders_main", "stock per-task folders added to an export"),
     "study": ("prefinetune.cli.study", "main", "the held-out study (pre-finetune, then compare)"),
 }
 
 
 def subcommands_help() -> str:
     lines = ["subcommands (prefinetune SUBCOMMAND --help for each):"]
-    lines += [f"  {name:<10} {what}" for name, (_, _, what) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<13} {what}" for name, (_, _, what) in SUBCOMMANDS.items()]
     return "\n".join(lines + ["", "`prefinetune [options]` with no subcommand is `prefinetune pretrain [options]`."])
 
 

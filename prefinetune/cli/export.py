@@ -5,6 +5,7 @@ huggingface_hub login) and is never written or logged.
     prefinetune export --recipe recipes/local_cpu.yaml --checkpoint runs/local_cpu/ray/local_cpu/checkpoint_000001 \
         --out runs/local_cpu/export2 [--metrics runs/local_cpu/eval_final.json] [--push-to-hub my-org/my-model]
     HF_TOKEN=... prefinetune push runs/local_cpu/export --repo-id my-org/my-model [--public]
+    prefinetune task-folders runs/local_cpu/export mnli rte     # stock per-task folders, written later
 
 --checkpoint is the folder engine.save_checkpoint wrote (with its 'latest' file) or one tag folder in it.
 Trailing `section.key=value` arguments override the recipe, as in the other commands.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from prefinetune.recipe.config import RecipeError, load_recipe
 
-__all__ = ["make_parser", "main", "push_parser", "push_main"]
+__all__ = ["make_parser", "main", "push_parser", "push_main", "task_folders_main"]
 
 
 def _hub_flags(p: argparse.ArgumentParser) -> None:
@@ -76,4 +77,24 @@ def _push(folder: Path, repo_id: str, args: argparse.Namespace) -> int:
 
     url = push_to_hub(folder, repo_id, private=not args.public, revision=args.revision)
     print(f"[prefinetune] pushed: {url}")
+    return 0
+
+
+def task_folders_main(argv: list[str] | None = None) -> int:
+    """`prefinetune task-folders EXPORT NAME...`: the per-task AutoModelFor* folders an export was written
+    without (export.task_folders), added to it."""
+    p = argparse.ArgumentParser(prog="prefinetune task-folders",
+                                description="write stock per-task folders (tasks/<name>) into an export")
+    p.add_argument("export", help="the export folder (run_dir/export)")
+    p.add_argument("tasks", nargs="+", help="task names (tasks.json)")
+    args = p.parse_args(argv)
+    from prefinetune.export import add_task_folders
+
+    try:
+        written = add_task_folders(args.export, args.tasks)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for folder in written:
+        print(f"[prefinetune] wrote {Path(args.export) / folder}")
     return 0

@@ -9,6 +9,10 @@ Layout (weights only as safetensors):
     tasks.json                                         tasks, labels, head index, per-task folder
     README.md                                          model card
     tasks/<name>/                                      a stock AutoModelFor* (tasks.json: auto_class), where exact
+                                                       and asked for (export.task_folders); its backbone weights
+                                                       one file hard-linked across tasks (shared_weights.py)
+
+    add_task_folders(out, ["mnli"])          # per-task folders written later into an export
 """
 from __future__ import annotations
 
@@ -22,13 +26,14 @@ import torch
 from prefinetune import __version__
 from prefinetune.export.card import model_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
+from prefinetune.export.shared_weights import BACKBONE_FILE, readable_files, share_backbone
 from prefinetune.families.family import get_family
 from prefinetune.model.multitask import MultiTaskModel, TaskSpec, build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.best_effort import failure_reason, warn
 
-__all__ = ["EXPORT_FORMAT", "export_model", "export_from_checkpoint", "load_exported"]
+__all__ = ["EXPORT_FORMAT", "export_model", "export_from_checkpoint", "load_exported", "add_task_folders"]
 
 EXPORT_FORMAT = "prefinetune-export/1"
 HEADS_FILE = "heads.safetensors"
@@ -65,12 +70,14 @@ def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: 
     heads = {k: v.detach().cpu().contiguous() for k, v in head_state_dict(model).items()}
     save_file(heads, str(stage / HEADS_FILE), metadata={"format": "pt"})
     info = tasks_info(model, recipe)
+    shared = None
     for task in info["tasks"]:
         if task["folder"]:
-            _write_task_folder(model, tokenizer, recipe, task, stage)
+            shared = _write_task_folder(model, tokenizer, recipe.model.head_dropout, task, stage, shared)
     (stage / TASKS_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     (stage / "README.md").write_text(model_card(info, recipe, metrics), encoding="utf-8")
     _check_no_pickles(stage)
+    readable_files(stage)
     if out.exists():
         shutil.rmtree(out)
     stage.rename(out)
@@ -120,7 +127,7 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
     tasks = []
     for i, head in enumerate(model.tasks):
         labels = recipe.task(head.name).label_names
-        skipped = get_family(head.family).task_folder_skipped(model_type)
+        skipped = get_family(head.family).task_folder_skipped(model_type) or _not_asked(recipe, head.name)
         tasks.append({"name": head.name, "family": head.family, "label_names": list(labels) if labels else None,
                       "num_labels": head.num_labels, "head_index": i, "family_index": head.family_index,
                       "folder": None if skipped else f"tasks/{head.name}", "folder_skipped": skipped,
@@ -146,20 +153,60 @@ def public_model_name(name_or_path: str) -> str:
     return name_or_path
 
 
-def _write_task_folder(model, tokenizer, recipe, task: dict, stage: Path) -> None:
-    """The task's AutoModelFor* folder (the family builds the model): an extra, so a failure leaves the
+def _write_task_folder(model, tokenizer, head_dropout: float, task: dict, stage: Path, shared: Path | None):
+    """The task's AutoModelFor* folder (the family builds the model), its backbone weights linked to
+    `shared` (returns the backbone file the next folder shares): an extra, so a failure leaves the
     backbone export whole, takes the partial folder away and says why in tasks.json and one warning."""
     folder = stage / task["folder"]
     try:
-        task_model = get_family(task["family"]).task_model(model, task, recipe.model.head_dropout)
+        task_model = get_family(task["family"]).task_model(model, task, head_dropout)
         task_model.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
+        return share_backbone(folder, task_model.base_model_prefix, shared)
     except Exception as err:   # noqa: BLE001 - optional by design; recorded and warned
         shutil.rmtree(folder, ignore_errors=True)
         task["folder"], task["folder_skipped"] = None, f"writing it failed ({failure_reason(err)})"
         task["auto_class"] = None
         warn(f"the per-task folder of {task['name']!r} was not written: {task['folder_skipped']}; "
              f"its head is in {HEADS_FILE}")
+        return shared
+
+
+def add_task_folders(out_dir: str | Path, names: list[str]) -> list[str]:
+    """Write the per-task folders of `names` into an export that lacks them (export.task_folders), their
+    backbone weights linked to the folders already there; returns the folders written. tasks.json is
+    updated; a task with no exact stock class is refused with the reason."""
+    out = Path(out_dir)
+    model, info = load_exported(out)
+    by_name = {t["name"]: t for t in info["tasks"]}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"{out} has no tasks {unknown}; its tasks: {sorted(by_name)}")
+    model_type = info["model"]["model_type"]
+    for name in names:
+        reason = get_family(by_name[name]["family"]).task_folder_skipped(model_type)
+        if reason:
+            raise ValueError(f"task {name!r} gets no per-task folder: {reason}")
+    tokenizer = load_tokenizer(str(out))
+    shared = next(iter(sorted(out.glob(f"tasks/*/{BACKBONE_FILE}"))), None)
+    written = []
+    for name in names:
+        task = by_name[name]
+        task.update(folder=f"tasks/{name}", folder_skipped=None, auto_class=get_family(task["family"]).auto_class)
+        shutil.rmtree(out / task["folder"], ignore_errors=True)
+        shared = _write_task_folder(model, tokenizer, info["model"]["head_dropout"], task, out, shared)
+        if task["folder"]:
+            written.append(task["folder"])
+            readable_files(out / task["folder"])
+    (out / TASKS_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return written
+
+
+def _not_asked(recipe: RecipeConfig, name: str) -> str | None:
+    asked = recipe.export.task_folders
+    if asked == "all" or (isinstance(asked, list) and name in asked):
+        return None
+    return f"not asked for (export.task_folders={asked}); write it with: prefinetune task-folders EXPORT {name}"
 
 
 def _keep_fp32_frozen(model: MultiTaskModel, state: dict[str, torch.Tensor]) -> None:

@@ -221,7 +221,7 @@ class ScalingSection(_Strict):
 
 class CheckpointSection(_Strict):
     every_updates: int = Field(100, ge=1)
-    keep: int = Field(2, ge=1, description="the newest whole checkpoints kept (torn ones: set aside in torn/)")
+    keep: int = Field(2, ge=1, description="the newest checkpoints kept (torn ones: set aside in torn/, not counted)")
 
 
 class EvalSection(_Strict):
@@ -229,6 +229,13 @@ class EvalSection(_Strict):
     split: str = "dev"
     max_rows: Optional[int] = Field(None, ge=1, description="cap on rows evaluated per task")
     batch_size: int = Field(64, ge=1)
+
+
+class ExportSection(_Strict):
+    task_folders: Union[Literal["all", "none"], list[str]] = Field(
+        "all", description="which tasks get a stock AutoModelFor* folder (tasks/<name>) in the export: all, none, "
+        "or a list of names; their backbone weights are one hard-linked file, so each costs its head on disk. "
+        "Others can be added later: prefinetune task-folders EXPORT NAME")
 
 
 class FinetuneSection(_Strict):
@@ -267,6 +274,7 @@ class RecipeConfig(_Strict):
     scaling: ScalingSection = ScalingSection()
     checkpoint: CheckpointSection = CheckpointSection()
     eval: EvalSection = EvalSection()
+    export: ExportSection = ExportSection()
     finetune: Optional[FinetuneSection] = Field(None, description="a downstream fine-tuning run of one task")
 
     @model_validator(mode="after")
@@ -283,6 +291,10 @@ class RecipeConfig(_Strict):
                 "number of micro-steps per update")
         if self.sampling.policy == "mt_uncertainty":
             self._check_uncertainty_tasks()
+        unknown = [n for n in self.export.task_folders if n not in names] \
+            if isinstance(self.export.task_folders, list) else []
+        if unknown:
+            raise ValueError(f"export.task_folders names tasks the recipe does not have: {unknown}; its tasks: {names}")
         if self.train.nonfinite_skips and self.deepspeed.zero_stage == 0:
             raise ValueError(f"train.nonfinite_skips={self.train.nonfinite_skips} needs deepspeed.zero_stage 1 or 2: "
                              "the ZeRO optimizer is what skips an update whose gradient is not finite")
