@@ -116,10 +116,14 @@ def source_description(task: TaskConfig, data_root: Union[str, Path, None]) -> d
     return {"format": task.format, "files": files}
 
 
+# task keys that change training, not the shards: left out of the fingerprint, so changing them re-prepares nothing
+TRAINING_ONLY = {"loss_weight"}
+
+
 def task_fingerprint(task: TaskConfig, source: dict, tokenizer_fp: str, max_length: int,
                      on_bad_row: str, shard_rows: int) -> str:
     return _sha256_json({
-        "format_version": FORMAT_VERSION, "source": source, "task": task.model_dump(mode="json"),
+        "format_version": FORMAT_VERSION, "source": source, "task": task.model_dump(mode="json", exclude=TRAINING_ONLY),
         "tokenizer": tokenizer_fp, "max_length": max_length, "on_bad_row": on_bad_row,
         "shard_rows": shard_rows,
     })

@@ -70,10 +70,14 @@ class DataSection(_Strict):
 class SamplingSection(_Strict):
     """Task sampling (prefinetune/sampling/policies.py): how likely each task is at each update, and how
     the slots of an update share tasks. Everything is a pure function of (seed, update, slot, updates)."""
-    policy: Literal["natural", "uniform", "temperature", "mt_uncertainty"] = Field(
+    policy: Literal["natural", "uniform", "temperature", "rates", "mt_uncertainty"] = Field(
         "natural", description="P(task): natural ∝ training rows (Muppet); uniform; temperature ∝ rows^alpha; "
-        "mt_uncertainty: each slot trains on the candidate batch the model is least sure of (CA-MTL; "
-        "prefinetune/sampling/uncertainty.py)")
+        "rates: ∝ sampling.rates (an explicit mixture); mt_uncertainty: each slot trains on the candidate batch "
+        "the model is least sure of (CA-MTL; prefinetune/sampling/uncertainty.py)")
+    rates: Optional[dict[str, Union[Annotated[float, Field(ge=0.0)], Literal["examples"]]]] = Field(
+        None, description="policy rates: task -> rate, every task named (0 leaves a task out of the mixture); "
+        "P(task) = rate / sum of rates (seqio's mixture rates). A rate 'examples' is the task's training rows, "
+        "capped by examples_cap (seqio's mixing_rate_num_examples), in the same units as the numbers")
     alpha: float = Field(1.0, ge=0.0, description="temperature: the fixed exponent when anneal is 'none' "
                          "(1 = natural, 0 = uniform; T5's temperature T is alpha = 1/T)")
     anneal: Literal["none", "linear", "exponential", "cosine"] = Field(
@@ -115,6 +119,12 @@ class SamplingSection(_Strict):
                                  f"not {self.policy!r}")
         if self.policy in ("uniform", "mt_uncertainty") and self.examples_cap is not None:
             raise ValueError(f"examples_cap has no effect with policy {self.policy!r}; use natural or temperature")
+        if (self.policy == "rates") != (self.rates is not None):
+            raise ValueError("policy 'rates' takes its mixture from sampling.rates: give both or neither"
+                             if self.policy == "rates" or self.rates is None else
+                             f"sampling.rates is the mixture of policy 'rates', not {self.policy!r}")
+        if self.rates is not None and not any(r == "examples" or r > 0 for r in self.rates.values()):
+            raise ValueError(f"sampling.rates gives every task rate 0: nothing to sample ({self.rates})")
         if self.policy == "mt_uncertainty" and self.strategy != "batch_heterogeneous":
             raise ValueError(f"policy 'mt_uncertainty' picks a task per slot: it needs strategy "
                              f"'batch_heterogeneous', not {self.strategy!r}")
@@ -291,6 +301,8 @@ class RecipeConfig(_Strict):
                 "number of micro-steps per update")
         if self.sampling.policy == "mt_uncertainty":
             self._check_uncertainty_tasks()
+        if self.sampling.rates is not None:
+            self._check_rates(names)
         unknown = [n for n in self.export.task_folders if n not in names] \
             if isinstance(self.export.task_folders, list) else []
         if unknown:
@@ -310,6 +322,15 @@ class RecipeConfig(_Strict):
         if self.train.updates is not None and epochs is not None and self.train.updates_from_epochs is None:
             raise ValueError(f"give train.updates={self.train.updates} or finetune.epochs={epochs}, not both "
                              "(to give the updates, add finetune.epochs=null)")
+
+    def _check_rates(self, names: list[str]) -> None:
+        rates = self.sampling.rates
+        missing, unknown = [n for n in names if n not in rates], sorted(set(rates) - set(names))
+        if unknown:
+            raise ValueError(f"sampling.rates names tasks the recipe does not have: {unknown}; its tasks: {names}")
+        if missing:
+            raise ValueError(f"sampling.rates gives no rate to tasks {missing}: name every task (0 leaves one out "
+                             "of the mixture, 'examples' weighs it by its rows)")
 
     def _check_uncertainty_tasks(self) -> None:
         """MT-Uncertainty scores predictive distributions: a family without one (regression) cannot take part."""

@@ -100,6 +100,9 @@ class TaskConfig(_Strict):
     explode: Optional[list[str]] = Field(
         None, min_length=1, description="object rows whose keys hold parallel lists (RACE: [questions, options, "
         "answers]): one record per list index, the other keys shared; rows are then numbered over items")
+    loss_weight: float = Field(
+        1.0, ge=0.0, description="multiplies the task's loss after its log(n) scaling (slot loss = loss_weight x "
+        "loss / log n); 0 trains nothing on it: its own head stays bit-identical")
     unlabeled: list[str] = Field(
         default_factory=list, description="raw label values that mean 'no gold label' (SNLI's '-'): such rows "
         "are skipped and counted (the manifest's `unlabeled`), not bad rows")

@@ -195,7 +195,7 @@ def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainD
         if what is not None and not skip_nonfinite:
             raise NonFiniteLossError(f"{what}; {STOPPED}")
         skipped = skipped or what
-        engine.backward(loss * data.weight(slot))
+        engine.backward(loss * (data.weight(slot) * data.tasks[slot.task].loss_weight))
         engine.step()
         mask = batch["attention_mask"]
         results.append(SlotResult(slot.task, float(raw), len(slot.rows), int(mask.sum()), mask.numel(), waited))

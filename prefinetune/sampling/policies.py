@@ -5,6 +5,8 @@ Policies give P(task) as a pure function of (update_index, total updates):
 - ``natural``: P(T) ∝ min(N_T, cap), the task's training rows (Muppet's choice; T5's
   "examples-proportional mixing" when `examples_cap` is set).
 - ``uniform``: every task alike.
+- ``rates``: P(T) ∝ rate_T, an explicit mixture (`sampling.rates`, seqio's mixture rates); a rate
+  "examples" is min(N_T, cap), in the same units as the numbers.
 - ``temperature``: P(T) ∝ min(N_T, cap)^alpha. alpha = 1 is natural, alpha = 0 uniform. alpha is fixed or
   annealed from alpha_start (update index 0) to alpha_end (update index total) by a linear, exponential (geometric:
   alpha_start * (alpha_end / alpha_start)^(t / total)) or cosine schedule. Wolfe & Lundgaard (2022)
@@ -38,7 +40,7 @@ __all__ = ["POLICIES", "ANNEALS", "STRATEGIES", "annealed_alpha", "alpha_at", "p
            "probabilities_at", "run_probabilities", "apportion", "task_order", "task_blocks",
            "dataset_blocks", "draw_task", "update_task"]
 
-POLICIES = ("natural", "uniform", "temperature")
+POLICIES = ("natural", "uniform", "temperature", "rates")
 ANNEALS = ("none", "linear", "exponential", "cosine")
 STRATEGIES = ("batch_heterogeneous", "batch_homogeneous", "dataset_homogeneous")
 
@@ -85,8 +87,9 @@ def _check_sizes(sizes: dict[str, int]) -> None:
 
 
 def policy_probabilities(policy: str, sizes: dict[str, int], alpha: float = 1.0,
-                         examples_cap: Optional[int] = None) -> dict[str, float]:
-    """P(task) in the order of `sizes`: natural, uniform, or temperature with exponent `alpha`."""
+                         examples_cap: Optional[int] = None, rates=None) -> dict[str, float]:
+    """P(task) in the order of `sizes`: natural, uniform, temperature with exponent `alpha`, or `rates`
+    ({task: number or "examples"})."""
     _check_sizes(sizes)
     n = np.array([sizes[t] for t in sizes], dtype=np.float64)
     if examples_cap is not None:
@@ -97,6 +100,14 @@ def policy_probabilities(policy: str, sizes: dict[str, int], alpha: float = 1.0,
         weights = np.ones(len(sizes))
     elif policy == "temperature":
         weights = (n / n.max()) ** alpha      # scaled first: no overflow for large alpha
+    elif policy == "rates":
+        rates = dict(rates or {})
+        missing = [t for t in sizes if t not in rates]
+        if missing:
+            raise ValueError(f"policy 'rates' has no rate for tasks {missing}")
+        weights = np.array([n[i] if rates[t] == "examples" else float(rates[t]) for i, t in enumerate(sizes)])
+        if not weights.sum() > 0:
+            raise ValueError(f"policy 'rates': every rate is 0 ({rates})")
     else:
         raise ValueError(f"unknown sampling policy {policy!r}; known: {', '.join(POLICIES)}")
     return dict(zip(sizes, (weights / weights.sum()).tolist()))
@@ -106,7 +117,7 @@ def probabilities_at(sampling: "SamplingSection", sizes: dict[str, int], update_
                      total: int) -> dict[str, float]:
     """P(task) at update `update_index` of `total` under the recipe's sampling section."""
     alpha = alpha_at(sampling, update_index, total) if sampling.policy == "temperature" else 1.0
-    return policy_probabilities(sampling.policy, sizes, alpha, sampling.examples_cap)
+    return policy_probabilities(sampling.policy, sizes, alpha, sampling.examples_cap, sampling.rates)
 
 
 def run_probabilities(sampling: "SamplingSection", sizes: dict[str, int], total: int) -> dict[str, float]:
@@ -193,10 +204,13 @@ class _Frozen(NamedTuple):
     alpha_start: float
     alpha_end: float
     examples_cap: Optional[int]
+    rates: Optional[tuple]
 
     @classmethod
     def of(cls, sampling) -> "_Frozen":
-        return cls(*(getattr(sampling, f) for f in cls._fields))
+        values = {f: getattr(sampling, f) for f in cls._fields}
+        values["rates"] = tuple(values["rates"].items()) if values["rates"] is not None else None
+        return cls(**values)
 
 
 @lru_cache(maxsize=16)

@@ -229,7 +229,7 @@ def test_sampling_defaults():
     (dict(policy="temperature", alpha=-1.0), "alpha\n.*greater than or equal to 0"),
     (dict(examples_cap=0), "examples_cap\n.*greater than or equal to 1"),
     (dict(strategy="interleaved"), "strategy\n.*'batch_heterogeneous', 'batch_homogeneous' or 'dataset_homogeneous'"),
-    (dict(policy="bogus"), "policy\n.*'natural', 'uniform', 'temperature' or 'mt_uncertainty'"),
+    (dict(policy="bogus"), "policy\n.*'natural', 'uniform', 'temperature', 'rates' or 'mt_uncertainty'"),
     (dict(temperature=2), "temperature\n.*Extra inputs are not permitted"),
 ])
 def test_sampling_validation_names_the_key(section, message):
