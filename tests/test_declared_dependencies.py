@@ -1,5 +1,6 @@
 """Every third-party module the repository imports is declared in setup.cfg: the library's (prefinetune/,
-launch/, data_prep/) in install_requires, what only tests and benchmarks import in the `dev` extra.
+launch/, data_prep/) in install_requires (or, for an optional feature such as a tracker, its own extra,
+imported only where it is used), what only tests and benchmarks import in the `dev` extra.
 
 A module that arrives only through another package (scipy through scikit-learn, PIL through matplotlib)
 works on the machine that has it and fails on a fresh one, so each import is checked against what
@@ -44,6 +45,26 @@ def declared() -> tuple[set[str], set[str]]:
     return base, base | extras
 
 
+def optional_features() -> set[str]:
+    """Distributions of the optional extras a user installs for a feature (`prefinetune[mlflow]`: every
+    extra but dev)."""
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    return set().union(*(_requirement_names(v) for k, v in cfg.items("options.extras_require") if k != "dev"))
+
+
+def top_level_imports(path: Path) -> set[str]:
+    """Top-level modules a file imports at module level (not inside a function)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
 def _local_names() -> set[str]:
     modules = {p.stem for d in EVERYWHERE for p in (REPO / d).rglob("*.py")}
     return {p.name for p in REPO.iterdir() if p.is_dir()} | modules
@@ -77,9 +98,19 @@ def undeclared(imports: dict[str, set[str]], allowed: set[str]) -> list[str]:
     return missing
 
 
-def test_library_imports_are_in_install_requires():
+def test_library_imports_are_in_install_requires_or_an_optional_extra_imported_lazily():
+    """The library imports what install_requires names; a tracker's package (an optional extra such as
+    prefinetune[mlflow]) only inside the functions that use it, so the library imports without it."""
     base, _ = declared()
-    assert undeclared(third_party_imports(LIBRARY), base) == []
+    optional = optional_features()
+    assert undeclared(third_party_imports(LIBRARY), base | optional) == []
+    providers = packages_distributions()
+    for module, files in third_party_imports(LIBRARY).items():
+        dists = {_norm(d) for d in providers.get(module, [])}
+        if dists & base:
+            continue
+        eager = [f for f in files if module in top_level_imports(REPO / f)]
+        assert not eager, f"{module} (optional: {sorted(dists & optional)}) is imported at module level by {eager}"
 
 
 def test_test_and_benchmark_imports_are_declared():

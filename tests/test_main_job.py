@@ -51,6 +51,37 @@ def test_main_job_on_real_data_trains_reports_and_exports(data_root, main_job):
     assert clf.config.num_labels == len(recipe["tasks"][0]["label_names"])
 
 
+@pytest.mark.slow
+def test_the_main_job_writes_its_metrics_to_tensorboard_and_mlflow_too(main_job, monkeypatch):
+    """log.trackers=[jsonl,tensorboard,mlflow]: rank 0 writes every metrics.jsonl number to both, read back
+    with their own readers; the recipe is the MLflow run's parameters and the export its artifact."""
+    from mlflow import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")        # MLflow 3 reads its file store only when told
+    out, run = main_job
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    expected: dict = {}
+    for r in records:
+        for key, value in r.items():
+            if key not in ("update", "elapsed_s") and isinstance(value, (int, float)):
+                expected.setdefault(key, []).append((r["update"], pytest.approx(value, rel=1e-6)))
+    assert any(k.startswith("loss/") for k in expected) and any(k.startswith("dev/") for k in expected)
+    board = EventAccumulator(str(run / "tensorboard"), size_guidance={"scalars": 0})
+    board.Reload()
+    for key, points in expected.items():
+        assert [(e.step, e.value) for e in board.Scalars(key)] == points, key
+    run_id = json.loads((run / "trackers.json").read_text())["mlflow_run_id"]
+    client = MlflowClient((run / "mlruns").resolve().as_uri())
+    tracked = client.get_run(run_id)
+    assert tracked.info.status == "FINISHED" and tracked.data.params["train.updates"] == str(UPDATES)
+    for key, points in expected.items():
+        assert [(m.step, m.value) for m in client.get_metric_history(run_id, key)] == points, key
+    artifacts = {a.path for a in client.list_artifacts(run_id, "export")}
+    assert {"export/tasks.json", "export/model.safetensors", "export/heads.safetensors"} <= artifacts
+    assert f"export logged to MLflow run {run_id}" in out.stdout
+
+
 def _schedule_rows(recipe: dict, shards: Path) -> dict:
     """Rows per task over the run's updates, as the pure schedule draws them from the shards."""
     from prefinetune.data.shards import open_split

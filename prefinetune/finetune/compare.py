@@ -25,6 +25,7 @@ from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.driver import resolve_paths
 from prefinetune.run.ray_adapter import interrupted_trial, quiet_tune_restore_hint
+from prefinetune.run.trackers import check_trackers
 
 __all__ = ["check_fractions", "check_models", "prepare_models", "check_same_comparison", "run_trial", "compare",
            "CompareInterrupted"]
@@ -180,6 +181,7 @@ def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds
     if seeds < 1:
         raise FinetuneError(f"--seeds must be at least 1, got {seeds}")
     check_models(models)
+    check_trackers(recipe)                 # each trial logs to the recipe's trackers (its own tracker run)
     labels = model_labels(models)
     base = recipe.model_dump(mode="json")
     base["scaling"].update(num_workers=1, use_gpu=gpus_per_trial > 0)   # a trial is one process

@@ -241,6 +241,25 @@ class EvalSection(_Strict):
     batch_size: int = Field(64, ge=1)
 
 
+class LogSection(_Strict):
+    """Where a run's metrics go besides its console and RUN_DIR/metrics.jsonl (always written): trackers,
+    written by rank 0 (prefinetune/run/trackers.py). Each is an optional extra: pip install
+    'prefinetune[tensorboard]' (or mlflow, wandb)."""
+    trackers: list[Literal["jsonl", "tensorboard", "mlflow", "wandb"]] = Field(
+        ["jsonl"], description="jsonl (metrics.jsonl, always on); tensorboard: event files in RUN_DIR/tensorboard; "
+        "mlflow: a run in mlflow_tracking_uri; wandb: a run in wandb_project")
+    mlflow_tracking_uri: Optional[str] = Field(
+        None, description="mlflow: the tracking URI (None: file:RUN_DIR/mlruns, a local file store)")
+    wandb_project: str = Field("prefinetune", description="wandb: the project (WANDB_MODE=offline keeps it local)")
+
+    @field_validator("trackers")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"log.trackers repeats a tracker: {v}")
+        return v
+
+
 class ExportSection(_Strict):
     task_folders: Union[Literal["all", "none"], list[str]] = Field(
         "all", description="which tasks get a stock AutoModelFor* folder (tasks/<name>) in the export: all, none, "
@@ -284,6 +303,7 @@ class RecipeConfig(_Strict):
     scaling: ScalingSection = ScalingSection()
     checkpoint: CheckpointSection = CheckpointSection()
     eval: EvalSection = EvalSection()
+    log: LogSection = LogSection()
     export: ExportSection = ExportSection()
     finetune: Optional[FinetuneSection] = Field(None, description="a downstream fine-tuning run of one task")
 

@@ -248,10 +248,12 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     from prefinetune.run.errors import RunInterrupted
     from prefinetune.run.hooks import RunHooks
     from prefinetune.run.run_folder import RunLock, check_resume, check_start
+    from prefinetune.run.trackers import check_trackers
 
     hooks = hooks or RunHooks()
     recipe, resume_from = resolve_paths(recipe), _absolute(resume_from)
     check_backbone(recipe)                 # before anything is written: a bad model leaves no run folder
+    check_trackers(recipe)                 # a tracker whose package is missing
     check_start(recipe, resume_from)       # a run already there; a --resume-from that is no checkpoint
     writable_folder(recipe.run_dir)
     with RunLock(recipe.run_dir):
@@ -296,6 +298,7 @@ def _set_aside_earlier_attempt(recipe: RecipeConfig, resume_from: str | None) ->
 def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> dict:
     from prefinetune.run.best_effort import best_effort
     from prefinetune.run.task_mix import plot_task_mix
+    from prefinetune.run.trackers import log_export
 
     result = train(recipe, resume_from, hooks)       # Ray Train raises TrainingFailedError when the run fails
     final = dict(result.metrics)
@@ -306,6 +309,8 @@ def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> d
     if hooks.plots:
         best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
                     recipe.run_dir / "task_mix.png")
+    for where in best_effort("the export as a tracker artifact", log_export, recipe, export_dir) or []:
+        print(f"[prefinetune] export logged to {where}")
     print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n{how_to_load(export_dir)}", flush=True)
     out = {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
            "run_dir": str(recipe.run_dir)}

@@ -100,6 +100,7 @@ class RunLog:
     def __init__(self, run_dir: Path, rank: int, total: int):
         self.active = rank == 0
         self.run_dir, self.total = run_dir, total
+        self.trackers = None          # rank 0: log.trackers (prefinetune/run/trackers.py), each record sent there too
         self.start_time = time.time()
         if self.active:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,15 @@ class RunLog:
         record = {"update": update, "elapsed_s": round(time.time() - self.start_time, 2), **record}
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.trackers is not None:
+            self.trackers.log(update, record)
         self.say(f"update {update}/{self.total}: {summary_line(record)}")
+
+    def close(self) -> None:
+        """The trackers' runs ended (at the end of the worker loop, or when it fails)."""
+        if self.trackers is not None:
+            self.trackers.close()
+            self.trackers = None
 
     def say(self, line: str) -> None:
         """A line on rank 0's console."""

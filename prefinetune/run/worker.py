@@ -27,6 +27,7 @@ from prefinetune.run.hooks import RunHooks
 from prefinetune.run.metrics_log import RunLog, WindowStats
 from prefinetune.run.step import TrainData, run_update
 from prefinetune.run.task_mix import TaskMix
+from prefinetune.run.trackers import open_trackers
 from prefinetune.sampling.schedule import plan_update, worker_slots
 from prefinetune.sampling.uncertainty import UncertaintySampler
 
@@ -253,33 +254,38 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     checkpoint = session.checkpoint(resume_from, recipe.checkpoints_dir)
     start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world)
     log.resumed(start)
+    if rank == 0:
+        log.trackers = open_trackers(recipe, start)
     _record_worker(recipe.run_dir, rank)
     total = recipe.train.updates
-    if start == 0 and hooks.score_at_start(recipe):
-        log.write(0, _score(engine, recipe, periodic, tokenizer, device, rank, world))
-    mix = TaskMix(list(task_ids))
-    metrics: dict = {}
-    for update in range(start + 1, total + 1):      # update: 1-based count; update_index = update - 1 seeds it
-        update_index = update - 1
-        plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
-        mix.add(plan)                                    # the realised task mix of the whole update
-        start_s = time.perf_counter()
-        done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
-                          skip_nonfinite=skips.allowed > 0)
-        if done.skipped:
-            skips.add(done.skipped, log, update)
-        else:
-            stats.add(done.slots, time.perf_counter() - start_s)
-        log.step(update)
-        last = update == total
-        if update % recipe.train.log_every == 0 or last:
-            window = sampler.flush() if sampler is not None else {}
-            log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
-        if update % recipe.eval.every_updates == 0 or last:
-            metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
-            log.write(update, metrics)
-        if update % recipe.checkpoint.every_updates == 0 or last:
-            state = _client_state(recipe, update, stats, sampler, skips)
-            session.report(engine, update, state, {"update": update, **metrics})
-            if session.saves_checkpoints:
-                log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")
+    try:
+        if start == 0 and hooks.score_at_start(recipe):
+            log.write(0, _score(engine, recipe, periodic, tokenizer, device, rank, world))
+        mix = TaskMix(list(task_ids))
+        metrics: dict = {}
+        for update in range(start + 1, total + 1):      # update: 1-based count; update_index = update - 1 seeds it
+            update_index = update - 1
+            plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
+            mix.add(plan)                                    # the realised task mix of the whole update
+            start_s = time.perf_counter()
+            done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
+                              skip_nonfinite=skips.allowed > 0)
+            if done.skipped:
+                skips.add(done.skipped, log, update)
+            else:
+                stats.add(done.slots, time.perf_counter() - start_s)
+            log.step(update)
+            last = update == total
+            if update % recipe.train.log_every == 0 or last:
+                window = sampler.flush() if sampler is not None else {}
+                log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
+            if update % recipe.eval.every_updates == 0 or last:
+                metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
+                log.write(update, metrics)
+            if update % recipe.checkpoint.every_updates == 0 or last:
+                state = _client_state(recipe, update, stats, sampler, skips)
+                session.report(engine, update, state, {"update": update, **metrics})
+                if session.saves_checkpoints:
+                    log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")
+    finally:
+        log.close()
