@@ -82,6 +82,34 @@ def test_the_main_job_writes_its_metrics_to_tensorboard_and_mlflow_too(main_job,
     assert f"export logged to MLflow run {run_id}" in out.stdout
 
 
+@pytest.mark.slow
+def test_the_best_checkpoint_by_the_runs_score_is_exported_and_the_card_says_why(main_job):
+    """eval.select={metric: cola/rows, mode: max}: a score every checkpoint ties on, so the best is the
+    earliest (update 2), not the last (4); the export holds that checkpoint's weights, and tasks.json, the
+    card and the console say which update it is and why."""
+    from safetensors.torch import load_file
+
+    from prefinetune.distributed.checkpoint_files import checkpoint_update
+    from prefinetune.export.checkpoint import state_dict_from_checkpoint
+
+    out, run = main_job
+    kept = {checkpoint_update(p): p for p in (run / "ray" / "real").glob("checkpoint_*") if p.is_dir()}
+    assert sorted(kept) == [2, UPDATES]
+    scores = {u: json.loads((p / "select.json").read_text()) for u, p in kept.items()}
+    assert scores[2]["score"] == scores[UPDATES]["score"] == MAIN_JOB_EVAL_ROWS
+    exported = json.loads((run / "export" / "tasks.json").read_text())["exported"]
+    assert exported["update"] == 2 and exported["why"].startswith("update 2, the best dev cola/rows (max: ")
+    assert exported["why"].endswith(f"the run went to update {UPDATES} (export.which: best)")
+    assert f"Exported: {exported['why']}." in (run / "export" / "README.md").read_text()
+    assert f"[prefinetune] exporting {exported['why']}" in out.stdout
+    state = state_dict_from_checkpoint(kept[2])
+    heads = load_file(run / "export" / "heads.safetensors")
+    later = state_dict_from_checkpoint(kept[UPDATES])
+    assert any(not torch.equal(later[k], state[k]) for k in heads), "updates 2 and 4 hold the same heads"
+    for key, tensor in heads.items():
+        assert torch.equal(tensor, state[key]), key
+
+
 def _schedule_rows(recipe: dict, shards: Path) -> dict:
     """Rows per task over the run's updates, as the pure schedule draws them from the shards."""
     from prefinetune.data.shards import open_split

@@ -45,6 +45,7 @@ def _about(info: dict[str, Any], recipe) -> str:
         f"`{recipe.sampling.policy}` task sampling (`{recipe.sampling.strategy}`); AdamW lr {recipe.optim.lr}; "
         f"R3F/R4F {reg}; DeepSpeed ZeRO-{ds.zero_stage}, precision `{ds.precision}`; "
         f"max length {m['max_length']} tokens.", "",
+        *([f"Exported: {info['exported']['why']}.", ""] if info.get("exported") else []),
         "## Heads and losses", "",
         "| family | head | loss |", "| --- | --- | --- |",
         *(f"| {f} | {get_family(f).head_summary} | {get_family(f).loss_summary} |" for f in families), ""])

@@ -43,9 +43,10 @@ PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | dict, out_dir: str | Path,
                            backbone: torch.nn.Module | None = None, *, tag: str | None = None,
-                           metrics: dict | None = None) -> Path:
+                           metrics: dict | None = None, exported: dict | None = None) -> Path:
     """Export the model a DeepSpeed checkpoint holds; `backbone` replaces the recipe's starting one;
-    `metrics` (the run's final `{split}/{task}/{metric}`) go into the model card."""
+    `metrics` (that checkpoint's `{split}/{task}/{metric}`) go into the model card, `exported` ({update,
+    why}: which checkpoint this is and why) into tasks.json and the card."""
     recipe = _as_recipe(recipe)
     model = build_model(recipe, backbone)
     state = state_dict_from_checkpoint(checkpoint_dir, tag)
@@ -53,11 +54,11 @@ def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | di
     model.load_state_dict(state, strict=True)
     m = recipe.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
-    return export_model(model, tokenizer, out_dir, recipe, metrics)
+    return export_model(model, tokenizer, out_dir, recipe, metrics, exported)
 
 
 def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: RecipeConfig | dict,
-                 metrics: dict | None = None) -> Path:
+                 metrics: dict | None = None, exported: dict | None = None) -> Path:
     """Write the export folder (tensors in the model's dtype: fp32 from export_from_checkpoint).
     An earlier export in out_dir is replaced; any other non-empty folder is refused."""
     from safetensors.torch import save_file
@@ -70,6 +71,8 @@ def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: 
     heads = {k: v.detach().cpu().contiguous() for k, v in head_state_dict(model).items()}
     save_file(heads, str(stage / HEADS_FILE), metadata={"format": "pt"})
     info = tasks_info(model, recipe)
+    if exported:
+        info["exported"] = exported
     shared = None
     for task in info["tasks"]:
         if task["folder"]:

@@ -234,11 +234,22 @@ class CheckpointSection(_Strict):
     keep: int = Field(2, ge=1, description="the newest checkpoints kept (torn ones: set aside in torn/, not counted)")
 
 
+class SelectSection(_Strict):
+    metric: str = Field(..., description="<task>/<metric> of eval.split (e.g. rte/accuracy), or 'mean': the mean "
+                        "over the tasks of each task's first metric")
+    mode: Literal["max", "min"] = "max"
+
+
 class EvalSection(_Strict):
     every_updates: int = Field(100, ge=1)
     split: str = "dev"
     max_rows: Optional[int] = Field(None, ge=1, description="cap on rows evaluated per task")
     batch_size: int = Field(64, ge=1)
+    select: Optional[SelectSection] = Field(
+        None, description="the run's score: checkpoint.keep keeps the best checkpoints by it (and the newest), "
+        "export.which: best exports the best one (prefinetune/run/selection.py)")
+    patience: Optional[int] = Field(None, ge=1, description="with select: stop after this many evaluations in a "
+                                    "row without improvement")
 
 
 class LogSection(_Strict):
@@ -265,6 +276,8 @@ class ExportSection(_Strict):
         "all", description="which tasks get a stock AutoModelFor* folder (tasks/<name>) in the export: all, none, "
         "or a list of names; their backbone weights are one hard-linked file, so each costs its head on disk. "
         "Others can be added later: prefinetune task-folders EXPORT NAME")
+    which: Optional[Literal["best", "last"]] = Field(
+        None, description="the checkpoint exported: best (by eval.select) or last; None: best when eval.select is set")
 
 
 class FinetuneSection(_Strict):
@@ -323,6 +336,7 @@ class RecipeConfig(_Strict):
             self._check_uncertainty_tasks()
         if self.sampling.rates is not None:
             self._check_rates(names)
+        self._check_select(names)
         unknown = [n for n in self.export.task_folders if n not in names] \
             if isinstance(self.export.task_folders, list) else []
         if unknown:
@@ -342,6 +356,22 @@ class RecipeConfig(_Strict):
         if self.train.updates is not None and epochs is not None and self.train.updates_from_epochs is None:
             raise ValueError(f"give train.updates={self.train.updates} or finetune.epochs={epochs}, not both "
                              "(to give the updates, add finetune.epochs=null)")
+
+    def _check_select(self, names: list[str]) -> None:
+        select, ev = self.eval.select, self.eval
+        if select is None:
+            if ev.patience is not None or self.export.which == "best":
+                raise ValueError(f"{'eval.patience' if ev.patience is not None else 'export.which: best'} needs "
+                                 "eval.select, the score it reads (e.g. eval.select={metric: mean, mode: max})")
+            return
+        task = select.metric.split("/")[0]
+        if select.metric != "mean" and (select.metric.count("/") != 1 or task not in names):
+            raise ValueError(f"eval.select.metric {select.metric!r} is 'mean' or <task>/<metric> with a task of "
+                             f"the recipe: {names}")
+        if self.checkpoint.every_updates % ev.every_updates:
+            raise ValueError(f"eval.select scores each checkpoint by the evaluation at its update: "
+                             f"checkpoint.every_updates={self.checkpoint.every_updates} must be a multiple of "
+                             f"eval.every_updates={ev.every_updates}")
 
     def _check_rates(self, names: list[str]) -> None:
         rates = self.sampling.rates

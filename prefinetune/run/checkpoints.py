@@ -23,28 +23,41 @@ from typing import Optional
 
 from prefinetune.distributed.checkpoint_files import Found, checkpoint_update
 
-__all__ = ["stale", "set_aside", "tidy_at_start", "restore", "aside_newest", "TORN", "SUPERSEDED"]
+__all__ = ["stale", "set_aside", "tidy_at_start", "restore", "aside_newest", "checkpoint_updates", "TORN",
+           "SUPERSEDED"]
 
 TORN, SUPERSEDED = "torn", "superseded"
 
 
-def _updates(experiment: Path) -> dict[Path, Optional[int]]:
+def checkpoint_updates(experiment: Path) -> dict[Path, Optional[int]]:
     """Each checkpoint folder with the update it holds (DeepSpeed's `latest`), None for one without it
     (being copied now, or its copy cut short)."""
     folders = [p for p in Path(experiment).glob("checkpoint_*") if p.is_dir()]
     return {p: checkpoint_update(p) for p in folders}
 
 
-def stale(experiment: Path, keep: int, current: Path) -> list[Path]:
+def stale(experiment: Path, keep: int, current: Path, mode: Optional[str] = None) -> list[Path]:
     """The checkpoints to delete once `current` is saved: all but the `keep` newest of those up to its
-    update (newest: highest update, then the later folder name; `current` is one of the `keep`).
-    Folders of a later update, or without `latest`, may be being written now: left alone."""
+    update (newest: highest update, then the later folder name; `current` is one of the `keep`). With
+    `mode` (eval.select's max or min): all but the `keep` best by their score (select.json), and the
+    newest, `current`, which a resume needs. Folders of a later update, or without `latest`, may be
+    being written now: left alone."""
+    from prefinetune.run.selection import best_checkpoint
+
     current, limit = Path(current), checkpoint_update(current)
     if limit is None:
         return []
-    older = [(u, p) for p, u in _updates(experiment).items() if p != current and u is not None and u <= limit]
+    updates = checkpoint_updates(experiment)
+    older = [(u, p) for p, u in updates.items() if p != current and u is not None and u <= limit]
     older.sort(key=lambda pair: (pair[0], pair[1].name), reverse=True)
-    return [p for _, p in older[max(keep - 1, 0):]]
+    if mode is None:
+        return [p for _, p in older[max(keep - 1, 0):]]
+    ranked, left = [], [current] + [p for _, p in older]
+    while left and len(ranked) < keep:
+        best = best_checkpoint(left, mode) or left[0]        # unscored ones after the scored, newest first
+        ranked.append(best)
+        left.remove(best)
+    return [p for _, p in older if p not in ranked]
 
 
 def set_aside(folders, experiment: Path, kind: str) -> tuple[list[Path], list[str]]:
@@ -73,8 +86,9 @@ def tidy_at_start(experiment: Path, found: Found) -> list[str]:
     lines that say what moved, or could not be moved."""
     experiment = Path(experiment)
     limit = checkpoint_update(found.folder)
-    cut_short = [p for p, u in _updates(experiment).items() if u is None]
-    later = [p for p, u in _updates(experiment).items() if u is not None and p != found.folder and p not in found.torn
+    updates = checkpoint_updates(experiment)
+    cut_short = [p for p, u in updates.items() if u is None]
+    later = [p for p, u in updates.items() if u is not None and p != found.folder and p not in found.torn
              and (limit is None or u >= limit)]
     lines = []
     for folders, kind, what in ((list(found.torn) + cut_short, TORN, "torn"),
@@ -101,5 +115,5 @@ def restore(folder: Path, experiment: Path) -> Path:
 
 def aside_newest(experiment: Path) -> Optional[Path]:
     """The newest checkpoint set aside in experiment/superseded/ (for a run left with none in line)."""
-    found = [(u, p) for p, u in _updates(Path(experiment) / SUPERSEDED).items() if u is not None]
+    found = [(u, p) for p, u in checkpoint_updates(Path(experiment) / SUPERSEDED).items() if u is not None]
     return max(found, key=lambda pair: (pair[0], pair[1].name))[1] if found else None

@@ -1,7 +1,7 @@
 """What prefinetune runs inside Ray Train's controller process, as Ray Train callbacks
 (`RunConfig(callbacks=controller_callbacks(recipe))`, prefinetune/run/driver.py):
 
-    KeepNewest(keep)     # after each checkpoint, all but the `keep` newest deleted (prefinetune/run/checkpoints.py)
+    KeepNewest(keep)     # after each checkpoint, all but the `keep` newest (or best) deleted (run/checkpoints.py)
     QuietController()    # Ray Train's controller-side noise that says nothing to a user, kept off the console
 """
 from __future__ import annotations
@@ -16,23 +16,24 @@ from prefinetune.run.checkpoints import stale
 __all__ = ["KeepNewest", "QuietController", "controller_callbacks"]
 
 
-def controller_callbacks(keep: int) -> list:
-    return [KeepNewest(keep), QuietController()]
+def controller_callbacks(keep: int, mode: str | None = None) -> list:
+    return [KeepNewest(keep, mode), QuietController()]
 
 
 class KeepNewest(ray.train.UserCallback):
     """After every report with a checkpoint (all workers have saved it): deletes the checkpoints
-    `stale` names. Whatever goes wrong is said and the run goes on (an exception here would stop it)."""
+    `stale` names (`mode`: keep the best by eval.select's score, and the newest). Whatever goes wrong is
+    said and the run goes on (an exception here would stop it)."""
 
-    def __init__(self, keep: int):
-        self.keep = keep
+    def __init__(self, keep: int, mode: str | None = None):
+        self.keep, self.mode = keep, mode
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if checkpoint is None or not Path(checkpoint.path).is_dir():
             return
         current = Path(checkpoint.path)
         try:
-            for folder in stale(current.parent, self.keep, current):
+            for folder in stale(current.parent, self.keep, current, self.mode):
                 shutil.rmtree(folder)
         except Exception as err:      # noqa: BLE001 - a deletion that failed costs disk, not the run
             print(f"[prefinetune] WARNING: could not delete old checkpoints beside {current} "

@@ -143,7 +143,8 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
                              # record (its snapshot) then lists deleted checkpoints too: run() moves it aside
                              # before every start, and Ray reloads it only then
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
-                             callbacks=controller_callbacks(recipe.checkpoint.keep),
+                             callbacks=controller_callbacks(recipe.checkpoint.keep, recipe.eval.select
+                                                            and recipe.eval.select.mode),
                              # Ray Train's INFO lines come per worker per checkpoint; warnings stay
                              logging_config=LoggingConfig(log_level="WARNING")))
     handler = signal.getsignal(signal.SIGINT)      # Ray Train installs its own for fit() and leaves it
@@ -181,14 +182,39 @@ def resume_hint(recipe: RecipeConfig) -> str:
             f"resume with --resume-from {newest}")
 
 
-def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path, metrics: dict | None = None) -> Path:
-    """The final checkpoint as a Hugging Face folder (see prefinetune.export), `metrics` in its card."""
+def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path, metrics: dict | None = None,
+               exported: dict | None = None) -> Path:
+    """A checkpoint as a Hugging Face folder (see prefinetune.export), `metrics` in its card, `exported`
+    saying which checkpoint it is and why."""
     from prefinetune.export import export_from_checkpoint
     from prefinetune.run.console import quiet_libraries
 
     quiet_libraries(on_gpu=False)      # the export runs on the driver's CPU
     with checkpoint.as_directory() as folder:
-        return export_from_checkpoint(folder, recipe, out_dir, metrics=metrics)
+        return export_from_checkpoint(folder, recipe, out_dir, metrics=metrics, exported=exported)
+
+
+def choose_export(recipe: RecipeConfig, result) -> tuple:
+    """(the checkpoint to export, its metrics, {update, why}): the last one, or with export.which best
+    (the default when eval.select is set) the kept checkpoint with the best score (prefinetune/run/selection.py)."""
+    import ray.train
+
+    from prefinetune.run.checkpoints import checkpoint_updates
+    from prefinetune.run.selection import best_checkpoint, export_choice, read_score
+
+    final, last = dict(result.metrics), result.checkpoint
+    if export_choice(recipe) == "last":
+        return last, final, {"update": final.get("update"), "why": f"update {final.get('update')}, the run's last "
+                             "checkpoint (export.which: last)"}
+    select, mode = recipe.eval.select, recipe.eval.select.mode
+    best = best_checkpoint([p for p, u in checkpoint_updates(Path(last.path).parent).items() if u is not None], mode)
+    record = read_score(best) if best is not None else None
+    if record is None:
+        return last, final, {"update": final.get("update"), "why": f"update {final.get('update')}, the last "
+                             "checkpoint: no kept checkpoint has a score (export.which: best)"}
+    why = (f"update {record['update']}, the best {recipe.eval.split} {select.metric} ({mode}: {record['score']:.4f}) "
+           f"of the checkpoints kept; the run went to update {final.get('update')} (export.which: best)")
+    return ray.train.Checkpoint(str(best)), record["metrics"], {"update": record["update"], "why": why}
 
 
 def metrics_table(metrics: dict, split: str) -> str:
@@ -305,13 +331,16 @@ def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> d
     table = write_final_metrics(recipe, final)
     scored = " and ".join(dict.fromkeys(k.split("/")[0] for k in final if k.count("/") == 2)) or recipe.eval.split
     print(f"[prefinetune] final {scored} metrics after {final.get('update')} updates:\n{table}")
-    export_dir = export_run(recipe, result.checkpoint, recipe.run_dir / "export", final)
+    chosen, chosen_metrics, exported = choose_export(recipe, result)
+    if chosen is not result.checkpoint:
+        print(f"[prefinetune] exporting {exported['why']}")
+    export_dir = export_run(recipe, chosen, recipe.run_dir / "export", chosen_metrics, exported)
     if hooks.plots:
         best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
                     recipe.run_dir / "task_mix.png")
     for where in best_effort("the export as a tracker artifact", log_export, recipe, export_dir) or []:
         print(f"[prefinetune] export logged to {where}")
-    print(f"[prefinetune] checkpoint: {result.checkpoint.path}\n{how_to_load(export_dir)}", flush=True)
-    out = {"metrics": final, "checkpoint": result.checkpoint.path, "export": str(export_dir),
+    print(f"[prefinetune] checkpoint: {chosen.path}\n{how_to_load(export_dir)}", flush=True)
+    out = {"metrics": final, "checkpoint": chosen.path, "export": str(export_dir),
            "run_dir": str(recipe.run_dir)}
     return {**out, **hooks.finish(recipe, final, export_dir)}

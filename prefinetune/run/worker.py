@@ -25,6 +25,7 @@ from prefinetune.run.console import quiet_libraries, say
 from prefinetune.run.evaluation import evaluate_tasks
 from prefinetune.run.hooks import RunHooks
 from prefinetune.run.metrics_log import RunLog, WindowStats
+from prefinetune.run.selection import Patience, score_record
 from prefinetune.run.step import TrainData, run_update
 from prefinetune.run.task_mix import TaskMix
 from prefinetune.run.trackers import open_trackers
@@ -77,17 +78,20 @@ class RaySession:
                 say(f"[prefinetune] WARNING: {line}")
         return ray.train.Checkpoint(str(found.folder))
 
-    def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
+    def report(self, engine, update: int, client_state: dict, metrics: dict, score: dict | None = None) -> None:
         """Every worker saves its shard of the DeepSpeed state and the list of its files (sizes, sha256);
-        Ray merges them into one checkpoint."""
+        Ray merges them into one checkpoint. Rank 0 adds the checkpoint's `score` (eval.select)."""
         import ray.train
 
         from prefinetune.distributed.checkpoint_files import write_file_list
         from prefinetune.run.errors import CheckpointWriteError
+        from prefinetune.run.selection import write_score
 
         try:
             with tempfile.TemporaryDirectory() as folder:
                 engine.save_checkpoint(folder, tag=checkpoint_tag(update), client_state=client_state)
+                if score is not None and self.rank == 0:
+                    write_score(Path(folder), score)
                 write_file_list(Path(folder), self.rank, self.world)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
         except (OSError, RuntimeError) as err:       # torch.save on a full disk: "PytorchStreamWriter failed writing"
@@ -112,7 +116,7 @@ class LocalSession:
     def checkpoint(self, resume_from: str | None, experiment: Path):
         return None
 
-    def report(self, engine, update: int, client_state: dict, metrics: dict) -> None:
+    def report(self, engine, update: int, client_state: dict, metrics: dict, score: dict | None = None) -> None:
         self.metrics = dict(metrics)
 
 
@@ -136,7 +140,8 @@ class Skips:
         log.write(update, {"skipped_updates": self.count})
 
 
-def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_dir, rank: int, world: int) -> int:
+def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_dir, rank: int, world: int,
+            patience: Patience | None = None) -> int:
     """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start).
     One saved on another number of workers is re-sharded (prefinetune/distributed/reshard.py)."""
     from prefinetune.distributed.reshard import load_checkpoint
@@ -149,14 +154,18 @@ def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_d
     if sampler is not None:
         sampler.load_state_dict(client_state["uncertainty"])
     skips.count = int(client_state.get("skipped_updates", 0))
+    if patience is not None and client_state.get("patience"):
+        patience.__init__(patience.recipe, client_state["patience"])
     return int(client_state["update"])
 
 
-def _client_state(recipe, update: int, stats: WindowStats, sampler, skips: Skips) -> dict:
+def _client_state(recipe, update: int, stats: WindowStats, sampler, skips: Skips,
+                  patience: Patience | None = None) -> dict:
     """What a checkpoint holds beside the weights and optimizer; the recipe lets a resume check that it
     continues this run (prefinetune/run/run_folder.py)."""
     client_state = {"update": update, "seen": stats.seen_so_far(),    # the same on every rank
-                    "skipped_updates": skips.count, "recipe": recipe.model_dump(mode="json")}
+                    "skipped_updates": skips.count, "recipe": recipe.model_dump(mode="json"),
+                    "patience": patience.state() if patience is not None else None}
     if sampler is not None:
         client_state["uncertainty"] = sampler.state_dict()
     return client_state
@@ -251,8 +260,9 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
                if recipe.sampling.policy == "mt_uncertainty" else None)
     skips = Skips(recipe.train.nonfinite_skips)
+    patience = Patience(recipe)
     checkpoint = session.checkpoint(resume_from, recipe.checkpoints_dir)
-    start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world)
+    start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world, patience)
     log.resumed(start)
     if rank == 0:
         log.trackers = open_trackers(recipe, start)
@@ -282,10 +292,20 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
             if update % recipe.eval.every_updates == 0 or last:
                 metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
                 log.write(update, metrics)
+                stop = patience.after_eval(update, metrics)     # the same on every rank: metrics are reduced
+                if stop and not last:
+                    log.say(f"[prefinetune] {stop}")
+                    last = True
+                    if final != periodic:
+                        metrics = _score(engine, recipe, final, tokenizer, device, rank, world)
+                        log.write(update, metrics)
             if update % recipe.checkpoint.every_updates == 0 or last:
-                state = _client_state(recipe, update, stats, sampler, skips)
-                session.report(engine, update, state, {"update": update, **metrics})
+                state = _client_state(recipe, update, stats, sampler, skips, patience)
+                session.report(engine, update, state, {"update": update, **metrics},
+                               score_record(update, metrics, recipe))
                 if session.saves_checkpoints:
                     log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")
+            if last:
+                break
     finally:
         log.close()

@@ -1,0 +1,107 @@
+"""The run's score (eval.select), early stopping (eval.patience) and the best checkpoint: the score and
+its ties, patience's count and its state across a resume, retention that keeps the best checkpoints and
+the newest, the choice of the best, the recipe's errors; and patience stopping a real one-process run
+whose score cannot move (lr 1e-30) with the reason on the console. (The best checkpoint exported by a
+real Ray run: tests/test_main_job.py.)
+
+    python -m pytest tests/run/test_selection.py -q
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny import tiny_recipe  # noqa: E402
+
+from prefinetune.recipe.config import RecipeError, load_recipe, recipe_from_dict
+from prefinetune.run.checkpoints import stale
+from prefinetune.run.selection import Patience, best_checkpoint, score, score_record, write_score
+
+
+def _recipe(metric: str = "mean", mode: str = "max", patience: int | None = None, **sections):
+    return recipe_from_dict(tiny_recipe(eval={"every_updates": 2, "select": {"metric": metric, "mode": mode},
+                                              "patience": patience},
+                                        checkpoint={"every_updates": 4}, **sections))
+
+
+METRICS = {"dev/two/accuracy": 0.5, "dev/two/f1": 0.1, "dev/two/rows": 40, "dev/three/accuracy": 0.8,
+           "dev/four/accuracy": 0.2, "test/two/accuracy": 1.0}
+
+
+def test_the_score_is_one_metric_or_the_mean_of_each_tasks_first():
+    assert score(METRICS, _recipe()) == pytest.approx((0.5 + 0.8 + 0.2) / 3)     # f1, rows and test left out
+    assert score(METRICS, _recipe("three/accuracy")) == 0.8
+    assert score({"dev/two/accuracy": 0.5}, _recipe("three/accuracy")) is None
+
+
+def test_patience_counts_evaluations_without_improvement_and_survives_a_resume():
+    recipe = _recipe("two/accuracy", "min", patience=2)
+    patience = Patience(recipe)
+    said = [patience.after_eval(u, {"dev/two/accuracy": a}) for u, a in ((2, 0.6), (4, 0.5), (6, 0.5))]
+    assert said == [None, None, None]                       # 0.5 is better (min); the tie is not
+    resumed = Patience(recipe, patience.state())              # what a checkpoint keeps
+    stop = resumed.after_eval(8, {"dev/two/accuracy": 0.7})
+    assert stop == ("early stop after update 8: dev two/accuracy (min) has not improved for 2 evaluations "
+                    "(eval.patience=2); the best, 0.5000, was at update 4")
+
+
+def _checkpoint(root: Path, name: str, update: int, value: float | None, recipe) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "latest").write_text(f"update-{update:07d}")
+    if value is not None:
+        write_score(folder, score_record(update, {"dev/two/accuracy": value}, recipe))
+    return folder
+
+
+def test_retention_keeps_the_best_and_the_newest_and_the_best_is_chosen(tmp_path):
+    recipe = _recipe("two/accuracy")
+    a, b, c, d = (_checkpoint(tmp_path, f"checkpoint_{u}", u, v, recipe)
+                  for u, v in ((4, 0.7), (8, 0.9), (12, 0.7), (16, 0.6)))
+    assert stale(tmp_path, 2, d, "max") == [c]                # best two: b (0.9), a (0.7, earlier than c); d newest
+    assert stale(tmp_path, 1, d, "max") == [c, a]
+    assert stale(tmp_path, 2, d) == [b, a]                    # without a score: the two newest
+    assert best_checkpoint([a, b, c, d], "max") == b and best_checkpoint([a, c, d], "min") == d
+    assert best_checkpoint([a, c], "max") == a                # a tie: the earlier update
+    unscored = _checkpoint(tmp_path, "checkpoint_20", 20, None, recipe)
+    assert best_checkpoint([unscored], "max") is None
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"eval": {"patience": 3}}, "eval.patience needs eval.select"),
+    ({"export": {"which": "best"}}, "export.which: best needs eval.select"),
+    ({"eval": {"select": {"metric": "nope/accuracy"}}}, "eval.select.metric 'nope/accuracy' is 'mean' or <task>/"),
+    ({"eval": {"every_updates": 3, "select": {"metric": "mean"}}, "checkpoint": {"every_updates": 4}},
+     "checkpoint.every_updates=4 must be a multiple of eval.every_updates=3"),
+])
+def test_bad_selection_keys_are_refused(sections, message):
+    with pytest.raises(RecipeError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        recipe_from_dict(tiny_recipe(**sections))
+
+
+def test_patience_stops_a_run_whose_score_cannot_move(tmp_path, data_root, capfd):
+    """RTE on a tiny BERT with lr 1e-30: the held-out accuracy never changes, so with patience 2 the run
+    stops after its third evaluation (update 3), says why, and its last record is that update's."""
+    from prefinetune.finetune.local import finetune_in_process
+    from prefinetune.finetune.resolve import resolve_finetune
+    from prefinetune.model.tiny import save_tiny_bert
+    from prefinetune.run.driver import prepare_data, resolve_paths
+
+    bert = save_tiny_bert(tmp_path / "bert")
+    recipe = resolve_paths(load_recipe("recipes/finetune/rte.yaml", [
+        f"model.name_or_path={bert}", f"data.root={data_root}", f"run.output_dir={tmp_path / 'out'}",
+        "finetune.epochs=0.05", "eval.max_rows=16", "train.log_every=1", "finetune.eval_at_start=false",
+        "optim.lr=1e-30", "eval.every_updates=1", "eval.select={metric: rte/accuracy, mode: max}",
+        "eval.patience=2"]))
+    prepare_data(recipe)
+    recipe = resolve_finetune(recipe)
+    assert recipe.train.updates > 4
+    finetune_in_process(recipe)
+    records = [json.loads(line) for line in (recipe.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert max(r["update"] for r in records) == 3
+    said = "".join(capfd.readouterr())
+    assert "[prefinetune] early stop after update 3: dev rte/accuracy (max) has not improved for 2 evaluations" in said
