@@ -293,8 +293,8 @@ def test_task_folders_asked_for_and_added_later(tmp_path, capsys):
     out = export_model(model, load_tokenizer(str(model_dir)), tmp_path / "export", recipe)
     info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
     assert sorted(p.name for p in (out / "tasks").iterdir()) == ["topic"]
-    assert info["nli"]["folder"] is None and info["nli"]["folder_skipped"].startswith(
-        "not asked for (export.task_folders=['topic']); write it with: prefinetune task-folders EXPORT nli")
+    assert info["nli"]["folder"] is None and info["nli"]["folder_skipped"] == (
+        "not asked for (export.task_folders=['topic']); prefinetune task-folders EXPORT TASK writes it")
     assert main(["task-folders", str(out), "nli"]) == 0
     assert f"wrote {out / 'tasks' / 'nli'}" in capsys.readouterr().out
     info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
@@ -305,6 +305,11 @@ def test_task_folders_asked_for_and_added_later(tmp_path, capsys):
     with torch.no_grad():
         got = AutoModelForSequenceClassification.from_pretrained(out / "tasks" / "nli").eval()(**batch(model_dir))
     torch.testing.assert_close(got.logits, expected, atol=1e-6, rtol=0)
+    topic = (out / "tasks" / "topic" / "head.safetensors").read_bytes()
+    assert main(["task-folders", str(out), "topic"]) == 0      # again: its backbone file was the one shared
+    assert (out / "tasks" / "topic" / "head.safetensors").read_bytes() == topic
+    assert (out / "tasks" / "topic" / "backbone.safetensors").stat().st_ino == \
+        (out / "tasks" / "nli" / "backbone.safetensors").stat().st_ino
     assert main(["task-folders", str(out), "nope"]) == 2
     assert "has no tasks ['nope']" in capsys.readouterr().err
     data["export"] = {"task_folders": ["nope"]}

@@ -97,4 +97,8 @@ def task_folders_main(argv: list[str] | None = None) -> int:
         return 2
     for folder in written:
         print(f"[prefinetune] wrote {Path(args.export) / folder}")
+    if len(written) < len(args.tasks):
+        print(f"error: {len(args.tasks) - len(written)} of the {len(args.tasks)} folders could not be written (the "
+              f"warnings above say why; tasks.json records it)", file=sys.stderr)
+        return 1
     return 0

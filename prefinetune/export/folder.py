@@ -191,7 +191,8 @@ def add_task_folders(out_dir: str | Path, names: list[str]) -> list[str]:
         if reason:
             raise ValueError(f"task {name!r} gets no per-task folder: {reason}")
     tokenizer = load_tokenizer(str(out))
-    shared = next(iter(sorted(out.glob(f"tasks/*/{BACKBONE_FILE}"))), None)
+    # the backbone file to share: one of a folder that stays (a folder asked for again is rewritten)
+    shared = next(iter(sorted(p for p in out.glob(f"tasks/*/{BACKBONE_FILE}") if p.parent.name not in names)), None)
     written = []
     for name in names:
         task = by_name[name]
@@ -209,7 +210,7 @@ def _not_asked(recipe: RecipeConfig, name: str) -> str | None:
     asked = recipe.export.task_folders
     if asked == "all" or (isinstance(asked, list) and name in asked):
         return None
-    return f"not asked for (export.task_folders={asked}); write it with: prefinetune task-folders EXPORT {name}"
+    return f"not asked for (export.task_folders={asked}); prefinetune task-folders EXPORT TASK writes it"
 
 
 def _keep_fp32_frozen(model: MultiTaskModel, state: dict[str, torch.Tensor]) -> None:

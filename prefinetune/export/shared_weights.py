@@ -39,7 +39,7 @@ def _same(shared: Path, tensors: dict[str, torch.Tensor]) -> bool:
     with safe_open(str(shared), "pt") as f:
         if set(f.keys()) != set(tensors):
             return False
-        return all(torch.equal(f.get_tensor(k), t) for k, t in tensors.items())
+        return all((saved := f.get_tensor(k)).dtype == t.dtype and torch.equal(saved, t) for k, t in tensors.items())
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

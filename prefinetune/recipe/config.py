@@ -87,8 +87,8 @@ class SamplingSection(_Strict):
     alpha_start: float = Field(1.0, ge=0.0, description="temperature with anneal: alpha at the first update")
     alpha_end: float = Field(0.1, ge=0.0, description="temperature with anneal: alpha at the end of the run")
     examples_cap: Optional[int] = Field(
-        None, ge=1, description="natural/temperature: count at most this many rows of a task (T5/seqio's "
-        "examples-proportional mixing cap), so the largest tasks do not crowd out the rest")
+        None, ge=1, description="natural/temperature (and rates' 'examples'): count at most this many rows of a task "
+        "(T5/seqio's examples-proportional mixing cap), so the largest tasks do not crowd out the rest")
     strategy: Literal["batch_heterogeneous", "batch_homogeneous", "dataset_homogeneous"] = Field(
         "batch_heterogeneous", description="Muppet 5.2: batch_heterogeneous = each slot draws its own task; "
         "batch_homogeneous = one task per update, drawn from the policy; dataset_homogeneous = tasks one "
@@ -118,11 +118,14 @@ class SamplingSection(_Strict):
                 raise ValueError(f"alpha is the temperature exponent: it needs policy 'temperature', "
                                  f"not {self.policy!r}")
         if self.policy in ("uniform", "mt_uncertainty") and self.examples_cap is not None:
-            raise ValueError(f"examples_cap has no effect with policy {self.policy!r}; use natural or temperature")
+            raise ValueError(f"examples_cap has no effect with policy {self.policy!r}; use natural, temperature or "
+                             "rates")
         if (self.policy == "rates") != (self.rates is not None):
             raise ValueError("policy 'rates' takes its mixture from sampling.rates: give both or neither"
                              if self.policy == "rates" or self.rates is None else
                              f"sampling.rates is the mixture of policy 'rates', not {self.policy!r}")
+        if self.rates is not None and self.examples_cap is not None and "examples" not in self.rates.values():
+            raise ValueError("examples_cap caps the rate 'examples'; sampling.rates gives none, so it has no effect")
         if self.rates is not None and not any(r == "examples" or r > 0 for r in self.rates.values()):
             raise ValueError(f"sampling.rates gives every task rate 0: nothing to sample ({self.rates})")
         if self.policy == "mt_uncertainty" and self.strategy != "batch_heterogeneous":
@@ -231,7 +234,8 @@ class ScalingSection(_Strict):
 
 class CheckpointSection(_Strict):
     every_updates: int = Field(100, ge=1)
-    keep: int = Field(2, ge=1, description="the newest checkpoints kept (torn ones: set aside in torn/, not counted)")
+    keep: int = Field(2, ge=1, description="checkpoints kept: the newest, or with eval.select the best and the newest "
+                      "(torn ones: set aside in torn/, not counted)")
 
 
 class SelectSection(_Strict):
@@ -364,6 +368,9 @@ class RecipeConfig(_Strict):
                 raise ValueError(f"{'eval.patience' if ev.patience is not None else 'export.which: best'} needs "
                                  "eval.select, the score it reads (e.g. eval.select={metric: mean, mode: max})")
             return
+        if self.finetune is not None and self.export.which != "last":
+            raise ValueError("a fine-tuning run reports the select and test scores of its last checkpoint: with "
+                             "eval.select set export.which: last (early stopping, eval.patience, still applies)")
         task = select.metric.split("/")[0]
         if select.metric != "mean" and (select.metric.count("/") != 1 or task not in names):
             raise ValueError(f"eval.select.metric {select.metric!r} is 'mean' or <task>/<metric> with a task of "

@@ -36,12 +36,13 @@ def checkpoint_updates(experiment: Path) -> dict[Path, Optional[int]]:
     return {p: checkpoint_update(p) for p in folders}
 
 
-def stale(experiment: Path, keep: int, current: Path, mode: Optional[str] = None) -> list[Path]:
+def stale(experiment: Path, keep: int, current: Path, mode: Optional[str] = None,
+          metric: Optional[str] = None) -> list[Path]:
     """The checkpoints to delete once `current` is saved: all but the `keep` newest of those up to its
     update (newest: highest update, then the later folder name; `current` is one of the `keep`). With
-    `mode` (eval.select's max or min): all but the `keep` best by their score (select.json), and the
-    newest, `current`, which a resume needs. Folders of a later update, or without `latest`, may be
-    being written now: left alone."""
+    `mode` (eval.select's max or min) and `metric`: all but the `keep` best by their score of that
+    metric (select.json), and the newest, `current`, which a resume needs. Folders of a later update, or
+    without `latest`, may be being written now: left alone."""
     from prefinetune.run.selection import best_checkpoint
 
     current, limit = Path(current), checkpoint_update(current)
@@ -54,7 +55,7 @@ def stale(experiment: Path, keep: int, current: Path, mode: Optional[str] = None
         return [p for _, p in older[max(keep - 1, 0):]]
     ranked, left = [], [current] + [p for _, p in older]
     while left and len(ranked) < keep:
-        best = best_checkpoint(left, mode) or left[0]        # unscored ones after the scored, newest first
+        best = best_checkpoint(left, mode, metric) or left[0]   # unscored ones after the scored, newest first
         ranked.append(best)
         left.remove(best)
     return [p for _, p in older if p not in ranked]

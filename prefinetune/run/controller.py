@@ -1,7 +1,7 @@
 """What prefinetune runs inside Ray Train's controller process, as Ray Train callbacks
 (`RunConfig(callbacks=controller_callbacks(recipe))`, prefinetune/run/driver.py):
 
-    KeepNewest(keep)     # after each checkpoint, all but the `keep` newest (or best) deleted (run/checkpoints.py)
+    KeepCheckpoints(keep)     # after each checkpoint, all but the `keep` newest (or best) deleted (run/checkpoints.py)
     QuietController()    # Ray Train's controller-side noise that says nothing to a user, kept off the console
 """
 from __future__ import annotations
@@ -13,27 +13,29 @@ import ray.train
 
 from prefinetune.run.checkpoints import stale
 
-__all__ = ["KeepNewest", "QuietController", "controller_callbacks"]
+__all__ = ["KeepCheckpoints", "QuietController", "controller_callbacks"]
 
 
-def controller_callbacks(keep: int, mode: str | None = None) -> list:
-    return [KeepNewest(keep, mode), QuietController()]
+def controller_callbacks(keep: int, select=None) -> list:
+    """`select`: the recipe's eval.select (keep the best by it and the newest), or None (the newest)."""
+    return [KeepCheckpoints(keep, select.mode if select else None, select.metric if select else None),
+            QuietController()]
 
 
-class KeepNewest(ray.train.UserCallback):
+class KeepCheckpoints(ray.train.UserCallback):
     """After every report with a checkpoint (all workers have saved it): deletes the checkpoints
     `stale` names (`mode`: keep the best by eval.select's score, and the newest). Whatever goes wrong is
     said and the run goes on (an exception here would stop it)."""
 
-    def __init__(self, keep: int, mode: str | None = None):
-        self.keep, self.mode = keep, mode
+    def __init__(self, keep: int, mode: str | None = None, metric: str | None = None):
+        self.keep, self.mode, self.metric = keep, mode, metric
 
     def after_report(self, run_context, metrics, checkpoint) -> None:
         if checkpoint is None or not Path(checkpoint.path).is_dir():
             return
         current = Path(checkpoint.path)
         try:
-            for folder in stale(current.parent, self.keep, current, self.mode):
+            for folder in stale(current.parent, self.keep, current, self.mode, self.metric):
                 shutil.rmtree(folder)
         except Exception as err:      # noqa: BLE001 - a deletion that failed costs disk, not the run
             print(f"[prefinetune] WARNING: could not delete old checkpoints beside {current} "

@@ -143,8 +143,7 @@ def train(recipe: RecipeConfig, resume_from: str | None = None, hooks=None):
                              # record (its snapshot) then lists deleted checkpoints too: run() moves it aside
                              # before every start, and Ray reloads it only then
                              checkpoint_config=CheckpointConfig(num_to_keep=None),
-                             callbacks=controller_callbacks(recipe.checkpoint.keep, recipe.eval.select
-                                                            and recipe.eval.select.mode),
+                             callbacks=controller_callbacks(recipe.checkpoint.keep, recipe.eval.select),
                              # Ray Train's INFO lines come per worker per checkpoint; warnings stay
                              logging_config=LoggingConfig(log_level="WARNING")))
     handler = signal.getsignal(signal.SIGINT)      # Ray Train installs its own for fit() and leaves it
@@ -207,7 +206,8 @@ def choose_export(recipe: RecipeConfig, result) -> tuple:
         return last, final, {"update": final.get("update"), "why": f"update {final.get('update')}, the run's last "
                              "checkpoint (export.which: last)"}
     select, mode = recipe.eval.select, recipe.eval.select.mode
-    best = best_checkpoint([p for p, u in checkpoint_updates(Path(last.path).parent).items() if u is not None], mode)
+    kept = [p for p, u in checkpoint_updates(Path(last.path).parent).items() if u is not None]
+    best = best_checkpoint(kept, mode, select.metric)
     record = read_score(best) if best is not None else None
     if record is None:
         return last, final, {"update": final.get("update"), "why": f"update {final.get('update')}, the last "
@@ -332,7 +332,7 @@ def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> d
     scored = " and ".join(dict.fromkeys(k.split("/")[0] for k in final if k.count("/") == 2)) or recipe.eval.split
     print(f"[prefinetune] final {scored} metrics after {final.get('update')} updates:\n{table}")
     chosen, chosen_metrics, exported = choose_export(recipe, result)
-    if chosen is not result.checkpoint:
+    if Path(chosen.path) != Path(result.checkpoint.path):
         print(f"[prefinetune] exporting {exported['why']}")
     export_dir = export_run(recipe, chosen, recipe.run_dir / "export", chosen_metrics, exported)
     if hooks.plots:

@@ -136,10 +136,10 @@ class RunLog:
             self.trackers.log(update, record)
         self.say(f"update {update}/{self.total}: {summary_line(record)}")
 
-    def close(self) -> None:
-        """The trackers' runs ended (at the end of the worker loop, or when it fails)."""
+    def close(self, failed: bool = False) -> None:
+        """The trackers' runs ended (at the end of the worker loop, or `failed` when it fails)."""
         if self.trackers is not None:
-            self.trackers.close()
+            self.trackers.close(failed)
             self.trackers = None
 
     def say(self, line: str) -> None:

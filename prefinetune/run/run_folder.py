@@ -135,6 +135,7 @@ def check_resume(recipe: RecipeConfig, resume_from: Optional[str], hooks=None) -
         raise RecipeError(f"--resume-from {resume_from} holds update {update} and train.updates is "
                           f"{recipe.train.updates}: nothing is left to train (the run's export is in its run folder's "
                           f"export/); to train on, give {longer}")
+    _refuse_stopped_early(recipe, resume_from, state)
     saved = state.get("recipe")
     if saved is not None:
         resumable = RESUMABLE + tuple(hooks.resumable)
@@ -142,6 +143,18 @@ def check_resume(recipe: RecipeConfig, resume_from: Optional[str], hooks=None) -
         if changed:
             raise RecipeError(f"--resume-from {resume_from} was saved by a run whose recipe differs in {changed}: a "
                               f"resume may change only {list(resumable)}; start a new run (another --name) instead")
+
+
+def _refuse_stopped_early(recipe: RecipeConfig, resume_from: str, state: dict) -> None:
+    """A checkpoint saved by an early stop is a finished run, unless eval.patience is raised (or select changed)."""
+    from prefinetune.run.selection import Patience
+
+    patience = Patience(recipe)
+    patience.load_state(state.get("patience"))
+    if patience.exhausted():
+        raise RecipeError(f"--resume-from {resume_from} is where the run stopped early (eval.patience="
+                          f"{recipe.eval.patience}: {patience.waited} evaluations without improvement): to train on, "
+                          "raise eval.patience")
 
 
 class RunLock:

@@ -9,18 +9,21 @@
 The score is `dev/<task>/<metric>` (eval.split), or with metric `mean` the mean over the tasks of each
 task's first metric (its first in the eval's output: accuracy for classification, pearson for
 regression, exact match for spans, rouge1 for summarization). A tie is no improvement; among equal
-scores the earlier update is the best.
+scores the earlier update is the best; a NaN score (pearson of constant predictions) is never the best;
+a metric the evaluation does not give stops the run at its first evaluation (SelectError).
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Optional
 
 from prefinetune.recipe.config import RecipeConfig
+from prefinetune.run.errors import RunStopped
 
-__all__ = ["SCORE_FILE", "score", "better", "Patience", "score_record", "write_score", "read_score",
-           "best_checkpoint", "export_choice"]
+__all__ = ["SCORE_FILE", "score", "better", "Patience", "SelectError", "score_record", "write_score",
+           "read_score", "best_checkpoint", "export_choice"]
 
 SCORE_FILE = "select.json"
 
@@ -34,9 +37,10 @@ def _first_metrics(metrics: dict, split: str) -> dict[str, float]:
     return first
 
 
-def score(metrics: dict, recipe: RecipeConfig) -> Optional[float]:
-    """The select metric of one evaluation's `metrics`, or None when it holds none."""
-    select, split = recipe.eval.select, recipe.eval.split
+def score(metrics: dict, recipe: RecipeConfig, split: Optional[str] = None) -> Optional[float]:
+    """The select metric of one evaluation's `metrics` on `split` (default eval.split; fine-tuning scores
+    its select split), None when it holds none; NaN (pearson of constant predictions) stays NaN."""
+    select, split = recipe.eval.select, split or recipe.eval.split
     if select is None:
         return None
     if select.metric == "mean":
@@ -46,50 +50,75 @@ def score(metrics: dict, recipe: RecipeConfig) -> Optional[float]:
     return None if value is None else float(value)
 
 
+def _usable(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
 def better(a: Optional[float], b: Optional[float], mode: str) -> bool:
-    """`a` strictly better than `b` (None is worst)."""
-    if a is None:
+    """`a` strictly better than `b`; None and NaN are worst (a NaN never becomes the best)."""
+    if not _usable(a):
         return False
-    if b is None:
+    if not _usable(b):
         return True
     return a > b if mode == "max" else a < b
 
 
+class SelectError(RunStopped):
+    """eval.select names a metric the evaluation does not give: the run stops at its first evaluation."""
+
+
 class Patience:
     """Early stopping: after each evaluation, the reason to stop once `eval.patience` evaluations in a row
-    have not improved on the best score, else None. Keeps its best across a resume (`state`)."""
+    have not improved on the best score, else None. Keeps its best across a resume (`state`), unless the
+    score's definition changed."""
 
-    def __init__(self, recipe: RecipeConfig, state: Optional[dict] = None):
+    def __init__(self, recipe: RecipeConfig):
         self.recipe, self.limit = recipe, recipe.eval.patience
-        state = state or {}
-        self.best, self.best_update, self.waited = state.get("best"), state.get("best_update"), state.get("waited", 0)
+        self.best, self.best_update, self.waited = None, None, 0
 
-    def after_eval(self, update: int, metrics: dict) -> Optional[str]:
-        if self.recipe.eval.select is None:
+    def _key(self) -> Optional[list]:
+        select = self.recipe.eval.select
+        return None if select is None else [select.metric, select.mode]
+
+    def load_state(self, state: Optional[dict]) -> None:
+        if state and state.get("select") == self._key():
+            self.best, self.best_update = state.get("best"), state.get("best_update")
+            self.waited = state.get("waited", 0)
+
+    def state(self) -> dict:
+        return {"select": self._key(), "best": self.best, "best_update": self.best_update, "waited": self.waited}
+
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.waited >= self.limit
+
+    def after_eval(self, update: int, metrics: dict, split: Optional[str] = None) -> Optional[str]:
+        select = self.recipe.eval.select
+        if select is None:
             return None
-        value = score(metrics, self.recipe)
-        if better(value, self.best, self.recipe.eval.select.mode):
+        value = score(metrics, self.recipe, split)
+        if value is None:
+            split = split or self.recipe.eval.split
+            raise SelectError(f"eval.select.metric {select.metric!r} is not among the {split} metrics of update "
+                              f"{update}: {sorted(k.split('/', 1)[1] for k in metrics if k.startswith(split + '/'))}")
+        if better(value, self.best, select.mode):
             self.best, self.best_update, self.waited = value, update, 0
             return None
         self.waited += 1
-        if self.limit is None or self.waited < self.limit:
+        if not self.exhausted():
             return None
-        select = self.recipe.eval.select
-        return (f"early stop after update {update}: {self.recipe.eval.split} {select.metric} ({select.mode}) has not "
-                f"improved for {self.waited} evaluations (eval.patience={self.limit}); the best, {self.best:.4f}, "
-                f"was at update {self.best_update}")
-
-    def state(self) -> dict:
-        return {"best": self.best, "best_update": self.best_update, "waited": self.waited}
+        best = f"{self.best:.4f}, was at update {self.best_update}" if _usable(self.best) else "none yet (NaN)"
+        return (f"early stop after update {update}: {split or self.recipe.eval.split} {select.metric} ({select.mode}) "
+                f"has not improved for {self.waited} evaluations (eval.patience={self.limit}); the best, {best}")
 
 
-def score_record(update: int, metrics: dict, recipe: RecipeConfig) -> Optional[dict]:
+def score_record(update: int, metrics: dict, recipe: RecipeConfig, split: Optional[str] = None) -> Optional[dict]:
     """What a checkpoint keeps of its evaluation (None without eval.select): its score and the metrics."""
     select = recipe.eval.select
     if select is None:
         return None
-    return {"update": update, "metric": select.metric, "mode": select.mode, "split": recipe.eval.split,
-            "score": score(metrics, recipe), "metrics": metrics}
+    value = score(metrics, recipe, split)
+    return {"update": update, "metric": select.metric, "mode": select.mode, "split": split or recipe.eval.split,
+            "score": value if _usable(value) else None, "metrics": metrics}
 
 
 def write_score(folder: Path, record: dict) -> None:
@@ -103,12 +132,13 @@ def read_score(folder: Path) -> Optional[dict]:
         return None
 
 
-def best_checkpoint(folders, mode: str) -> Optional[Path]:
-    """The folder with the best score (ties: the earlier update), or None when none has one."""
+def best_checkpoint(folders, mode: str, metric: Optional[str] = None) -> Optional[Path]:
+    """The folder with the best score (ties: the earlier update), or None when none has one; with
+    `metric`, only scores of that metric count (a resume may have changed eval.select)."""
     best, best_key = None, None
     for folder in folders:
         record = read_score(folder)
-        if record is None or record.get("score") is None:
+        if record is None or not _usable(record.get("score")) or (metric and record.get("metric") != metric):
             continue
         key = (record["score"], -record["update"]) if mode == "max" else (-record["score"], -record["update"])
         if best_key is None or key > best_key:

@@ -86,7 +86,7 @@ class TensorBoardTracker:
             self.writer.add_scalar(key, value, update)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()
 
 
@@ -127,8 +127,8 @@ class MLflowTracker:
         for i in range(0, len(entries), 1000):               # MLflow takes at most 1000 metrics a call
             self.client.log_batch(self.run_id, metrics=entries[i:i + 1000])
 
-    def close(self) -> None:
-        self.client.set_terminated(self.run_id)
+    def close(self, failed: bool = False) -> None:
+        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
 
 
 class WandbTracker:
@@ -142,27 +142,38 @@ class WandbTracker:
     def log(self, update: int, metrics: dict[str, float]) -> None:
         self.run.log(metrics, step=update)
 
-    def close(self) -> None:
-        self.run.finish()
+    def close(self, failed: bool = False) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
 
 
 TRACKERS = {"tensorboard": TensorBoardTracker, "mlflow": MLflowTracker, "wandb": WandbTracker}
 
 
 class Trackers:
-    """The recipe's trackers as one: each record goes to every one of them."""
+    """The recipe's trackers as one: each record goes to every one of them. A tracker that fails (a
+    server gone) is said once and dropped: training goes on, metrics.jsonl keeps every record."""
 
     def __init__(self, trackers: list):
         self.trackers = trackers
 
+    def _each(self, what: str, call) -> None:
+        from prefinetune.run.best_effort import failure_reason, warn
+
+        for tracker in list(self.trackers):
+            try:
+                call(tracker)
+            except Exception as err:     # noqa: BLE001 - a tracker is an extra; the run and metrics.jsonl go on
+                self.trackers.remove(tracker)
+                warn(f"tracker {type(tracker).__name__} failed to {what} ({failure_reason(err)}); it gets no more "
+                     "records (metrics.jsonl has them all)")
+
     def log(self, update: int, record: dict) -> None:
         metrics = _numbers(record)
-        for tracker in self.trackers:
-            tracker.log(update, metrics)
+        self._each("log", lambda tracker: tracker.log(update, metrics))
 
-    def close(self) -> None:
-        for tracker in self.trackers:
-            tracker.close()
+    def close(self, failed: bool = False) -> None:
+        """Each tracker's run ended: finished, or (`failed`) marked failed."""
+        self._each("close", lambda tracker: tracker.close(failed))
 
 
 def _read_record(run_dir: Path) -> dict:
@@ -172,11 +183,14 @@ def _read_record(run_dir: Path) -> dict:
 
 def open_trackers(recipe: RecipeConfig, start: int) -> Trackers:
     """The recipe's trackers, started (or, after a restart or resume, continued) by rank 0."""
+    from prefinetune.run.best_effort import best_effort
+
     record = _read_record(recipe.run_dir) if start else {}
-    trackers = [TRACKERS[name](recipe, start, record) for name in recipe.log.trackers if name in TRACKERS]
+    trackers = [best_effort(f"starting the {name} tracker", TRACKERS[name], recipe, start, record)
+                for name in recipe.log.trackers if name in TRACKERS]
     if record:
         (recipe.run_dir / RECORD).write_text(json.dumps(record, indent=2))
-    return Trackers(trackers)
+    return Trackers([t for t in trackers if t is not None])
 
 
 def log_export(recipe: RecipeConfig, export_dir: Path) -> list[str]:

@@ -154,9 +154,24 @@ def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_d
     if sampler is not None:
         sampler.load_state_dict(client_state["uncertainty"])
     skips.count = int(client_state.get("skipped_updates", 0))
-    if patience is not None and client_state.get("patience"):
-        patience.__init__(patience.recipe, client_state["patience"])
+    if patience is not None:
+        patience.load_state(client_state.get("patience"))
     return int(client_state["update"])
+
+
+def _stop_early(stop: str, update: int, log: RunLog, stats: WindowStats, mix: TaskMix, sampler, engine, recipe,
+                metrics: dict, unscored: dict, scoring: tuple) -> dict:
+    """An early stop at `update`: said, the open log window written (it would close only at the run's
+    end), and the final splits not scored yet scored; returns the metrics the last checkpoint reports."""
+    log.say(f"[prefinetune] {stop}")
+    if update % recipe.train.log_every:
+        window = sampler.flush() if sampler is not None else {}
+        log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
+    if unscored:
+        extra = _score(engine, recipe, unscored, *scoring)
+        log.write(update, extra)
+        metrics = {**metrics, **extra}
+    return metrics
 
 
 def _client_state(recipe, update: int, stats: WindowStats, sampler, skips: Skips,
@@ -260,7 +275,7 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
                if recipe.sampling.policy == "mt_uncertainty" else None)
     skips = Skips(recipe.train.nonfinite_skips)
-    patience = Patience(recipe)
+    patience, select_split = Patience(recipe), next(iter(periodic), recipe.eval.split)   # fine-tuning: its select split
     checkpoint = session.checkpoint(resume_from, recipe.checkpoints_dir)
     start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world, patience)
     log.resumed(start)
@@ -292,20 +307,21 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
             if update % recipe.eval.every_updates == 0 or last:
                 metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
                 log.write(update, metrics)
-                stop = patience.after_eval(update, metrics)     # the same on every rank: metrics are reduced
+                stop = patience.after_eval(update, metrics, select_split)   # the same on every rank (gathered)
                 if stop and not last:
-                    log.say(f"[prefinetune] {stop}")
                     last = True
-                    if final != periodic:
-                        metrics = _score(engine, recipe, final, tokenizer, device, rank, world)
-                        log.write(update, metrics)
+                    metrics = _stop_early(stop, update, log, stats, mix, sampler, engine, recipe, metrics,
+                                          {k: v for k, v in final.items() if k not in periodic},
+                                          (tokenizer, device, rank, world))
             if update % recipe.checkpoint.every_updates == 0 or last:
                 state = _client_state(recipe, update, stats, sampler, skips, patience)
                 session.report(engine, update, state, {"update": update, **metrics},
-                               score_record(update, metrics, recipe))
+                               score_record(update, metrics, recipe, select_split))
                 if session.saves_checkpoints:
                     log.say(f"update {update}/{total}: checkpoint saved and reported to Ray Train")
             if last:
                 break
-    finally:
-        log.close()
+    except BaseException:
+        log.close(failed=True)
+        raise
+    log.close()

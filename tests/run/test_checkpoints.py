@@ -13,7 +13,7 @@ import ray.train
 
 from prefinetune.distributed.checkpoint_files import Found
 from prefinetune.run.checkpoints import SUPERSEDED, TORN, aside_newest, restore, set_aside, stale, tidy_at_start
-from prefinetune.run.controller import KeepNewest
+from prefinetune.run.controller import KeepCheckpoints
 
 
 def _checkpoint(experiment: Path, name: str, update: int | None) -> Path:
@@ -40,7 +40,7 @@ def test_the_newest_are_kept_and_a_torn_one_set_aside_never_counts(tmp_path):
     again = _checkpoint(tmp_path, "checkpoint_6b", 6)
     assert stale(tmp_path, 2, again) == [a]
     # Ray Train's own rule, in report order, would have kept c (torn) and `again`, and deleted b
-    KeepNewest(2).after_report(None, [{}], ray.train.Checkpoint(str(again)))
+    KeepCheckpoints(2).after_report(None, [{}], ray.train.Checkpoint(str(again)))
     assert _names(tmp_path) == ["checkpoint_4", "checkpoint_6b"]
     assert (tmp_path / TORN / "checkpoint_6" / "weights.pt").is_file()      # evidence kept, out of the count
 
@@ -52,7 +52,7 @@ def test_folders_still_being_written_are_left_alone(tmp_path):
     next_one = _checkpoint(tmp_path, "checkpoint_6", 6)          # a later update, saved while this one is counted
     assert stale(tmp_path, 1, current) == [old]
     assert copying.is_dir() and next_one.is_dir()
-    KeepNewest(1).after_report(None, [{}], None)                  # a report without a checkpoint: nothing
+    KeepCheckpoints(1).after_report(None, [{}], None)                  # a report without a checkpoint: nothing
     assert _names(tmp_path) == ["checkpoint_2", "checkpoint_4", "checkpoint_5", "checkpoint_6"]
 
 

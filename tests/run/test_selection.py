@@ -43,10 +43,44 @@ def test_patience_counts_evaluations_without_improvement_and_survives_a_resume()
     patience = Patience(recipe)
     said = [patience.after_eval(u, {"dev/two/accuracy": a}) for u, a in ((2, 0.6), (4, 0.5), (6, 0.5))]
     assert said == [None, None, None]                       # 0.5 is better (min); the tie is not
-    resumed = Patience(recipe, patience.state())              # what a checkpoint keeps
+    resumed = Patience(recipe)
+    resumed.load_state(patience.state())                      # what a checkpoint keeps
     stop = resumed.after_eval(8, {"dev/two/accuracy": 0.7})
     assert stop == ("early stop after update 8: dev two/accuracy (min) has not improved for 2 evaluations "
                     "(eval.patience=2); the best, 0.5000, was at update 4")
+
+
+def test_a_nan_score_is_never_the_best_and_a_missing_metric_stops_the_run():
+    from prefinetune.run.selection import SelectError
+
+    patience = Patience(_recipe("two/accuracy", patience=2))
+    assert patience.after_eval(2, {"dev/two/accuracy": float("nan")}) is None     # pearson of constant outputs
+    assert patience.after_eval(4, {"dev/two/accuracy": 0.1}) is None               # an improvement on NaN
+    assert patience.best == 0.1 and patience.waited == 0
+    with pytest.raises(SelectError, match=r"eval.select.metric 'two/accuracy' is not among the dev metrics of "
+                                          r"update 6: \['three/accuracy'\]"):
+        patience.after_eval(6, {"dev/three/accuracy": 0.5})
+    # a resume whose eval.select names another score starts counting afresh
+    other = Patience(_recipe("three/accuracy", patience=2))
+    other.load_state(patience.state())
+    assert other.best is None and other.waited == 0
+
+
+def test_a_checkpoint_saved_by_an_early_stop_is_not_resumed_unless_patience_is_raised():
+    from prefinetune.run.run_folder import _refuse_stopped_early
+
+    state = {"patience": {"select": ["mean", "max"], "best": 0.7, "best_update": 4, "waited": 2}}
+    with pytest.raises(RecipeError, match=r"is where the run stopped early \(eval.patience=2: 2 evaluations"):
+        _refuse_stopped_early(_recipe(patience=2), "ckpt", state)
+    _refuse_stopped_early(_recipe(patience=3), "ckpt", state)          # raised: it trains on
+
+
+def test_selection_in_a_finetune_recipe_exports_the_last_checkpoint_only():
+    with pytest.raises(RecipeError, match="with eval.select set export.which: last"):
+        load_recipe("recipes/finetune/rte.yaml", ["eval.select={metric: rte/accuracy}", "eval.every_updates=1"])
+    recipe = load_recipe("recipes/finetune/rte.yaml", ["eval.select={metric: rte/accuracy}", "eval.every_updates=1",
+                                                       "export.which=last", "eval.patience=2"])
+    assert recipe.eval.patience == 2
 
 
 def _checkpoint(root: Path, name: str, update: int, value: float | None, recipe) -> Path:
@@ -96,7 +130,7 @@ def test_patience_stops_a_run_whose_score_cannot_move(tmp_path, data_root, capfd
         f"model.name_or_path={bert}", f"data.root={data_root}", f"run.output_dir={tmp_path / 'out'}",
         "finetune.epochs=0.05", "eval.max_rows=16", "train.log_every=1", "finetune.eval_at_start=false",
         "optim.lr=1e-30", "eval.every_updates=1", "eval.select={metric: rte/accuracy, mode: max}",
-        "eval.patience=2"]))
+        "eval.patience=2", "export.which=last"]))
     prepare_data(recipe)
     recipe = resolve_finetune(recipe)
     assert recipe.train.updates > 4
@@ -104,4 +138,6 @@ def test_patience_stops_a_run_whose_score_cannot_move(tmp_path, data_root, capfd
     records = [json.loads(line) for line in (recipe.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert max(r["update"] for r in records) == 3
     said = "".join(capfd.readouterr())
-    assert "[prefinetune] early stop after update 3: dev rte/accuracy (max) has not improved for 2 evaluations" in said
+    split = next(k.split("/")[0] for r in records for k in r if k.endswith("/rte/accuracy"))   # the select split
+    assert f"[prefinetune] early stop after update 3: {split} rte/accuracy (max) has not improved for 2 evaluations" \
+        in said

@@ -96,3 +96,25 @@ def test_a_tracker_whose_package_is_missing_is_refused_before_any_work(tmp_path,
     assert not recipe.run_dir.exists()
     with pytest.raises(RecipeError, match="log.trackers repeats a tracker"):
         _recipe(tmp_path, "mlflow", "mlflow")
+
+
+def test_a_tracker_that_fails_is_dropped_with_a_warning_and_a_failed_run_is_marked_failed(tmp_path, monkeypatch,
+                                                                                         capsys):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    gone = recipe_from_dict(tiny_recipe(run={"output_dir": str(tmp_path), "name": "gone"},
+                                        log={"trackers": ["jsonl", "tensorboard", "mlflow"],
+                                             "mlflow_tracking_uri": "http://127.0.0.1:9"}))
+    trackers = open_trackers(gone, 0)                       # no MLflow server there: TensorBoard alone goes on
+    trackers.log(1, RECORDS[1])
+    trackers.close()
+    assert "the mlflow tracker failed and was skipped" in capsys.readouterr().err
+    assert _scalars(gone.run_dir / "tensorboard", "loss/two") == [(1, RECORDS[1]["loss/two"])]
+    recipe = _recipe(tmp_path, "mlflow")
+    trackers = open_trackers(recipe, 0)
+    trackers.log(1, RECORDS[1])
+    trackers.close(failed=True)                             # the worker loop raised
+    run_id = json.loads((recipe.run_dir / RECORD).read_text())["mlflow_run_id"]
+    assert MlflowClient((recipe.run_dir / "mlruns").resolve().as_uri()).get_run(run_id).info.status == "FAILED"

@@ -52,6 +52,8 @@ def test_realised_frequencies_follow_the_rates():
     ({"policy": "rates"}, "policy 'rates' takes its mixture from sampling.rates: give both or neither"),
     ({"rates": {"a": 1}}, "sampling.rates is the mixture of policy 'rates', not 'natural'"),
     ({"policy": "rates", "rates": {"task_a": 0, "task_b": 0, "task_c": 0}}, "gives every task rate 0"),
+    ({"policy": "rates", "rates": {"task_a": 1, "task_b": 1, "task_c": 1}, "examples_cap": 10},
+     "examples_cap caps the rate 'examples'; sampling.rates gives none"),
     ({"policy": "rates", "rates": {"task_a": 1}}, "gives no rate to tasks ['task_b', 'task_c']"),
     ({"policy": "rates", "rates": {"task_a": 1, "task_b": 1, "task_c": 1, "nope": 2}},
      "names tasks the recipe does not have: ['nope']"),
