@@ -11,7 +11,7 @@ import yaml
 
 from prefinetune.recipe.task_config import RecipeError
 
-__all__ = ["apply_overrides", "set_values"]
+__all__ = ["apply_overrides", "set_values", "flat_keys"]
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any, source: str) -> None:
@@ -49,3 +49,13 @@ def set_values(data: dict[str, Any], values: dict[str, Any], source: str = "grid
     for key, value in values.items():
         _set_dotted(data, key, value, f"{source} {key}")
     return data
+
+
+def flat_keys(data, prefix: str = "") -> dict:
+    """A nested dict (a dumped recipe) as {dotted.key: value}; lists stay values."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: data}

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Optional
 
 from prefinetune.recipe.config import RecipeConfig, RecipeError
+from prefinetune.recipe.overrides import flat_keys
 
 __all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock", "LOCK_FILE", "FINAL_METRICS"]
 
@@ -39,19 +40,10 @@ LOCK_FILE = ".lock"
 FINAL_METRICS = "eval_final.json"   # the driver writes it once training has ended: the run is finished
 
 
-def _flat(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def changed_keys(saved: dict, now: dict, resumable: tuple = RESUMABLE, derived: dict | None = None) -> list[str]:
     """The dotted recipe keys whose values differ between two recipe dicts, less the `resumable` ones and
     those `derived` ({key: the key it is set from}) from a key that did not change."""
-    a, b = _flat(saved), _flat(now)
+    a, b = flat_keys(saved), flat_keys(now)
     changed = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
     same_source = {k for k, source in (derived or {}).items() if a.get(source) is not None
                    and a.get(source) == b.get(source)}

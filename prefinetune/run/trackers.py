@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 from prefinetune.recipe.config import RecipeConfig, RecipeError
+from prefinetune.recipe.overrides import flat_keys
 
 __all__ = ["check_trackers", "open_trackers", "log_export", "Trackers", "EXTRA", "RECORD"]
 
@@ -53,21 +54,12 @@ def _numbers(record: dict) -> dict[str, float]:
             if k != "update" and isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def _flat(data, prefix: str = "") -> dict:
-    if isinstance(data, dict):
-        out = {}
-        for key, value in data.items():
-            out.update(_flat(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: data}
-
-
 def recipe_params(recipe: RecipeConfig) -> dict[str, str]:
     """The recipe as flat `section.key` parameters; the tasks as their names (the whole recipe is logged
     as recipe.json where the tracker keeps files)."""
     data = recipe.model_dump(mode="json")
     tasks = data.pop("tasks")
-    params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in _flat(data).items()}
+    params = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in flat_keys(data).items()}
     params["tasks"] = ",".join(t["name"] for t in tasks)
     return {k: v if len(v) <= _PARAM_CHARS else v[:_PARAM_CHARS - 3] + "..." for k, v in params.items()}
 
