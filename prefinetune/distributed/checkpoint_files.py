@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from prefinetune.data.shards import sha256_file
-from prefinetune.distributed import collectives
+# torch (collectives) and pyarrow (shards) are imported where used: Ray Train's controller imports this
+# module for the checkpoint retention (prefinetune/run/controller.py) and needs neither
 
 __all__ = ["TornCheckpointError", "Found", "write_file_list", "check_files", "checkpoint_update", "newest_whole",
            "agreed_newest_whole", "newest_in"]
@@ -40,6 +40,8 @@ class Found(NamedTuple):
 
 
 def write_file_list(folder: Path, rank: int, world: int) -> None:
+    from prefinetune.data.shards import sha256_file
+
     folder = Path(folder)
     files = {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
              for p in sorted(folder.rglob("*")) if p.is_file() and not _LIST.fullmatch(p.name)}
@@ -50,6 +52,8 @@ def check_files(folder: Path) -> Optional[str]:
     """None when the checkpoint is whole, else what is wrong, naming the file. One without file lists is
     torn too: the lists are written before the checkpoint is copied to storage, so a copy cut short (a
     full disk) can lack them."""
+    from prefinetune.data.shards import sha256_file
+
     folder = Path(folder)
     lists = sorted(folder.glob("files-rank-*.json"))
     if not lists:
@@ -113,6 +117,8 @@ def agreed_newest_whole(folder: Path, rank: int, local: bool = True) -> Optional
     checkpoint's files and broadcasts its verdict, so W workers read the checkpoint once, not W times,
     and all of them resume from the same folder or all raise the same error. None (on every rank) for a
     checkpoint on remote storage (`local` False: taken as it is)."""
+    from prefinetune.distributed import collectives
+
     verdict = None
     if rank == 0:
         try:

@@ -32,12 +32,12 @@ def _checkpoint(folder: Path, update: int) -> Path:
 def _worker(rank: int, port: int, root: str) -> None:
     rank_env(rank, 2, port)
     torch.distributed.init_process_group("gloo")
-    from prefinetune.distributed import checkpoint_files
+    from prefinetune.data import shards
     from prefinetune.distributed.checkpoint_files import TornCheckpointError, agreed_newest_whole
 
     hashed = []
-    real = checkpoint_files.sha256_file
-    checkpoint_files.sha256_file = lambda path: hashed.append(str(path)) or real(path)
+    real = shards.sha256_file                 # what the checkpoint check hashes with (imported where used)
+    shards.sha256_file = lambda path: hashed.append(str(path)) or real(path)
     folder, note, torn = agreed_newest_whole(Path(root, "checkpoint_b"), rank)
     remote = agreed_newest_whole(Path(root, "checkpoint_b"), rank, local=rank != 0)   # rank 0's word counts
     try:
