@@ -26,7 +26,7 @@ import torch
 from prefinetune import __version__
 from prefinetune.export.card import model_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
-from prefinetune.export.shared_weights import BACKBONE_FILE, readable_files, share_backbone
+from prefinetune.export.shared_weights import BACKBONE_FILE, Shared, load_shared, readable_files, share_backbone
 from prefinetune.families.family import get_family
 from prefinetune.model.multitask import MultiTaskModel, TaskSpec, build_model
 from prefinetune.model.source import load_tokenizer
@@ -77,7 +77,7 @@ def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: 
     for task in info["tasks"]:
         if task["folder"]:
             shared = _write_task_folder(model, tokenizer, recipe.model.head_dropout, task, stage, shared)
-    (stage / TASKS_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _write_tasks_info(stage, info)
     (stage / "README.md").write_text(model_card(info, recipe, metrics), encoding="utf-8")
     _check_no_pickles(stage)
     readable_files(stage)
@@ -156,7 +156,7 @@ def public_model_name(name_or_path: str) -> str:
     return name_or_path
 
 
-def _write_task_folder(model, tokenizer, head_dropout: float, task: dict, stage: Path, shared: Path | None):
+def _write_task_folder(model, tokenizer, head_dropout: float, task: dict, stage: Path, shared: Shared | None):
     """The task's AutoModelFor* folder (the family builds the model), its backbone weights linked to
     `shared` (returns the backbone file the next folder shares): an extra, so a failure leaves the
     backbone export whole, takes the partial folder away and says why in tasks.json and one warning."""
@@ -192,7 +192,8 @@ def add_task_folders(out_dir: str | Path, names: list[str]) -> list[str]:
             raise ValueError(f"task {name!r} gets no per-task folder: {reason}")
     tokenizer = load_tokenizer(str(out))
     # the backbone file to share: one of a folder that stays (a folder asked for again is rewritten)
-    shared = next(iter(sorted(p for p in out.glob(f"tasks/*/{BACKBONE_FILE}") if p.parent.name not in names)), None)
+    staying = sorted(p for p in out.glob(f"tasks/*/{BACKBONE_FILE}") if p.parent.name not in names)
+    shared = load_shared(staying[0]) if staying else None
     written = []
     for name in names:
         task = by_name[name]
@@ -202,8 +203,12 @@ def add_task_folders(out_dir: str | Path, names: list[str]) -> list[str]:
         if task["folder"]:
             written.append(task["folder"])
             readable_files(out / task["folder"])
-    (out / TASKS_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    _write_tasks_info(out, info)
     return written
+
+
+def _write_tasks_info(folder: Path, info: dict) -> None:
+    (folder / TASKS_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
 
 
 def _not_asked(recipe: RecipeConfig, name: str) -> str | None:

@@ -8,7 +8,7 @@ disk instead of T.
     shared = None
     for task in tasks:
         model.save_pretrained(folder)                        # transformers' own file, names and all
-        shared = share_backbone(folder, model.base_model_prefix, shared)
+        shared = share_backbone(folder, model.base_model_prefix, shared)   # Shared(path, tensors)
 
 A backbone part that differs from the shared file (another architecture) gets a file of its own; where
 the filesystem has no hard links, the file is copied.
@@ -19,11 +19,11 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
-__all__ = ["share_backbone", "BACKBONE_FILE", "HEAD_FILE", "INDEX_FILE", "readable_files"]
+__all__ = ["share_backbone", "Shared", "load_shared", "BACKBONE_FILE", "HEAD_FILE", "INDEX_FILE", "readable_files"]
 
 WEIGHTS_FILE, INDEX_FILE = "model.safetensors", "model.safetensors.index.json"
 BACKBONE_FILE, HEAD_FILE = "backbone.safetensors", "head.safetensors"
@@ -33,13 +33,26 @@ def _is_backbone(key: str, prefix: str) -> bool:
     return key.startswith(prefix + ".") and not key.startswith(prefix + ".pooler.")
 
 
-def _same(shared: Path, tensors: dict[str, torch.Tensor]) -> bool:
-    from safetensors import safe_open
+class Shared(NamedTuple):
+    """The backbone file later task folders link to, and its tensors (kept, so each folder's backbone part
+    is compared in memory rather than by reading the file again)."""
 
-    with safe_open(str(shared), "pt") as f:
-        if set(f.keys()) != set(tensors):
-            return False
-        return all((saved := f.get_tensor(k)).dtype == t.dtype and torch.equal(saved, t) for k, t in tensors.items())
+    path: Path
+    tensors: dict
+
+
+def load_shared(path: Path) -> Shared:
+    """An existing task folder's backbone file, to share with folders written later."""
+    from safetensors.torch import load_file
+
+    return Shared(Path(path), load_file(str(path)))
+
+
+def _same(shared: Shared, tensors: dict[str, torch.Tensor]) -> bool:
+    if shared.tensors.keys() != tensors.keys():
+        return False
+    return all(saved.dtype == tensors[k].dtype and torch.equal(saved, tensors[k])
+               for k, saved in shared.tensors.items())
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -49,7 +62,7 @@ def _link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def share_backbone(folder: Path, prefix: str, shared: Optional[Path]) -> Optional[Path]:
+def share_backbone(folder: Path, prefix: str, shared: Optional[Shared]) -> Optional[Shared]:
     """Split `folder`'s model.safetensors (as save_pretrained wrote it) into the backbone part, linked to
     `shared` where it holds the same tensors, and the task's part; returns the backbone file later
     folders should share. A folder transformers already sharded (a large model) is left as written."""
@@ -67,10 +80,10 @@ def share_backbone(folder: Path, prefix: str, shared: Optional[Path]) -> Optiona
     if not backbone or not head:
         return shared
     if shared is not None and _same(shared, backbone):
-        _link_or_copy(shared, folder / BACKBONE_FILE)
+        _link_or_copy(shared.path, folder / BACKBONE_FILE)
     else:
         save_file(backbone, str(folder / BACKBONE_FILE), metadata=metadata)
-        shared = folder / BACKBONE_FILE
+        shared = Shared(folder / BACKBONE_FILE, backbone)
     save_file(head, str(folder / HEAD_FILE), metadata=metadata)
     size = sum(t.numel() * t.element_size() for t in tensors.values())
     index = {"metadata": {"total_size": size},

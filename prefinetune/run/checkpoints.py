@@ -43,7 +43,7 @@ def stale(experiment: Path, keep: int, current: Path, mode: Optional[str] = None
     `mode` (eval.select's max or min) and `metric`: all but the `keep` best by their score of that
     metric (select.json), and the newest, `current`, which a resume needs. Folders of a later update, or
     without `latest`, may be being written now: left alone."""
-    from prefinetune.run.selection import best_checkpoint
+    from prefinetune.run.selection import by_score
 
     current, limit = Path(current), checkpoint_update(current)
     if limit is None:
@@ -53,12 +53,9 @@ def stale(experiment: Path, keep: int, current: Path, mode: Optional[str] = None
     older.sort(key=lambda pair: (pair[0], pair[1].name), reverse=True)
     if mode is None:
         return [p for _, p in older[max(keep - 1, 0):]]
-    ranked, left = [], [current] + [p for _, p in older]
-    while left and len(ranked) < keep:
-        best = best_checkpoint(left, mode, metric) or left[0]   # unscored ones after the scored, newest first
-        ranked.append(best)
-        left.remove(best)
-    return [p for _, p in older if p not in ranked]
+    scored, unscored = by_score([current] + [p for _, p in older], mode, metric)
+    kept = set((scored + unscored)[:keep])                   # unscored ones after the scored, newest first
+    return [p for _, p in older if p not in kept]
 
 
 def set_aside(folders, experiment: Path, kind: str) -> tuple[list[Path], list[str]]:

@@ -212,7 +212,7 @@ def choose_export(recipe: RecipeConfig, result) -> tuple:
     if record is None:
         return last, final, {"update": final.get("update"), "why": f"update {final.get('update')}, the last "
                              "checkpoint: no kept checkpoint has a score (export.which: best)"}
-    why = (f"update {record['update']}, the best {recipe.eval.split} {select.metric} ({mode}: {record['score']:.4f}) "
+    why = (f"update {record['update']}, the best {record['split']} {select.metric} ({mode}: {record['score']:.4f}) "
            f"of the checkpoints kept; the run went to update {final.get('update')} (export.which: best)")
     return ray.train.Checkpoint(str(best)), record["metrics"], {"update": record["update"], "why": why}
 

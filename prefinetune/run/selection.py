@@ -23,7 +23,7 @@ from prefinetune.recipe.config import RecipeConfig
 from prefinetune.run.errors import RunStopped
 
 __all__ = ["SCORE_FILE", "score", "better", "Patience", "SelectError", "score_record", "write_score",
-           "read_score", "best_checkpoint", "export_choice"]
+           "read_score", "by_score", "best_checkpoint", "export_choice"]
 
 SCORE_FILE = "select.json"
 
@@ -132,18 +132,25 @@ def read_score(folder: Path) -> Optional[dict]:
         return None
 
 
-def best_checkpoint(folders, mode: str, metric: Optional[str] = None) -> Optional[Path]:
-    """The folder with the best score (ties: the earlier update), or None when none has one; with
-    `metric`, only scores of that metric count (a resume may have changed eval.select)."""
-    best, best_key = None, None
-    for folder in folders:
+def by_score(folders, mode: str, metric: Optional[str] = None) -> tuple[list[Path], list[Path]]:
+    """(the folders with a usable score, best first, ties: the earlier update; the others, in the order
+    given). With `metric`, only scores of that metric count (a resume may have changed eval.select)."""
+    scored, unscored = [], []
+    sign = 1 if mode == "max" else -1
+    for folder in map(Path, folders):
         record = read_score(folder)
         if record is None or not _usable(record.get("score")) or (metric and record.get("metric") != metric):
-            continue
-        key = (record["score"], -record["update"]) if mode == "max" else (-record["score"], -record["update"])
-        if best_key is None or key > best_key:
-            best, best_key = Path(folder), key
-    return best
+            unscored.append(folder)
+        else:
+            scored.append(((sign * record["score"], -record["update"]), folder))
+    scored.sort(key=lambda pair: pair[0], reverse=True)
+    return [folder for _, folder in scored], unscored
+
+
+def best_checkpoint(folders, mode: str, metric: Optional[str] = None) -> Optional[Path]:
+    """The folder with the best score (ties: the earlier update), or None when none has one."""
+    scored, _ = by_score(folders, mode, metric)
+    return scored[0] if scored else None
 
 
 def export_choice(recipe: RecipeConfig) -> str:

@@ -159,14 +159,19 @@ def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_d
     return int(client_state["update"])
 
 
+def _write_window(update: int, log: RunLog, engine, stats: WindowStats, mix: TaskMix, sampler) -> None:
+    """The log window that ends at `update`: lr, per-task loss and examples, task mix, MT-Uncertainty."""
+    window = sampler.flush() if sampler is not None else {}
+    log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
+
+
 def _stop_early(stop: str, update: int, log: RunLog, stats: WindowStats, mix: TaskMix, sampler, engine, recipe,
                 metrics: dict, unscored: dict, scoring: tuple) -> dict:
     """An early stop at `update`: said, the open log window written (it would close only at the run's
     end), and the final splits not scored yet scored; returns the metrics the last checkpoint reports."""
     log.say(f"[prefinetune] {stop}")
     if update % recipe.train.log_every:
-        window = sampler.flush() if sampler is not None else {}
-        log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
+        _write_window(update, log, engine, stats, mix, sampler)
     if unscored:
         extra = _score(engine, recipe, unscored, *scoring)
         log.write(update, extra)
@@ -302,8 +307,7 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
             log.step(update)
             last = update == total
             if update % recipe.train.log_every == 0 or last:
-                window = sampler.flush() if sampler is not None else {}
-                log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
+                _write_window(update, log, engine, stats, mix, sampler)
             if update % recipe.eval.every_updates == 0 or last:
                 metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
                 log.write(update, metrics)
