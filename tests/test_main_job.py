@@ -127,3 +127,43 @@ def _schedule_rows(recipe: dict, shards: Path) -> dict:
                                 t.batch_size, data.row_drawer):
             seen[slot.task] += len(slot.rows)
     return seen
+
+
+@pytest.mark.slow
+def test_predict_writes_every_head_that_has_the_split_from_the_pre_finetuning_export(data_root, main_job, tmp_path):
+    """`prefinetune predict` on the shared run's export: the recipe's tasks with a test split (sst2, mrpc:
+    their first 24 rows) predicted, the others listed as skipped; sst2's labels are the stock per-task
+    model's on the raw text, and GLUE's SST-2.tsv / MRPC.tsv hold them in GLUE's layout."""
+    import csv
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from prefinetune.cli import main
+
+    _, run = main_job
+    recipe = json.loads((run / "recipe.json").read_text())
+    index = {t["name"]: i for i, t in enumerate(recipe["tasks"])}
+    rows = {name: f"tasks.{index[name]}.splits.test={recipe['tasks'][index[name]]['splits']['test']}#rows=0:24"
+            for name in ("sst2", "mrpc")}
+    assert main(["predict", "--model", str(run / "export"), "--recipe", str(run / "recipe.json"), "--data-dir",
+                 str(data_root), "--out", str(tmp_path), *rows.values()]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert sorted(summary["tasks"]) == ["mrpc", "sst2"] and summary["submissions"] == ["glue/SST-2.tsv",
+                                                                                      "glue/MRPC.tsv"]
+    assert summary["skipped"] == {name: f"it has no split 'test' (splits: {sorted(t['splits'])})"
+                                  for name, t in ((t["name"], t) for t in recipe["tasks"]) if name not in rows}
+    lines = [json.loads(x) for x in (tmp_path / "sst2.jsonl").read_text().splitlines()]
+    with open(data_root / "sst2" / "test.tsv", encoding="utf-8") as f:
+        test = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:24]
+    folder = run / "export" / "tasks" / "sst2"
+    stock = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tokens = AutoTokenizer.from_pretrained(folder)([r["sentence"] for r in test], padding=True, truncation=True,
+                                                   max_length=recipe["model"]["max_length"], return_tensors="pt")
+    with torch.no_grad():
+        want = [stock.config.id2label[int(i)] for i in stock(**tokens).logits.argmax(-1)]
+    assert [x["prediction"] for x in lines] == want
+    assert [x["gold"] for x in lines] == [stock.config.id2label[int(r["label"])] for r in test]
+    with open(tmp_path / "glue" / "SST-2.tsv", encoding="utf-8") as f:
+        glue = list(csv.reader(f, delimiter="\t"))
+    assert glue == [["index", "prediction"]] + [[str(i), str(["negative", "positive"].index(p))]
+                                                for i, p in enumerate(want)]

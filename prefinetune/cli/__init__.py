@@ -1,6 +1,6 @@
 """`prefinetune`, the one command line: subcommands pretrain (the default), prepare, finetune, compare,
-export, push, task-folders and study (`prefinetune --help` lists them; each has its own --help). The launch/ and
-data_prep/ scripts are thin shims over it, for `ray job submit` and habit.
+export, push, task-folders, predict and study (`prefinetune --help` lists them; each has its own --help).
+The launch/ and data_prep/ scripts are thin shims over it, for `ray job submit` and habit.
 
     python launch/local_cpu.py                                   # embedded default: offline, 2 CPU workers
     python launch/local_cpu.py --recipe recipes/shared_data_cpu.yaml --data-dir ../shared/data
@@ -35,6 +35,7 @@ SUBCOMMANDS = {     # name -> (module, its main, what it does)
     "export": ("prefinetune.cli.export", "main", "a run's checkpoint -> Hugging Face folder (-> hub)"),
     "push": ("prefinetune.cli.export", "push_main", "an export folder -> a hub model repo"),
     "task-folders": ("prefinetune.cli.export", "task_folders_main", "stock per-task folders added to an export"),
+    "predict": ("prefinetune.cli.predict", "main", "an export's predictions on a split (+ GLUE/SuperGLUE files)"),
     "study": ("prefinetune.cli.study", "main", "the held-out study (pre-finetune, then compare)"),
 }
 

@@ -107,17 +107,18 @@ def source_description(task: TaskConfig, data_root: Union[str, Path, None]) -> d
     if task.format == "hub":
         hub = task.hub
         desc = {"format": "hub", "path": hub.path, "name": hub.name, "revision": hub.revision,
-                "splits": dict(task.splits)}
+                "splits": {split: task.splits[split] for split in task.labeled_splits}}
         if Path(hub.path).is_dir():  # a local dataset folder: key it by its bytes, like files
             desc["folder_sha256"] = _sha256_json(_folder_hashes(Path(hub.path)))
         return desc
-    files = {split: {"path": rel, "sha256": sha256_file(split_source(task, split, data_root))}
-             for split, rel in task.splits.items()}
+    files = {split: {"path": task.splits[split], "sha256": sha256_file(split_source(task, split, data_root))}
+             for split in task.labeled_splits}
     return {"format": task.format, "files": files}
 
 
-# task keys that change training, not the shards: left out of the fingerprint, so changing them re-prepares nothing
-TRAINING_ONLY = {"loss_weight"}
+# task keys that change training, not the shards: left out of the fingerprint, so changing them re-prepares
+# nothing (unlabeled_splits changes the shards only through the files prepared, which `source` lists)
+TRAINING_ONLY = {"loss_weight", "unlabeled_splits"}
 
 
 def task_fingerprint(task: TaskConfig, source: dict, tokenizer_fp: str, max_length: int,
@@ -423,7 +424,7 @@ def _prepare_tasks(recipe: RecipeConfig, tokenizer, tokenizer_name: str, progres
                 continue
             started = time.time()
             splits = {split: _prepare_split(task, split, recipe, tokenizer, shards_dir, shard_rows, fingerprint)
-                      for split in task.splits}
+                      for split in task.labeled_splits}
             _say(progress, _task_line(task.name, splits, time.time() - started))
             tasks[task.name] = {
                 "fingerprint": fingerprint, "family": task.family,

@@ -48,6 +48,9 @@ Formats, strict on purpose (nothing is dropped silently):
 - `unlabeled: [values]`: rows whose raw label is one of these (SNLI's '-', no annotator consensus) are
   skipped and counted (`SplitRead.unlabeled`, the manifest's `unlabeled`), not bad rows.
 - `split_columns: {split: columns}` reads a split whose file is laid out otherwise with its own columns.
+- `unlabeled_splits: [split]`: such a split's target columns (the family's `target_roles`) are not
+  read; the family's `unlabeled_values` stand in for them, so its records are only fit for predictions.
+- Every record's id (the `id` role, default the row number as a string) is kept in `SplitRead.ids`.
 - A bad row (missing field, wrong field count, bad JSON, undecodable bytes, or any `FieldError` from
   the family's `to_record`) raises `BadRowError` naming file, row and field; with
   on_bad_row="quarantine" it goes to a JSONL file {file, row, unit, line, field, reason, raw} and is
@@ -127,6 +130,8 @@ class SplitRead:
     quarantined: int = 0
     unlabeled: int = 0           # rows skipped for a label value in the task's `unlabeled`
     quarantine_file: Optional[str] = None
+    ids: list = field(default_factory=list)     # each record's `id` value (default: its row number)
+    labeled: bool = True         # False: an unlabeled split, whose records hold stand-in targets
 
 
 # ---------------------------------------------------------------- sources
@@ -358,7 +363,7 @@ def read_split(
     task = task.for_split(split)
     source = split_source(task, split, data_root)
     _, articles = split_target(task, split)
-    result = SplitRead(source=_source_label(task, split, source))
+    result = SplitRead(source=_source_label(task, split, source), labeled=split not in task.unlabeled_splits)
     unit = "item" if task.explode else {"squad": "question", "conllu": "sentence",
                                          "conll": "sentence"}.get(task.format, "data row")
     unlabeled = set(task.unlabeled)
@@ -375,7 +380,10 @@ def read_split(
             if unlabeled and isinstance(values.get("label"), str) and values["label"] in unlabeled:
                 result.unlabeled += 1
                 continue
+            if not result.labeled:
+                values.update(family.unlabeled_values(values, task))
             result.records.append(family.to_record(values, task))
+            result.ids.append(values.get("id", str(raw.row)))
         except FieldError as err:
             bad = BadRow(result.source, raw.row, _field_name(err.role, task, header), err.reason,
                          printable(raw.raw, task.encoding), raw.line, unit)

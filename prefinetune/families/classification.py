@@ -28,7 +28,8 @@ from prefinetune.families.records import DIGITS, call_encoder, sentence_schema, 
 from prefinetune.model.heads import HeadBank
 
 __all__ = ["label_id", "to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
-           "num_predictions", "predict", "metrics", "evaluate", "TARGETS", "ClassificationFamily", "FAMILY"]
+           "num_predictions", "predict", "metrics", "evaluate", "predictions", "TARGETS", "ClassificationFamily",
+           "FAMILY"]
 
 TARGETS = ("labels",)
 
@@ -140,6 +141,15 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     return {**metrics(predictions, labels, task), "rows": rows}
 
 
+def predictions(model, task_id: int, task, split, pad_id: int, batch_size: int, device, tokenizer=None) -> list[dict]:
+    """Per row: the predicted label name, its softmax probability as score, and the gold label name."""
+    probs, labels, _ = predict_rows(model, task_id, task, split, pad_id, batch_size, None, device, collate,
+                                    lambda outputs, batch: torch.softmax(outputs.float(), dim=-1).cpu().numpy())
+    names = task.label_names
+    return [{"prediction": names[int(p.argmax())], "score": float(p.max()), "gold": names[int(y)]}
+            for p, y in zip(probs, labels)]
+
+
 # ---------------------------------------------------------------- the family
 
 class ClassificationFamily(Family):
@@ -149,7 +159,7 @@ class ClassificationFamily(Family):
     auto_class = "AutoModelForSequenceClassification"          # the stock class of its per-task folders
     head_summary = 'its own head (dense, tanh, dropout, projection) on the first token'
     loss_summary = 'cross-entropy / log(number of classes)'
-    roles = (("text", "label"), ("text_pair",))
+    roles = (("text", "label"), ("text_pair", "id"))
     targets = TARGETS
 
     # the module's functions above, one signature for every family (prefinetune/families/family.py)
@@ -165,6 +175,7 @@ class ClassificationFamily(Family):
     num_predictions = staticmethod(num_predictions)
     # evaluation
     evaluate = staticmethod(evaluate)
+    predictions = staticmethod(predictions)
 
     def check_task(self, task) -> None:
         if not task.label_names:

@@ -83,6 +83,12 @@ class FamilyData:
         """Extra manifest entries for a split."""
         return {}
 
+    def unlabeled_values(self, values: dict[str, Any], task) -> dict[str, Any]:
+        """Stand-ins for the `target_roles` of a row of an unlabeled split (a benchmark's test file), read
+        only for predictions: raw values `to_record` accepts, never trained on or scored. Default: class
+        or choice 0 in the `label` role."""
+        return {"label": next(iter(task.label_map)) if task.label_map else 0}
+
 
 class FamilyHead:
     """A family's head: built for its tasks, run on the backbone's features, copied for fine-tuning."""
@@ -145,7 +151,15 @@ class FamilyLoss:
 
 
 class FamilyEvaluation:
-    """A family's metrics on a split."""
+    """A family's metrics on a split, and its predictions (prefinetune predict)."""
+
+    def predictions(self, model, task_id: int, task, split, pad_id: int, batch_size: int, device,
+                    tokenizer=None) -> list[dict]:
+        """One dict per example of `split` (the records in their order; span: per example id, in order of
+        first window): "prediction" (a label name, value, choice, tags, answer or summary, JSON-ready),
+        "score" (the model's confidence in it, or None where the family has none) and "gold" (the same
+        form, from the split's targets; meaningless on an unlabeled split, whose targets are stand-ins)."""
+        raise NotImplementedError(f"family {self.name!r} writes no predictions")
 
     def evaluate(self, model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows, device,
                  tokenizer=None) -> dict[str, float]:
@@ -175,6 +189,7 @@ class Family(FamilyData, FamilyHead, FamilyLoss, FamilyEvaluation, FamilyExport)
 
     name: str = ""
     roles: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())   # column roles read: (required, optional)
+    target_roles: tuple[str, ...] = ("label",)                   # roles of gold targets (unlabeled splits lack them)
     targets: tuple[str, ...] = ("labels",)                       # batch keys that are targets, not inputs
     needs_encoder_decoder: bool = False                          # e.g. summarization: BART only
     decoder_reads_target: bool = False                           # BART's decoder reads batch["labels"]

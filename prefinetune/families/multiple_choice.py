@@ -265,6 +265,25 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     return {**metrics(predictions, labels), "rows": rows}
 
 
+def predictions(model, task_id: int, task, split, pad_id: int, batch_size: int, device, tokenizer=None) -> list[dict]:
+    """Per row: the chosen choice (its key in label_names where the task has them, else its 0-based
+    index), its softmax probability over the row's real choices as score, and the gold choice."""
+    best, labels, _ = predict_rows(model, task_id, task, split, pad_id, batch_size, None, device, collate,
+                                   lambda outputs, batch: _best_choice(outputs, batch["choice_mask"]))
+
+    def name(index: int):
+        return task.label_names[index] if task.label_names and index < len(task.label_names) else index
+
+    return [{"prediction": name(int(i)), "score": float(p), "gold": name(int(y))} for (i, p), y in zip(best, labels)]
+
+
+def _best_choice(outputs: torch.Tensor, choice_mask: torch.Tensor) -> np.ndarray:
+    """[B, 2]: the best real choice of each row and its softmax probability (rows of a batch may have
+    fewer choices than another batch's, so only these two leave the batch)."""
+    best = torch.softmax(mask_scores(outputs, choice_mask), dim=-1).max(dim=-1)
+    return torch.stack([best.indices.double(), best.values.double()], dim=1).cpu().numpy()
+
+
 # ---------------------------------------------------------------- the family
 
 class MultipleChoiceFamily(Family):
@@ -276,7 +295,7 @@ class MultipleChoiceFamily(Family):
     head_summary = ("one ranking head shared by every multiple-choice task: a score per (context, choice), "
                     "softmax over the choices")
     loss_summary = 'cross-entropy / log(number of choices)'
-    roles = (("text", "choices", "label"), ("text_pair",))
+    roles = (("text", "choices", "label"), ("text_pair", "id"))
     targets = TARGETS
 
     # the module's functions above, one signature for every family (prefinetune/families/family.py)
@@ -291,6 +310,7 @@ class MultipleChoiceFamily(Family):
     num_predictions = staticmethod(num_predictions)
     # evaluation
     evaluate = staticmethod(evaluate)
+    predictions = staticmethod(predictions)
 
     def check_task(self, task) -> None:
         if task.metrics is not None:

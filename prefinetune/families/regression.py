@@ -143,6 +143,13 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     return {**metrics(predictions, labels), "rows": rows}
 
 
+def predictions(model, task_id: int, task, split, pad_id: int, batch_size: int, device, tokenizer=None) -> list[dict]:
+    """Per row: the predicted value (no score: one output, no distribution) and the gold value."""
+    values, labels, _ = predict_rows(model, task_id, task, split, pad_id, batch_size, None, device, collate,
+                                     lambda outputs, batch: predict(outputs))
+    return [{"prediction": float(v), "score": None, "gold": float(y)} for v, y in zip(values, labels)]
+
+
 # ---------------------------------------------------------------- the family
 
 class RegressionFamily(Family):
@@ -152,7 +159,7 @@ class RegressionFamily(Family):
     auto_class = "AutoModelForSequenceClassification"          # the stock class of its per-task folders
     head_summary = 'its own one-output head on the first token'
     loss_summary = 'mean squared error, not scaled'
-    roles = (("text", "label"), ("text_pair",))
+    roles = (("text", "label"), ("text_pair", "id"))
     targets = TARGETS
     has_distribution = False
 
@@ -169,6 +176,7 @@ class RegressionFamily(Family):
     num_predictions = staticmethod(num_predictions)
     # evaluation
     evaluate = staticmethod(evaluate)
+    predictions = staticmethod(predictions)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False):
         return HeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm, shared_dense=shared_dense)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import operator
 from typing import Any, Optional
 
@@ -265,13 +266,13 @@ def _first_examples(example_ids: list[str], max_rows: Optional[int]) -> tuple[li
     return keep, [i for i, x in enumerate(example_ids) if x in chosen]
 
 
-def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows: Optional[int],
-             device, tokenizer=None) -> dict:
-    """Exact match and F1 (0-1) over the first `max_rows` EXAMPLES of the split (all their windows);
-    "rows" is the number of examples scored. The model's mode is restored afterwards."""
+def _window_answers(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows: Optional[int],
+                    device) -> tuple[dict[str, list[tuple[str, float]]], dict[str, list[str]]]:
+    """({example id: (answer, score) of each of its windows}, {example id: gold answer texts}) over the
+    first `max_rows` examples, in table order. The model's mode is restored afterwards."""
     table = split.table
     examples, indices = _first_examples(table.column("example_id").to_pylist(), max_rows)
-    candidates: dict[str, list[tuple[str, float]]] = collections.defaultdict(list)
+    candidates: dict[str, list[tuple[str, float]]] = {key: [] for key in examples}
     golds: dict[str, list[str]] = {}
     with eval_mode(model), torch.no_grad():
         for at in range(0, len(indices), batch_size):
@@ -282,8 +283,28 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
             for i, key in enumerate(rows["example_id"]):
                 candidates[key].append(postprocess(start[i], end[i], rows["offsets"][i], rows["context"][i]))
                 golds.setdefault(key, [a["text"] for a in json.loads(rows["answers_json"][i])])
-    predictions = [best_answer(candidates[key]) for key in examples]
-    return {**squad_metrics(predictions, [golds[key] for key in examples]), "rows": len(examples)}
+    return candidates, golds
+
+
+def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max_rows: Optional[int],
+             device, tokenizer=None) -> dict:
+    """Exact match and F1 (0-1) over the first `max_rows` EXAMPLES of the split (all their windows);
+    "rows" is the number of examples scored. The model's mode is restored afterwards."""
+    candidates, golds = _window_answers(model, task_id, task, split, pad_id, batch_size, max_rows, device)
+    answers = [best_answer(found) for found in candidates.values()]
+    return {**squad_metrics(answers, [golds[key] for key in candidates]), "rows": len(candidates)}
+
+
+def predictions(model, task_id: int, task, split, pad_id: int, batch_size: int, device, tokenizer=None) -> list[dict]:
+    """Per example (in order of its first window): the answer text `evaluate` scores, its score (start +
+    end logit of the best window), and the gold answer texts."""
+    candidates, golds = _window_answers(model, task_id, task, split, pad_id, batch_size, None, device)
+    out = []
+    for key, found in candidates.items():
+        score = max((s for _, s in found), default=float("-inf"))
+        out.append({"prediction": best_answer(found), "score": score if math.isfinite(score) else None,
+                    "gold": golds[key]})
+    return out
 
 
 # ---------------------------------------------------------------- the family
@@ -297,6 +318,15 @@ class SpanFamily(Family):
     head_summary = 'one span head shared by every span task: start and end logits per token'
     loss_summary = '(CE start + CE end) / 2 / log(positions)'
     roles = (("context", "question", "answers"), ("id",))
+    target_roles = ("answers",)
+
+    def unlabeled_values(self, values, task) -> dict:
+        """A stand-in answer, the context's first character (an unlabeled question is only predicted)."""
+        context = values.get("context")
+        if not isinstance(context, str) or not context.strip():
+            return {"answers": None}
+        first = len(context) - len(context.lstrip())
+        return {"answers": [{"text": context[first], "answer_start": first}]}
     targets = TARGETS
 
     # the module's functions above, one signature for every family (prefinetune/families/family.py)
@@ -311,6 +341,7 @@ class SpanFamily(Family):
     num_predictions = staticmethod(num_predictions)
     # evaluation
     evaluate = staticmethod(evaluate)
+    predictions = staticmethod(predictions)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
         return SpanHead(hidden_size, spectral_norm=spectral_norm)

@@ -207,6 +207,21 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     return {**rouge(predictions, references), "rows": count}
 
 
+@torch.no_grad()
+def predictions(model, task_id: int, task, split, pad_id: int, batch_size: int, device, tokenizer=None) -> list[dict]:
+    """Per row: the greedy summary (as `evaluate` generates it), no score, and the reference summary."""
+    tokenizer = _as_tokenizer(tokenizer)
+    out = []
+    with eval_mode(model):
+        for start in range(0, len(split), batch_size):
+            rows = split.take(list(range(start, min(start + batch_size, len(split)))))
+            inputs = {k: v.to(device) for k, v in collate(rows, pad_id, task).items() if k not in TARGETS}
+            generated = model.generate(task_id, inputs, max_new_tokens=task.max_target_length)
+            out += [{"prediction": text, "score": None, "gold": gold}
+                    for text, gold in zip(decode_generated(generated.cpu().tolist(), tokenizer), rows["target"])]
+    return out
+
+
 # ---------------------------------------------------------------- the family
 
 class SummarizationFamily(Family):
@@ -216,10 +231,15 @@ class SummarizationFamily(Family):
     shared_head = True
     head_summary = "the backbone's decoder and its tied LM head (no new parameters)"
     loss_summary = 'label-smoothed cross-entropy / log(vocabulary size)'
-    roles = (("text", "target"), ())
+    roles = (("text", "target"), ("id",))
+    target_roles = ("target",)
     targets = TARGETS
     needs_encoder_decoder = True
     decoder_reads_target = True
+
+    def unlabeled_values(self, values, task) -> dict:
+        """A one-character stand-in summary (an unlabeled document is only predicted)."""
+        return {"target": "-"}
 
     # the module's functions above, one signature for every family (prefinetune/families/family.py)
     # data
@@ -233,6 +253,7 @@ class SummarizationFamily(Family):
     num_predictions = staticmethod(num_predictions)
     # evaluation
     evaluate = staticmethod(evaluate)
+    predictions = staticmethod(predictions)
 
     def build_head(self, tasks, hidden_size, dropout, spectral_norm):
         return TiedLMHead()

@@ -214,6 +214,25 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
     return {**word_metrics(predicted, gold), "rows": count}
 
 
+@torch.no_grad()
+def predictions(model, task_id: int, task, split, pad_id: int, batch_size: int, device, tokenizer=None) -> list[dict]:
+    """Per sentence: the predicted tag of each word that has a tag position, its softmax probability per
+    word as score, the gold tags, and `untagged`: the sentence's words cut off by max_length (no tag)."""
+    names, out = task.label_names, []
+    with eval_mode(model):
+        for start in range(0, len(split), batch_size):
+            rows = split.take(list(range(start, min(start + batch_size, len(split)))))
+            batch = collate(rows, pad_id, task)
+            probs = torch.softmax(model(task_id, to_device(batch, device))["outputs"].float(), dim=-1).cpu()
+            for i, (row_probs, row_gold) in enumerate(zip(probs, batch["labels"])):
+                best = row_probs[row_gold != IGNORE].max(dim=-1)
+                out.append({"prediction": [names[t] for t in best.indices.tolist()],
+                            "score": [round(p, 6) for p in best.values.tolist()],
+                            "gold": [names[t] for t in row_gold[row_gold != IGNORE].tolist()],
+                            "untagged": rows["words"][i] - rows["tagged_words"][i]})
+    return out
+
+
 # ---------------------------------------------------------------- the family
 
 class TaggingFamily(Family):
@@ -223,7 +242,8 @@ class TaggingFamily(Family):
     auto_class = "AutoModelForTokenClassification"          # the stock class of its per-task folders
     head_summary = "its own tag classifier (dropout, linear) on every token; a word's tag on its first sub-token"
     loss_summary = 'cross-entropy over words / log(number of tags)'
-    roles = (("tokens", "tags"), ())
+    roles = (("tokens", "tags"), ("id",))
+    target_roles = ("tags",)
 
     # the module's functions above, one signature for every family (prefinetune/families/family.py)
     # data
@@ -236,6 +256,12 @@ class TaggingFamily(Family):
     loss = staticmethod(loss)
     # evaluation
     evaluate = staticmethod(evaluate)
+    predictions = staticmethod(predictions)
+
+    def unlabeled_values(self, values, task) -> dict:
+        """The first tag for every word (stand-ins: an unlabeled sentence is only predicted)."""
+        tokens = values.get("tokens")
+        return {"tags": [0] * len(tokens) if isinstance(tokens, list) else None}
 
     def check_task(self, task) -> None:
         if not task.label_names:

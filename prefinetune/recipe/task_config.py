@@ -46,7 +46,8 @@ class ColumnsSection(_Strict):
     context: Optional[Column] = Field(None, description="span: the passage answers are found in")
     question: Optional[Column] = Field(None, description="span: the question")
     answers: Optional[Column] = Field(None, description="span: answers with character offsets into context")
-    id: Optional[Column] = Field(None, description="span: example id (default: the row number)")
+    id: Optional[Column] = Field(None, description="example id: span scores answers by it, `prefinetune predict` "
+                                 "writes it (GLUE: index, SuperGLUE: idx); default the row number, 1-based")
     target: Optional[Column] = Field(None, description="summarization: the reference summary")
     tokens: Optional[Column] = Field(None, description="tagging: the words of a sentence (CoNLL-U: FORM; CoNLL: "
                                      "a column index; objects: a list)")
@@ -54,11 +55,15 @@ class ColumnsSection(_Strict):
                                    "a column index, e.g. -1 for the last)")
 
 
-def _check_roles(family: str, columns: ColumnsSection, where: str) -> None:
-    """The family's required column roles are given, and no role it does not read."""
+def _check_roles(family: str, columns: ColumnsSection, where: str, unlabeled: bool = False) -> None:
+    """The family's required column roles are given (but the targets of an unlabeled split), and no role
+    it does not read."""
+    from prefinetune.families.family import get_family
+
     required, optional = family_roles(family)
     given = {role for role, col in columns.model_dump().items() if col is not None}
-    missing = [r for r in required if r not in given]
+    targets = get_family(family).target_roles if unlabeled else ()
+    missing = [r for r in required if r not in given and r not in targets]
     if missing:
         raise ValueError(f"family {family!r} needs columns {missing}" + ("" if where == "columns" else f" in {where}"))
     extra = sorted(given - set(required) - set(optional))
@@ -103,6 +108,10 @@ class TaskConfig(_Strict):
     loss_weight: float = Field(
         1.0, ge=0.0, description="multiplies the task's loss after its log(n) scaling (slot loss = loss_weight x "
         "loss / log n); 0 trains nothing on it: its own head stays bit-identical")
+    unlabeled_splits: list[str] = Field(
+        default_factory=list, description="splits with no gold targets (a benchmark's test file): prepare and "
+        "training skip them, `prefinetune predict` reads them; their target columns are not read (the "
+        "split's split_columns may leave them out)")
     unlabeled: list[str] = Field(
         default_factory=list, description="raw label values that mean 'no gold label' (SNLI's '-'): such rows "
         "are skipped and counted (the manifest's `unlabeled`), not bad rows")
@@ -153,17 +162,32 @@ class TaskConfig(_Strict):
         unknown = sorted(set(self.split_columns) - set(self.splits))
         if unknown:
             raise ValueError(f"split_columns names splits {unknown} that are not in splits {sorted(self.splits)}")
-        for where, columns in [("columns", self.columns)] + [(f"split_columns.{k}", v)
-                                                              for k, v in self.split_columns.items()]:
-            _check_roles(self.family, columns, where)
+        unknown = sorted(set(self.unlabeled_splits) - set(self.splits))
+        if unknown or "train" in self.unlabeled_splits:
+            raise ValueError(f"unlabeled_splits must name splits other than train (splits: {sorted(self.splits)}), "
+                             f"not {self.unlabeled_splits}")
+        _check_roles(self.family, self.columns, "columns")
+        for split, columns in self.split_columns.items():
+            _check_roles(self.family, columns, f"split_columns.{split}", split in self.unlabeled_splits)
         get_family(self.family).check_task(self)
         return self
 
     def for_split(self, split: str) -> "TaskConfig":
-        """This task with the columns of `split` (its `split_columns` entry, where it has one)."""
-        if split not in self.split_columns:
+        """This task with the columns of `split` (its `split_columns` entry, where it has one); an
+        unlabeled split's target columns are left out."""
+        columns = self.split_columns.get(split, self.columns)
+        if split in self.unlabeled_splits:
+            from prefinetune.families.family import get_family
+
+            columns = columns.model_copy(update=dict.fromkeys(get_family(self.family).target_roles))
+        elif split not in self.split_columns:
             return self
-        return self.model_copy(update={"columns": self.split_columns[split], "split_columns": {}})
+        return self.model_copy(update={"columns": columns, "split_columns": {}})
+
+    @property
+    def labeled_splits(self) -> list[str]:
+        """The splits prepared into shards (all but `unlabeled_splits`)."""
+        return [split for split in self.splits if split not in self.unlabeled_splits]
 
     @model_validator(mode="after")
     def _row_options_fit(self) -> "TaskConfig":

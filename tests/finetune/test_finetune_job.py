@@ -72,6 +72,14 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
                                                                     return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(stock(**tokens).logits, model(0, dict(tokens))["outputs"], atol=1e-5, rtol=0)
+    # predictions from the fine-tuned export: on the dev rows it was scored on, their accuracy is its score
+    rows = pretrained["max_rows"]
+    done = _cli("predict", "--model", str(run / "export"), "--recipe", "recipes/finetune/rte.yaml", "--data-dir",
+                str(data_root), "--split", "dev", f"tasks.0.splits.dev=rte/dev.tsv#rows=0:{rows}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = [json.loads(x) for x in (run / "predictions" / "dev" / "rte.jsonl").read_text().splitlines()]
+    assert len(lines) == int(rows) and [x["id"] for x in lines] == [str(i + 1) for i in range(int(rows))]
+    assert sum(x["prediction"] == x["gold"] for x in lines) / len(lines) == pytest.approx(summary["select"]["accuracy"])
 
 
 def _interrupted_after_trials(args: list[str], out_dir: Path, finished: int) -> subprocess.CompletedProcess:
