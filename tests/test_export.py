@@ -295,8 +295,15 @@ def test_task_folders_asked_for_and_added_later(tmp_path, capsys):
     assert sorted(p.name for p in (out / "tasks").iterdir()) == ["topic"]
     assert info["nli"]["folder"] is None and info["nli"]["folder_skipped"] == (
         "not asked for (export.task_folders=['topic']); prefinetune task-folders EXPORT TASK writes it")
+    card = (out / "README.md").read_text()
+    assert "| nli | classification | entail, neutral, contradict | 1 | none |" in card
     assert main(["task-folders", str(out), "nli"]) == 0
     assert f"wrote {out / 'tasks' / 'nli'}" in capsys.readouterr().out
+    new_card = (out / "README.md").read_text()       # the task table says so; the rest is as it was
+    assert "| nli | classification | entail, neutral, contradict | 1 | `tasks/nli` |" in new_card
+    assert new_card.split("## Tasks")[0] == card.split("## Tasks")[0]
+    assert new_card.split("## Final metrics")[1].split("## How to load")[0] == \
+        card.split("## Final metrics")[1].split("## How to load")[0]
     info = {t["name"]: t for t in read_tasks_info(out)["tasks"]}
     assert (info["nli"]["folder"], info["nli"]["folder_skipped"]) == ("tasks/nli", None)
     assert (out / "tasks" / "nli" / "backbone.safetensors").stat().st_ino == \

@@ -10,7 +10,7 @@ from typing import Any
 
 from prefinetune.families.family import get_family
 
-__all__ = ["model_card"]
+__all__ = ["model_card", "refresh_card"]
 
 _MUPPET = "[Aghajanyan et al., 2021](https://arxiv.org/abs/2101.11038)"
 
@@ -18,6 +18,14 @@ def model_card(info: dict[str, Any], recipe, metrics: dict[str, float] | None = 
     """Markdown with YAML front matter for the hub; `metrics` = the run's final `{split}/{task}/{metric}`."""
     return "\n".join([_front_matter(info), _about(info, recipe), _task_table(info),
                       _metrics_table(info, recipe.eval.split, metrics or {}), _usage(info), ""])
+
+
+def refresh_card(card: str, info: dict[str, Any]) -> str:
+    """The card with its task table and loading example rendered again from `info` (per-task folders added
+    to the export later); the rest, written from the run's recipe and metrics, is kept as it was."""
+    start, usage = card.index("## Tasks\n"), card.index("## How to load\n")
+    end = card.index("\n## ", start) + 1
+    return card[:start] + _task_table(info) + card[end:usage] + _usage(info) + "\n"
 
 
 def _front_matter(info: dict[str, Any]) -> str:
@@ -46,9 +54,15 @@ def _about(info: dict[str, Any], recipe) -> str:
         f"R3F/R4F {reg}; DeepSpeed ZeRO-{ds.zero_stage}, precision `{ds.precision}`; "
         f"max length {m['max_length']} tokens.", "",
         *([f"Exported: {info['exported']['why']}.", ""] if info.get("exported") else []),
+        *([_lora_line(info["lora"]), ""] if info.get("lora") else []),
         "## Heads and losses", "",
         "| family | head | loss |", "| --- | --- | --- |",
         *(f"| {f} | {get_family(f).head_summary} | {get_family(f).loss_summary} |" for f in families), ""])
+
+
+def _lora_line(lora: dict[str, Any]) -> str:
+    return (f"Fine-tuned with LoRA (r {lora['r']}, alpha {lora['alpha']:g}, on {', '.join(lora['target_modules'])}): "
+            f"the adapters are merged into this backbone; the adapter alone is in `{lora['folder']}/`.")
 
 
 def _task_table(info: dict[str, Any]) -> str:

@@ -12,19 +12,20 @@ Layout (weights only as safetensors):
                                                        and asked for (export.task_folders); its backbone weights
                                                        one file hard-linked across tasks (shared_weights.py)
 
-    add_task_folders(out, ["mnli"])          # per-task folders written later into an export
+    add_task_folders(out, ["mnli"])          # per-task folders written later into an export (the card's
+                                             # task table and loading example are rendered again)
 """
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from prefinetune import __version__
-from prefinetune.export.card import model_card
+from prefinetune.export.card import model_card, refresh_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
 from prefinetune.export.shared_weights import BACKBONE_FILE, Shared, load_shared, readable_files, share_backbone
 from prefinetune.families.family import get_family
@@ -43,24 +44,32 @@ PICKLED_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | dict, out_dir: str | Path,
                            backbone: torch.nn.Module | None = None, *, tag: str | None = None,
-                           metrics: dict | None = None, exported: dict | None = None) -> Path:
+                           metrics: dict | None = None, exported: dict | None = None,
+                           shape: Callable | None = None, unshape: Callable | None = None) -> Path:
     """Export the model a DeepSpeed checkpoint holds; `backbone` replaces the recipe's starting one;
     `metrics` (that checkpoint's `{split}/{task}/{metric}`) go into the model card, `exported` ({update,
-    why}: which checkpoint this is and why) into tasks.json and the card."""
+    why}: which checkpoint this is and why) into tasks.json and the card. `shape(model, recipe)` gives the
+    model the structure it was trained in (e.g. LoRA adapters), `unshape(model, recipe)` takes it back
+    once the weights are loaded (merging them) and returns a writer of extra files, or None."""
     recipe = _as_recipe(recipe)
     model = build_model(recipe, backbone)
+    if shape is not None:
+        shape(model, recipe)
     state = state_dict_from_checkpoint(checkpoint_dir, tag)
     _keep_fp32_frozen(model, state)
     model.load_state_dict(state, strict=True)
+    extra = unshape(model, recipe) if unshape is not None else None
     m = recipe.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
-    return export_model(model, tokenizer, out_dir, recipe, metrics, exported)
+    return export_model(model, tokenizer, out_dir, recipe, metrics, exported, extra)
 
 
 def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: RecipeConfig | dict,
-                 metrics: dict | None = None, exported: dict | None = None) -> Path:
-    """Write the export folder (tensors in the model's dtype: fp32 from export_from_checkpoint).
-    An earlier export in out_dir is replaced; any other non-empty folder is refused."""
+                 metrics: dict | None = None, exported: dict | None = None,
+                 extra: Callable[[Path], dict] | None = None) -> Path:
+    """Write the export folder (tensors in the model's dtype: fp32 from export_from_checkpoint); `extra`
+    writes more files into it (e.g. a LoRA adapter) and returns what tasks.json adds. An earlier export in
+    out_dir is replaced; any other non-empty folder is refused."""
     from safetensors.torch import save_file
 
     recipe, out = _as_recipe(recipe), Path(out_dir)
@@ -73,6 +82,8 @@ def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: 
     info = tasks_info(model, recipe)
     if exported:
         info["exported"] = exported
+    if extra is not None:
+        info.update(extra(stage))
     shared = None
     for task in info["tasks"]:
         if task["folder"]:
@@ -204,6 +215,9 @@ def add_task_folders(out_dir: str | Path, names: list[str]) -> list[str]:
             written.append(task["folder"])
             readable_files(out / task["folder"])
     _write_tasks_info(out, info)
+    card = out / "README.md"
+    if card.is_file():
+        card.write_text(refresh_card(card.read_text(encoding="utf-8"), info), encoding="utf-8")
     return written
 
 

@@ -6,6 +6,8 @@ with a `finetune:` section a fine-tuning run. The driver and the worker loop kno
 - splits: the fraction of the training rows, the held-out rows, the select and test splits
   (prefinetune/finetune/splits.py);
 - start_model: the export's head for the task, where it is reused (prefinetune/finetune/head_reuse.py);
+- shape_model / unshape_model: LoRA adapters (finetune.lora), added for training and merged at export
+  (prefinetune/finetune/lora.py);
 - score_at_start: finetune.eval_at_start (update 0 in metrics.jsonl);
 - finish: finetune.json beside the export (prefinetune/finetune/summary.py); no task-mix plot.
 
@@ -44,6 +46,20 @@ class FinetuneHooks(RunHooks):
         from prefinetune.finetune.head_reuse import start_heads
 
         return start_heads(model, recipe)
+
+    def shape_model(self, model, recipe) -> str | None:
+        if recipe.finetune.lora is None:
+            return None
+        from prefinetune.finetune.lora import add_lora
+
+        return add_lora(model, recipe.finetune.lora)
+
+    def unshape_model(self, model, recipe):
+        if recipe.finetune.lora is None:
+            return None
+        from prefinetune.finetune.lora import merge_lora
+
+        return merge_lora(model, recipe)
 
     def score_at_start(self, recipe) -> bool:
         return recipe.finetune.eval_at_start

@@ -284,6 +284,29 @@ class ExportSection(_Strict):
         None, description="the checkpoint exported: best (by eval.select) or last; None: best when eval.select is set")
 
 
+class LoraSection(_Strict):
+    """LoRA adapters on the backbone (peft; `pip install prefinetune[lora]`): only they and the head train."""
+    r: int = Field(8, ge=1, description="rank of each adapter (B A, A: r x in, B: out x r)")
+    alpha: float = Field(16.0, gt=0, description="the adapter's update is scaled by alpha / r")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on each adapter's input")
+    target_modules: Optional[list[str]] = Field(
+        None, min_length=1, description="names of the linear layers to adapt (peft's target_modules); None: "
+        "peft's default for the model type (BERT, RoBERTa: query, value; BART: q_proj, v_proj)")
+
+    @model_validator(mode="after")
+    def _peft_installed(self) -> "LoraSection":
+        """Refused with the recipe, before any work, where peft is not installed."""
+        import importlib.util
+
+        try:
+            found = importlib.util.find_spec("peft") is not None
+        except ValueError:           # a module entry of None: Python could not import it
+            found = False
+        if not found:
+            raise ValueError("LoRA needs peft, which is not installed: pip install 'prefinetune[lora]'")
+        return self
+
+
 class FinetuneSection(_Strict):
     """Downstream fine-tuning of one task (prefinetune/finetune/): how much data, for how long, which head.
     See prefinetune/finetune/plan.py for how the rows are chosen."""
@@ -305,6 +328,9 @@ class FinetuneSection(_Strict):
     grid: dict[str, list[Any]] = Field(
         default_factory=dict, description="prefinetune compare: recipe key -> values, searched as a full grid "
         "per model, fraction and seed, e.g. {optim.lr: [1e-5, 2e-5], optim.eps: [1e-6, 1e-8]}")
+    lora: Optional[LoraSection] = Field(
+        None, description="train LoRA adapters and the head instead of every weight ({r, alpha, dropout, "
+        "target_modules}); the export holds the merged model (a stock folder) and the adapter alone (adapter/)")
 
 
 class RecipeConfig(_Strict):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from prefinetune.data.folders import writable_folder
 from prefinetune.recipe.config import RecipeConfig, RecipeError, recipe_from_dict
+from prefinetune.run.hooks import RunHooks
 
 __all__ = ["resolve_paths", "writable_folder", "check_backbone", "prepare_data", "train", "export_run", "run",
            "metrics_table", "header", "how_to_load", "write_final_metrics"]
@@ -182,15 +183,17 @@ def resume_hint(recipe: RecipeConfig) -> str:
 
 
 def export_run(recipe: RecipeConfig, checkpoint, out_dir: Path, metrics: dict | None = None,
-               exported: dict | None = None) -> Path:
+               exported: dict | None = None, hooks: RunHooks | None = None) -> Path:
     """A checkpoint as a Hugging Face folder (see prefinetune.export), `metrics` in its card, `exported`
-    saying which checkpoint it is and why."""
+    saying which checkpoint it is and why; the model shaped and unshaped by `hooks` (e.g. LoRA merged)."""
     from prefinetune.export import export_from_checkpoint
     from prefinetune.run.console import quiet_libraries
 
     quiet_libraries(on_gpu=False)      # the export runs on the driver's CPU
     with checkpoint.as_directory() as folder:
-        return export_from_checkpoint(folder, recipe, out_dir, metrics=metrics, exported=exported)
+        hooks = hooks or RunHooks()
+        return export_from_checkpoint(folder, recipe, out_dir, metrics=metrics, exported=exported,
+                                      shape=hooks.shape_model, unshape=hooks.unshape_model)
 
 
 def choose_export(recipe: RecipeConfig, result) -> tuple:
@@ -272,7 +275,6 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     (prefinetune/run/hooks.py): what a layer above the run changes in it (fine-tuning: its length from
     its epochs once the shards exist, its rows, its starting head, its summary)."""
     from prefinetune.run.errors import RunInterrupted
-    from prefinetune.run.hooks import RunHooks
     from prefinetune.run.run_folder import RunLock, check_resume, check_start
     from prefinetune.run.trackers import check_trackers
 
@@ -334,7 +336,7 @@ def _train_and_export(recipe: RecipeConfig, resume_from: str | None, hooks) -> d
     chosen, chosen_metrics, exported = choose_export(recipe, result)
     if Path(chosen.path) != Path(result.checkpoint.path):
         print(f"[prefinetune] exporting {exported['why']}")
-    export_dir = export_run(recipe, chosen, recipe.run_dir / "export", chosen_metrics, exported)
+    export_dir = export_run(recipe, chosen, recipe.run_dir / "export", chosen_metrics, exported, hooks)
     if hooks.plots:
         best_effort("the task-mix plot", plot_task_mix, recipe.run_dir / "metrics.jsonl",
                     recipe.run_dir / "task_mix.png")

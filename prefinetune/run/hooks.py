@@ -1,8 +1,8 @@
 """What a layer above the run may change in it, without the run knowing that layer: the run's length
-once the shards exist, the rows it trains and scores on, the model it starts from, a score before the
-first update, the extras at its end, and what it leaves beside its export. `RunHooks` is a plain
-pre-finetuning run; fine-tuning subclasses it (prefinetune/finetune/hooks.py). A hooks object travels to
-the Ray Train workers and Tune trials with the recipe, so it holds no state but what pickles.
+once the shards exist, the rows it trains and scores on, the model it starts from (and its shape, again
+at export), a score before the first update, the extras at its end, and what it leaves beside its
+export. `RunHooks` is a plain pre-finetuning run; fine-tuning subclasses it (prefinetune/finetune/hooks.py).
+A hooks object travels to the Ray Train workers and Tune trials with the recipe, so it holds no state but what pickles.
 
     run(recipe, hooks=FinetuneHooks())          # the driver (prefinetune/run/driver.py)
     run_worker(recipe, session, hooks=...)      # the worker loop (prefinetune/run/worker.py)
@@ -43,6 +43,17 @@ class RunHooks:
 
     def start_model(self, model, recipe) -> str | None:
         """Change the freshly built model before training (in every worker); what was done, or None."""
+        return None
+
+    def shape_model(self, model, recipe) -> str | None:
+        """Change the model's structure (e.g. add adapters) after start_model, in every worker and again at
+        export before the checkpoint's weights are loaded; what was done, or None."""
+        return None
+
+    def unshape_model(self, model, recipe):
+        """At export, once the trained weights are loaded: undo shape_model (e.g. merge the adapters), and
+        return a function that writes extra files into the export folder (returning what tasks.json adds),
+        or None."""
         return None
 
     def score_at_start(self, recipe) -> bool:

@@ -267,9 +267,9 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     model = build_model(recipe).to(device)
     log = RunLog(recipe.run_dir, rank, recipe.train.updates)
     hooks = hooks or RunHooks()
-    started = hooks.start_model(model, recipe)
-    if started:
-        log.say(f"[prefinetune] {started}")
+    for started in (hooks.start_model(model, recipe), hooks.shape_model(model, recipe)):
+        if started:
+            log.say(f"[prefinetune] {started}")
     if rank == 0:
         _check_r3f_precision(model, recipe, on_gpu)
     data, periodic, final = _data(recipe, tokenizer.pad_token_id, hooks)

@@ -54,6 +54,8 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
     done = _cli("finetune", "--recipe", "recipes/finetune/rte.yaml", "--data-dir", str(data_root),
                 "--model", str(pretrained["export"]), "--output-dir", str(tmp_path), "--name", "ft",
                 "--num-workers", "2", "finetune.epochs=0.02", f"eval.max_rows={pretrained['max_rows']}",
+                # LoRA (adapters start at zero: the update-0 score is still the export's), merged at export
+                "finetune.lora={r: 4, alpha: 8}",
                 # the main job's length: its dev rows are then read exactly as the export was scored on them
                 f"model.max_length={pretrained['max_length']}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -66,6 +68,9 @@ def test_finetune_an_export_on_two_ray_workers(pretrained, data_root, tmp_path):
     assert start["update"] == 0 and start["dev/rte/rows"] == pretrained["final"]["dev/rte/rows"] == MAIN_JOB_EVAL_ROWS
     assert start["dev/rte/accuracy"] == pretrained["final"]["dev/rte/accuracy"]
     assert "fine-tuned rte" in done.stdout and summary["model_folder"] == str(run / "export" / "tasks" / "rte")
+    assert "LoRA r=4 alpha=8 on ['query', 'value']" in done.stdout + done.stderr
+    assert (run / "export" / "adapter" / "adapter_model.safetensors").is_file()
+    assert "is_gradient_checkpointing" not in done.stdout + done.stderr
     stock = AutoModelForSequenceClassification.from_pretrained(summary["model_folder"]).eval()
     model, _ = load_exported(run / "export")
     tokens = AutoTokenizer.from_pretrained(summary["model_folder"])(["A man sleeps."], ["Nobody sleeps."],

@@ -1,0 +1,71 @@
+"""LoRA in fine-tuning (finetune.lora): peft's adapters on the backbone's linear layers, so that only they
+and the task's head train; at export the adapters are merged into a stock backbone, and written alone.
+
+    started = add_lora(model, recipe.finetune.lora)      # the worker, after the head is chosen
+    write_adapter = merge_lora(model, recipe)           # the export, once the trained weights are loaded
+    write_adapter(export_folder)                        # adapter/: adapter_config.json, adapter_model.safetensors
+
+The adapter folder is peft's own layout: `PeftModel.from_pretrained(AutoModel.from_pretrained(BASE),
+"EXPORT/adapter")` is the trained backbone again, BASE the model fine-tuned (the recipe's model). The head
+is not in it: it is in heads.safetensors and the task's stock folder, as for full fine-tuning.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["add_lora", "merge_lora", "ADAPTER_FOLDER"]
+
+ADAPTER_FOLDER = "adapter"
+
+
+@contextmanager
+def _quiet_peft():
+    """peft asks transformers 5 a deprecated question (is_gradient_checkpointing) on every wrap and merge:
+    a FutureWarning per worker that says nothing to a user."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
+def add_lora(model, lora) -> str:
+    """Wrap `model.backbone` in a peft LoRA model (every backbone weight frozen, the adapters' B at zero,
+    so the model computes what it did); returns what was done, for the console."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                        target_modules=lora.target_modules, bias="none")
+    with _quiet_peft():
+        model.backbone = get_peft_model(model.backbone, config)
+    adapters = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.backbone.parameters() if not p.requires_grad)
+    modules = sorted(model.backbone.peft_config["default"].target_modules)
+    return (f"LoRA r={lora.r} alpha={lora.alpha:g} on {modules}: {adapters:,} adapter parameters train, "
+            f"{frozen:,} backbone parameters frozen")
+
+
+def merge_lora(model, recipe) -> Callable[[Path], dict]:
+    """Merge the trained adapters into `model.backbone` (a stock model again) and return the function that
+    writes the adapter alone into an export folder (returning what tasks.json says of it)."""
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from prefinetune.export.folder import public_model_name
+
+    wrapped = model.backbone
+    config = wrapped.peft_config["default"]
+    state = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(wrapped).items()}
+    with _quiet_peft():
+        model.backbone = wrapped.merge_and_unload()
+    config.base_model_name_or_path = public_model_name(recipe.model.name_or_path)
+
+    def write(folder: Path) -> dict:
+        out = Path(folder) / ADAPTER_FOLDER
+        config.save_pretrained(out)
+        save_file(state, str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+        return {"lora": {"folder": ADAPTER_FOLDER, "r": config.r, "alpha": config.lora_alpha,
+                         "target_modules": sorted(config.target_modules), "merged": True,
+                         "base_model": config.base_model_name_or_path}}
+    return write

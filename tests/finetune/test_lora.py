@@ -1,0 +1,118 @@
+"""LoRA in fine-tuning (finetune.lora, peft): a real one-process fine-tuning run (DeepSpeed ZeRO-2 on a
+one-rank gloo group, what a compare trial runs) of a tiny BERT on real RTE rows trains only the adapters
+and the head (every backbone weight bit-identical to the model's folder); its checkpoint exports as a
+merged stock model that computes the trained model's logits, and the adapter alone loads with peft onto
+the base model as the same backbone. Recipe errors and compare's grid over LoRA are checked too.
+
+    python -m pytest tests/finetune/test_lora.py -q
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from prefinetune.finetune.hooks import FinetuneHooks
+from prefinetune.finetune.local import one_process_group
+from prefinetune.finetune.resolve import resolve_finetune
+from prefinetune.model.tiny import save_tiny_bert
+from prefinetune.recipe.config import RecipeError, load_recipe
+from prefinetune.run.driver import prepare_data, resolve_paths
+from prefinetune.run.worker import LocalSession, run_worker
+
+LORA = "finetune.lora={r: 4, alpha: 8, target_modules: [query, value]}"
+
+
+class KeepEngine(LocalSession):
+    """A one-process session that keeps the engine of its last report (the trained model)."""
+
+    def report(self, engine, update, client_state, metrics, score=None):
+        super().report(engine, update, client_state, metrics, score)
+        self.engine = engine
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    root = tmp_path_factory.mktemp("lora")
+    base = save_tiny_bert(root / "bert", seed=1)
+    recipe = load_recipe("recipes/finetune/rte.yaml", [
+        f"model.name_or_path={base}", f"data.root={data_root}", f"run.output_dir={root}", "finetune.epochs=0.03",
+        "eval.max_rows=8", "model.max_length=64", "optim.lr=1e-2", LORA])
+    recipe = resolve_paths(recipe)
+    prepare_data(recipe)
+    recipe = resolve_finetune(recipe)
+    session = KeepEngine()
+    one_process_group()
+    run_worker(recipe, session, hooks=FinetuneHooks())
+    session.engine.save_checkpoint(str(root / "checkpoint"))
+    return base, recipe, session.engine.module.eval(), root
+
+
+def test_only_the_adapters_and_the_head_train(trained):
+    from transformers import AutoModel
+
+    base, recipe, model, _ = trained
+    start = AutoModel.from_pretrained(base).state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(".lora_" in n or not n.startswith("backbone.") for n in trainable)
+    assert {n for n in trainable if not n.startswith("backbone.")} == {
+        n for n, _ in model.named_parameters() if not n.startswith("backbone.")}
+    frozen = {n.removeprefix("backbone.base_model.model.").replace(".base_layer", ""): p
+              for n, p in model.named_parameters() if n.startswith("backbone.") and ".lora_" not in n}
+    assert frozen.keys() == start.keys() - {k for k in start if "position_ids" in k}
+    assert all(torch.equal(p.detach(), start[k]) for k, p in frozen.items())       # bit-identical
+    lora_b = [p for n, p in model.named_parameters() if ".lora_B." in n]
+    assert len(lora_b) == 2 * 2 and all(p.abs().sum() > 0 for p in lora_b)          # trained from zero
+
+
+def test_the_merged_export_computes_the_trained_models_logits_and_the_adapter_loads_alone(trained):
+    from peft import PeftModel
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    from prefinetune.export import export_from_checkpoint, load_exported
+
+    base, recipe, model, root = trained
+    hooks = FinetuneHooks()
+    out = export_from_checkpoint(root / "checkpoint", recipe, root / "export", shape=hooks.shape_model,
+                                 unshape=hooks.unshape_model)
+    tokens = AutoTokenizer.from_pretrained(out)(["A man sleeps.", "Two dogs run in the park."],
+                                                ["Nobody sleeps.", "Animals are outside."], padding=True,
+                                                return_tensors="pt")
+    with torch.no_grad():
+        want = model(0, dict(tokens))["outputs"]
+        stock = AutoModelForSequenceClassification.from_pretrained(out / "tasks" / "rte").eval()
+        torch.testing.assert_close(stock(**tokens).logits, want, atol=1e-5, rtol=0)
+        loaded, info = load_exported(out)
+        torch.testing.assert_close(loaded(0, dict(tokens))["outputs"], want, atol=1e-5, rtol=0)
+        assert info["lora"] == {"folder": "adapter", "r": 4, "alpha": 8.0, "target_modules": ["query", "value"],
+                                "merged": True, "base_model": f"local:{base.name}"}
+        assert not any("lora" in k for k in AutoModel.from_pretrained(out).state_dict())   # a stock backbone
+        adapted = PeftModel.from_pretrained(AutoModel.from_pretrained(base), out / "adapter").eval()
+        merged = AutoModel.from_pretrained(out).eval()
+        torch.testing.assert_close(adapted(**tokens).last_hidden_state, merged(**tokens).last_hidden_state,
+                                   atol=1e-5, rtol=0)
+    assert "Fine-tuned with LoRA (r 4, alpha 8, on query, value): the adapters are merged into this backbone; " \
+           "the adapter alone is in `adapter/`." in (out / "README.md").read_text()
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert (config["r"], config["peft_type"], config["base_model_name_or_path"]) == (4, "LORA", f"local:{base.name}")
+
+
+def test_lora_keys_are_checked_and_compare_can_search_them(tmp_path, monkeypatch):
+    import sys
+
+    from prefinetune.finetune.grid import trial_grid, trial_recipe
+
+    with pytest.raises(RecipeError, match=r"finetune.lora.r"):
+        load_recipe("recipes/finetune/rte.yaml", ["finetune.lora={r: 0}"])
+    with pytest.raises(RecipeError, match=r"finetune.lora.rank"):
+        load_recipe("recipes/finetune/rte.yaml", ["finetune.lora={rank: 8}"])
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "peft", None)          # what Python does when it cannot import it
+        with pytest.raises(RecipeError, match=r"finetune.lora.*LoRA needs peft, which is not installed: pip "
+                                              r"install 'prefinetune\[lora\]'"):
+            load_recipe("recipes/finetune/rte.yaml", ["finetune.lora={r: 8}"])
+    base = load_recipe("recipes/finetune/rte.yaml").model_dump(mode="json")
+    trials = trial_grid({"m": "pkg:x"}, [1.0], 1, {"finetune.lora": [None, {"r": 2, "alpha": 4}]})
+    recipes = [trial_recipe(base, t, tmp_path) for t in trials]
+    assert recipes[0].finetune.lora is None and (recipes[1].finetune.lora.r, recipes[1].finetune.lora.alpha) == (2, 4)
