@@ -547,3 +547,12 @@ def test_regression_choice_and_span_tasks_export_as_stock_models(tmp_path, model
         answer = qa(**full)
         torch.testing.assert_close(answer.start_logits, start, atol=1e-5, rtol=0)
         torch.testing.assert_close(answer.end_logits, end, atol=1e-5, rtol=0)
+
+
+def test_a_card_edited_without_its_sections_is_left_as_it_is(exported):
+    from prefinetune.export.card import refresh_card
+
+    out, _, _ = exported
+    info, card = read_tasks_info(out), (out / "README.md").read_text()
+    assert refresh_card(card, info) == card                 # rendered again from the same tasks.json: the same
+    assert refresh_card("# my own card\n\n## Tasks\n\nnone\n", info) is None

@@ -133,7 +133,7 @@ def _schedule_rows(recipe: dict, shards: Path) -> dict:
 def test_predict_writes_every_head_that_has_the_split_from_the_pre_finetuning_export(data_root, main_job, tmp_path):
     """`prefinetune predict` on the shared run's export: the recipe's tasks with a test split (sst2, mrpc:
     their first 24 rows) predicted, the others listed as skipped; sst2's labels are the stock per-task
-    model's on the raw text, and GLUE's SST-2.tsv / MRPC.tsv hold them in GLUE's layout."""
+    model's on the raw text. These test files are labelled, so no GLUE submission file is written."""
     import csv
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -148,8 +148,8 @@ def test_predict_writes_every_head_that_has_the_split_from_the_pre_finetuning_ex
     assert main(["predict", "--model", str(run / "export"), "--recipe", str(run / "recipe.json"), "--data-dir",
                  str(data_root), "--out", str(tmp_path), *rows.values()]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert sorted(summary["tasks"]) == ["mrpc", "sst2"] and summary["submissions"] == ["glue/SST-2.tsv",
-                                                                                      "glue/MRPC.tsv"]
+    assert sorted(summary["tasks"]) == ["mrpc", "sst2"] and summary["submissions"] == []   # labelled test files
+    assert "written for the unlabeled splits" in summary["no_submissions"]
     assert summary["skipped"] == {name: f"it has no split 'test' (splits: {sorted(t['splits'])})"
                                   for name, t in ((t["name"], t) for t in recipe["tasks"]) if name not in rows}
     lines = [json.loads(x) for x in (tmp_path / "sst2.jsonl").read_text().splitlines()]
@@ -163,7 +163,4 @@ def test_predict_writes_every_head_that_has_the_split_from_the_pre_finetuning_ex
         want = [stock.config.id2label[int(i)] for i in stock(**tokens).logits.argmax(-1)]
     assert [x["prediction"] for x in lines] == want
     assert [x["gold"] for x in lines] == [stock.config.id2label[int(r["label"])] for r in test]
-    with open(tmp_path / "glue" / "SST-2.tsv", encoding="utf-8") as f:
-        glue = list(csv.reader(f, delimiter="\t"))
-    assert glue == [["index", "prediction"]] + [[str(i), str(["negative", "positive"].index(p))]
-                                                for i, p in enumerate(want)]
+    assert not (tmp_path / "glue").exists()

@@ -49,9 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from prefinetune.export import export_from_checkpoint
+    from prefinetune.finetune.hooks import hooks_for
 
     metrics = json.loads(Path(args.metrics).read_text()) if args.metrics else None
-    out = export_from_checkpoint(args.checkpoint, recipe, args.out, tag=args.tag, metrics=metrics)
+    hooks = hooks_for(recipe)        # the model's shape in training (fine-tuning's LoRA adapters), merged here
+    out = export_from_checkpoint(args.checkpoint, recipe, args.out, tag=args.tag, metrics=metrics,
+                                 shape=hooks.shape_model, unshape=hooks.unshape_model)
     print(f"[prefinetune] export: {out}")
     return _push(out, args.push_to_hub, args) if args.push_to_hub else 0
 

@@ -6,8 +6,9 @@ GLUE and SuperGLUE tasks, the benchmarks' submission files.
 
 Every recipe task the export has a head for and that has the split is predicted (--tasks picks some);
 the others are listed as skipped, with the reason. Output (default: predictions/<split> beside the
-export): <task>.jsonl ({id, prediction, score[, gold]} per row), glue/*.tsv, superglue/*.jsonl and
-summary.json (what was predicted from which file, and what was skipped).
+export): <task>.jsonl ({id, prediction, score[, gold]} per row), glue/*.tsv and superglue/*.jsonl (for
+a benchmark task's unlabeled split) and summary.json (what was predicted from which file, and what was
+skipped).
 """
 from __future__ import annotations
 
@@ -88,7 +89,10 @@ def predict(args: argparse.Namespace) -> Path:
                                        "file": path.name}
         say(f"[prefinetune] predict {task.name}/{args.split}: {len(done.rows)} rows from {done.source} -> {path}")
         done_tasks.append(done)
-    summary["submissions"] = [str(p.relative_to(out)) for p in write_submissions(done_tasks, out)]
+    summary["submissions"] = [str(p) for p in write_submissions(done_tasks, out)]
+    if not summary["submissions"]:
+        summary["no_submissions"] = ("submission files are written for the unlabeled splits (unlabeled_splits) of "
+                                     "GLUE and SuperGLUE tasks; none was predicted")
     for name, why in skipped.items():
         say(f"[prefinetune] predict: skipped {name}: {why}")
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         out = predict(args)
-    except (*input_errors(), ValueError, FileNotFoundError) as err:
+    except (*input_errors(), ValueError, FileNotFoundError, RuntimeError) as err:
         say(f"error: {err}", sys.stderr)
         return 2
     say(f"[prefinetune] predictions: {out}")

@@ -20,12 +20,15 @@ def model_card(info: dict[str, Any], recipe, metrics: dict[str, float] | None = 
                       _metrics_table(info, recipe.eval.split, metrics or {}), _usage(info), ""])
 
 
-def refresh_card(card: str, info: dict[str, Any]) -> str:
+def refresh_card(card: str, info: dict[str, Any]) -> str | None:
     """The card with its task table and loading example rendered again from `info` (per-task folders added
-    to the export later); the rest, written from the run's recipe and metrics, is kept as it was."""
+    to the export later); the rest, written from the run's recipe and metrics, is kept as it was. None
+    when the card lacks those sections (edited by hand)."""
+    if "## Tasks\n" not in card or "## How to load\n" not in card.split("## Tasks\n", 1)[1]:
+        return None
     start, usage = card.index("## Tasks\n"), card.index("## How to load\n")
     end = card.index("\n## ", start) + 1
-    return card[:start] + _task_table(info) + card[end:usage] + _usage(info) + "\n"
+    return card[:start] + _task_table(info) + "\n" + card[end:usage] + _usage(info) + "\n"
 
 
 def _front_matter(info: dict[str, Any]) -> str:

@@ -217,7 +217,12 @@ def add_task_folders(out_dir: str | Path, names: list[str]) -> list[str]:
     _write_tasks_info(out, info)
     card = out / "README.md"
     if card.is_file():
-        card.write_text(refresh_card(card.read_text(encoding="utf-8"), info), encoding="utf-8")
+        text = refresh_card(card.read_text(encoding="utf-8"), info)
+        if text is None:
+            warn(f"{card} has no '## Tasks' and '## How to load' sections to rewrite: the card is left as it is "
+                 "(tasks.json lists the new folders)")
+        else:
+            card.write_text(text, encoding="utf-8")
     return written
 
 

@@ -216,8 +216,10 @@ def evaluate(model, task_id: int, task, split, pad_id: int, batch_size: int, max
 
 @torch.no_grad()
 def predictions(model, task_id: int, task, split, pad_id: int, batch_size: int, device, tokenizer=None) -> list[dict]:
-    """Per sentence: the predicted tag of each word that has a tag position, its softmax probability per
-    word as score, the gold tags, and `untagged`: the sentence's words cut off by max_length (no tag)."""
+    """Per sentence: the predicted tag of each word that has a tag position (in order), its softmax
+    probability per word as score, the gold tags, and `untagged`: the sentence's words without a tag
+    position (cut off by max_length at its end, or, rarely, a word that encodes to no token), for which
+    the lists hold nothing."""
     names, out = task.label_names, []
     with eval_mode(model):
         for start in range(0, len(split), batch_size):

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["add_lora", "merge_lora", "ADAPTER_FOLDER"]
+__all__ = ["add_lora", "merge_lora", "check_lora", "ADAPTER_FOLDER"]
 
 ADAPTER_FOLDER = "adapter"
 
@@ -30,13 +30,47 @@ def _quiet_peft():
         yield
 
 
+def _config(lora, backbone):
+    """peft's LoraConfig for the recipe's section; the pooler (frozen, read by no head) is never adapted:
+    a trainable parameter that no rank's graph touches has no place in a ZeRO run."""
+    from peft import LoraConfig
+    from torch import nn
+
+    pooler = [name for name, module in backbone.named_modules()
+              if name.split(".")[0] == "pooler" and isinstance(module, nn.Linear)]
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                      exclude_modules=pooler or None, bias="none")
+
+
+def check_lora(recipe) -> None:
+    """The recipe's finetune.lora fits its backbone (target modules there; a type peft knows), checked on
+    a weightless copy before any worker or trial starts; RecipeError names the key."""
+    import torch
+    from peft import get_peft_model
+    from transformers import AutoConfig, AutoModel
+
+    from prefinetune.model.source import resolve_model_source
+    from prefinetune.recipe.config import RecipeError
+
+    m = recipe.model
+    config = AutoConfig.from_pretrained(resolve_model_source(m.name_or_path), revision=m.revision,
+                                        trust_remote_code=m.trust_remote_code)
+    with torch.device("meta"):
+        backbone = AutoModel.from_config(config, trust_remote_code=m.trust_remote_code)
+    try:
+        with _quiet_peft():
+            get_peft_model(backbone, _config(recipe.finetune.lora, backbone))
+    except ValueError as err:
+        raise RecipeError(f"finetune.lora does not fit the {config.model_type} backbone of "
+                          f"{m.name_or_path}: {err}") from None
+
+
 def add_lora(model, lora) -> str:
     """Wrap `model.backbone` in a peft LoRA model (every backbone weight frozen, the adapters' B at zero,
     so the model computes what it did); returns what was done, for the console."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                        target_modules=lora.target_modules, bias="none")
+    config = _config(lora, model.backbone)
     with _quiet_peft():
         model.backbone = get_peft_model(model.backbone, config)
     adapters = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)

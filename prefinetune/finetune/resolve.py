@@ -25,9 +25,14 @@ def training_rows(recipe: RecipeConfig) -> int:
 
 def resolve_finetune(recipe: RecipeConfig) -> RecipeConfig:
     """The recipe with train.updates (and, with warmup_fraction, optim.warmup_updates) from finetune.epochs;
-    raises ValueError for a task without dev and test, or a head that cannot be reused."""
+    raises ValueError for a task without dev and test, or a head that cannot be reused, RecipeError for a
+    finetune.lora that does not fit the backbone."""
     head_source(recipe)                          # errors (labels, family) before anything starts
     ft = recipe.finetune
+    if ft.lora is not None:
+        from prefinetune.finetune.lora import check_lora
+
+        check_lora(recipe)
     data = recipe.model_dump(mode="json")
     if ft.epochs is not None:
         t = recipe.train

@@ -1,4 +1,6 @@
-"""Predictions laid out as the GLUE and SuperGLUE servers take them, for the tasks of those benchmarks.
+"""Predictions laid out as the GLUE and SuperGLUE servers take them, for the tasks of those benchmarks,
+from unlabeled splits only (a benchmark's test file: `unlabeled_splits`); a labelled split is not what a
+benchmark scores, so it gets its JSONL predictions alone.
 
 GLUE: one `<Task>.tsv` per task, header `index<TAB>prediction`, index the test row's 0-based position;
 the prediction a class id (CoLA, SST-2, MRPC, QQP, WNLI), a label name (MNLI-m/-mm, QNLI, RTE, AX) or
@@ -12,7 +14,7 @@ ReCoRD (nested answers) get their JSONL predictions only.
 A task is matched by its name (the catalog's: cola, sst2, ..., superglue_ax_b); the row index is the
 split's `id` column where the recipe names one (GLUE `index`, SuperGLUE `idx`), else the row number - 1.
 
-    files = write_submissions([done_rte, done_cola], "runs/X/predictions/test")  # glue/RTE.tsv, superglue/...
+    files = write_submissions([done_rte, done_cola], "runs/X/predictions/test")  # [glue/RTE.tsv, ...]
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["GLUE", "SUPERGLUE", "submission_value", "write_submissions"]
+__all__ = ["GLUE", "SUPERGLUE", "submission_value", "submission_files", "write_submissions"]
 
 NLI3 = ("entailment", "neutral", "contradiction")
 NLI2 = ("entailment", "not_entailment")
@@ -32,13 +34,11 @@ GLUE: dict[str, tuple[str, Any]] = {
     "cola": ("CoLA.tsv", "class_id"), "sst2": ("SST-2.tsv", "class_id"), "mrpc": ("MRPC.tsv", "class_id"),
     "qqp": ("QQP.tsv", "class_id"), "wnli": ("WNLI.tsv", "class_id"), "stsb": ("STS-B.tsv", "value"),
     "mnli": ("MNLI-m.tsv", NLI3), "mnli_matched": ("MNLI-m.tsv", NLI3), "mnli_mismatched": ("MNLI-mm.tsv", NLI3),
-    "qnli": ("QNLI.tsv", NLI2), "rte": ("RTE.tsv", NLI2), "ax": ("AX.tsv", NLI3),
+    "qnli": ("QNLI.tsv", NLI2), "rte": ("RTE.tsv", NLI2),
 }
 SUPERGLUE: dict[str, tuple[str, Any]] = {
     "boolq": ("BoolQ.jsonl", "bool_lower"), "wic": ("WiC.jsonl", "bool_lower"), "wsc": ("WSC.jsonl", "bool_title"),
     "cb": ("CB.jsonl", NLI3), "rte": ("RTE.jsonl", NLI2), "copa": ("COPA.jsonl", "choice"),
-    "superglue_ax_b": ("AX-b.jsonl", NLI2), "axb": ("AX-b.jsonl", NLI2),
-    "superglue_ax_g": ("AX-g.jsonl", NLI2), "axg": ("AX-g.jsonl", NLI2),
 }
 _BOOLS = {"true": True, "false": False, "1": True, "0": False}
 
@@ -90,15 +90,29 @@ def _superglue(done, path: Path, how: Any) -> None:
 BENCHMARKS: dict[str, tuple[dict, Callable]] = {"glue": (GLUE, _glue), "superglue": (SUPERGLUE, _superglue)}
 
 
+def submission_files(done_tasks: list) -> dict[Path, tuple]:
+    """{benchmark/file: (TaskPredictions, benchmark, how)} for every unlabeled split of a task a benchmark
+    knows; two tasks for one file is an error naming both."""
+    files: dict[Path, tuple] = {}
+    for done in (d for d in done_tasks if not d.labeled):
+        for benchmark, (known, _) in BENCHMARKS.items():
+            if done.task.name not in known:
+                continue
+            name, how = known[done.task.name]
+            if name == "MNLI-m.tsv" and "mismatched" in done.split:
+                name = "MNLI-mm.tsv"
+            path = Path(benchmark) / name
+            if path in files:
+                raise ValueError(f"tasks {files[path][0].task.name!r} and {done.task.name!r} would both write "
+                                 f"{path}: predict one of them (--tasks)")
+            files[path] = (done, benchmark, how)
+    return files
+
+
 def write_submissions(done_tasks: list, out_dir: str | Path) -> list[Path]:
-    """The submission file of every task (TaskPredictions) a benchmark knows, under out_dir/<benchmark>/."""
-    written = []
-    for done in done_tasks:
-        for benchmark, (files, write) in BENCHMARKS.items():
-            if done.task.name in files:
-                name, how = files[done.task.name]
-                path = Path(out_dir) / benchmark / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                write(done, path, how)
-                written.append(path)
-    return written
+    """The submission files (submission_files) written under out_dir; returns their paths, relative."""
+    files = submission_files(done_tasks)
+    for path, (done, benchmark, how) in files.items():
+        (Path(out_dir) / path).parent.mkdir(parents=True, exist_ok=True)
+        BENCHMARKS[benchmark][1](done, Path(out_dir) / path, how)
+    return list(files)

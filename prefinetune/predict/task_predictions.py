@@ -61,6 +61,9 @@ def predict_task(model, info: dict, task: TaskConfig, split: str, data_root, tok
     if None in read.ids:
         raise ValueError(f"{read.source}: record {read.ids.index(None) + 1} has no id (columns.id "
                          f"{task.for_split(split).columns.id!r}); every predicted row needs one")
+    repeated = sorted({str(i) for i in read.ids if read.ids.count(i) > 1})[:5]
+    if repeated:
+        raise ValueError(f"{read.source}: ids {repeated} name more than one row; ids must be unique to predict")
     family = get_family(task.family)
     table = tokenize_records(read.records, tokenizer, task, info["model"]["max_length"])
     entry = {"family": task.family, "label_names": task.label_names, "num_labels": task.num_labels,

@@ -13,6 +13,7 @@ import json
 import pytest
 import torch
 
+from prefinetune.export import export_from_checkpoint
 from prefinetune.finetune.hooks import FinetuneHooks
 from prefinetune.finetune.local import one_process_group
 from prefinetune.finetune.resolve import resolve_finetune
@@ -46,6 +47,9 @@ def trained(tmp_path_factory, data_root):
     one_process_group()
     run_worker(recipe, session, hooks=FinetuneHooks())
     session.engine.save_checkpoint(str(root / "checkpoint"))
+    hooks = FinetuneHooks()       # what the driver's export does with the run's hooks
+    export_from_checkpoint(root / "checkpoint", recipe, root / "export", shape=hooks.shape_model,
+                           unshape=hooks.unshape_model)
     return base, recipe, session.engine.module.eval(), root
 
 
@@ -70,12 +74,10 @@ def test_the_merged_export_computes_the_trained_models_logits_and_the_adapter_lo
     from peft import PeftModel
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-    from prefinetune.export import export_from_checkpoint, load_exported
+    from prefinetune.export import load_exported
 
     base, recipe, model, root = trained
-    hooks = FinetuneHooks()
-    out = export_from_checkpoint(root / "checkpoint", recipe, root / "export", shape=hooks.shape_model,
-                                 unshape=hooks.unshape_model)
+    out = root / "export"
     tokens = AutoTokenizer.from_pretrained(out)(["A man sleeps.", "Two dogs run in the park."],
                                                 ["Nobody sleeps.", "Animals are outside."], padding=True,
                                                 return_tensors="pt")
@@ -96,6 +98,34 @@ def test_the_merged_export_computes_the_trained_models_logits_and_the_adapter_lo
            "the adapter alone is in `adapter/`." in (out / "README.md").read_text()
     config = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert (config["r"], config["peft_type"], config["base_model_name_or_path"]) == (4, "LORA", f"local:{base.name}")
+
+
+def test_prefinetune_export_merges_a_lora_checkpoint_as_the_run_did(trained, tmp_path):
+    from prefinetune.cli import main
+
+    _, recipe, _, root = trained
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json")))
+    assert main(["export", "--recipe", str(tmp_path / "recipe.json"), "--checkpoint", str(root / "checkpoint"),
+                 "--out", str(tmp_path / "export")]) == 0
+    for name in ("model.safetensors", "heads.safetensors", "adapter/adapter_model.safetensors"):
+        assert (tmp_path / "export" / name).read_bytes() == (root / "export" / name).read_bytes(), name
+
+
+def test_lora_never_adapts_the_unused_pooler_and_a_bad_target_is_refused_before_work(trained):
+    from prefinetune.finetune.lora import add_lora, check_lora
+    from prefinetune.model.multitask import build_model
+
+    base, recipe, _, _ = trained
+    wide = recipe.model_copy(deep=True)
+    wide.finetune.lora.target_modules = ["query", "value", "dense"]
+    model = build_model(wide)
+    add_lora(model, wide.finetune.lora)
+    adapted = {n.split(".lora_")[0] for n, _ in model.named_parameters() if ".lora_" in n}
+    assert any(".output.dense" in n for n in adapted) and not any("pooler" in n for n in adapted)
+    wide.finetune.lora.target_modules = ["nope"]
+    with pytest.raises(RecipeError, match="finetune.lora does not fit the bert backbone of .*No modules were "
+                                          "targeted for adaptation"):
+        check_lora(wide)
 
 
 def test_lora_keys_are_checked_and_compare_can_search_them(tmp_path, monkeypatch):

@@ -193,8 +193,10 @@ def test_submission_files_have_each_benchmarks_layout(predicted):
     assert superglue["RTE.jsonl"] == [{"idx": 10 + i, "label": g["prediction"]} for i, g in enumerate(lines["rte"])]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"] == {} and summary["tasks"]["rte"] == {
-        "rows": 4, "source": str(Path(summary["tasks"]["rte"]["source"])), "labeled": False, "file": "rte.jsonl"}
-    assert summary["tasks"]["ner"]["labeled"] is True and len(summary["submissions"]) == 6
+        "rows": 4, "source": str(out.parents[1] / "data" / "rte.tsv"), "labeled": False, "file": "rte.jsonl"}
+    assert summary["tasks"]["ner"]["labeled"] is True and sorted(summary["submissions"]) == [
+        "glue/CoLA.tsv", "glue/RTE.tsv", "glue/STS-B.tsv", "superglue/BoolQ.jsonl", "superglue/COPA.jsonl",
+        "superglue/RTE.jsonl"]
 
 
 def test_bad_input_is_refused_by_name(predicted, tmp_path, capsys):
@@ -206,6 +208,12 @@ def test_bad_input_is_refused_by_name(predicted, tmp_path, capsys):
     assert "--tasks names ['nope'], not tasks of the recipe" in capsys.readouterr().err
     assert main(["predict", "--model", str(export), "--recipe", str(recipe), "--split", "dev"]) == 2
     assert "nothing to predict" in capsys.readouterr().err
+    (out.parents[1] / "data" / "twice.jsonl").write_text(json.dumps(QUESTIONS[0]) + "\n" + json.dumps(QUESTIONS[0]))
+    spec["tasks"][3]["splits"]["test"] = "twice.jsonl"
+    recipe.write_text(json.dumps(spec))
+    assert main(["predict", "--model", str(export), "--recipe", str(recipe), "--tasks", "boolq", "--out",
+                 str(tmp_path / "p")]) == 2
+    assert "twice.jsonl: ids ['7'] name more than one row; ids must be unique to predict" in capsys.readouterr().err
     spec["tasks"][1]["label_names"] = ["no", "yes"]
     recipe.write_text(json.dumps(spec))
     assert main(["predict", "--model", str(export), "--recipe", str(recipe), "--tasks", "cola", "--out",
