@@ -141,3 +141,77 @@ def test_patience_stops_a_run_whose_score_cannot_move(tmp_path, data_root, capfd
     split = next(k.split("/")[0] for r in records for k in r if k.endswith("/rte/accuracy"))   # the select split
     assert f"[prefinetune] early stop after update 3: {split} rte/accuracy (max) has not improved for 2 evaluations" \
         in said
+
+
+class _SavingSession:
+    """One process that saves a checkpoint at each report as Ray Train's workers do (DeepSpeed state under
+    the update's tag, and the score as select.json), one folder per update."""
+
+    rank, world, saves_checkpoints = 0, 1, True
+
+    def __init__(self, folder: Path):
+        import torch
+
+        self.device, self.folder, self.metrics, self.saved = torch.device("cpu"), folder, {}, []
+
+    def checkpoint(self, resume_from, experiment):
+        return None
+
+    def report(self, engine, update, client_state, metrics, score=None):
+        from prefinetune.run.selection import write_score
+        from prefinetune.run.worker import checkpoint_tag
+
+        path = self.folder / f"checkpoint_{update:06d}"
+        engine.save_checkpoint(str(path), tag=checkpoint_tag(update), client_state=client_state)
+        if score is not None:
+            write_score(path, score)
+        self.metrics = dict(metrics)
+        self.saved.append(path)
+
+
+def test_a_score_that_peaks_mid_run_exports_that_checkpoints_weights(tmp_path):
+    """A tiny BERT on one synthetic 4-class task, trained with a large learning rate (0.1) and scored and
+    checkpointed at every update: its dev accuracy rises and falls, and the export is the checkpoint of
+    its best score (checked to be one, strictly best, neither the first nor the last), weight for weight,
+    with the card saying which update and why."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from prefinetune.export import load_exported, read_tasks_info, state_dict_from_checkpoint
+    from prefinetune.finetune.local import one_process_group
+    from prefinetune.model.tiny import save_tiny_bert
+    from prefinetune.run.driver import choose_export, export_run, prepare_data, resolve_paths
+    from prefinetune.run.hooks import RunHooks
+    from prefinetune.run.selection import read_score
+    from prefinetune.run.worker import run_worker
+
+    data = load_recipe("recipes/local_cpu.yaml", [
+        f"model.name_or_path={save_tiny_bert(tmp_path / 'bert', seed=2)}", f"run.output_dir={tmp_path / 'out'}",
+        "data.synthetic_rows=300", "scaling.num_workers=1", "train.updates=10", "train.slots_per_update=2",
+        "train.batch_size=8", "optim.lr=0.1", "optim.warmup_updates=0", "eval.every_updates=1",
+        "checkpoint.every_updates=1", "checkpoint.keep=10", "eval.max_rows=64",
+        "eval.select={metric: syn_topic/accuracy, mode: max}"]).model_dump(mode="json")
+    data["tasks"] = [t for t in data["tasks"] if t["name"] == "syn_topic"]
+    recipe = resolve_paths(recipe_from_dict(data))
+    prepare_data(recipe)
+    session = _SavingSession(tmp_path / "ckpt")
+    one_process_group()
+    run_worker(recipe, session, hooks=RunHooks())
+    scores = [read_score(p)["score"] for p in session.saved]
+    best = scores.index(max(scores))
+    assert 0 < best < len(scores) - 1 and scores.count(max(scores)) == 1, scores      # a peak in the middle
+    result = SimpleNamespace(metrics=session.metrics, checkpoint=SimpleNamespace(path=str(session.saved[-1])))
+    chosen, metrics, exported = choose_export(recipe, result)
+    assert Path(chosen.path) == session.saved[best] and exported["update"] == best + 1
+    out = export_run(recipe, chosen, tmp_path / "export", metrics, exported)
+    model, _ = load_exported(out)
+    want = state_dict_from_checkpoint(session.saved[best])
+    last = state_dict_from_checkpoint(session.saved[-1])
+    got = model.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want)
+    assert any(not torch.equal(got[k], last[k]) for k in last)
+    assert read_tasks_info(out)["exported"]["update"] == best + 1
+    assert f"Exported: update {best + 1}, the best dev syn_topic/accuracy (max: {max(scores):.4f})" in \
+        (out / "README.md").read_text()
+
