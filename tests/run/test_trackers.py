@@ -118,3 +118,29 @@ def test_a_tracker_that_fails_is_dropped_with_a_warning_and_a_failed_run_is_mark
     trackers.close(failed=True)                             # the worker loop raised
     run_id = json.loads((recipe.run_dir / RECORD).read_text())["mlflow_run_id"]
     assert MlflowClient((recipe.run_dir / "mlruns").resolve().as_uri()).get_run(run_id).info.status == "FAILED"
+
+
+def test_each_compare_trial_logs_its_own_tracker_run(tmp_path, data_root):
+    """compare's trials (its trial recipes, run in one process as a Tune trial runs them) each write their
+    own TensorBoard run in their trial folder, holding every number of their metrics.jsonl."""
+    from prefinetune.finetune.grid import trial_grid, trial_recipe
+    from prefinetune.finetune.local import finetune_in_process
+    from prefinetune.finetune.resolve import resolve_finetune
+    from prefinetune.model.tiny import save_tiny_bert
+    from prefinetune.recipe.config import load_recipe
+    from prefinetune.run.driver import prepare_data, resolve_paths
+
+    bert = save_tiny_bert(tmp_path / "bert")
+    base = load_recipe("recipes/finetune/rte.yaml", [
+        f"data.root={data_root}", "finetune.epochs=0.02", "eval.max_rows=8", "model.max_length=64",
+        "log.trackers=[jsonl, tensorboard]", "finetune.grid={optim.lr: [1.0e-4, 1.0e-3]}"]).model_dump(mode="json")
+    for trial in trial_grid({"tiny": str(bert)}, [1.0], 1, base["finetune"]["grid"]):
+        recipe = resolve_paths(trial_recipe(base, trial, tmp_path / "cmp", tmp_path / "shards"))
+        prepare_data(recipe)
+        finetune_in_process(resolve_finetune(recipe))
+        records = [json.loads(x) for x in (recipe.run_dir / "metrics.jsonl").read_text().splitlines()]
+        numbers = {(r["update"], k, v) for r in records for k, v in r.items()
+                   if isinstance(v, (int, float)) and k != "update"}
+        board = {k: _scalars(recipe.run_dir / "tensorboard", k) for k in {k for _, k, _ in numbers}}
+        assert numbers and all((u, v) in board[k] for u, k, v in numbers)
+        assert recipe.run_dir.parent == tmp_path / "cmp" / "trials"
