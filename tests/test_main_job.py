@@ -164,3 +164,22 @@ def test_predict_writes_every_head_that_has_the_split_from_the_pre_finetuning_ex
     assert [x["prediction"] for x in lines] == want
     assert [x["gold"] for x in lines] == [stock.config.id2label[int(r["label"])] for r in test]
     assert not (tmp_path / "glue").exists()
+
+
+@pytest.mark.slow
+def test_report_on_the_main_jobs_run_folder(main_job):
+    """`prefinetune report` on the shared run: every task's dev rows represented by its export, a
+    symmetric similarity in [0, 1] with each task's own ||D||_F / tr(D) on the diagonal, and the figures."""
+    import numpy as np
+
+    from prefinetune.cli import main
+
+    _, run = main_job
+    recipe = json.loads((run / "recipe.json").read_text())
+    assert main(["report", str(run), "--max-rows", "32"]) == 0
+    report = json.loads((run / "report" / "task_similarity.json").read_text())
+    assert report["tasks"] == [t["name"] for t in recipe["tasks"]] and report["split"] == "dev"
+    sim = np.array(report["covsim"])
+    assert np.allclose(sim, sim.T) and np.all((sim >= 0) & (sim <= 1 + 1e-9)) and np.all(np.diag(sim) < 1)
+    for name in ("task_similarity.png", "loss_curves.png", "task_mix.png"):
+        assert (run / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

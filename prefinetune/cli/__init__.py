@@ -1,5 +1,5 @@
 """`prefinetune`, the one command line: subcommands pretrain (the default), prepare, finetune, compare,
-export, push, task-folders, predict and study (`prefinetune --help` lists them; each has its own --help).
+export, push, task-folders, predict, report and study (`prefinetune --help` lists them; each has its own --help).
 The launch/ and data_prep/ scripts are thin shims over it, for `ray job submit` and habit.
 
     python launch/local_cpu.py                                   # embedded default: offline, 2 CPU workers
@@ -36,6 +36,7 @@ SUBCOMMANDS = {     # name -> (module, its main, what it does)
     "push": ("prefinetune.cli.export", "push_main", "an export folder -> a hub model repo"),
     "task-folders": ("prefinetune.cli.export", "task_folders_main", "stock per-task folders added to an export"),
     "predict": ("prefinetune.cli.predict", "main", "an export's predictions on a split (+ GLUE/SuperGLUE files)"),
+    "report": ("prefinetune.cli.report", "main", "a run's task similarity, loss curves and task mix"),
     "study": ("prefinetune.cli.study", "main", "the held-out study (pre-finetune, then compare)"),
 }
 

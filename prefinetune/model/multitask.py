@@ -117,6 +117,12 @@ class MultiTaskModel(nn.Module):
             pooled = states[:, 0]
         return states, pooled, mask
 
+    def pooled(self, task_id: int, batch: dict) -> torch.Tensor:
+        """[N, H]: the pooled state (first token; BART: last real token) of each sequence of a batch of
+        the task, as its family's head reads the backbone (no head runs)."""
+        task = self.tasks[task_id]
+        return self._features(batch, self._family[task.family].decoder_reads_target)[1]
+
     def _lm_logits(self, states: torch.Tensor) -> torch.Tensor:
         return states @ self.backbone.get_input_embeddings().weight.T
 

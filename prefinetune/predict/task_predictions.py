@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from prefinetune.data.prepare import tokenize_records
-from prefinetune.data.readers import read_split
+from prefinetune.data.readers import SplitRead, read_split
 from prefinetune.data.shards import TaskSplit
 from prefinetune.families.family import get_family
 from prefinetune.recipe.config import TaskConfig
 
-__all__ = ["TaskPredictions", "export_head", "predict_task", "write_jsonl"]
+__all__ = ["TaskPredictions", "export_head", "read_rows", "predict_task", "write_jsonl"]
 
 
 @dataclass
@@ -52,24 +52,30 @@ def export_head(info: dict, task: TaskConfig) -> int:
     return head["head_index"]
 
 
+def read_rows(task: TaskConfig, split: str, data_root, tokenizer, max_length: int) -> tuple[TaskSplit, SplitRead]:
+    """`split` of `task` read (any bad row is an error naming file and row) and tokenized in memory as
+    prepare would: (its rows as a TaskSplit, what the reader gave)."""
+    read = read_split(task, split, data_root)
+    table = tokenize_records(read.records, tokenizer, task, max_length)
+    entry = {"family": task.family, "label_names": task.label_names, "num_labels": task.num_labels,
+             "splits": {split: {"rows": table.num_rows}}}
+    return TaskSplit(task.name, split, table, entry), read
+
+
 def predict_task(model, info: dict, task: TaskConfig, split: str, data_root, tokenizer, batch_size: int,
                  device: torch.device | str = "cpu") -> TaskPredictions:
     """The predictions of `model` (an export's MultiTaskModel) for every row of `split` of `task`; any bad
     row is an error naming file and row (nothing is dropped)."""
     task_id = export_head(info, task)
-    read = read_split(task, split, data_root)
+    rows_split, read = read_rows(task, split, data_root, tokenizer, info["model"]["max_length"])
     if None in read.ids:
         raise ValueError(f"{read.source}: record {read.ids.index(None) + 1} has no id (columns.id "
                          f"{task.for_split(split).columns.id!r}); every predicted row needs one")
     repeated = sorted({str(i) for i in read.ids if read.ids.count(i) > 1})[:5]
     if repeated:
         raise ValueError(f"{read.source}: ids {repeated} name more than one row; ids must be unique to predict")
-    family = get_family(task.family)
-    table = tokenize_records(read.records, tokenizer, task, info["model"]["max_length"])
-    entry = {"family": task.family, "label_names": task.label_names, "num_labels": task.num_labels,
-             "splits": {split: {"rows": table.num_rows}}}
-    rows = family.predictions(model, task_id, task, TaskSplit(task.name, split, table, entry),
-                              tokenizer.pad_token_id, batch_size, torch.device(device), tokenizer)
+    rows = get_family(task.family).predictions(model, task_id, task, rows_split, tokenizer.pad_token_id,
+                                               batch_size, torch.device(device), tokenizer)
     if len(rows) != len(read.ids):
         raise RuntimeError(f"task {task.name!r} split {split!r}: {len(rows)} predictions for {len(read.ids)} rows")
     done = TaskPredictions(task, split, read.source, read.labeled, task.for_split(split).columns.id is not None)

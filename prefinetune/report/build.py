@@ -1,0 +1,66 @@
+"""The report of a finished run, in RUN_DIR/report/: the task covariance similarity of its export on each
+task's eval split (task_similarity.json and .png), its training loss curves and its task mix (from
+metrics.jsonl). Reads the run folder only (recipe.json, export/, metrics.jsonl) and the tasks' files.
+
+    out = write_report("runs/local_cpu", rank=8, max_rows=256)      # or: prefinetune report runs/local_cpu
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefinetune.data.prepare import data_root
+from prefinetune.export.folder import load_exported
+from prefinetune.model.source import load_tokenizer
+from prefinetune.recipe.config import recipe_from_dict
+from prefinetune.recipe.overrides import apply_overrides
+from prefinetune.report.plots import heatmap, loss_curves
+from prefinetune.report.representations import task_representations
+from prefinetune.report.task_similarity import covsim_matrix
+from prefinetune.run.best_effort import best_effort
+
+__all__ = ["REPORT_FOLDER", "run_recipe", "write_report"]
+
+REPORT_FOLDER = "report"
+DEFINITION = ("CovSim_ij = ||(U_i D_i^1/2)^T U_j D_j^1/2||_F / (||U_i D_i^1/2||_F ||U_j D_j^1/2||_F), "
+              "U_i D_i U_i^T the top-rank eigenpairs of X_i^T X_i, X_i the pooled states of task i's rows "
+              "(Wu, Zhang & Re 2020)")
+
+
+def run_recipe(run_dir: Path, overrides: list[str] = ()):
+    """The recipe a run used (its recipe.json), with `key=value` overrides (e.g. data.root=...)."""
+    path = Path(run_dir) / "recipe.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no recipe.json")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return recipe_from_dict(apply_overrides(data, list(overrides)), str(path))
+
+
+def write_report(run_dir: str | Path, split: str | None = None, max_rows: int | None = 256, rank: int = 8,
+                 overrides: list[str] = (), device: str = "cpu") -> Path:
+    """RUN_DIR/report/ (returned): task_similarity.json/.png, and loss_curves.png and task_mix.png where
+    the run has metrics.jsonl."""
+    from prefinetune.run.task_mix import plot_task_mix
+
+    run_dir = Path(run_dir)
+    recipe = run_recipe(run_dir, overrides)
+    split = split or recipe.eval.split
+    export = run_dir / "export"
+    model, info = load_exported(export, trust_remote_code=recipe.model.trust_remote_code)
+    model.to(device)
+    reps = task_representations(model, info, recipe.tasks, split, data_root(recipe), load_tokenizer(str(export)),
+                                max_rows, device=device)
+    if len(reps) < 2:
+        raise ValueError(f"task similarity needs two tasks with a {split!r} split; the run has {sorted(reps)}")
+    names, matrix = covsim_matrix(reps, rank)
+    out = run_dir / REPORT_FOLDER
+    out.mkdir(exist_ok=True)
+    (out / "task_similarity.json").write_text(json.dumps({
+        "split": split, "rank": rank, "max_rows": max_rows, "sequences": {n: len(reps[n]) for n in names},
+        "tasks": names, "covsim": matrix.tolist(), "definition": DEFINITION}, indent=1) + "\n", encoding="utf-8")
+    heatmap(names, matrix, f"task covariance similarity ({split}, rank {rank})", out / "task_similarity.png")
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file():
+        best_effort("the loss curves", loss_curves, metrics, out / "loss_curves.png")
+        best_effort("the task-mix plot", plot_task_mix, metrics, out / "task_mix.png")
+    return out
