@@ -169,7 +169,8 @@ def test_predict_writes_every_head_that_has_the_split_from_the_pre_finetuning_ex
 @pytest.mark.slow
 def test_report_on_the_main_jobs_run_folder(main_job):
     """`prefinetune report` on the shared run: every task's dev rows represented by its export, a
-    symmetric similarity in [0, 1] with each task's own ||D||_F / tr(D) on the diagonal, and the figures."""
+    symmetric similarity in [0, 1] with each task's own ||D||_F / tr(D) on the diagonal, the gradient
+    conflict the run sampled at updates 2 and 4 on its 2 workers, and the figures."""
     import numpy as np
 
     from prefinetune.cli import main
@@ -181,5 +182,9 @@ def test_report_on_the_main_jobs_run_folder(main_job):
     assert report["tasks"] == [t["name"] for t in recipe["tasks"]] and report["split"] == "dev"
     sim = np.array(report["covsim"])
     assert np.allclose(sim, sim.T) and np.all((sim >= 0) & (sim <= 1 + 1e-9)) and np.all(np.diag(sim) < 1)
-    for name in ("task_similarity.png", "loss_curves.png", "task_mix.png"):
+    conflict = json.loads((run / "report" / "gradient_conflict.json").read_text())    # 2 workers, ZeRO-2
+    assert conflict["updates"] == [2, 4] and conflict["tasks"] == report["tasks"]
+    pairs = np.array(conflict["pairs"])
+    assert np.array_equal(pairs, pairs.T) and np.triu(pairs).sum() == 2 * (2 * 1 / 2)   # 2 slots an update: 1 pair
+    for name in ("task_similarity.png", "gradient_conflict.png", "loss_curves.png", "task_mix.png"):
         assert (run / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name

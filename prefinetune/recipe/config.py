@@ -275,6 +275,16 @@ class LogSection(_Strict):
         return v
 
 
+class DiagnosticsSection(_Strict):
+    """What a run measures about its tasks beyond their metrics (prefinetune/run/gradient_conflict.py); read by
+    `prefinetune report`."""
+    every: int = Field(0, ge=0, description="sample the gradient conflict between tasks every N updates (the cosine "
+                       "of slot gradients in the backbone, read from the training backward passes; "
+                       "RUN_DIR/gradient_conflict.jsonl); 0: off, nothing hooked")
+    coordinates: int = Field(16384, ge=1, description="backbone gradient coordinates sampled per slot (a fixed "
+                             "random sample; every coordinate when the backbone has fewer)")
+
+
 class ExportSection(_Strict):
     task_folders: Union[Literal["all", "none"], list[str]] = Field(
         "all", description="which tasks get a stock AutoModelFor* folder (tasks/<name>) in the export: all, none, "
@@ -347,6 +357,7 @@ class RecipeConfig(_Strict):
     checkpoint: CheckpointSection = CheckpointSection()
     eval: EvalSection = EvalSection()
     log: LogSection = LogSection()
+    diagnostics: DiagnosticsSection = DiagnosticsSection()
     export: ExportSection = ExportSection()
     finetune: Optional[FinetuneSection] = Field(None, description="a downstream fine-tuning run of one task")
 

@@ -1,6 +1,8 @@
 """The report of a finished run, in RUN_DIR/report/: the task covariance similarity of its export on each
-task's eval split (task_similarity.json and .png), its training loss curves and its task mix (from
-metrics.jsonl). Reads the run folder only (recipe.json, export/, metrics.jsonl) and the tasks' files.
+task's eval split (task_similarity.json and .png), the gradient conflict between tasks where the run
+sampled it (diagnostics.every: gradient_conflict.json and .png), its training loss curves and its task
+mix (from metrics.jsonl). Reads the run folder only (recipe.json, export/, metrics.jsonl,
+gradient_conflict.jsonl) and the tasks' files.
 
     out = write_report("runs/local_cpu", rank=8, max_rows=256)      # or: prefinetune report runs/local_cpu
 """
@@ -8,6 +10,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import numpy as np
 
 from prefinetune.data.prepare import data_root
 from prefinetune.export.folder import load_exported
@@ -18,13 +22,32 @@ from prefinetune.report.plots import heatmap, loss_curves
 from prefinetune.report.representations import task_representations
 from prefinetune.report.task_similarity import covsim_matrix
 from prefinetune.run.best_effort import best_effort
+from prefinetune.run.gradient_conflict import conflict_matrix, read_conflicts
 
-__all__ = ["REPORT_FOLDER", "run_recipe", "write_report"]
+__all__ = ["REPORT_FOLDER", "run_recipe", "write_conflicts", "write_report"]
 
 REPORT_FOLDER = "report"
 DEFINITION = ("CovSim_ij = ||(U_i D_i^1/2)^T U_j D_j^1/2||_F / (||U_i D_i^1/2||_F ||U_j D_j^1/2||_F), "
               "U_i D_i U_i^T the top-rank eigenpairs of X_i^T X_i, X_i the pooled states of task i's rows "
               "(Wu, Zhang & Re 2020)")
+
+
+def write_conflicts(run_dir: Path, tasks: list[str], out: Path) -> bool:
+    """gradient_conflict.json and .png from the run's sampled updates; False when it sampled none."""
+    records = read_conflicts(run_dir)
+    if not records:
+        return False
+    matrix, counts = conflict_matrix(records, tasks)
+    (out / "gradient_conflict.json").write_text(json.dumps({
+        "tasks": tasks, "updates": [r["update"] for r in records],
+        "cosine": [[None if np.isnan(v) else v for v in row] for row in matrix.tolist()],
+        "pairs": counts.astype(int).tolist(),
+        "definition": "mean cosine of the slot gradients of two tasks (a task with itself: of its own slots) at "
+                      "a fixed random sample of backbone coordinates, over the sampled updates"}, indent=1) + "\n",
+        encoding="utf-8")
+    heatmap(tasks, matrix, f"gradient cosine between tasks ({len(records)} sampled updates)",
+            out / "gradient_conflict.png", low=-1.0, high=1.0)
+    return True
 
 
 def run_recipe(run_dir: Path, overrides: list[str] = ()):
@@ -59,6 +82,7 @@ def write_report(run_dir: str | Path, split: str | None = None, max_rows: int | 
         "split": split, "rank": rank, "max_rows": max_rows, "sequences": {n: len(reps[n]) for n in names},
         "tasks": names, "covsim": matrix.tolist(), "definition": DEFINITION}, indent=1) + "\n", encoding="utf-8")
     heatmap(names, matrix, f"task covariance similarity ({split}, rank {rank})", out / "task_similarity.png")
+    write_conflicts(run_dir, [t.name for t in recipe.tasks], out)
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
         best_effort("the loss curves", loss_curves, metrics, out / "loss_curves.png")

@@ -23,18 +23,20 @@ def _pyplot():
     return plt
 
 
-def heatmap(names: list[str], matrix: np.ndarray, title: str, path: str | Path) -> Path:
+def heatmap(names: list[str], matrix: np.ndarray, title: str, path: str | Path, low: float = 0.0,
+            high: float = 1.0) -> Path:
+    """The matrix as colours from `low` to `high` (NaN: blank), its values written in up to 20 tasks."""
     plt = _pyplot()
     size = max(4.0, 0.6 * len(names) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
-    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+    image = ax.imshow(matrix, vmin=low, vmax=high, cmap="viridis")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
     ax.set_yticks(range(len(names)), names)
     if len(names) <= 20:
         for i in range(len(names)):
             for j in range(len(names)):
                 ax.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                        color="black" if matrix[i, j] > 0.6 else "white")
+                        color="black" if matrix[i, j] > low + 0.6 * (high - low) else "white")
     fig.colorbar(image, ax=ax)
     ax.set_title(title)
     fig.tight_layout()

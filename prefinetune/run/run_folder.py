@@ -35,7 +35,7 @@ __all__ = ["RESUMABLE", "check_start", "check_resume", "changed_keys", "RunLock"
 # seed) would make the weights those of another run, under this run's name.
 RESUMABLE = ("run.name", "run.output_dir", "data.root", "data.shards_dir", "data.num_proc", "scaling",
              "train.updates", "train.updates_from_epochs", "train.log_every", "train.nonfinite_skips", "eval",
-             "checkpoint", "export", "log")
+             "checkpoint", "export", "log", "diagnostics")
 LOCK_FILE = ".lock"
 FINAL_METRICS = "eval_final.json"   # the driver writes it once training has ended: the run is finished
 

@@ -178,11 +178,13 @@ STOPPED = ("the run stops before this slot's backward pass, so no weights took i
 
 
 def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData, device: torch.device,
-               seed: int = 0, update_index: int = 0, r3f=None, skip_nonfinite: bool = False) -> UpdateResult:
+               seed: int = 0, update_index: int = 0, r3f=None, skip_nonfinite: bool = False,
+               probe=None) -> UpdateResult:
     """This worker's micro-steps of update `update_index`. A non-finite loss on any rank stops every rank
     (NonFiniteLossError) before its backward pass; with `skip_nonfinite` the update is skipped instead:
     the NaN gradient it leaves makes DeepSpeed's ZeRO optimizer (stage >= 1) skip its step on every rank
-    (weights, AdamW moments and the LR schedule untouched, gradients cleared), which is checked here."""
+    (weights, AdamW moments and the LR schedule untouched, gradients cleared), which is checked here.
+    `probe` (a sampling GradientProbe) reads each slot's gradient during its backward."""
     results, skipped = [], None
     for slot in slots:
         seed_slot(seed, update_index, slot.index)
@@ -195,7 +197,11 @@ def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainD
         if what is not None and not skip_nonfinite:
             raise NonFiniteLossError(f"{what}; {STOPPED}")
         skipped = skipped or what
+        if probe is not None:
+            probe.start()
         engine.backward(loss * (data.weight(slot) * data.tasks[slot.task].loss_weight))
+        if probe is not None:
+            probe.stop(slot.task)
         engine.step()
         mask = batch["attention_mask"]
         results.append(SlotResult(slot.task, float(raw), len(slot.rows), int(mask.sum()), mask.numel(), waited))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -23,6 +24,7 @@ from prefinetune.model.source import load_tokenizer
 from prefinetune.recipe.config import recipe_from_dict
 from prefinetune.run.console import quiet_libraries, say
 from prefinetune.run.evaluation import evaluate_tasks
+from prefinetune.run.gradient_conflict import ConflictSampler
 from prefinetune.run.hooks import RunHooks
 from prefinetune.run.metrics_log import RunLog, WindowStats
 from prefinetune.run.selection import Patience, score_record
@@ -275,6 +277,7 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     data, periodic, final = _data(recipe, tokenizer.pad_token_id, hooks)
     engine = build_engine(model, recipe, world, on_gpu)
     task_ids = {t.name: i for i, t in enumerate(recipe.tasks)}
+    conflicts = ConflictSampler(engine.module, recipe, rank) if recipe.diagnostics.every else None
 
     stats = WindowStats(list(task_ids))
     sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
@@ -284,6 +287,8 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     checkpoint = session.checkpoint(resume_from, recipe.checkpoints_dir)
     start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world, patience)
     log.resumed(start)
+    if conflicts is not None:
+        conflicts.resumed(start)
     if rank == 0:
         log.trackers = open_trackers(recipe, start)
     _record_worker(recipe.run_dir, rank)
@@ -298,8 +303,9 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
             plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
             mix.add(plan)                                    # the realised task mix of the whole update
             start_s = time.perf_counter()
-            done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
-                              skip_nonfinite=skips.allowed > 0)
+            with conflicts.update(update) if conflicts is not None else nullcontext() as probe:
+                done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
+                                  skip_nonfinite=skips.allowed > 0, probe=probe)
             if done.skipped:
                 skips.add(done.skipped, log, update)
             else:

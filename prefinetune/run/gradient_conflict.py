@@ -1,0 +1,165 @@
+"""Gradient conflict between tasks (diagnostics.every): how far apart the gradients of different tasks'
+slots point in the shared backbone, read from the backward passes training runs anyway.
+
+On a sampled update a tensor hook on every trainable backbone parameter reads, as each slot's backward
+computes it (before DeepSpeed accumulates or reduces anything), that slot's gradient at a fixed random
+sample of `diagnostics.coordinates` backbone coordinates (the same on every rank: a pure function of
+the run's seed). The update's slot vectors are gathered from every rank; rank 0 adds the cosine of every
+pair of slots to its task pair and appends the sums to RUN_DIR/gradient_conflict.jsonl (a resumed run
+drops the lines of the updates it runs again). No extra backward, no copy of a whole gradient; off
+(every 0) nothing is hooked.
+
+The cosine of two gradients at a uniform random sample of coordinates estimates their cosine over all
+of them (exact when the sample is every coordinate: `coordinates` >= the backbone's size).
+
+    probe = GradientProbe(model, coordinates=16384, seed=0)
+    with probe.sampling():                       # hooks on for this update only
+        for slot in slots: probe.start(slot.task); backward(...); probe.stop()
+    pairs = conflict_sums(gather(probe.slots))   # {"a|b": [sum of cosines, pairs]}
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import torch
+
+__all__ = ["FILE", "GradientProbe", "ConflictSampler", "pair_key", "conflict_sums", "conflict_matrix",
+           "read_conflicts", "drop_later_lines"]
+
+FILE = "gradient_conflict.jsonl"
+
+
+def pair_key(a: str, b: str) -> str:
+    return "|".join(sorted((a, b)))
+
+
+class GradientProbe:
+    """Per-slot gradients of a fixed random sample of the trainable backbone coordinates (see the module)."""
+
+    def __init__(self, model: torch.nn.Module, coordinates: int, seed: int):
+        params = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("backbone.")]
+        sizes = [p.numel() for p in params]
+        total = sum(sizes)
+        if total == 0:
+            raise ValueError("gradient conflict needs trainable backbone parameters; the backbone is frozen")
+        chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:min(coordinates, total)]
+        self.chosen = chosen.sort().values      # flat indices into the trainable backbone, in parameter order
+        chosen = self.chosen
+        self.size = len(chosen)
+        self._picks = []               # (param, positions in the slot vector, indices into the flat param)
+        start = 0
+        for param, size in zip(params, sizes):
+            inside = (chosen >= start) & (chosen < start + size)
+            if inside.any():
+                positions = inside.nonzero().flatten()
+                self._picks.append((param, positions, chosen[inside] - start))
+            start += size
+        self.slots: list[tuple[str, np.ndarray]] = []
+        self._handles: list = []
+        self._current: torch.Tensor | None = None
+
+    @contextmanager
+    def sampling(self):
+        """Hooks on for the block (one update); `slots` holds its slots' vectors after it."""
+        self.slots = []
+        self._handles = [param.register_hook(self._reader(positions, indices))
+                         for param, positions, indices in self._picks]
+        try:
+            yield self
+        finally:
+            for handle in self._handles:
+                handle.remove()
+            self._handles, self._current = [], None
+
+    def _reader(self, positions: torch.Tensor, indices: torch.Tensor):
+        def read(grad: torch.Tensor) -> None:
+            if self._current is not None:
+                flat = grad.detach().reshape(-1)
+                self._current[positions.to(flat.device)] += flat[indices.to(flat.device)].float().cpu()
+        return read
+
+    def start(self) -> None:
+        """A slot's backward comes next."""
+        self._current = torch.zeros(self.size)
+
+    def stop(self, task: str) -> None:
+        """The slot's backward is done: keep its vector under its task."""
+        if self._current is not None:
+            self.slots.append((task, self._current.numpy()))
+        self._current = None
+
+
+def conflict_sums(slots: Iterable[tuple[str, np.ndarray]]) -> dict[str, list]:
+    """{"a|b": [sum of cosines, number of pairs]} over every pair of slots (a task with itself included:
+    how consistent its own slots are); a zero vector is left out."""
+    kept = [(task, v / norm) for task, v in slots if (norm := float(np.linalg.norm(v))) > 0]
+    sums: dict[str, list] = {}
+    for i in range(len(kept)):
+        for j in range(i + 1, len(kept)):
+            entry = sums.setdefault(pair_key(kept[i][0], kept[j][0]), [0.0, 0])
+            entry[0] += float(kept[i][1] @ kept[j][1])
+            entry[1] += 1
+    return sums
+
+
+def conflict_matrix(records: Iterable[dict], tasks: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(tasks x tasks mean cosine, NaN where no pair was seen; pairs seen) over the records' sums."""
+    sums = np.zeros((len(tasks), len(tasks)))
+    counts = np.zeros_like(sums)
+    where = {t: i for i, t in enumerate(tasks)}
+    for record in records:
+        for key, (total, n) in record["pairs"].items():
+            a, b = key.split("|")
+            for i, j in {(where[a], where[b]), (where[b], where[a])}:
+                sums[i, j] += total
+                counts[i, j] += n
+    with np.errstate(invalid="ignore"):
+        return np.where(counts > 0, sums / np.maximum(counts, 1), np.nan), counts
+
+
+def read_conflicts(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / FILE
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def drop_later_lines(run_dir: Path, update: int) -> None:
+    """At a start (update 0: every line) or a restart from the checkpoint of `update`: drop the lines of
+    later updates, which are run again."""
+    path = Path(run_dir) / FILE
+    if path.is_file():
+        kept = [json.dumps(r) + "\n" for r in read_conflicts(run_dir) if update > 0 and r["update"] <= update]
+        path.write_text("".join(kept), encoding="utf-8")
+
+
+class ConflictSampler:
+    """The worker's side: on every `diagnostics.every`-th update the probe's hooks are on; its slot vectors
+    are then gathered from every rank, and rank 0 appends the update's pair sums to gradient_conflict.jsonl."""
+
+    def __init__(self, model: torch.nn.Module, recipe, rank: int):
+        self.every, self.rank, self.run_dir = recipe.diagnostics.every, rank, Path(recipe.run_dir)
+        self.probe = GradientProbe(model, recipe.diagnostics.coordinates, recipe.run.seed)
+
+    def resumed(self, update: int) -> None:
+        if self.rank == 0:
+            drop_later_lines(self.run_dir, update)
+
+    @contextmanager
+    def update(self, update: int):
+        """The probe for this update's slots (None on an update not sampled)."""
+        if update % self.every:
+            yield None
+            return
+        with self.probe.sampling() as probe:
+            yield probe
+        from prefinetune.distributed import collectives
+
+        slots = [slot for part in collectives.all_gather_object(probe.slots) for slot in part]
+        if self.rank == 0:
+            with (self.run_dir / FILE).open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"update": update, "slots": len(slots), "pairs": conflict_sums(slots)}) + "\n")
