@@ -27,10 +27,23 @@ from typing import Iterable
 import numpy as np
 import torch
 
-__all__ = ["FILE", "GradientProbe", "ConflictSampler", "pair_key", "conflict_sums", "conflict_matrix",
-           "read_conflicts", "drop_later_lines"]
+__all__ = ["FILE", "GradientProbe", "ConflictSampler", "sample_coordinates", "pair_key", "conflict_sums",
+           "conflict_matrix", "read_conflicts", "drop_later_lines"]
 
 FILE = "gradient_conflict.jsonl"
+
+
+def sample_coordinates(total: int, k: int, seed: int) -> torch.Tensor:
+    """`min(k, total)` distinct indices in [0, total), sorted, a pure function of `seed`, drawn without a
+    permutation of all `total` (a 355M-parameter backbone's would take 2.8 GB)."""
+    if k >= total:
+        return torch.arange(total)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.unique(torch.randint(0, total, (k,), generator=generator))
+    while len(chosen) < k:               # collisions, rare when k << total: draw the missing ones again
+        extra = torch.randint(0, total, (k - len(chosen),), generator=generator)
+        chosen = torch.unique(torch.cat([chosen, extra]))
+    return chosen
 
 
 def pair_key(a: str, b: str) -> str:
@@ -46,8 +59,7 @@ class GradientProbe:
         total = sum(sizes)
         if total == 0:
             raise ValueError("gradient conflict needs trainable backbone parameters; the backbone is frozen")
-        chosen = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:min(coordinates, total)]
-        self.chosen = chosen.sort().values      # flat indices into the trainable backbone, in parameter order
+        self.chosen = sample_coordinates(total, coordinates, seed)   # flat indices, in parameter order
         chosen = self.chosen
         self.size = len(chosen)
         self._picks = []               # (param, positions in the slot vector, indices into the flat param)
@@ -76,10 +88,17 @@ class GradientProbe:
             self._handles, self._current = [], None
 
     def _reader(self, positions: torch.Tensor, indices: torch.Tensor):
+        on: dict = {}                    # the index tensors on the gradient's device, moved once
+
         def read(grad: torch.Tensor) -> None:
-            if self._current is not None:
-                flat = grad.detach().reshape(-1)
-                self._current[positions.to(flat.device)] += flat[indices.to(flat.device)].float().cpu()
+            if self._current is None:
+                return
+            if grad.device not in on:
+                on[grad.device] = (positions.to(grad.device), indices.to(grad.device))
+            if self._current.device != grad.device:       # the slot vector lives where the gradients are
+                self._current = self._current.to(grad.device)
+            where, which = on[grad.device]
+            self._current[where] += grad.detach().reshape(-1)[which].float()
         return read
 
     def start(self) -> None:
@@ -87,9 +106,9 @@ class GradientProbe:
         self._current = torch.zeros(self.size)
 
     def stop(self, task: str) -> None:
-        """The slot's backward is done: keep its vector under its task."""
+        """The slot's backward is done: keep its vector (on the CPU: one copy a slot) under its task."""
         if self._current is not None:
-            self.slots.append((task, self._current.numpy()))
+            self.slots.append((task, self._current.cpu().numpy()))
         self._current = None
 
 

@@ -108,6 +108,18 @@ def test_two_workers_record_what_one_process_computes(runs, case, tmp_path):
         assert line["pairs"][key][1] == n and line["pairs"][key][0] == pytest.approx(total, abs=1e-4)
 
 
+def test_coordinates_are_distinct_sorted_and_the_same_for_a_seed_without_a_full_permutation():
+    from prefinetune.run.gradient_conflict import sample_coordinates
+
+    a = sample_coordinates(1000, 900, seed=3)                 # many collisions to redraw
+    assert torch.equal(a, sample_coordinates(1000, 900, seed=3))
+    assert not torch.equal(a, sample_coordinates(1000, 900, seed=4))
+    assert len(a) == len(torch.unique(a)) == 900 and bool((a[1:] > a[:-1]).all())
+    assert 0 <= int(a[0]) and int(a[-1]) < 1000
+    assert sample_coordinates(10, 50, seed=0).tolist() == list(range(10))
+    assert len(sample_coordinates(355_000_000, 16384, seed=0)) == 16384     # roberta-large's size, in no time
+
+
 def test_pair_sums_and_the_matrix_against_numpy():
     rng = np.random.default_rng(0)
     slots = [(t, rng.normal(size=20)) for t in ("a", "b", "a", "c", "b")] + [("c", np.zeros(20))]
