@@ -32,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     from prefinetune.report.build import write_report
 
     try:
-        out = write_report(args.run_dir, args.split, args.max_rows or None, args.rank,
-                           data_dir_overrides(args.data_dir), args.device)
+        out, notes = write_report(args.run_dir, args.split, args.max_rows or None, args.rank,
+                                  data_dir_overrides(args.data_dir), args.device)
     except (*input_errors(), ValueError, FileNotFoundError) as err:
         say(f"error: {err}", sys.stderr)
         return 2
+    for note in notes:
+        say(f"[prefinetune] report: {note}")
     say(f"[prefinetune] report: {out}")
     return 0

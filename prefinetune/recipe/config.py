@@ -281,8 +281,9 @@ class DiagnosticsSection(_Strict):
     every: int = Field(0, ge=0, description="sample the gradient conflict between tasks every N updates (the cosine "
                        "of slot gradients in the backbone, read from the training backward passes; "
                        "RUN_DIR/gradient_conflict.jsonl); 0: off, nothing hooked")
-    coordinates: int = Field(16384, ge=1, description="backbone gradient coordinates sampled per slot (a fixed "
-                             "random sample; every coordinate when the backbone has fewer)")
+    coordinates: int = Field(16384, ge=1, le=1_000_000, description="backbone gradient coordinates sampled per "
+                             "slot (a fixed random sample; every coordinate when the backbone has fewer); each "
+                             "sampled slot's vector travels to every rank, so at most 1,000,000")
 
 
 class ExportSection(_Strict):

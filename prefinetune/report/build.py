@@ -4,7 +4,7 @@ sampled it (diagnostics.every: gradient_conflict.json and .png), its training lo
 mix (from metrics.jsonl). Reads the run folder only (recipe.json, export/, metrics.jsonl,
 gradient_conflict.jsonl) and the tasks' files.
 
-    out = write_report("runs/local_cpu", rank=8, max_rows=256)      # or: prefinetune report runs/local_cpu
+    out, notes = write_report("runs/local_cpu", rank=8, max_rows=256)   # or: prefinetune report runs/local_cpu
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from prefinetune.report.task_similarity import covsim_matrix
 from prefinetune.run.best_effort import best_effort
 from prefinetune.run.gradient_conflict import conflict_matrix, read_conflicts
 
-__all__ = ["REPORT_FOLDER", "run_recipe", "write_conflicts", "write_report"]
+__all__ = ["REPORT_FOLDER", "run_recipe", "write_conflicts", "write_similarity", "write_report"]
 
 REPORT_FOLDER = "report"
 DEFINITION = ("CovSim_ij = ||(U_i D_i^1/2)^T U_j D_j^1/2||_F / (||U_i D_i^1/2||_F ||U_j D_j^1/2||_F), "
@@ -51,40 +51,58 @@ def write_conflicts(run_dir: Path, tasks: list[str], out: Path) -> bool:
 
 
 def run_recipe(run_dir: Path, overrides: list[str] = ()):
-    """The recipe a run used (its recipe.json), with `key=value` overrides (e.g. data.root=...)."""
-    path = Path(run_dir) / "recipe.json"
+    """The recipe a run used (its recipe.json), placed where the run folder is now (a moved folder keeps
+    its synthetic data), with `key=value` overrides (e.g. data.root=...)."""
+    run_dir = Path(run_dir).resolve()
+    path = run_dir / "recipe.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no recipe.json")
     data = json.loads(path.read_text(encoding="utf-8"))
-    return recipe_from_dict(apply_overrides(data, list(overrides)), str(path))
+    placed = [f"run.output_dir={run_dir.parent}", f"run.name={run_dir.name}", *overrides]
+    return recipe_from_dict(apply_overrides(data, placed), str(path))
 
 
-def write_report(run_dir: str | Path, split: str | None = None, max_rows: int | None = 256, rank: int = 8,
-                 overrides: list[str] = (), device: str = "cpu") -> Path:
-    """RUN_DIR/report/ (returned): task_similarity.json/.png, and loss_curves.png and task_mix.png where
-    the run has metrics.jsonl."""
-    from prefinetune.run.task_mix import plot_task_mix
-
-    run_dir = Path(run_dir)
-    recipe = run_recipe(run_dir, overrides)
-    split = split or recipe.eval.split
+def write_similarity(run_dir: Path, recipe, split: str, max_rows: int | None, rank: int, out: Path,
+                     device: str = "cpu") -> str | None:
+    """task_similarity.json and .png from the run's export; None, or why it was not written (no export
+    yet; fewer than two tasks with rows in `split`)."""
     export = run_dir / "export"
+    if not (export / "tasks.json").is_file():
+        return f"no task similarity: {run_dir} has no export yet"
     model, info = load_exported(export, trust_remote_code=recipe.model.trust_remote_code)
     model.to(device)
     reps = task_representations(model, info, recipe.tasks, split, data_root(recipe), load_tokenizer(str(export)),
                                 max_rows, device=device)
+    reps = {name: r for name, r in reps.items() if len(r)}
     if len(reps) < 2:
-        raise ValueError(f"task similarity needs two tasks with a {split!r} split; the run has {sorted(reps)}")
+        return f"no task similarity: it needs two tasks with rows in their {split!r} split, the run has {sorted(reps)}"
     names, matrix = covsim_matrix(reps, rank)
-    out = run_dir / REPORT_FOLDER
-    out.mkdir(exist_ok=True)
     (out / "task_similarity.json").write_text(json.dumps({
         "split": split, "rank": rank, "max_rows": max_rows, "sequences": {n: len(reps[n]) for n in names},
         "tasks": names, "covsim": matrix.tolist(), "definition": DEFINITION}, indent=1) + "\n", encoding="utf-8")
     heatmap(names, matrix, f"task covariance similarity ({split}, rank {rank})", out / "task_similarity.png")
-    write_conflicts(run_dir, [t.name for t in recipe.tasks], out)
+    return None
+
+
+def write_report(run_dir: str | Path, split: str | None = None, max_rows: int | None = 256, rank: int = 8,
+                 overrides: list[str] = (), device: str = "cpu") -> tuple[Path, list[str]]:
+    """RUN_DIR/report/ and what was left out, and why: the gradient conflict (where the run sampled it),
+    the loss curves and the task mix (where it has metrics.jsonl), then the task similarity (where it has
+    an export and two tasks with rows). Nothing to write at all is an error."""
+    from prefinetune.run.task_mix import plot_task_mix
+
+    run_dir = Path(run_dir)
+    recipe = run_recipe(run_dir, overrides)
+    out = run_dir / REPORT_FOLDER
+    out.mkdir(exist_ok=True)
+    notes = [] if write_conflicts(run_dir, [t.name for t in recipe.tasks], out) else [
+        "no gradient conflict: the run did not sample it (diagnostics.every)"]
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
         best_effort("the loss curves", loss_curves, metrics, out / "loss_curves.png")
         best_effort("the task-mix plot", plot_task_mix, metrics, out / "task_mix.png")
-    return out
+    why = write_similarity(run_dir, recipe, split or recipe.eval.split, max_rows, rank, out, device)
+    notes += [why] if why else []
+    if not any(out.iterdir()):
+        raise ValueError(f"nothing to report for {run_dir}: " + "; ".join(notes))
+    return out, notes

@@ -63,23 +63,22 @@ class GradientProbe:
         chosen = self.chosen
         self.size = len(chosen)
         self._picks = []               # (param, positions in the slot vector, indices into the flat param)
-        start = 0
-        for param, size in zip(params, sizes):
-            inside = (chosen >= start) & (chosen < start + size)
-            if inside.any():
-                positions = inside.nonzero().flatten()
-                self._picks.append((param, positions, chosen[inside] - start))
-            start += size
+        offsets = torch.tensor([0] + sizes).cumsum(0)          # where each parameter starts, flat
+        bounds = torch.searchsorted(chosen, offsets)            # its share of the sorted sample
+        for i, param in enumerate(params):
+            low, high = int(bounds[i]), int(bounds[i + 1])
+            if high > low:
+                self._picks.append((param, torch.arange(low, high), chosen[low:high] - offsets[i]))
         self.slots: list[tuple[str, np.ndarray]] = []
         self._handles: list = []
         self._current: torch.Tensor | None = None
+        self._on: dict = {}           # (pick, device) -> its index tensors there, moved once for the run
 
     @contextmanager
     def sampling(self):
         """Hooks on for the block (one update); `slots` holds its slots' vectors after it."""
         self.slots = []
-        self._handles = [param.register_hook(self._reader(positions, indices))
-                         for param, positions, indices in self._picks]
+        self._handles = [param.register_hook(self._reader(i)) for i, (param, _, _) in enumerate(self._picks)]
         try:
             yield self
         finally:
@@ -87,17 +86,17 @@ class GradientProbe:
                 handle.remove()
             self._handles, self._current = [], None
 
-    def _reader(self, positions: torch.Tensor, indices: torch.Tensor):
-        on: dict = {}                    # the index tensors on the gradient's device, moved once
-
+    def _reader(self, pick: int):
         def read(grad: torch.Tensor) -> None:
             if self._current is None:
                 return
-            if grad.device not in on:
-                on[grad.device] = (positions.to(grad.device), indices.to(grad.device))
+            key = (pick, grad.device)
+            if key not in self._on:
+                _, positions, indices = self._picks[pick]
+                self._on[key] = (positions.to(grad.device), indices.to(grad.device))
             if self._current.device != grad.device:       # the slot vector lives where the gradients are
                 self._current = self._current.to(grad.device)
-            where, which = on[grad.device]
+            where, which = self._on[key]
             self._current[where] += grad.detach().reshape(-1)[which].float()
         return read
 
@@ -114,8 +113,9 @@ class GradientProbe:
 
 def conflict_sums(slots: Iterable[tuple[str, np.ndarray]]) -> dict[str, list]:
     """{"a|b": [sum of cosines, number of pairs]} over every pair of slots (a task with itself included:
-    how consistent its own slots are); a zero vector is left out."""
-    kept = [(task, v / norm) for task, v in slots if (norm := float(np.linalg.norm(v))) > 0]
+    how consistent its own slots are); a zero or non-finite vector is left out."""
+    kept = [(task, v / norm) for task, v in slots
+            if np.isfinite(v).all() and (norm := float(np.linalg.norm(v))) > 0]
     sums: dict[str, list] = {}
     for i in range(len(kept)):
         for j in range(i + 1, len(kept)):
@@ -141,19 +141,28 @@ def conflict_matrix(records: Iterable[dict], tasks: list[str]) -> tuple[np.ndarr
 
 
 def read_conflicts(run_dir: str | Path) -> list[dict]:
+    """The file's records; a line cut short (rank 0 killed while appending it) is left out."""
     path = Path(run_dir) / FILE
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def drop_later_lines(run_dir: Path, update: int) -> None:
     """At a start (update 0: every line) or a restart from the checkpoint of `update`: drop the lines of
-    later updates, which are run again."""
+    later updates, which are run again (whether or not this attempt samples), and any line cut short."""
     path = Path(run_dir) / FILE
     if path.is_file():
         kept = [json.dumps(r) + "\n" for r in read_conflicts(run_dir) if update > 0 and r["update"] <= update]
-        path.write_text("".join(kept), encoding="utf-8")
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text("".join(kept), encoding="utf-8")
+        partial.replace(path)
 
 
 class ConflictSampler:
@@ -163,10 +172,6 @@ class ConflictSampler:
     def __init__(self, model: torch.nn.Module, recipe, rank: int):
         self.every, self.rank, self.run_dir = recipe.diagnostics.every, rank, Path(recipe.run_dir)
         self.probe = GradientProbe(model, recipe.diagnostics.coordinates, recipe.run.seed)
-
-    def resumed(self, update: int) -> None:
-        if self.rank == 0:
-            drop_later_lines(self.run_dir, update)
 
     @contextmanager
     def update(self, update: int):
@@ -180,5 +185,11 @@ class ConflictSampler:
 
         slots = [slot for part in collectives.all_gather_object(probe.slots) for slot in part]
         if self.rank == 0:
-            with (self.run_dir / FILE).open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"update": update, "slots": len(slots), "pairs": conflict_sums(slots)}) + "\n")
+            from prefinetune.run.best_effort import best_effort
+
+            best_effort("the gradient-conflict record", self._append,
+                        {"update": update, "slots": len(slots), "pairs": conflict_sums(slots)})
+
+    def _append(self, record: dict) -> None:
+        with (self.run_dir / FILE).open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")

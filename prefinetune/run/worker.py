@@ -24,7 +24,7 @@ from prefinetune.model.source import load_tokenizer
 from prefinetune.recipe.config import recipe_from_dict
 from prefinetune.run.console import quiet_libraries, say
 from prefinetune.run.evaluation import evaluate_tasks
-from prefinetune.run.gradient_conflict import ConflictSampler
+from prefinetune.run.gradient_conflict import ConflictSampler, drop_later_lines
 from prefinetune.run.hooks import RunHooks
 from prefinetune.run.metrics_log import RunLog, WindowStats
 from prefinetune.run.selection import Patience, score_record
@@ -287,8 +287,8 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     checkpoint = session.checkpoint(resume_from, recipe.checkpoints_dir)
     start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world, patience)
     log.resumed(start)
-    if conflicts is not None:
-        conflicts.resumed(start)
+    if rank == 0:
+        drop_later_lines(recipe.run_dir, start)        # gradient_conflict.jsonl: the updates run again
     if rank == 0:
         log.trackers = open_trackers(recipe, start)
     _record_worker(recipe.run_dir, rank)

@@ -87,4 +87,17 @@ def test_the_report_is_eq_3_7_on_the_models_own_states(run_dir, data_root):
 
 def test_a_folder_that_is_not_a_run_is_refused_by_name(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
-    assert f"{tmp_path} is not a run folder: it has no recipe.json" in capsys.readouterr().err
+    assert f"{tmp_path.resolve()} is not a run folder: it has no recipe.json" in capsys.readouterr().err
+
+
+def test_a_run_without_an_export_yet_gets_what_it_has_and_says_what_it_lacks(run_dir, tmp_path, capsys):
+    early = tmp_path / "early"                          # moved, and not exported yet: its curves only
+    early.mkdir()
+    (early / "recipe.json").write_bytes((run_dir / "recipe.json").read_bytes())
+    assert main(["report", str(early)]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+    (early / "metrics.jsonl").write_bytes((run_dir / "metrics.jsonl").read_bytes())
+    assert main(["report", str(early)]) == 0
+    said = capsys.readouterr().out
+    assert f"no task similarity: {early.resolve()} has no export yet" in said and "did not sample it" in said
+    assert sorted(p.name for p in (early / "report").iterdir()) == ["loss_curves.png", "task_mix.png"]
