@@ -152,3 +152,18 @@ def test_window_and_eval_lines_name_every_task():
     scores = summary_line({"update": 5, "elapsed_s": 3.0, "dev/b/accuracy": 0.5, "dev/b/f1": 0.4,
                            "dev/b/rows": 10, "dev/a/mcc": 0.25})
     assert scores == "dev a mcc 0.250, b accuracy 0.500 | 3s"
+
+
+def test_a_restart_keeps_the_records_up_to_its_update_and_drops_a_line_cut_short(tmp_path, capsys):
+    import json
+
+    from prefinetune.run.metrics_log import RunLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"update": u, "lr": 0.1 * u}) + "\n" for u in (1, 2, 3, 4)) + '{"update": 5, "l')
+    log = RunLog(tmp_path, rank=0, total=8)
+    log.resumed(2)
+    assert [json.loads(x)["update"] for x in path.read_text().splitlines()] == [1, 2]
+    assert "resumed after update 2: 3 metrics records of later updates dropped" in capsys.readouterr().out
+    log.resumed(0)
+    assert path.read_text() == "" and not path.with_name("metrics.jsonl.partial").exists()

@@ -11,6 +11,7 @@ holds: prefinetune.families.family.FamilyEvaluation.predictions).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,7 @@ def predict_task(model, info: dict, task: TaskConfig, split: str, data_root, tok
     if None in read.ids:
         raise ValueError(f"{read.source}: record {read.ids.index(None) + 1} has no id (columns.id "
                          f"{task.for_split(split).columns.id!r}); every predicted row needs one")
-    repeated = sorted({str(i) for i in read.ids if read.ids.count(i) > 1})[:5]
+    repeated = sorted(str(i) for i, n in Counter(read.ids).items() if n > 1)[:5]
     if repeated:
         raise ValueError(f"{read.source}: ids {repeated} name more than one row; ids must be unique to predict")
     rows = get_family(task.family).predictions(model, task_id, task, rows_split, tokenizer.pad_token_id,

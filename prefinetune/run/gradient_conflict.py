@@ -14,7 +14,7 @@ of them (exact when the sample is every coordinate: `coordinates` >= the backbon
 
     probe = GradientProbe(model, coordinates=16384, seed=0)
     with probe.sampling():                       # hooks on for this update only
-        for slot in slots: probe.start(slot.task); backward(...); probe.stop()
+        for slot in slots: probe.start(); backward(...); probe.stop(slot.task)
     pairs = conflict_sums(gather(probe.slots))   # {"a|b": [sum of cosines, pairs]}
 """
 from __future__ import annotations
@@ -62,17 +62,17 @@ class GradientProbe:
         self.chosen = sample_coordinates(total, coordinates, seed)   # flat indices, in parameter order
         chosen = self.chosen
         self.size = len(chosen)
-        self._picks = []               # (param, positions in the slot vector, indices into the flat param)
+        self._picks = []               # (param, its slice of the slot vector, indices into the flat param)
         offsets = torch.tensor([0] + sizes).cumsum(0)          # where each parameter starts, flat
         bounds = torch.searchsorted(chosen, offsets)            # its share of the sorted sample
         for i, param in enumerate(params):
             low, high = int(bounds[i]), int(bounds[i + 1])
             if high > low:
-                self._picks.append((param, torch.arange(low, high), chosen[low:high] - offsets[i]))
+                self._picks.append((param, slice(low, high), chosen[low:high] - offsets[i]))
         self.slots: list[tuple[str, np.ndarray]] = []
         self._handles: list = []
         self._current: torch.Tensor | None = None
-        self._on: dict = {}           # (pick, device) -> its index tensors there, moved once for the run
+        self._on: dict = {}           # (pick, device) -> its indices there, moved once for the run
 
     @contextmanager
     def sampling(self):
@@ -90,14 +90,13 @@ class GradientProbe:
         def read(grad: torch.Tensor) -> None:
             if self._current is None:
                 return
+            _, where, indices = self._picks[pick]
             key = (pick, grad.device)
             if key not in self._on:
-                _, positions, indices = self._picks[pick]
-                self._on[key] = (positions.to(grad.device), indices.to(grad.device))
+                self._on[key] = indices.to(grad.device)
             if self._current.device != grad.device:       # the slot vector lives where the gradients are
                 self._current = self._current.to(grad.device)
-            where, which = self._on[key]
-            self._current[where] += grad.detach().reshape(-1)[which].float()
+            self._current[where] += grad.detach().reshape(-1)[self._on[key]].float()
         return read
 
     def start(self) -> None:
@@ -157,12 +156,11 @@ def read_conflicts(run_dir: str | Path) -> list[dict]:
 def drop_later_lines(run_dir: Path, update: int) -> None:
     """At a start (update 0: every line) or a restart from the checkpoint of `update`: drop the lines of
     later updates, which are run again (whether or not this attempt samples), and any line cut short."""
+    from prefinetune.run.metrics_log import drop_records_after
+
     path = Path(run_dir) / FILE
     if path.is_file():
-        kept = [json.dumps(r) + "\n" for r in read_conflicts(run_dir) if update > 0 and r["update"] <= update]
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text("".join(kept), encoding="utf-8")
-        partial.replace(path)
+        drop_records_after(path, update)
 
 
 class ConflictSampler:

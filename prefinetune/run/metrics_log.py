@@ -93,6 +93,24 @@ def summary_line(record: dict) -> str:
     return f"{body} | {record['elapsed_s']:.0f}s"
 
 
+def drop_records_after(path: Path, update: int) -> tuple[int, int]:
+    """Keep the records of a run's JSONL file (metrics.jsonl, gradient_conflict.jsonl) of updates up to
+    `update` (none at update 0: a fresh start), rewritten whole or not at all; a line cut short (a rank
+    killed while appending it) goes too. Returns (lines there were, records kept)."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = []
+    for line in lines:
+        try:
+            if update > 0 and json.loads(line).get("update", 0) <= update:
+                kept.append(line)
+        except json.JSONDecodeError:
+            continue
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    partial.replace(path)
+    return len(lines), len(kept)
+
+
 class RunLog:
     """Rank 0's metrics JSONL, window lines and progress file (prefinetune.run.progress: the driver draws
     the bar from it); other ranks write nothing."""
@@ -111,16 +129,12 @@ class RunLog:
         of later updates that an earlier attempt wrote, so metrics.jsonl holds each update once."""
         if not self.active or not self.path.is_file():
             return
-        lines = [line for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        kept = [line for line in lines if update > 0 and json.loads(line).get("update", 0) <= update]
-        partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        partial.replace(self.path)
+        before, kept = drop_records_after(self.path, update)
         if update > 0:
-            self.say(f"[prefinetune] resumed after update {update}: {len(lines) - len(kept)} metrics records of "
+            self.say(f"[prefinetune] resumed after update {update}: {before - kept} metrics records of "
                      "later updates dropped (they are run again)")
-        elif lines:
-            self.say(f"[prefinetune] started from update 0: {len(lines)} metrics records of an earlier attempt dropped")
+        elif before:
+            self.say(f"[prefinetune] started from update 0: {before} metrics records of an earlier attempt dropped")
 
     def step(self, update: int) -> None:
         if self.active:

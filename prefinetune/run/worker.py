@@ -289,7 +289,6 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     log.resumed(start)
     if rank == 0:
         drop_later_lines(recipe.run_dir, start)        # gradient_conflict.jsonl: the updates run again
-    if rank == 0:
         log.trackers = open_trackers(recipe, start)
     _record_worker(recipe.run_dir, rank)
     total = recipe.train.updates
