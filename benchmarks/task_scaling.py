@@ -1,6 +1,7 @@
 """Task-count scaling: update time, peak memory and parameter count of MiniLM with 10, 100 and 1000
-synthetic classification tasks, for both head designs (model.head_dense: per_task, Muppet's dense
-layer per task; shared, one dense layer and a projection per task). Every configuration trains the
+synthetic classification tasks, for three head designs (model.head_dense: per_task, Muppet's dense
+layer per task; shared, one dense layer and a projection per task; model.head: attention, Wolfe &
+Lundgaard's low-dimensional attention head per task at d_t = 64). Every configuration trains the
 same slots on the same rows (4 slots of 8 rows, 32 tokens, tasks 0-3), one DeepSpeed ZeRO-2 worker.
 Each configuration runs in a process of its own (peak memory is that process's), in rounds that
 interleave the configurations, so machine load hits all alike; figures are medians over rounds.
@@ -23,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm_tasks import MODEL, REPO, write_result  # noqa: E402
 
 TASK_COUNTS = (10, 100, 1000)
-DESIGNS = ("per_task", "shared")
+DESIGNS = ("per_task", "shared", "attention")
+ATTENTION_WIDTH = 64          # Wolfe & Lundgaard's d_t
 SLOTS, ROWS, LENGTH = 4, 8, 32
 
 
@@ -49,8 +51,9 @@ class RandomRows:
 def _recipe(tasks: int, design: str):
     from prefinetune.recipe.config import recipe_from_dict
 
+    heads = ({"head": "attention", "head_dim": ATTENTION_WIDTH} if design == "attention" else {"head_dense": design})
     return recipe_from_dict({
-        "model": {"name_or_path": MODEL, "max_length": LENGTH, "head_dense": design},
+        "model": {"name_or_path": MODEL, "max_length": LENGTH, **heads},
         "tasks": [{"name": f"t{i}", "label_names": [f"c{k}" for k in range(2 + i % 4)],
                    "splits": {"train": "synthetic"}, "columns": {"text": "text", "label": "label"}}
                   for i in range(tasks)],
@@ -85,7 +88,7 @@ def measure(tasks: int, design: str, updates: int) -> dict:
         start = time.perf_counter()
         run_update(engine, ids, slots, data, torch.device("cpu"), 0, u)
         times.append(time.perf_counter() - start)
-    return {"tasks": tasks, "head_dense": design, "update_s": float(np.median(times[1:])),
+    return {"tasks": tasks, "design": design, "update_s": float(np.median(times[1:])),
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "head_parameters": heads, "parameters": total}
 
@@ -103,7 +106,7 @@ def _summary(runs: list[dict]) -> dict:
     table = {}
     for design in DESIGNS:
         for tasks in TASK_COUNTS:
-            mine = [r for r in runs if r["head_dense"] == design and r["tasks"] == tasks]
+            mine = [r for r in runs if r["design"] == design and r["tasks"] == tasks]
             table[f"{design}/{tasks}"] = {**mine[0], "update_s": float(np.median([r["update_s"] for r in mine])),
                                           "peak_rss_mib": float(np.median([r["peak_rss_mib"] for r in mine])),
                                           "rounds": len(mine)}
@@ -142,7 +145,9 @@ def main(argv=None) -> int:
                                          "zero_stage": 2, "workers": 1, "device": "cpu", "rounds": args.rounds,
                                          "timed_updates": args.updates,
                                          "what": "median seconds per update (same 4 slots, tasks 0-3), peak RSS "
-                                                 "of the process, parameters outside the backbone"},
+                                                 "of the process, parameters outside the backbone; design: "
+                                                 "per_task, shared (model.head_dense) or attention (model.head: "
+                                                 "attention, head_dim 64)"},
                             "results": table})
     return 0
 

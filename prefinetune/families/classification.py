@@ -25,7 +25,7 @@ from prefinetune.families.eval_loop import predict_rows
 from prefinetune.families.family import Family, register_family, softmax_entropy
 from prefinetune.families.padding import sequence_batch
 from prefinetune.families.records import DIGITS, call_encoder, sentence_schema, text_value
-from prefinetune.model.heads import HeadBank
+from prefinetune.model.task_banks import task_bank_head
 
 __all__ = ["label_id", "to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
            "num_predictions", "predict", "metrics", "evaluate", "predictions", "TARGETS", "ClassificationFamily",
@@ -186,14 +186,14 @@ class ClassificationFamily(Family):
     def num_labels(self, task) -> int:
         return len(task.label_names)
 
-    def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False):
-        return HeadBank(hidden_size, [t.num_labels for t in tasks], dropout, spectral_norm=spectral_norm,
-                        shared_dense=shared_dense)
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False, attention=None):
+        labels = [t.num_labels for t in tasks]
+        return task_bank_head(labels, hidden_size, dropout, spectral_norm, shared_dense, attention)
 
     task_bank = True      # a head per dataset, stacked: model.head_dense applies
 
     def head_outputs(self, head, task, batch, features):
-        return head(features.pooled, task.family_index if task is not None else 0)
+        return head.read(features, task.family_index if task is not None else 0)
 
     def entropy(self, outputs, batch):
         return softmax_entropy(outputs)

@@ -94,7 +94,8 @@ class FamilyHead:
     """A family's head: built for its tasks, run on the backbone's features, copied for fine-tuning."""
 
     # a family with a head per dataset stacked in a bank sets this, and its build_head then takes the
-    # keyword shared_dense (model.head_dense: shared), one dense layer for all its datasets
+    # keywords shared_dense (model.head_dense: shared, one dense layer for all its datasets) and attention
+    # ((width per task, attention heads): model.head attention, prefinetune/model/task_banks.py)
     task_bank = False
 
     def build_head(self, tasks: list, hidden_size: int, dropout: float, spectral_norm: bool) -> nn.Module:

@@ -30,7 +30,7 @@ from prefinetune.families.eval_loop import predict_rows
 from prefinetune.families.family import Family, register_family
 from prefinetune.families.padding import sequence_batch
 from prefinetune.families.records import call_encoder, sentence_schema, text_value
-from prefinetune.model.heads import HeadBank
+from prefinetune.model.task_banks import task_bank_head
 
 __all__ = ["TARGETS", "to_record", "tokenize", "tokenize_encoded", "shard_schema", "split_stats", "collate", "loss",
            "num_predictions", "predict", "metrics", "evaluate"]
@@ -178,13 +178,13 @@ class RegressionFamily(Family):
     evaluate = staticmethod(evaluate)
     predictions = staticmethod(predictions)
 
-    def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False):
-        return HeadBank(hidden_size, [1] * len(tasks), dropout, spectral_norm=spectral_norm, shared_dense=shared_dense)
+    def build_head(self, tasks, hidden_size, dropout, spectral_norm, shared_dense=False, attention=None):
+        return task_bank_head([1] * len(tasks), hidden_size, dropout, spectral_norm, shared_dense, attention)
 
     task_bank = True      # a head per dataset, stacked: model.head_dense applies
 
     def head_outputs(self, head, task, batch, features):
-        return head(features.pooled, task.family_index if task is not None else 0).squeeze(-1)
+        return head.read(features, task.family_index if task is not None else 0).squeeze(-1)
 
     def sym_kl(self, clean, noisy, batch):
         """No distribution: the squared difference of the two outputs."""

@@ -20,6 +20,7 @@ from torch import nn
 __all__ = ["HeadBank", "SpanHead", "TiedLMHead", "spectrally_normalised"]
 
 
+
 class HeadBank(nn.Module):
     """Heads for T tasks with hidden size H; task t has num_labels[t] outputs (padded to the max)."""
 
@@ -48,6 +49,10 @@ class HeadBank(nn.Module):
 
     def _dense(self, task_id: int) -> int:
         return 0 if self.shared_dense else task_id
+
+    def read(self, features, task_id: int) -> torch.Tensor:
+        """Logits from a batch's Features (this head reads the pooled state)."""
+        return self(features.pooled, task_id)
 
     def forward(self, features: torch.Tensor, task_id: int) -> torch.Tensor:
         """Logits [batch, num_labels[task_id]] from the first-token features [batch, H]."""
