@@ -21,6 +21,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification
 
 from prefinetune.export import (
     CheckpointError,
+    add_task_folders,
     export_from_checkpoint,
     export_model,
     load_exported,
@@ -57,10 +58,12 @@ def tiny_model_dir(root: Path, model_type: str) -> Path:
     return folder
 
 
-def make_recipe(model_dir: Path, zero_stage: int = 0, precision: str = "fp32", head_dense: str = "per_task"):
+def make_recipe(model_dir: Path, zero_stage: int = 0, precision: str = "fp32", head_dense: str = "per_task",
+                **model):
     return recipe_from_dict({
         "run": {"name": "tiny-export"},
-        "model": {"name_or_path": str(model_dir), "max_length": 32, "head_dropout": 0.1, "head_dense": head_dense},
+        "model": {"name_or_path": str(model_dir), "max_length": 32, "head_dropout": 0.1, "head_dense": head_dense,
+                  **model},
         "tasks": [{"name": n, "label_names": labels, "splits": {"train": f"{n}.jsonl"},
                    "columns": {"text": "text", "label": "label"}} for n, labels in TASKS.items()],
         "train": {"updates": 2, "slots_per_update": 3, "batch_size": 3},
@@ -154,6 +157,34 @@ def test_export_reproduces_trained_model(tmp_path, dist_group, model_type, zero_
     assert info["model"]["head_dense"] == head_dense and reloaded.shared_dense == (head_dense == "shared")
 
 
+def test_export_of_attention_heads_reloads_to_the_trained_model(tmp_path, dist_group):
+    """model.head: attention (two widths) under ZeRO-2: load_exported gives the trained model's outputs, tasks.json
+    and the card name the design and each head's width, and no stock per-task folder pretends to hold them."""
+    model_dir = tiny_model_dir(tmp_path, "bert")
+    widths = {"sentiment": 16, "nli": 8, **{n: 16 for n in list(TASKS)[2:]}}
+    recipe = make_recipe(model_dir, 2, head="attention", head_dim=widths, head_attention_heads=2)
+    start = {k: v.clone() for k, v in build_model(recipe).state_dict().items()}
+    trained = train_and_save(recipe, tmp_path / "ckpt").module.eval()
+    out = export_from_checkpoint(tmp_path / "ckpt", recipe, tmp_path / "export")
+    inputs = batch(model_dir)
+    assert not torch.equal(trained.state_dict()["classification.groups.d8.in_weight"],
+                           start["classification.groups.d8.in_weight"])
+
+    reloaded, info = load_exported(out)
+    expected = task_logits(trained, inputs)
+    for name, logits in task_logits(reloaded, inputs).items():
+        torch.testing.assert_close(logits, expected[name], atol=1e-6, rtol=0)
+    assert info["model"]["head"] == "attention" and info["model"]["head_attention_heads"] == 2
+    assert {t["name"]: t["head_dim"] for t in info["tasks"]} == widths
+    assert [(t["head_group"], t["head_row"]) for t in info["tasks"][:2]] == [("d16", 0), ("d8", 0)]
+    assert all(t["folder"] is None and "attention head" in t["folder_skipped"] for t in info["tasks"])
+    assert not (out / "tasks").exists()
+    card = (out / "README.md").read_text()
+    assert "low-dimensional attention heads" in card and "widths 8, 16" in card
+    with pytest.raises(ValueError, match="attention head .*no stock transformers class"):
+        add_task_folders(out, ["nli"])
+
+
 @pytest.mark.parametrize("zero_stage", [1, 2])
 def test_frozen_pooler_survives_export(tmp_path, dist_group, zero_stage):
     """zero_to_fp32 returns no frozen parameters for ZeRO-1; the export still holds the pooler."""
@@ -240,7 +271,7 @@ def test_folder_layout_and_tasks_json(exported):
     info = json.loads((out / "tasks.json").read_text())
     assert info["model"] == {"name_or_path": "local:tiny-bert", "revision": None, "model_type": "bert",
                              "hidden_size": 32, "max_length": 32, "head_dropout": 0.1, "spectral_norm": False,
-                             "head_dense": "per_task"}
+                             "head_dense": "per_task", "head": "fc", "alignment": "none", "alignment_at": None}
     assert [(t["name"], t["label_names"], t["num_labels"], t["head_index"], t["folder"], t["folder_skipped"])
             for t in info["tasks"]] == [(n, labels, len(labels), i, f"tasks/{n}", None)
                                         for i, (n, labels) in enumerate(TASKS.items())]

@@ -58,9 +58,26 @@ def _about(info: dict[str, Any], recipe) -> str:
         f"max length {m['max_length']} tokens.", "",
         *([f"Exported: {info['exported']['why']}.", ""] if info.get("exported") else []),
         *([_lora_line(info["lora"]), ""] if info.get("lora") else []),
+        *([_attention_line(info), ""] if m.get("head") == "attention" else []),
+        *([_alignment_line(info), ""] if m.get("alignment") == "per_task" else []),
         "## Heads and losses", "",
         "| family | head | loss |", "| --- | --- | --- |",
         *(f"| {f} | {get_family(f).head_summary} | {get_family(f).loss_summary} |" for f in families), ""])
+
+
+def _attention_line(info: dict[str, Any]) -> str:
+    widths = sorted({t["head_dim"] for t in info["tasks"] if "head_dim" in t})
+    return (f"Classification and regression heads: low-dimensional attention heads (Wolfe & Lundgaard 2022; "
+            f"`model.head: attention`), widths {', '.join(map(str, widths))}, "
+            f"{info['model']['head_attention_heads']} attention head(s) each; no stock transformers class holds "
+            "them, `prefinetune.export.load_exported` does.")
+
+
+def _alignment_line(info: dict[str, Any]) -> str:
+    where = "input word embeddings" if info["model"]["alignment_at"] == "embeddings" else "encoder states"
+    return (f"Covariance alignment (Wu, Zhang & Ré 2020; `model.alignment: per_task`): each task's {where} pass "
+            "through its own H x H matrix (`alignment.weight` in `heads.safetensors`); no stock transformers class "
+            "holds it, `prefinetune.export.load_exported` does.")
 
 
 def _lora_line(lora: dict[str, Any]) -> str:

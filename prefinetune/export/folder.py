@@ -29,7 +29,7 @@ from prefinetune.export.card import model_card, refresh_card
 from prefinetune.export.checkpoint import state_dict_from_checkpoint
 from prefinetune.export.shared_weights import BACKBONE_FILE, Shared, load_shared, readable_files, share_backbone
 from prefinetune.families.family import get_family
-from prefinetune.model.multitask import MultiTaskModel, TaskSpec, build_model
+from prefinetune.model.multitask import AttentionHeads, MultiTaskModel, TaskSpec, build_model
 from prefinetune.model.source import load_tokenizer
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.best_effort import failure_reason, warn
@@ -108,9 +108,14 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
     backbone = AutoModel.from_pretrained(out, trust_remote_code=trust_remote_code)
     tasks = sorted(info["tasks"], key=lambda t: t["head_index"])
     heads = [TaskSpec(t["name"], t["family"], t["num_labels"]) for t in tasks]
+    attention = None
+    if info["model"].get("head", "fc") == "attention":
+        attention = AttentionHeads({t["name"]: t["head_dim"] for t in tasks if "head_dim" in t},
+                                   info["model"]["head_attention_heads"])
     model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"],
                            spectral_norm=info["model"].get("spectral_norm", False),
-                           shared_dense=info["model"].get("head_dense", "per_task") == "shared")
+                           shared_dense=info["model"].get("head_dense", "per_task") == "shared", attention=attention,
+                           alignment_at=info["model"].get("alignment_at"))
     saved = load_file(str(out / HEADS_FILE))
     expected = head_state_dict(model)
     if saved.keys() != expected.keys():
@@ -141,23 +146,59 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
     tasks = []
     for i, head in enumerate(model.tasks):
         labels = recipe.task(head.name).label_names
-        skipped = get_family(head.family).task_folder_skipped(model_type) or _not_asked(recipe, head.name)
+        skipped = (get_family(head.family).task_folder_skipped(model_type) or _no_stock_head(model, head)
+                   or _not_asked(recipe, head.name))
         tasks.append({"name": head.name, "family": head.family, "label_names": list(labels) if labels else None,
                       "num_labels": head.num_labels, "head_index": i, "family_index": head.family_index,
                       "folder": None if skipped else f"tasks/{head.name}", "folder_skipped": skipped,
-                      "auto_class": None if skipped else get_family(head.family).auto_class})
+                      "auto_class": None if skipped else get_family(head.family).auto_class,
+                      **_attention_place(model, head)})
     m = recipe.model
+    design = {"head": "fc"} if model.attention is None else {"head": "attention",
+                                                              "head_attention_heads": model.attention.heads}
     return {"format": EXPORT_FORMAT, "prefinetune_version": __version__,
             "model": {"name_or_path": public_model_name(m.name_or_path), "revision": m.revision,
                       "model_type": model_type, "hidden_size": model.backbone.config.hidden_size,
                       "max_length": m.max_length, "head_dropout": m.head_dropout,
                       "spectral_norm": model.spectral_norm,
-                      "head_dense": "shared" if model.shared_dense else "per_task"},
+                      "head_dense": "shared" if model.shared_dense else "per_task", **design,
+                      "alignment": "none" if model.alignment_at is None else "per_task",
+                      "alignment_at": model.alignment_at},
             "heads": {"file": HEADS_FILE, "head": "classification/regression/multiple_choice: first token (BART: "
                       "last token) -> dropout -> dense -> tanh -> dropout -> out_proj, tensors "
                       "<family>.{dense_weight,dense_bias,out_weight,out_bias}[family_index]; span: span.{weight,bias} "
-                      "(start, end logits per token); summarization: the backbone's tied LM head"},
+                      "(start, end logits per token); summarization: the backbone's tied LM head; with model.head "
+                      "attention, classification/regression: tokens -> dropout -> in (d_t) -> self-attention (qkv, o) "
+                      "-> mean over real tokens -> dropout -> out, tensors <family>.groups.<head_group>."
+                      "{in,qkv,o,out}_{weight,bias}[head_row] (prefinetune/model/attention_heads.py); with "
+                      "model.alignment per_task, alignment.weight[head_index], task t's H x H matrix R_t "
+                      "(x @ R_t on alignment_at: its input word embeddings or "
+                      "the encoder's states; prefinetune/model/alignment.py)"},
             "tasks": tasks}
+
+
+def _attends(model: MultiTaskModel, head: TaskSpec) -> bool:
+    return model.attention is not None and get_family(head.family).task_bank
+
+
+def _no_stock_head(model: MultiTaskModel, head: TaskSpec) -> str | None:
+    if model.alignment_at is not None:
+        return (f"its {'input embeddings' if model.alignment_at == 'embeddings' else 'encoder states'} pass through "
+                "the task's alignment matrix (model.alignment: per_task), which no stock transformers class holds; "
+                "prefinetune.export.load_exported reproduces it")
+    if _attends(model, head):
+        return ("its head is an attention head (model.head: attention), which no stock transformers class holds; "
+                "prefinetune.export.load_exported reproduces it")
+    return None
+
+
+def _attention_place(model: MultiTaskModel, head: TaskSpec) -> dict:
+    """An attention head's width and where it lies in heads.safetensors (<family>.groups.<group>.*[row])."""
+    if not _attends(model, head):
+        return {}
+    bank = getattr(model, head.family)
+    group, row = bank.place[head.family_index]
+    return {"head_dim": bank.widths[head.family_index], "head_group": group, "head_row": row}
 
 
 def public_model_name(name_or_path: str) -> str:
@@ -198,7 +239,8 @@ def add_task_folders(out_dir: str | Path, names: list[str]) -> list[str]:
         raise ValueError(f"{out} has no tasks {unknown}; its tasks: {sorted(by_name)}")
     model_type = info["model"]["model_type"]
     for name in names:
-        reason = get_family(by_name[name]["family"]).task_folder_skipped(model_type)
+        head = model.tasks[by_name[name]["head_index"]]
+        reason = get_family(head.family).task_folder_skipped(model_type) or _no_stock_head(model, head)
         if reason:
             raise ValueError(f"task {name!r} gets no per-task folder: {reason}")
     tokenizer = load_tokenizer(str(out))

@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import torch
+
 from prefinetune.families.family import get_family
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.model.source import resolve_model_source
+from prefinetune.recipe.config import DEFAULT_HEAD_DIM
 
 __all__ = ["HeadSource", "export_folder", "export_info", "head_source", "start_heads_note", "start_heads"]
 
@@ -57,6 +60,8 @@ def head_source(recipe) -> Optional[HeadSource]:
     if entry is None:
         return None
     _check_r4f(info, recipe)
+    _check_head_design(info, entry, recipe)
+    _check_alignment(info, entry, recipe)
     return HeadSource(export_folder(recipe.model.name_or_path), entry)
 
 
@@ -96,17 +101,26 @@ def start_heads_note(recipe) -> str:
 
 
 def start_heads(model, recipe) -> str:
-    """Copy the reused head into `model` (built for the recipe's one task); what was done, in words."""
+    """Copy the reused head into `model` (built for the recipe's one task), and its task's alignment matrix
+    where both have one (model.alignment: per_task; a new task's starts at the identity, as in Wu et al.'s
+    transfer); what was done, in words."""
     from safetensors.torch import load_file
 
     from prefinetune.export.folder import HEADS_FILE
 
     task, source = recipe.tasks[0], head_source(recipe)
     if source is not None:
+        tensors = load_file(str(source.export / HEADS_FILE))
         prefix = f"{task.family}."
-        saved = {k[len(prefix):]: v for k, v in load_file(str(source.export / HEADS_FILE)).items()
-                 if k.startswith(prefix)}
-        get_family(task.family).copy_head(getattr(model, task.family), saved, source.entry["family_index"])
+        saved = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        head = getattr(model, task.family)
+        if "head_group" in source.entry:       # an attention head (model.head: attention)
+            head.copy_task(saved, source.entry["head_group"], source.entry["head_row"])
+        else:
+            get_family(task.family).copy_head(head, saved, source.entry["family_index"])
+        if model.alignment_at is not None and "alignment.weight" in tensors:
+            with torch.no_grad():
+                model.alignment.weight[0].copy_(tensors["alignment.weight"][source.entry["head_index"]])
     return start_heads_note(recipe)
 
 
@@ -116,3 +130,38 @@ def _check_r4f(info: dict, recipe) -> None:
         raise FinetuneError(f"the export {recipe.model.name_or_path} was trained with r3f.spectral_norm="
                          f"{bool(info['model'].get('spectral_norm'))}; reusing its head needs the same setting "
                          f"(r3f.spectral_norm={recipe.r3f.spectral_norm} here), or finetune.reuse_head=false")
+
+
+def _check_head_design(info: dict, entry: dict, recipe) -> None:
+    """A reused classification/regression head is rebuilt in the export's design: fc, or an attention head of
+    the export's width and attention heads (model.head, model.head_dim, model.head_attention_heads)."""
+    if not get_family(entry["family"]).task_bank:
+        return
+    m, task = recipe.model, recipe.tasks[0]
+    theirs = ("attention", entry["head_dim"], info["model"]["head_attention_heads"]) if "head_dim" in entry else ("fc",)
+    width = m.head_dim.get(task.name) if isinstance(m.head_dim, dict) else m.head_dim or DEFAULT_HEAD_DIM
+    mine = ("attention", width, m.head_attention_heads or 1) if m.head == "attention" else ("fc",)
+    if mine != theirs:
+        wanted = ("model.head=fc (the default)" if theirs[0] == "fc" else
+                  f"model.head=attention model.head_dim={theirs[1]} model.head_attention_heads={theirs[2]}")
+        raise FinetuneError(f"the export {recipe.model.name_or_path}'s head for {entry['name']!r} is "
+                            f"{_design(theirs)}, this recipe builds {_design(mine)}: reusing it needs {wanted} "
+                            "(or finetune.reuse_head=false)")
+
+
+def _design(design: tuple) -> str:
+    if design[0] == "fc":
+        return "an fc head"
+    return f"an attention head of width {design[1]}, {design[2]} attention head(s)"
+
+
+def _check_alignment(info: dict, entry: dict, recipe) -> None:
+    """A reused head reads features through its task's alignment matrix where the export has one: the
+    fine-tuning model needs the same alignment, at the same place, to compute what the export computes."""
+    theirs = info["model"].get("alignment_at")
+    m = recipe.model
+    mine = m.alignment_at if m.alignment == "per_task" else None
+    if theirs is not None and mine != theirs:
+        raise FinetuneError(f"the export {m.name_or_path} aligns {entry['name']!r}'s features with its own matrix "
+                            f"(model.alignment: per_task at {theirs}); reusing its head needs model.alignment=per_task "
+                            f"model.alignment_at={theirs} (or finetune.reuse_head=false)")

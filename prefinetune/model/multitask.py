@@ -22,9 +22,18 @@ import torch
 from torch import nn
 
 from prefinetune.families.family import BUILT_IN, Features, get_family
+from prefinetune.model.alignment import TaskAlignment
 from prefinetune.model.source import resolve_model_source
 
-__all__ = ["TaskSpec", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model", "family_order"]
+__all__ = ["AttentionHeads", "TaskSpec", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model",
+           "family_order"]
+
+
+@dataclass(frozen=True)
+class AttentionHeads:
+    """model.head: attention: each task-bank task's head width (d_t) and the attention heads in every head."""
+    widths: dict[str, int]
+    heads: int = 1
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ def _shift_right(ids: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
 
 class MultiTaskModel(nn.Module):
     def __init__(self, backbone: nn.Module, tasks: list[TaskSpec], head_dropout: float, spectral_norm: bool = False,
-                 shared_dense: bool = False):
+                 shared_dense: bool = False, attention: AttentionHeads | None = None, alignment_at: str | None = None):
         super().__init__()
         self.backbone = backbone
         self.encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
@@ -79,9 +88,17 @@ class MultiTaskModel(nn.Module):
         for t in self.tasks:
             served.setdefault(t.family, []).append(t)
         self.shared_dense = shared_dense       # model.head_dense: shared (prefinetune/model/heads.py)
+        self.attention = attention             # model.head: attention (prefinetune/model/attention_heads.py)
+        self.alignment_at = alignment_at       # model.alignment: per_task at embeddings|outputs (model/alignment.py)
+        if alignment_at is not None:
+            self.alignment = TaskAlignment(len(self.tasks), hidden)
         for name in self.families:             # registered under the family's name: "classification.*", ...
             family = self._family[name]
-            extra = {"shared_dense": True} if shared_dense and family.task_bank else {}
+            extra = {}
+            if family.task_bank and shared_dense:
+                extra["shared_dense"] = True
+            if family.task_bank and attention is not None:
+                extra["attention"] = ([attention.widths[t.name] for t in served[name]], attention.heads)
             self.add_module(name, family.build_head(served[name], hidden, head_dropout, spectral_norm, **extra))
         # from_pretrained leaves the backbone in eval mode: without this, its dropout would stay off in
         # training until the first evaluation switched the whole model back to train mode
@@ -94,7 +111,7 @@ class MultiTaskModel(nn.Module):
         raise KeyError(f"unknown task {name!r}; the model has {[t.name for t in self.tasks]}")
 
     # ------------------------------------------------------------------ features
-    def _features(self, batch: dict, reads_target: bool,
+    def _features(self, task_id: int, batch: dict, reads_target: bool,
                   perturb=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(states [N, L, H], pooled [N, H], mask [N, L] of real positions) of the batch's sequences.
         On BART the states are the decoder's: over the source, or over the target (batch["labels"])
@@ -106,9 +123,14 @@ class MultiTaskModel(nn.Module):
             inputs["decoder_input_ids"] = _shift_right(source, cfg.pad_token_id, cfg.decoder_start_token_id)
         elif "token_type_ids" in batch:
             inputs["token_type_ids"] = batch["token_type_ids"]
-        if perturb is not None:    # R3F: the input embeddings, perturbed
-            inputs["inputs_embeds"] = perturb(self.backbone.get_input_embeddings()(inputs.pop("input_ids")))
+        aligned = self.alignment_at == "embeddings"
+        if perturb is not None or aligned:    # the input (word) embeddings, aligned (Wu et al.), perturbed (R3F)
+            embeds = self.backbone.get_input_embeddings()(inputs.pop("input_ids"))
+            embeds = self.alignment(embeds, task_id) if aligned else embeds
+            inputs["inputs_embeds"] = perturb(embeds) if perturb is not None else embeds
         states = self.backbone(**inputs).last_hidden_state
+        if self.alignment_at == "outputs":
+            states = self.alignment(states, task_id)
         mask = (batch["labels"] != -100).long() if reads_target else batch["attention_mask"]
         if self.encoder_decoder:   # last real token: the end-of-sequence token, as BartForSequenceClassification
             last = mask.sum(dim=1) - 1
@@ -121,7 +143,7 @@ class MultiTaskModel(nn.Module):
         """[N, H]: the pooled state (first token; BART: last real token) of each sequence of a batch of
         the task, as its family's head reads the backbone (no head runs)."""
         task = self.tasks[task_id]
-        return self._features(batch, self._family[task.family].decoder_reads_target)[1]
+        return self._features(task_id, batch, self._family[task.family].decoder_reads_target)[1]
 
     def _lm_logits(self, states: torch.Tensor) -> torch.Tensor:
         return states @ self.backbone.get_input_embeddings().weight.T
@@ -132,7 +154,7 @@ class MultiTaskModel(nn.Module):
         Every family's head runs, in `self.families` order: the task's own gives `outputs`, the others
         (run cheaply) are summed into `inactive` with weight 0."""
         task = self.tasks[task_id]
-        states, pooled, mask = self._features(batch, self._family[task.family].decoder_reads_target, perturb)
+        states, pooled, mask = self._features(task_id, batch, self._family[task.family].decoder_reads_target, perturb)
         features = Features(states, pooled, mask, self._lm_logits)
         inactive = states.new_zeros((), dtype=torch.float32)
         outputs, idle = None, {}
@@ -153,13 +175,19 @@ class MultiTaskModel(nn.Module):
         if not self.encoder_decoder:
             raise ValueError("generate needs an encoder-decoder backbone")
         cfg = self.backbone.config
-        encoder = self.backbone.get_encoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        source = {"input_ids": batch["input_ids"]}
+        if self.alignment_at == "embeddings":      # as _features: the encoder reads the aligned embeddings
+            embeds = self.backbone.get_input_embeddings()(batch["input_ids"])
+            source = {"inputs_embeds": self.alignment(embeds, task_id)}
+        encoder = self.backbone.get_encoder()(**source, attention_mask=batch["attention_mask"])
         tokens = batch["input_ids"].new_full((batch["input_ids"].shape[0], 1), cfg.decoder_start_token_id)
         done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
         for _ in range(max_new_tokens):
             states = self.backbone.get_decoder()(
                 input_ids=tokens, encoder_hidden_states=encoder.last_hidden_state,
                 encoder_attention_mask=batch["attention_mask"]).last_hidden_state
+            if self.alignment_at == "outputs":
+                states = self.alignment(states, task_id)
             nxt = self._lm_logits(states[:, -1]).argmax(-1)
             nxt = nxt.masked_fill(done, cfg.pad_token_id)
             tokens = torch.cat([tokens, nxt[:, None]], dim=1)
@@ -215,13 +243,41 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> None:
         backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def build_model(recipe, backbone: nn.Module | None = None) -> MultiTaskModel:
-    """The model for a recipe; `backbone` replaces the recipe's (tests pass tiny random ones)."""
+def build_model(recipe, backbone: nn.Module | None = None, rows: dict[str, int] | None = None) -> MultiTaskModel:
+    """The model for a recipe; `backbone` replaces the recipe's (tests pass tiny random ones); `rows` (task ->
+    training rows) sizes DyPa's attention heads, read from the prepared shards' manifest when not given."""
     if backbone is None:
         m = recipe.model
         backbone = load_backbone(m.name_or_path, m.revision, m.trust_remote_code, m.dropout)
     if recipe.model.gradient_checkpointing:
         enable_gradient_checkpointing(backbone)
     heads = [TaskSpec(t.name, t.family, t.num_labels) for t in recipe.tasks]
-    return MultiTaskModel(backbone, heads, recipe.model.head_dropout, spectral_norm=recipe.r3f.spectral_norm,
-                          shared_dense=recipe.model.head_dense == "shared")
+    m = recipe.model
+    return MultiTaskModel(backbone, heads, m.head_dropout, spectral_norm=recipe.r3f.spectral_norm,
+                          shared_dense=m.head_dense == "shared", attention=attention_heads(recipe, rows),
+                          alignment_at=m.alignment_at if m.alignment == "per_task" else None)
+
+
+def attention_heads(recipe, rows: dict[str, int] | None = None) -> AttentionHeads | None:
+    """The recipe's attention heads (model.head: attention), or None for Muppet's fc heads."""
+    from prefinetune.model.attention_heads import task_widths
+
+    m = recipe.model
+    if m.head != "attention":
+        return None
+    names = [t.name for t in recipe.tasks if get_family(t.family).task_bank]
+    if m.head_dim == "dypa" and rows is None:
+        rows = training_rows(recipe.shards_path)
+    return AttentionHeads(task_widths(m, names, rows), m.head_attention_heads or 1)
+
+
+def training_rows(shards_dir) -> dict[str, int] | None:
+    """task -> train rows, from the prepared shards' manifest; None when there is none."""
+    from prefinetune.data.shards import read_manifest
+
+    try:
+        manifest = read_manifest(shards_dir)
+    except FileNotFoundError:
+        return None
+    return {name: entry["splits"]["train"]["rows"] for name, entry in manifest["tasks"].items()
+            if "train" in entry.get("splits", {})}

@@ -21,7 +21,8 @@ from torch import nn
 
 __all__ = ["lr_factor", "param_groups", "HeadAwareAdamW", "build_optimizer", "scheduler_factory"]
 
-_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight")
+# alignment.weight: Wu et al.'s per-task R_t starts at the identity, which decay would pull towards 0
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight", "alignment.weight")
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:

@@ -28,6 +28,28 @@ class RunSection(_Strict):
     seed: int = Field(0, description="seeds the slot schedule, head init and dropout")
 
 
+DEFAULT_HEAD_DIM = 64       # Wolfe & Lundgaard's d_t: about 10x fewer parameters than an fc head at H = 768
+
+
+class DypaSection(_Strict):
+    """DyPa (Wolfe & Lundgaard): a task's attention-head width by where its training rows fall among the run's
+    tasks'. Quartiles of a normalised count are those of the count, so the rows are used as they are."""
+    bounds: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        [0.25, 0.5, 0.75], min_length=1, description="quantile levels over the attention-head tasks' training "
+        "rows, increasing; a task at or below the first level's rows gets sizes[0], above the last sizes[-1]")
+    sizes: list[Annotated[int, Field(ge=8)]] = Field(
+        [128, 256, 512, 1024], description="head widths, one more than bounds, from the fewest rows to the most")
+
+    @model_validator(mode="after")
+    def _one_size_per_interval(self) -> "DypaSection":
+        if any(b <= a for a, b in zip(self.bounds, self.bounds[1:])):
+            raise ValueError(f"model.dypa.bounds must increase: {self.bounds}")
+        if len(self.sizes) != len(self.bounds) + 1:
+            raise ValueError(f"model.dypa.sizes needs {len(self.bounds) + 1} widths (one more than bounds), "
+                             f"got {len(self.sizes)}")
+        return self
+
+
 class ModelSection(_Strict):
     name_or_path: str = Field(..., description="hub id or local folder of a Hugging Face encoder")
     revision: Optional[str] = Field(None, description="hub revision (branch, tag or commit)")
@@ -43,6 +65,49 @@ class ModelSection(_Strict):
     gradient_checkpointing: bool = Field(
         False, description="recompute each layer's activations in the backward pass instead of keeping them "
         "(transformers' activation checkpointing): less activation memory for about a third more compute")
+    head: Literal["fc", "attention"] = Field(
+        "fc", description="classification/regression heads: fc, Muppet's (first token -> dense -> tanh -> "
+        "projection); attention, Wolfe & Lundgaard's low-dimensional self-attention head (tokens projected to "
+        "head_dim, self-attention, mean over tokens, linear classifier; prefinetune/model/attention_heads.py)")
+    head_dim: Optional[Union[Annotated[int, Field(ge=8)], Literal["dypa"], dict[str, Annotated[int, Field(ge=8)]]]] = \
+        Field(None, description="model.head attention: d_t, the width each task's head projects to: one number for "
+              "every task (None: 64), 'dypa' (sized by the quartile of the task's training rows, model.dypa), or "
+              "task -> width for every classification/regression task")
+    head_attention_heads: Optional[int] = Field(
+        None, ge=1, description="model.head attention: attention heads in each task's head (None: 1); divides head_dim")
+    alignment: Literal["none", "per_task"] = Field(
+        "none", description="per_task: Wu, Zhang & Ré's covariance alignment, a H x H matrix per task (identity at "
+        "the start, never weight-decayed) on what the task feeds the encoder or what the encoder gives its head "
+        "(alignment_at; prefinetune/model/alignment.py); T x H^2 parameters")
+    alignment_at: Literal["embeddings", "outputs"] = Field(
+        "embeddings", description="alignment per_task: embeddings, the task's input word embeddings before the "
+        "encoder (the paper's Algorithm 1: Z = E R); outputs, the encoder's states before the task's head")
+    dypa: Optional[DypaSection] = Field(
+        None, description="model.head_dim dypa: {bounds, sizes}; None: the paper's quartiles and 128/256/512/1024")
+
+    @model_validator(mode="after")
+    def _head_keys_fit_the_head(self) -> "ModelSection":
+        if self.alignment == "none" and self.alignment_at != "embeddings":
+            raise ValueError("model.alignment_at places the per-task alignment: it needs model.alignment: per_task")
+        if self.head == "fc":
+            given = [k for k in ("head_dim", "head_attention_heads", "dypa") if getattr(self, k) is not None]
+            if given:
+                raise ValueError(f"model.{given[0]} sizes the attention head: it needs model.head: attention "
+                                 "(model.head is fc)")
+            return self
+        if self.head_dense == "shared":
+            raise ValueError("model.head_dense: shared shares the fc head's dense layer; model.head: attention has "
+                             "none (leave head_dense at per_task)")
+        if self.dypa is not None and self.head_dim != "dypa":
+            raise ValueError(f"model.dypa sizes heads only with model.head_dim: dypa (head_dim is {self.head_dim!r})")
+        heads = self.head_attention_heads or 1
+        widths = (self.dypa or DypaSection()).sizes if self.head_dim == "dypa" else \
+            list(self.head_dim.values()) if isinstance(self.head_dim, dict) else [self.head_dim or DEFAULT_HEAD_DIM]
+        bad = sorted({w for w in widths if w % heads})
+        if bad:
+            raise ValueError(f"model.head_attention_heads={heads} must divide every head width; {bad} are not "
+                             "multiples of it")
+        return self
 
 
 class DataSection(_Strict):
@@ -96,6 +161,16 @@ class SamplingSection(_Strict):
     candidate_tasks: Optional[int] = Field(
         None, ge=1, description="mt_uncertainty: tasks that offer a candidate batch to each slot, drawn uniformly "
         "without replacement per slot (None: every task, as in CA-MTL). Each candidate costs one forward pass")
+    task_weights: Literal["none", "svd"] = Field(
+        "none", description="svd: Wu, Zhang & Ré's SVD task re-weighting, each slot's loss multiplied by its task's "
+        "weight, recomputed every svd_every updates from the tasks' mean representations "
+        "(prefinetune/sampling/svd_weights.py); logged per window, kept in checkpoints")
+    svd_every: int = Field(100, ge=1, description="task_weights svd: recompute the weights every N updates "
+                           "(before updates 1, N + 1, 2N + 1, ...)")
+    svd_rank: int = Field(1, ge=1, description="task_weights svd: r, the principal directions a task's "
+                          "representation is projected on")
+    svd_rows: int = Field(64, ge=1, description="task_weights svd: training rows whose mean pooled state "
+                          "represents a task (a seeded draw, fixed for the run; fewer if the task has fewer)")
 
     @model_validator(mode="before")
     @classmethod
@@ -110,6 +185,9 @@ class SamplingSection(_Strict):
     @model_validator(mode="after")
     def _keys_fit_the_policy(self) -> "SamplingSection":
         defaults = {k: f.default for k, f in type(self).model_fields.items()}
+        svd_keys = [k for k in ("svd_every", "svd_rank", "svd_rows") if getattr(self, k) != defaults[k]]
+        if self.task_weights == "none" and svd_keys:
+            raise ValueError(f"sampling.{svd_keys[0]} sets the SVD task weights: it needs sampling.task_weights: svd")
         if self.policy != "temperature":
             if self.anneal != "none":
                 raise ValueError(f"anneal={self.anneal!r} anneals the temperature exponent: it needs "
@@ -284,6 +362,10 @@ class DiagnosticsSection(_Strict):
     coordinates: int = Field(16384, ge=1, le=1_000_000, description="backbone gradient coordinates sampled per "
                              "slot (a fixed random sample; every coordinate when the backbone has fewer); each "
                              "sampled slot's vector travels to every rank, so at most 1,000,000")
+    report: bool = Field(True, description="a pre-finetuning run started by the command line writes RUN_DIR/report/ "
+                         "once exported (prefinetune report: task similarity, gradient conflict, loss curves, "
+                         "task mix); best-effort, a failure is a warning")
+    report_rows: int = Field(256, ge=0, description="report: each task's eval rows represented (0: all)")
 
 
 class ExportSection(_Strict):
@@ -378,7 +460,12 @@ class RecipeConfig(_Strict):
             self._check_uncertainty_tasks()
         if self.sampling.rates is not None:
             self._check_rates(names)
+        if self.sampling.task_weights == "svd" and self.sampling.svd_rank > len(names):
+            raise ValueError(f"sampling.svd_rank={self.sampling.svd_rank} is more than the recipe's {len(names)} tasks "
+                             "(the principal directions of T task vectors are at most T)")
         self._check_select(names)
+        if isinstance(self.model.head_dim, dict):
+            self._check_head_dims()
         unknown = [n for n in self.export.task_folders if n not in names] \
             if isinstance(self.export.task_folders, list) else []
         if unknown:
@@ -426,6 +513,18 @@ class RecipeConfig(_Strict):
         if missing:
             raise ValueError(f"sampling.rates gives no rate to tasks {missing}: name every task (0 leaves one out "
                              "of the mixture, 'examples' weighs it by its rows)")
+
+    def _check_head_dims(self) -> None:
+        """model.head_dim as task -> width names each task with an attention head, and only those."""
+        from prefinetune.families.family import get_family
+
+        headed = [t.name for t in self.tasks if get_family(t.family).task_bank]
+        dims = self.model.head_dim
+        unknown, missing = sorted(set(dims) - set(headed)), [n for n in headed if n not in dims]
+        if unknown or missing:
+            raise ValueError(f"model.head_dim gives a width to each classification/regression task, whose heads are "
+                             f"attention heads: {headed}; " + (f"it names others: {unknown}" if unknown else
+                                                              f"it misses {missing}"))
 
     def _check_uncertainty_tasks(self) -> None:
         """MT-Uncertainty scores predictive distributions: a family without one (regression) cannot take part."""

@@ -2,11 +2,12 @@
 
 Two real gloo workers train 4 updates of mixed families and save a checkpoint after update 2, under:
 bf16 ZeRO-1 and ZeRO-2 (DeepSpeed's bf16 on its CPU accelerator: the same optimizer and the same
-`bf16_zero_pp_rank_*` files as on GPUs), fp32 stage 0 and fp32 ZeRO-2. A fresh engine then loads that
-checkpoint through the project's own `load_checkpoint` (what the worker loop calls) and trains updates 3
-and 4, on 2 workers and on 1, and must end where the uninterrupted run ended. The ZeRO-2 ones are also
-saved by 1 worker and resumed on 2 (re-sharded the other way). bf16 ZeRO-2 also meets a NaN row with
-`train.nonfinite_skips` on: the update is skipped on both ranks and leaves the weights bit-identical.
+`bf16_zero_pp_rank_*` files as on GPUs), fp32 stage 0 and fp32 ZeRO-2 (also with the seed methods'
+options on: attention heads, per-task alignment). A fresh engine then loads that checkpoint through the
+project's own `load_checkpoint` (what the worker loop calls) and trains updates 3 and 4, on 2 workers
+and on 1, and must end where the uninterrupted run ended. The ZeRO-2 ones are also saved by 1 worker and
+resumed on 2 (re-sharded the other way). bf16 ZeRO-2 also meets a NaN row with `train.nonfinite_skips`
+on: the update is skipped on both ranks and leaves the weights bit-identical.
 
     python -m pytest tests/distributed/test_checkpoint_resume.py -q
 """
@@ -29,18 +30,22 @@ from prefinetune.model.multitask import build_model
 from prefinetune.recipe.config import recipe_from_dict
 from prefinetune.sampling.schedule import Slot
 
-CONFIGS = {"bf16_zero1": (1, "bf16"), "bf16_zero2": (2, "bf16"), "fp32_zero0": (0, "fp32"), "fp32_zero2": (2, "fp32")}
+CONFIGS = {"bf16_zero1": (1, "bf16", "fc"), "bf16_zero2": (2, "bf16", "fc"), "fp32_zero0": (0, "fp32", "fc"),
+           "fp32_zero2": (2, "fp32", "fc"), "fp32_zero2_seed_methods": (2, "fp32", "seed_methods")}
 ONE_TO_TWO = ("bf16_zero2", "fp32_zero2")     # also saved on 1 worker and resumed on 2
 UPDATES, SAVED_AFTER, SLOTS, BAD_ROW = 4, 2, 4, 29     # _slots reads rows 0-17 only
 TASKS = ("classification2", "regression", "classification3", "multiple_choice")
 
 
-def _recipe(stage: int, precision: str, world: int):
+def _recipe(stage: int, precision: str, design: str, world: int):
+    """design seed_methods: Wolfe & Lundgaard's attention heads of two widths, Wu et al.'s per-task alignment."""
+    model = {"head": "attention", "head_dim": {"classification2": 8, "classification3": 16, "regression": 8},
+             "alignment": "per_task"} if design == "seed_methods" else {}
     return recipe_from_dict(mixed_recipe(
         ["classification", "regression", "multiple_choice"],
         train={"slots_per_update": SLOTS, "batch_size": 3, "updates": UPDATES, "nonfinite_skips": 1 if stage else 0},
         optim={"lr": 2e-2, "warmup_updates": 0}, deepspeed={"zero_stage": stage, "precision": precision},
-        scaling={"num_workers": world, "use_gpu": False}))
+        scaling={"num_workers": world, "use_gpu": False}, model=model))
 
 
 def _data(recipe):
@@ -85,8 +90,8 @@ def _save_worker(rank: int, port: int, out: str) -> None:
     from prefinetune.distributed.reshard import load_checkpoint
     from prefinetune.run.step import run_update
 
-    for name, (stage, precision) in CONFIGS.items():
-        recipe, folder = _recipe(stage, precision, world), Path(out, name)
+    for name, config in CONFIGS.items():
+        recipe, folder = _recipe(*config, world), Path(out, name)
         data = _data(recipe)
         engine = _engine(recipe, world)
         _train(engine, recipe, data, range(SAVED_AFTER), rank, world)
@@ -114,8 +119,8 @@ def _resume_on_one_worker(rank: int, port: int, out: str) -> None:
     rank_env(rank, 1, port)
     from prefinetune.distributed.reshard import load_checkpoint
 
-    for name, (stage, precision) in CONFIGS.items():
-        recipe, folder = _recipe(stage, precision, 1), Path(out, name)
+    for name, config in CONFIGS.items():
+        recipe, folder = _recipe(*config, 1), Path(out, name)
         engine = _engine(recipe, 1)
         state = load_checkpoint(engine, folder / "checkpoint", folder / "run1", rank, 1)
         _train(engine, recipe, _data(recipe), range(int(state["update"]), UPDATES), rank, 1)
@@ -163,7 +168,7 @@ def runs(tmp_path_factory, gloo):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_the_checkpoint_says_who_saved_it(runs, name):
-    stage, precision = CONFIGS[name]
+    stage, precision, _ = CONFIGS[name]
     folder = runs / name / "checkpoint"
     assert saved_checkpoint(folder, f"update-{SAVED_AFTER:07d}") == SavedCheckpoint(2, stage, precision == "bf16")
     partitions = sorted(p.name for p in (folder / f"update-{SAVED_AFTER:07d}").glob("*zero_pp_rank_*"))

@@ -1,7 +1,9 @@
 """Heads move only when trained, under DeepSpeed ZeRO-2 on two real gloo workers: with 8 classification
 tasks and 2 slots an update, each update trains at most 2 tasks, and every other task's head (its rows
 of the stacked bank: projection, bias and, per_task, its dense layer) comes out of the update
-bit-identical, for both head designs (model.head_dense). Trained heads do move.
+bit-identical, for both fc head designs (model.head_dense) and for attention heads of two widths
+(model.head: attention: the task's rows of its width group) with Wu et al.'s per-task alignment matrices
+(model.alignment: per_task). Trained heads do move.
 
     python -m pytest tests/distributed/test_untrained_heads.py -q
 """
@@ -24,8 +26,14 @@ from prefinetune.sampling.schedule import plan_update, worker_slots
 WORLD, TASKS, UPDATES = 2, 8, 4
 
 
-def _recipe(head_dense: str) -> dict:
-    recipe = tiny_recipe(deepspeed={"zero_stage": 2}, model={"head_dense": head_dense},
+def _widths() -> dict:
+    return {f"task{i}": 8 if i % 2 else 16 for i in range(TASKS)}
+
+
+def _recipe(design: str) -> dict:
+    model = ({"head": "attention", "head_dim": _widths(), "alignment": "per_task"} if design == "attention"
+             else {"head_dense": design})
+    recipe = tiny_recipe(deepspeed={"zero_stage": 2}, model=model,
                          train={"updates": UPDATES, "slots_per_update": 2, "batch_size": 3},
                          optim={"lr": 1e-2, "warmup_updates": 0, "weight_decay": 0.1})
     recipe["tasks"] = [{**recipe["tasks"][i % 3], "name": f"task{i}"} for i in range(TASKS)]
@@ -33,7 +41,8 @@ def _recipe(head_dense: str) -> dict:
 
 
 def _heads(engine) -> dict:
-    return {k: v.detach().clone() for k, v in engine.module.state_dict().items() if k.startswith("classification.")}
+    return {k: v.detach().clone() for k, v in engine.module.state_dict().items()
+            if k.startswith(("classification.", "alignment."))}
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -62,14 +71,21 @@ def _train(rank: int, recipe_dict: dict, out: str) -> None:
     torch.save({"states": states, "plans": plans}, f"{out}/rank{rank}.pt")
 
 
-def _rows(state: dict, index: int, per_task: bool) -> dict:
+def _rows(state: dict, index: int, per_task: bool, design: str = "") -> dict:
+    if design == "attention":          # the task's row of each tensor of its width group
+        from prefinetune.model.attention_heads import AttentionHeadBank
+
+        group, row = AttentionHeadBank.placement(list(_widths().values()))[index]
+        prefix = f"classification.groups.{group}."
+        rows = {k: v[row] for k, v in state.items() if k.startswith(prefix)}
+        return {**rows, "alignment.weight": state["alignment.weight"][index]}      # Wu et al.'s R_t too
     rows = {k: state[f"classification.{k}"][index] for k in ("out_weight", "out_bias")}
     if per_task:
         rows.update({k: state[f"classification.{k}"][index] for k in ("dense_weight", "dense_bias")})
     return rows
 
 
-DESIGNS = ("per_task", "shared")
+DESIGNS = ("per_task", "shared", "attention")
 
 
 @pytest.fixture(scope="module")
@@ -93,15 +109,17 @@ def test_heads_of_tasks_not_trained_in_an_update_come_out_bit_identical(head_den
             before, after = saved["states"][u], saved["states"][u + 1]
             assert 0 < len(trained) <= 2
             for index, name in enumerate(names):
-                old, new = _rows(before, index, per_task), _rows(after, index, per_task)
+                old, new = _rows(before, index, per_task, head_dense), _rows(after, index, per_task, head_dense)
+                assert len(old) == (9 if head_dense == "attention" else 4 if per_task else 2)
                 if name in trained:
                     assert any(not torch.equal(old[k], new[k]) for k in old), (u, name)
                 else:
                     untrained_checked += 1
                     for key in old:
                         assert torch.equal(old[key], new[key]), f"update {u + 1}: {name}'s {key} moved untrained"
-            if not per_task:      # the one shared dense layer trains with every classification task
+            if head_dense == "shared":      # the one shared dense layer trains with every classification task
                 assert not torch.equal(before["classification.dense_weight"], after["classification.dense_weight"])
     assert untrained_checked >= WORLD * UPDATES * (TASKS - 2)
-    dense = saved["states"][0]["classification.dense_weight"]
-    assert dense.shape[0] == (TASKS if per_task else 1)
+    if head_dense != "attention":
+        dense = saved["states"][0]["classification.dense_weight"]
+        assert dense.shape[0] == (TASKS if per_task else 1)

@@ -150,3 +150,48 @@ def test_a_head_from_a_shared_dense_export_computes_what_the_export_computes(tmp
     assert exported.tasks[index].family_index == 1
     with torch.no_grad():
         torch.testing.assert_close(mine.eval()(0, batch)["outputs"], exported(index, batch)["outputs"])
+
+
+@pytest.fixture(scope="module")
+def attention_export(tmp_path_factory):
+    """An export whose classification/regression heads are DyPa-sized attention heads (model.head: attention)."""
+    folder = tmp_path_factory.mktemp("attention")
+    bert = save_tiny_bert(folder / "bert")
+    recipe = load_recipe("recipes/shared_data_no_summ_cpu.yaml", [
+        f"model.name_or_path={bert}", "model.head=attention", "model.head_dim=dypa", "model.head_attention_heads=2",
+        "model.dypa.sizes=[8,16,32,64]"])
+    data = recipe.model_dump()
+    data["tasks"][:2] = data["tasks"][1::-1]       # cola before rte: rte is row 1 of its width group
+    recipe = recipe_from_dict(data)
+    rows = {"cola": 100, "rte": 100, "stsb": 1000}     # stand-ins for the shards' rows: rte, cola 8 wide, stsb 64
+    torch.manual_seed(3)
+    model = build_model(recipe, rows=rows)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if not name.startswith("backbone."):
+                p.add_(torch.randn_like(p) * 0.5)
+    return export_model(model, load_tokenizer(str(bert)), folder / "export", recipe)
+
+
+@pytest.mark.parametrize("task", ["rte", "stsb"])
+def test_an_attention_head_is_reused_in_its_own_design(attention_export, data_root, task):
+    """The reused head is rebuilt at the export's width and copied from its row of its width group: the
+    starting model computes what the export computes; a recipe of another design is refused with the keys."""
+    folder = attention_export
+    exported, info = load_exported(folder)
+    entry = next(t for t in info["tasks"] if t["name"] == task)
+    with pytest.raises(FinetuneError, match=rf"is an attention head of width {entry['head_dim']}, 2 attention "
+                                            rf"head\(s\), this recipe builds an fc head: reusing it needs model.head="
+                                            rf"attention model.head_dim={entry['head_dim']} "
+                                            r"model.head_attention_heads=2"):
+        plain = _finetune_recipe(task, str(folder))
+        start_heads(build_model(plain), plain)
+    recipe = _finetune_recipe(task, str(folder), "model.head=attention", f"model.head_dim={entry['head_dim']}",
+                              "model.head_attention_heads=2")
+    mine = build_model(recipe)
+    assert "starts from the export's" in start_heads(mine, recipe)
+    batch = _batch(recipe, data_root, load_tokenizer(str(folder)))
+    with torch.no_grad():
+        torch.testing.assert_close(mine.eval()(0, batch)["outputs"], exported(entry["head_index"], batch)["outputs"])
+    assert {t["name"]: (t["head_dim"], t["head_row"]) for t in info["tasks"] if "head_dim" in t} == \
+        {"cola": (8, 0), "rte": (8, 1), "stsb": (64, 0)}
