@@ -34,14 +34,15 @@ def test_a_checkpoint_counts_the_examples_of_the_open_log_window():
     """checkpoint.every_updates not a multiple of train.log_every: the checkpoint after update 3 of a
     2-update window holds update 3's examples too, so a run resumed from it counts them once."""
     from prefinetune.recipe.config import load_recipe
-    from prefinetune.run.worker import Skips, _client_state
+    from prefinetune.run.worker import Sampling, Skips, _client_state
 
     stats = WindowStats(["a", "b"])
     stats.add([SlotResult("a", 1.0, 4), SlotResult("b", 1.0, 2)])     # update 1
     stats.add([SlotResult("a", 1.0, 4)])                               # update 2, then the window's flush
     assert stats.flush()["seen/a"] == 8
     stats.add([SlotResult("b", 1.0, 5)])                               # update 3, then a checkpoint
-    state = _client_state(load_recipe("recipes/local_cpu.yaml"), 3, stats, None, Skips(0))
+    recipe = load_recipe("recipes/local_cpu.yaml")
+    state = _client_state(recipe, 3, stats, Sampling(recipe, {"a": 0, "b": 1}), Skips(0))
     assert state["seen"] == [8.0, 7.0] and state["update"] == 3
     resumed = WindowStats(["a", "b"])
     resumed.seen[:] = torch.tensor(state["seen"], dtype=resumed.seen.dtype)

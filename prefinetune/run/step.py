@@ -179,12 +179,13 @@ STOPPED = ("the run stops before this slot's backward pass, so no weights took i
 
 def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainData, device: torch.device,
                seed: int = 0, update_index: int = 0, r3f=None, skip_nonfinite: bool = False,
-               probe=None) -> UpdateResult:
+               probe=None, task_weights: dict[str, float] | None = None) -> UpdateResult:
     """This worker's micro-steps of update `update_index`. A non-finite loss on any rank stops every rank
     (NonFiniteLossError) before its backward pass; with `skip_nonfinite` the update is skipped instead:
     the NaN gradient it leaves makes DeepSpeed's ZeRO optimizer (stage >= 1) skip its step on every rank
     (weights, AdamW moments and the LR schedule untouched, gradients cleared), which is checked here.
-    `probe` (a sampling GradientProbe) reads each slot's gradient during its backward."""
+    `probe` (a sampling GradientProbe) reads each slot's gradient during its backward; `task_weights` (SVD
+    task re-weighting, prefinetune/sampling/svd_weights.py) multiply each slot's loss by its task's weight."""
     results, skipped = [], None
     for slot in slots:
         seed_slot(seed, update_index, slot.index)
@@ -199,7 +200,10 @@ def run_update(engine, task_ids: dict[str, int], slots: list[Slot], data: TrainD
         skipped = skipped or what
         if probe is not None:
             probe.start()
-        engine.backward(loss * (data.weight(slot) * data.tasks[slot.task].loss_weight))
+        weight = data.weight(slot) * data.tasks[slot.task].loss_weight
+        if task_weights is not None:
+            weight *= task_weights[slot.task]
+        engine.backward(loss * weight)
         if probe is not None:
             probe.stop(slot.task)
         engine.step()

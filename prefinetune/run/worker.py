@@ -32,6 +32,7 @@ from prefinetune.run.step import TrainData, run_update
 from prefinetune.run.task_mix import TaskMix
 from prefinetune.run.trackers import open_trackers
 from prefinetune.sampling.schedule import plan_update, worker_slots
+from prefinetune.sampling.svd_weights import SvdTaskWeights
 from prefinetune.sampling.uncertainty import UncertaintySampler
 
 __all__ = ["train_worker", "run_worker", "RaySession", "LocalSession", "checkpoint_tag"]
@@ -142,8 +143,38 @@ class Skips:
         log.write(update, {"skipped_updates": self.count})
 
 
-def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_dir, rank: int, world: int,
-            patience: Patience | None = None) -> int:
+class Sampling:
+    """What the run's sampling keeps beyond the pure schedule: MT-Uncertainty's record and the SVD task weights
+    (each None when the recipe does not use it), logged per window and kept in checkpoints."""
+
+    def __init__(self, recipe, task_ids: dict[str, int]):
+        s = recipe.sampling
+        self.uncertainty = (UncertaintySampler(task_ids, s.candidate_tasks) if s.policy == "mt_uncertainty"
+                            else None)
+        self.weights = (SvdTaskWeights(list(task_ids), s.svd_every, s.svd_rank, s.svd_rows, recipe.train.batch_size)
+                        if s.task_weights == "svd" else None)
+
+    def flush(self) -> dict:
+        return {**(self.uncertainty.flush() if self.uncertainty is not None else {}),
+                **(self.weights.flush() if self.weights is not None else {})}
+
+    def state(self) -> dict:
+        out = {}
+        if self.uncertainty is not None:
+            out["uncertainty"] = self.uncertainty.state_dict()
+        if self.weights is not None:
+            out["task_weights"] = self.weights.state_dict()
+        return out
+
+    def load(self, client_state: dict) -> None:
+        if self.uncertainty is not None:
+            self.uncertainty.load_state_dict(client_state["uncertainty"])
+        if self.weights is not None:
+            self.weights.load_state_dict(client_state.get("task_weights"))
+
+
+def _resume(engine, stats: WindowStats, sampling: Sampling, skips: Skips, checkpoint, run_dir, rank: int,
+            world: int, patience: Patience | None = None) -> int:
     """Load the checkpoint to continue from; returns the update to continue after (0: a fresh start).
     One saved on another number of workers is re-sharded (prefinetune/distributed/reshard.py)."""
     from prefinetune.distributed.reshard import load_checkpoint
@@ -153,27 +184,27 @@ def _resume(engine, stats: WindowStats, sampler, skips: Skips, checkpoint, run_d
     with checkpoint.as_directory() as folder:
         client_state = load_checkpoint(engine, Path(folder), run_dir, rank, world)
     stats.seen[:] = torch.tensor(client_state["seen"], dtype=stats.seen.dtype)
-    if sampler is not None:
-        sampler.load_state_dict(client_state["uncertainty"])
+    sampling.load(client_state)
     skips.count = int(client_state.get("skipped_updates", 0))
     if patience is not None:
         patience.load_state(client_state.get("patience"))
     return int(client_state["update"])
 
 
-def _write_window(update: int, log: RunLog, engine, stats: WindowStats, mix: TaskMix, sampler) -> None:
-    """The log window that ends at `update`: lr, per-task loss and examples, task mix, MT-Uncertainty."""
-    window = sampler.flush() if sampler is not None else {}
-    log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **window})
+def _write_window(update: int, log: RunLog, engine, stats: WindowStats, mix: TaskMix, sampling: Sampling) -> None:
+    """The log window that ends at `update`: lr, per-task loss and examples, task mix, MT-Uncertainty, the SVD
+    task weights in force."""
+    log.write(update, {"lr": engine.get_lr()[0], **stats.flush(), **mix.flush(), **sampling.flush()})
 
 
-def _stop_early(stop: str, update: int, log: RunLog, stats: WindowStats, mix: TaskMix, sampler, engine, recipe,
+def _stop_early(stop: str, update: int, log: RunLog, stats: WindowStats, mix: TaskMix, sampling: Sampling, engine,
+                recipe,
                 metrics: dict, unscored: dict, scoring: tuple) -> dict:
     """An early stop at `update`: said, the open log window written (it would close only at the run's
     end), and the final splits not scored yet scored; returns the metrics the last checkpoint reports."""
     log.say(f"[prefinetune] {stop}")
     if update % recipe.train.log_every:
-        _write_window(update, log, engine, stats, mix, sampler)
+        _write_window(update, log, engine, stats, mix, sampling)
     if unscored:
         extra = _score(engine, recipe, unscored, *scoring)
         log.write(update, extra)
@@ -181,20 +212,18 @@ def _stop_early(stop: str, update: int, log: RunLog, stats: WindowStats, mix: Ta
     return metrics
 
 
-def _client_state(recipe, update: int, stats: WindowStats, sampler, skips: Skips,
+def _client_state(recipe, update: int, stats: WindowStats, sampling: Sampling, skips: Skips,
                   patience: Patience | None = None) -> dict:
     """What a checkpoint holds beside the weights and optimizer; the recipe lets a resume check that it
     continues this run (prefinetune/run/run_folder.py)."""
     client_state = {"update": update, "seen": stats.seen_so_far(),    # the same on every rank
                     "skipped_updates": skips.count, "recipe": recipe.model_dump(mode="json"),
                     "patience": patience.state() if patience is not None else None}
-    if sampler is not None:
-        client_state["uncertainty"] = sampler.state_dict()
-    return client_state
+    return {**client_state, **sampling.state()}
 
 
-def _plan(recipe, sampler, engine, data: TrainData, task_ids: dict, update_index: int, rank: int, world: int,
-          device):
+def _plan(recipe, sampler: UncertaintySampler | None, engine, data: TrainData, task_ids: dict, update_index: int,
+          rank: int, world: int, device):
     """(update `update_index`'s whole plan, this worker's slots): the pure schedule, or MT-Uncertainty's choice."""
     slots, seed, batch_size = recipe.train.slots_per_update, recipe.run.seed, recipe.train.batch_size
     if sampler is not None:
@@ -280,12 +309,11 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
     conflicts = ConflictSampler(engine.module, recipe, rank) if recipe.diagnostics.every else None
 
     stats = WindowStats(list(task_ids))
-    sampler = (UncertaintySampler(task_ids, recipe.sampling.candidate_tasks)
-               if recipe.sampling.policy == "mt_uncertainty" else None)
+    sampling = Sampling(recipe, task_ids)
     skips = Skips(recipe.train.nonfinite_skips)
     patience, select_split = Patience(recipe), next(iter(periodic), recipe.eval.split)   # fine-tuning: its select split
     checkpoint = session.checkpoint(resume_from, recipe.checkpoints_dir)
-    start = _resume(engine, stats, sampler, skips, checkpoint, recipe.run_dir, rank, world, patience)
+    start = _resume(engine, stats, sampling, skips, checkpoint, recipe.run_dir, rank, world, patience)
     log.resumed(start)
     if rank == 0:
         drop_later_lines(recipe.run_dir, start)        # gradient_conflict.jsonl: the updates run again
@@ -299,12 +327,16 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
         metrics: dict = {}
         for update in range(start + 1, total + 1):      # update: 1-based count; update_index = update - 1 seeds it
             update_index = update - 1
-            plan, mine = _plan(recipe, sampler, engine, data, task_ids, update_index, rank, world, device)
+            plan, mine = _plan(recipe, sampling.uncertainty, engine, data, task_ids, update_index, rank, world, device)
+            weights = sampling.weights
+            if weights is not None:
+                weights.refresh(engine.module, data, task_ids, recipe.run.seed, update_index, rank, world, device)
             mix.add(plan)                                    # the realised task mix of the whole update
             start_s = time.perf_counter()
             with conflicts.update(update) if conflicts is not None else nullcontext() as probe:
                 done = run_update(engine, task_ids, mine, data, device, recipe.run.seed, update_index, recipe.r3f,
-                                  skip_nonfinite=skips.allowed > 0, probe=probe)
+                                  skip_nonfinite=skips.allowed > 0, probe=probe,
+                                  task_weights=weights.weights if weights is not None else None)
             if done.skipped:
                 skips.add(done.skipped, log, update)
             else:
@@ -312,18 +344,18 @@ def run_worker(recipe, session, resume_from: str | None = None, hooks: RunHooks 
             log.step(update)
             last = update == total
             if update % recipe.train.log_every == 0 or last:
-                _write_window(update, log, engine, stats, mix, sampler)
+                _write_window(update, log, engine, stats, mix, sampling)
             if update % recipe.eval.every_updates == 0 or last:
                 metrics = _score(engine, recipe, final if last else periodic, tokenizer, device, rank, world)
                 log.write(update, metrics)
                 stop = patience.after_eval(update, metrics, select_split)   # the same on every rank (gathered)
                 if stop and not last:
                     last = True
-                    metrics = _stop_early(stop, update, log, stats, mix, sampler, engine, recipe, metrics,
+                    metrics = _stop_early(stop, update, log, stats, mix, sampling, engine, recipe, metrics,
                                           {k: v for k, v in final.items() if k not in periodic},
                                           (tokenizer, device, rank, world))
             if update % recipe.checkpoint.every_updates == 0 or last:
-                state = _client_state(recipe, update, stats, sampler, skips, patience)
+                state = _client_state(recipe, update, stats, sampling, skips, patience)
                 session.report(engine, update, state, {"update": update, **metrics},
                                score_record(update, metrics, recipe, select_split))
                 if session.saves_checkpoints:

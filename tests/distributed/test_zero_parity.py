@@ -67,7 +67,8 @@ def _train_case(rank: int, recipe_dict: dict, out: str, backbone: str, data_kind
     ids = {t.name: i for i, t in enumerate(recipe.tasks)}
     uncertain = recipe.sampling.policy == "mt_uncertainty"
     sampler = UncertaintySampler(ids, recipe.sampling.candidate_tasks) if uncertain else None
-    tasks_run, plans = [], []
+    weights = _svd_weights(recipe)
+    tasks_run, plans, history = [], [], []
     for update_index in range(recipe.train.updates):
         if sampler is None:
             plan = _plan(recipe, update_index, data.sizes)
@@ -75,7 +76,11 @@ def _train_case(rank: int, recipe_dict: dict, out: str, backbone: str, data_kind
         else:
             plan, mine = sampler.plan(engine.module, data, ids, recipe.run.seed, update_index,
                                       recipe.train.slots_per_update, rank, WORLD, CPU, recipe.train.batch_size)
-        run_update(engine, ids, mine, data, CPU, recipe.run.seed, update_index, recipe.r3f)
+        if weights is not None:       # as the worker loop: every rank refreshes (rank t mod W computes task t)
+            weights.refresh(engine.module, data, ids, recipe.run.seed, update_index, rank, WORLD, CPU)
+            history.append(dict(weights.weights))
+        run_update(engine, ids, mine, data, CPU, recipe.run.seed, update_index, recipe.r3f,
+                   task_weights=weights.weights if weights is not None else None)
         tasks_run.append([s.task for s in mine])
         plans.append([s.task for s in plan])
     state = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
@@ -83,7 +88,17 @@ def _train_case(rank: int, recipe_dict: dict, out: str, backbone: str, data_kind
     from deepspeed.comm import comm
 
     torch.save({"state": state, "tasks": tasks_run, "plans": plans, "checkpointing": checkpointing,
-                "shm_comm_op": comm.cdb.shm_comm_op}, f"{out}/rank{rank}.pt")
+                "shm_comm_op": comm.cdb.shm_comm_op, "task_weights": history}, f"{out}/rank{rank}.pt")
+
+
+def _svd_weights(recipe):
+    """The run's SVD task weights (sampling.task_weights: svd), or None."""
+    from prefinetune.sampling.svd_weights import SvdTaskWeights
+
+    s = recipe.sampling
+    if s.task_weights != "svd":
+        return None
+    return SvdTaskWeights([t.name for t in recipe.tasks], s.svd_every, s.svd_rank, s.svd_rows, recipe.train.batch_size)
 
 
 def _splits(data_kind, recipe) -> dict:
@@ -161,18 +176,27 @@ def _reference_plan(recipe, model, data, update_index: int) -> list:
             for k in range(recipe.train.slots_per_update)]
 
 
-def _family_reference(recipe, backbone: str, plans: list | None = None,
-                      data_kind="families") -> dict[str, torch.Tensor]:
-    """Single process: each update steps AdamW on the mean over all S slots of the scaled family losses.
-    The tasks of each update's slots are appended to `plans` when it is given."""
+def _family_reference(recipe, backbone: str, plans: list | None = None, data_kind="families",
+                      history: list | None = None, given: list | None = None) -> dict[str, torch.Tensor]:
+    """Single process: each update steps AdamW on the mean over all S slots of the scaled family losses (each
+    times its task's SVD weight, where the recipe has them: computed here, or `given` per update). The tasks of
+    each update's slots are appended to `plans` when it is given, the weights in force to `history`."""
     from prefinetune.run.step import TrainData, seed_slot, slot_loss
 
     model = build_model(recipe, backbone=BACKBONES[backbone](seed=0))
     optimizer = build_optimizer(model, recipe.optim)
     scheduler = scheduler_factory(recipe.optim, recipe.train.updates)(optimizer)
     data = TrainData(_splits(data_kind, recipe), recipe.tasks, pad_id=0)
+    weights = _svd_weights(recipe)
     for update_index in range(recipe.train.updates):
         optimizer.zero_grad()
+        if weights is not None and given is not None:
+            weights.weights = given[update_index]
+        elif weights is not None:        # one process computes every task's representation itself
+            weights.refresh(model, data, {t.name: i for i, t in enumerate(recipe.tasks)}, recipe.run.seed,
+                            update_index, 0, 1, CPU)
+            if history is not None:
+                history.append(dict(weights.weights))
         plan = _reference_plan(recipe, model, data, update_index)
         if plans is not None:
             plans.append([s.task for s in plan])
@@ -180,7 +204,8 @@ def _family_reference(recipe, backbone: str, plans: list | None = None,
             seed_slot(recipe.run.seed, update_index, slot.index)
             batch = data.batch(slot, torch.device("cpu"))
             loss, _ = slot_loss(model, model.task_id(slot.task), recipe.task(slot.task), batch, recipe.r3f)
-            (loss / len(plan)).backward()
+            scale = weights.weights[slot.task] if weights is not None else 1.0
+            (loss * scale / len(plan)).backward()
         optimizer.step()
         scheduler.step()
     return model.state_dict()
@@ -238,6 +263,85 @@ def test_mixed_families_with_r3f_under_zero2_match_single_process_reference(back
     _assert_ranks_match(ranks, reference)
 
 
+ATTENTION_WIDTHS = {"classification2": 8, "classification3": 16, "regression": 8}
+
+
+def _attention_case() -> dict:
+    """Wolfe & Lundgaard's attention heads in two width groups (2 attention heads each), Wu et al.'s alignment on
+    the states the heads read, mixed families, R3F on."""
+    return mixed_recipe(FAMILY_CASES["bert"], deepspeed={"zero_stage": 2}, run={"seed": 5},
+                        train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
+                        r3f={"enabled": True, "sigma": 0.05, "weight": 1.0},
+                        model={"head": "attention", "head_dim": ATTENTION_WIDTHS, "head_attention_heads": 2,
+                               "alignment": "per_task", "alignment_at": "outputs"})
+
+
+def _alignment_case(backbone: str) -> dict:
+    """Wu et al.'s alignment of each task's input embeddings (the paper's place), mixed families, R3F on."""
+    return mixed_recipe(FAMILY_CASES[backbone], deepspeed={"zero_stage": 2}, run={"seed": 6},
+                        train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
+                        r3f={"enabled": True, "sigma": 0.05, "weight": 1.0}, model={"alignment": "per_task"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["bert", "bart"])
+def test_per_task_alignment_with_r3f_under_zero2_matches_single_process_reference(backbone, parity):
+    recipe = recipe_from_dict(CASES[f"alignment-{backbone}"][0])
+    ranks = parity[f"alignment-{backbone}"]
+    reference = _family_reference(recipe, backbone)
+    eye = torch.eye(reference["alignment.weight"].shape[-1])
+    trained = {t for plan in ranks[0]["plans"] for t in plan}
+    for i, task in enumerate(recipe.tasks):     # trained matrices moved from the identity, the others did not
+        assert torch.equal(reference["alignment.weight"][i], eye) == (task.name not in trained), task.name
+    _assert_ranks_match(ranks, reference)
+
+
+@pytest.mark.slow
+def test_attention_heads_with_r3f_under_zero2_match_single_process_reference(parity):
+    recipe = recipe_from_dict(CASES["attention-bert"][0])
+    ranks = parity["attention-bert"]
+    family = {t.name: t.family for t in recipe.tasks}
+    pairs = [(a, b) for u0, u1 in zip(ranks[0]["tasks"], ranks[1]["tasks"]) for a, b in zip(u0, u1)]
+    assert any(family[a] != family[b] for a, b in pairs), pairs
+    reference = _family_reference(recipe, "bert")
+    groups = {k for k in reference if k.startswith(("classification.groups.", "regression.groups."))}
+    assert {k.split(".")[2] for k in groups} == {"d8", "d16"}
+    assert not any(k.startswith(("classification.dense", "regression.dense")) for k in reference)
+    initial = build_model(recipe, backbone=tiny_bert(seed=0)).state_dict()
+    assert all(not torch.equal(reference[k], initial[k]) for k in groups if k.endswith("in_weight"))
+    _assert_ranks_match(ranks, reference)
+
+
+def _svd_case() -> dict:
+    """Wu et al.'s SVD task weights, recomputed before updates 1 and 3 (each rank computes its share of the tasks'
+    representations, one all-gather), mixed families, R3F on. Not multiple choice or span: their scorers' biases
+    have a gradient that is zero in exact arithmetic (a shift common to every choice or position), which AdamW
+    turns into steps of rounding noise, and a weight of 0.75 rounds otherwise than a weight of 1."""
+    return mixed_recipe(["classification", "regression", "tagging"], deepspeed={"zero_stage": 2}, run={"seed": 7},
+                        train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
+                        r3f={"enabled": True, "sigma": 0.05, "weight": 1.0},
+                        sampling={"task_weights": "svd", "svd_every": 2, "svd_rows": 8, "svd_rank": 2})
+
+
+@pytest.mark.slow
+def test_svd_task_weights_on_two_workers_match_single_process_reference(parity):
+    recipe = recipe_from_dict(CASES["svd-bert"][0])
+    ranks = parity["svd-bert"]
+    history: list = []
+    reference = _family_reference(recipe, "bert", history=history)
+    assert ranks[0]["task_weights"] == ranks[1]["task_weights"]
+    for u, (got, want) in enumerate(zip(ranks[0]["task_weights"], history)):
+        # before update 1 the models are one: the same numbers; later they differ by the parity's rounding
+        tolerance = 1e-9 if u == 0 else 1e-5
+        assert got.keys() == want.keys() and all(math.isclose(got[k], want[k], rel_tol=tolerance) for k in got), u
+    assert history[0] == history[1] != history[2]            # recomputed before update 3, not before update 2
+    assert len({round(w, 6) for w in history[0].values()}) > 1
+    # the updates, given the weights the ranks used (the rounding that separates the two models after update 2
+    # moves the weights of update 3 in their 7th digit), and with the weights the reference computed itself
+    _assert_ranks_match(ranks, _family_reference(recipe, "bert", given=ranks[0]["task_weights"]))
+    _assert_ranks_match(ranks, reference)
+
+
 def _uncertainty_case(backbone: str) -> dict:
     families = [f for f in FAMILY_CASES[backbone] if f != "regression"]
     return mixed_recipe(families, deepspeed={"zero_stage": 2}, run={"seed": 4},
@@ -251,6 +355,9 @@ CASES = {
     **{f"families-{b}-{stage}": (_families_case(b, stage), b, "families") for b in FAMILY_CASES for stage in (1, 2)},
     **{f"r3f-{b}": (_r3f_case(b), b, "families") for b in FAMILY_CASES},
     **{f"uncertainty-{b}": (_uncertainty_case(b), b, "families") for b in FAMILY_CASES},
+    "attention-bert": (_attention_case(), "bert", "families"),
+    **{f"alignment-{b}": (_alignment_case(b), b, "families") for b in FAMILY_CASES},
+    "svd-bert": (_svd_case(), "bert", "families"),
 }
 
 
