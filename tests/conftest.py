@@ -109,7 +109,8 @@ def main_job(data_root, tmp_path_factory) -> tuple[subprocess.CompletedProcess, 
     trains and exports; tests/test_console.py: what it prints; tests/finetune/test_finetune_job.py:
     fine-tuning and comparing its export): 2 CPU workers, ZeRO-2, 4 updates of 2
     slots, a log window, an eval and a checkpoint every 2 updates, TensorBoard and MLflow on, the best
-    checkpoint by eval.select exported, the gradient conflict sampled every 2 updates."""
+    checkpoint by eval.select exported, the gradient conflict sampled every 2 updates, the report written at
+    its end on 32 rows a task."""
     out = tmp_path_factory.mktemp("main_job")
     done = run_main_job(out, "real", "--real-data", str(data_root), "--updates", str(MAIN_JOB_UPDATES), "--slots",
                         "2", "train.batch_size=4", "train.log_every=2", "checkpoint.every_updates=2",
@@ -117,6 +118,7 @@ def main_job(data_root, tmp_path_factory) -> tuple[subprocess.CompletedProcess, 
                         # a score that cannot move: every checkpoint ties, so the earliest (update 2) is the best
                         # and is exported, not the last (tests/test_main_job.py)
                         "eval.every_updates=2", "eval.select={metric: cola/rows, mode: max}",
-                        "diagnostics.every=2")      # gradient conflict sampled (tests/test_main_job.py: report)
+                        "diagnostics.every=2",      # gradient conflict sampled (tests/test_main_job.py: report)
+                        "diagnostics.report_rows=32")
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     return done, out / "real"

@@ -168,16 +168,21 @@ def test_predict_writes_every_head_that_has_the_split_from_the_pre_finetuning_ex
 
 @pytest.mark.slow
 def test_report_on_the_main_jobs_run_folder(main_job):
-    """`prefinetune report` on the shared run: every task's dev rows represented by its export, a
-    symmetric similarity in [0, 1] with each task's own ||D||_F / tr(D) on the diagonal, the gradient
-    conflict the run sampled at updates 2 and 4 on its 2 workers, and the figures."""
+    """The report the run wrote at its end (diagnostics.report, 32 rows a task), and `prefinetune report` on
+    the shared run writing it again: every task's dev rows represented by its export, a symmetric similarity
+    in [0, 1] with each task's own ||D||_F / tr(D) on the diagonal, the gradient conflict the run sampled at
+    updates 2 and 4 on its 2 workers, and the figures."""
     import numpy as np
 
     from prefinetune.cli import main
 
-    _, run = main_job
+    done, run = main_job
     recipe = json.loads((run / "recipe.json").read_text())
+    at_end = json.loads((run / "report" / "task_similarity.json").read_text())
+    assert f"[prefinetune] report: {run / 'report'}" in done.stdout and at_end["max_rows"] == 32
     assert main(["report", str(run), "--max-rows", "32"]) == 0
+    again = json.loads((run / "report" / "task_similarity.json").read_text())
+    assert again["tasks"] == at_end["tasks"] and np.allclose(again["covsim"], at_end["covsim"], atol=1e-6)
     report = json.loads((run / "report" / "task_similarity.json").read_text())
     assert report["tasks"] == [t["name"] for t in recipe["tasks"]] and report["split"] == "dev"
     sim = np.array(report["covsim"])

@@ -7,7 +7,8 @@ their own family's metrics, and exported.
 
 The job has matplotlib broken on purpose (a package of that name that fails to import comes first on
 the job's PYTHONPATH, its workers included): the task-mix plot fails, and the run still ends with its
-metrics and export and one warning that says what failed. (The plot itself: the main job, tests/
+metrics and export and one warning that says what failed; the report at its end writes its numbers and
+warns once per figure. (The plot itself: the main job, tests/
 test_console.py; the five encoder families on a tiny BERT, each trained and scored by the worker loop with
 its own metrics: tests/finetune/test_finetune_families.py.)
 
@@ -65,7 +66,7 @@ def test_ray_job_submit_trains_all_six_families_on_a_tiny_bart(ray_head, data_ro
            "model.max_length=96",
            # the knobs of the method, all on at once: R3F + R4F, annealed temperature sampling, token budgets
            "r3f.enabled=true", "r3f.spectral_norm=true", "r3f.sigma=0.01", "sampling.policy=temperature",
-           "train.token_budget=384"]
+           "train.token_budget=384", "diagnostics.report_rows=12"]
     out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     console = out.stdout + out.stderr
     assert out.returncode == 0, console[-6000:]
@@ -101,6 +102,12 @@ def test_ray_job_submit_trains_all_six_families_on_a_tiny_bart(ray_head, data_ro
     for name in ("eval_final.json", "eval_final.txt", "export/model.safetensors", "export/tasks.json"):
         assert (run / name).is_file(), name
     assert not (run / "task_mix.png").exists()
-    warnings = [line for line in console.splitlines() if "WARNING" in line and "task-mix plot" in line]
+    warnings = [line for line in console.splitlines() if "WARNING" in line and "the task-mix plot failed" in line]
     assert len(warnings) == 1, warnings
     assert f"ImportError: {BROKEN}" in warnings[0]
+    # the report at the run's end (diagnostics.report): its numbers written, each figure one warning
+    similarity = json.loads((run / "report" / "task_similarity.json").read_text())
+    assert similarity["tasks"] == [t["name"] for t in recipe["tasks"]] and similarity["max_rows"] == 12
+    figures = [line for line in console.splitlines() if "WARNING" in line and "the report's" in line]
+    assert len(figures) == 3 and all(f"ImportError: {BROKEN}" in line for line in figures), figures
+    assert not list((run / "report").glob("*.png"))

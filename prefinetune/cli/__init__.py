@@ -99,6 +99,23 @@ def _stop_on_sigterm(received: list) -> None:
         signal.signal(signal.SIGTERM, on_term)
 
 
+def _report(run_dir: str, rows: int) -> None:
+    """RUN_DIR/report/ at the end of a pre-finetuning run (diagnostics.report), best-effort: a failure warns."""
+    from prefinetune.run.best_effort import best_effort
+
+    def write(run_dir: str, rows: int):
+        from prefinetune.report.build import write_report
+
+        return write_report(run_dir, max_rows=rows or None)
+
+    written = best_effort("the report", write, run_dir, rows)
+    if written:
+        out, notes = written
+        for note in notes:
+            say(f"[prefinetune] report: {note}")
+        say(f"[prefinetune] report: {out} (prefinetune report {run_dir} writes it again)")
+
+
 def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
     from prefinetune.run.driver import prepare_data, resolve_paths, run
 
@@ -114,7 +131,9 @@ def _run(args: argparse.Namespace, needs_finetune: bool = False) -> int:
         else:
             from prefinetune.finetune.hooks import hooks_for
 
-            run(recipe, args.resume_from, source=args.recipe, hooks=hooks_for(recipe))
+            result = run(recipe, args.resume_from, source=args.recipe, hooks=hooks_for(recipe))
+            if recipe.finetune is None and recipe.diagnostics.report:
+                _report(result["run_dir"], recipe.diagnostics.report_rows)
     except input_errors() as err:
         say(f"error: {err}", sys.stderr)
         return 2

@@ -45,8 +45,9 @@ def write_conflicts(run_dir: Path, tasks: list[str], out: Path) -> bool:
         "definition": "mean cosine of the slot gradients of two tasks (a task with itself: of its own slots) at "
                       "a fixed random sample of backbone coordinates, over the sampled updates"}, indent=1) + "\n",
         encoding="utf-8")
-    heatmap(tasks, matrix, f"gradient cosine between tasks ({len(records)} sampled updates)",
-            out / "gradient_conflict.png", low=-1.0, high=1.0)
+    best_effort("the report's gradient-conflict heatmap", heatmap, tasks, matrix,
+                f"gradient cosine between tasks ({len(records)} sampled updates)", out / "gradient_conflict.png",
+                low=-1.0, high=1.0)
     return True
 
 
@@ -80,7 +81,8 @@ def write_similarity(run_dir: Path, recipe, split: str, max_rows: int | None, ra
     (out / "task_similarity.json").write_text(json.dumps({
         "split": split, "rank": rank, "max_rows": max_rows, "sequences": {n: len(reps[n]) for n in names},
         "tasks": names, "covsim": matrix.tolist(), "definition": DEFINITION}, indent=1) + "\n", encoding="utf-8")
-    heatmap(names, matrix, f"task covariance similarity ({split}, rank {rank})", out / "task_similarity.png")
+    best_effort("the report's task-similarity heatmap", heatmap, names, matrix,
+                f"task covariance similarity ({split}, rank {rank})", out / "task_similarity.png")
     return None
 
 
@@ -88,7 +90,8 @@ def write_report(run_dir: str | Path, split: str | None = None, max_rows: int | 
                  overrides: list[str] = (), device: str = "cpu") -> tuple[Path, list[str]]:
     """RUN_DIR/report/ and what was left out, and why: the gradient conflict (where the run sampled it),
     the loss curves and the task mix (where it has metrics.jsonl), then the task similarity (where it has
-    an export and two tasks with rows). Nothing to write at all is an error."""
+    an export and two tasks with rows). A figure that fails is a warning (the JSON stays). Nothing to write
+    at all is an error."""
     from prefinetune.run.task_mix import plot_task_mix
 
     run_dir = Path(run_dir)
@@ -99,8 +102,8 @@ def write_report(run_dir: str | Path, split: str | None = None, max_rows: int | 
         "no gradient conflict: the run did not sample it (diagnostics.every)"]
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
-        best_effort("the loss curves", loss_curves, metrics, out / "loss_curves.png")
-        best_effort("the task-mix plot", plot_task_mix, metrics, out / "task_mix.png")
+        best_effort("the report's loss curves", loss_curves, metrics, out / "loss_curves.png")
+        best_effort("the report's task-mix plot", plot_task_mix, metrics, out / "task_mix.png")
     why = write_similarity(run_dir, recipe, split or recipe.eval.split, max_rows, rank, out, device)
     notes += [why] if why else []
     if not any(out.iterdir()):
