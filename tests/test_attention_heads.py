@@ -20,7 +20,7 @@ from tiny import family_splits, mixed_recipe, tiny_bert  # noqa: E402
 from prefinetune.families.family import Features
 from prefinetune.model.attention_heads import AttentionHeadBank, dypa_widths, task_widths
 from prefinetune.model.heads import HeadBank
-from prefinetune.model.multitask import build_model
+from prefinetune.model.multitask import build_model, resolve_head_widths
 from prefinetune.recipe.config import RecipeError, recipe_from_dict
 from prefinetune.run.step import TrainData, slot_loss
 from prefinetune.sampling.schedule import Slot
@@ -162,3 +162,7 @@ def test_dypa_sizes_a_runs_heads_from_its_prepared_shards(tmp_path, data_root):
     model = build_model(recipe)
     assert model.attention.widths == {"rte": 8, "stsb": 16, "cola": 64}
     assert model.classification.groups["d64"].in_weight.shape[0] == 1 and "d16" in model.regression.groups
+    resolved = resolve_head_widths(recipe)            # what the driver runs, records and checkpoints
+    assert resolved.model.head_dim == {"rte": 8, "cola": 64, "stsb": 16} and resolved.model.dypa is None
+    assert recipe_from_dict(resolved.model_dump(mode="json")) == resolved
+    assert resolve_head_widths(resolved) == resolved

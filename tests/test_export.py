@@ -91,7 +91,7 @@ def dist_group(monkeypatch):
     deepspeed.comm.destroy_process_group()
 
 
-def train_and_save(recipe, checkpoint_dir: Path):
+def train_and_save(recipe, checkpoint_dir: Path, client_state: dict | None = None):
     """Two DeepSpeed updates (one micro-batch per task each), then save_checkpoint; returns the engine."""
     import deepspeed
 
@@ -109,7 +109,7 @@ def train_and_save(recipe, checkpoint_dir: Path):
             loss = torch.nn.functional.cross_entropy(engine(task_id, inputs)["outputs"].float(), target)
             engine.backward(loss)
             engine.step()
-    engine.save_checkpoint(str(checkpoint_dir), tag="update2")
+    engine.save_checkpoint(str(checkpoint_dir), tag="update2", client_state=client_state or {})
     return engine
 
 
@@ -164,8 +164,11 @@ def test_export_of_attention_heads_reloads_to_the_trained_model(tmp_path, dist_g
     widths = {"sentiment": 16, "nli": 8, **{n: 16 for n in list(TASKS)[2:]}}
     recipe = make_recipe(model_dir, 2, head="attention", head_dim=widths, head_attention_heads=2)
     start = {k: v.clone() for k, v in build_model(recipe).state_dict().items()}
-    trained = train_and_save(recipe, tmp_path / "ckpt").module.eval()
-    out = export_from_checkpoint(tmp_path / "ckpt", recipe, tmp_path / "export")
+    trained = train_and_save(recipe, tmp_path / "ckpt", {"recipe": recipe.model_dump(mode="json")}).module.eval()
+    # `prefinetune export --recipe` of a DyPa recipe: the widths the run resolved, read from its checkpoint (no
+    # shards here to size them again)
+    dypa = make_recipe(model_dir, 2, head="attention", head_dim="dypa", head_attention_heads=2)
+    out = export_from_checkpoint(tmp_path / "ckpt", dypa, tmp_path / "export")
     inputs = batch(model_dir)
     assert not torch.equal(trained.state_dict()["classification.groups.d8.in_weight"],
                            start["classification.groups.d8.in_weight"])
@@ -183,6 +186,9 @@ def test_export_of_attention_heads_reloads_to_the_trained_model(tmp_path, dist_g
     assert "low-dimensional attention heads" in card and "widths 8, 16" in card
     with pytest.raises(ValueError, match="attention head .*no stock transformers class"):
         add_task_folders(out, ["nli"])
+    train_and_save(recipe, tmp_path / "unrecorded")
+    with pytest.raises(ValueError, match=r"model.head_dim dypa: the checkpoint .*update2 does not record the widths"):
+        export_from_checkpoint(tmp_path / "unrecorded", dypa, tmp_path / "export2")
 
 
 @pytest.mark.parametrize("zero_stage", [1, 2])
@@ -271,7 +277,8 @@ def test_folder_layout_and_tasks_json(exported):
     info = json.loads((out / "tasks.json").read_text())
     assert info["model"] == {"name_or_path": "local:tiny-bert", "revision": None, "model_type": "bert",
                              "hidden_size": 32, "max_length": 32, "head_dropout": 0.1, "spectral_norm": False,
-                             "head_dense": "per_task", "head": "fc", "alignment": "none", "alignment_at": None}
+                             "head_dense": "per_task", "head": "fc", "alignment": "none", "alignment_at": None,
+                             "conditioning": "none"}
     assert [(t["name"], t["label_names"], t["num_labels"], t["head_index"], t["folder"], t["folder_skipped"])
             for t in info["tasks"]] == [(n, labels, len(labels), i, f"tasks/{n}", None)
                                         for i, (n, labels) in enumerate(TASKS.items())]

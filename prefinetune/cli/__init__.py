@@ -104,9 +104,12 @@ def _report(run_dir: str, rows: int) -> None:
     from prefinetune.run.best_effort import best_effort
 
     def write(run_dir: str, rows: int):
+        import torch
+
         from prefinetune.report.build import write_report
 
-        return write_report(run_dir, max_rows=rows or None)
+        device = "cuda" if torch.cuda.is_available() else "cpu"      # the driver's GPU, where it has one
+        return write_report(run_dir, max_rows=rows or None, device=device)
 
     written = best_effort("the report", write, run_dir, rows)
     if written:

@@ -60,6 +60,7 @@ def _about(info: dict[str, Any], recipe) -> str:
         *([_lora_line(info["lora"]), ""] if info.get("lora") else []),
         *([_attention_line(info), ""] if m.get("head") == "attention" else []),
         *([_alignment_line(info), ""] if m.get("alignment") == "per_task" else []),
+        *([_camtl_line(info), ""] if m.get("conditioning") == "camtl" else []),
         "## Heads and losses", "",
         "| family | head | loss |", "| --- | --- | --- |",
         *(f"| {f} | {get_family(f).head_summary} | {get_family(f).loss_summary} |" for f in families), ""])
@@ -73,8 +74,21 @@ def _attention_line(info: dict[str, Any]) -> str:
             "them, `prefinetune.export.load_exported` does.")
 
 
+def _camtl_line(info: dict[str, Any]) -> str:
+    spec = info["model"]["camtl"]
+    parts = [name.replace("conditional_", "") for name in ("conditional_attention", "conditional_alignment",
+                                                            "conditional_layer_norm", "conditional_bottleneck")
+             if spec[name]]
+    return (f"CA-MTL's task-conditioned transformer (Pilault et al. 2021; `model.conditioning: camtl`): a task "
+            f"embedding of {spec['task_embedding_dim']} modulates the layers above the "
+            f"{info['model']['camtl_frozen_layers']} frozen ones (conditional {', '.join(parts) or 'nothing'}; "
+            "`conditioning.*` in `heads.safetensors`). `AutoModel.from_pretrained` gives the backbone without its "
+            "conditioning, which is not the trained model: `prefinetune.export.load_exported` is.")
+
+
 def _alignment_line(info: dict[str, Any]) -> str:
-    where = "input word embeddings" if info["model"]["alignment_at"] == "embeddings" else "encoder states"
+    where = ("input word embeddings" if info["model"]["alignment_at"] == "embeddings"
+             else "final states (BART: the decoder's)")
     return (f"Covariance alignment (Wu, Zhang & Ré 2020; `model.alignment: per_task`): each task's {where} pass "
             "through its own H x H matrix (`alignment.weight` in `heads.safetensors`); no stock transformers class "
             "holds it, `prefinetune.export.load_exported` does.")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "state_dict_from_checkpoint"]
+__all__ = ["CheckpointError", "state_dict_from_checkpoint", "locate_checkpoint"]
 
 log = logging.getLogger(__name__)
 MODEL_STATES = "mp_rank_00_model_states.pt"
@@ -36,7 +36,7 @@ def state_dict_from_checkpoint(checkpoint_dir: str | Path, tag: str | None = Non
 
     `tag` defaults to the one named in checkpoint_dir/latest; a tag folder itself is accepted too.
     """
-    root, tag = _locate(Path(checkpoint_dir), tag)
+    root, tag = locate_checkpoint(Path(checkpoint_dir), tag)
     tag_dir = root / tag
     if any(tag_dir.glob("*_optim_states.pt")):
         state = _from_zero(root, tag)
@@ -46,7 +46,7 @@ def state_dict_from_checkpoint(checkpoint_dir: str | Path, tag: str | None = Non
     return {name: _fp32(t) for name, t in state.items()}
 
 
-def _locate(checkpoint_dir: Path, tag: str | None) -> tuple[Path, str]:
+def locate_checkpoint(checkpoint_dir: Path, tag: str | None) -> tuple[Path, str]:
     """(folder holding the tag folders, tag), or a CheckpointError naming the folder."""
     if tag is None and (checkpoint_dir / MODEL_STATES).is_file():
         return checkpoint_dir.parent, checkpoint_dir.name

@@ -26,7 +26,7 @@ import torch
 
 from prefinetune import __version__
 from prefinetune.export.card import model_card, refresh_card
-from prefinetune.export.checkpoint import state_dict_from_checkpoint
+from prefinetune.export.checkpoint import locate_checkpoint, state_dict_from_checkpoint
 from prefinetune.export.shared_weights import BACKBONE_FILE, Shared, load_shared, readable_files, share_backbone
 from prefinetune.families.family import get_family
 from prefinetune.model.multitask import AttentionHeads, MultiTaskModel, TaskSpec, build_model
@@ -51,7 +51,7 @@ def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | di
     why}: which checkpoint this is and why) into tasks.json and the card. `shape(model, recipe)` gives the
     model the structure it was trained in (e.g. LoRA adapters), `unshape(model, recipe)` takes it back
     once the weights are loaded (merging them) and returns a writer of extra files, or None."""
-    recipe = _as_recipe(recipe)
+    recipe = _trained_widths(_as_recipe(recipe), checkpoint_dir, tag)
     model = build_model(recipe, backbone)
     if shape is not None:
         shape(model, recipe)
@@ -62,6 +62,23 @@ def export_from_checkpoint(checkpoint_dir: str | Path, recipe: RecipeConfig | di
     m = recipe.model
     tokenizer = load_tokenizer(m.name_or_path, m.revision, m.trust_remote_code)
     return export_model(model, tokenizer, out_dir, recipe, metrics, exported, extra)
+
+
+def _trained_widths(recipe: RecipeConfig, checkpoint_dir, tag: str | None) -> RecipeConfig:
+    """A recipe with model.head_dim dypa takes the widths the checkpoint's run resolved (its recorded recipe),
+    not ones recomputed from whatever shards are there now."""
+    if recipe.model.head != "attention" or recipe.model.head_dim != "dypa":
+        return recipe
+    from prefinetune.distributed.reshard import model_states
+
+    root, tag = locate_checkpoint(Path(checkpoint_dir), tag)
+    saved = (model_states(root, tag).get("recipe") or {}).get("model", {}).get("head_dim")
+    if not isinstance(saved, dict):
+        raise ValueError(f"model.head_dim dypa: the checkpoint {root / tag} does not record the widths its run used; "
+                         "give them as model.head_dim={task: width, ...} (the run's recipe.json has them)")
+    data = recipe.model_dump(mode="json")
+    data["model"].update(head_dim=saved, dypa=None)
+    return recipe_from_dict(data, "<recipe with the checkpoint's DyPa widths>")
 
 
 def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: RecipeConfig | dict,
@@ -115,7 +132,7 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
     model = MultiTaskModel(backbone, heads, info["model"]["head_dropout"],
                            spectral_norm=info["model"].get("spectral_norm", False),
                            shared_dense=info["model"].get("head_dense", "per_task") == "shared", attention=attention,
-                           alignment_at=info["model"].get("alignment_at"))
+                           alignment_at=info["model"].get("alignment_at"), **_camtl_from(info["model"]))
     saved = load_file(str(out / HEADS_FILE))
     expected = head_state_dict(model)
     if saved.keys() != expected.keys():
@@ -127,6 +144,16 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
 def head_state_dict(model: MultiTaskModel) -> dict[str, torch.Tensor]:
     """Every tensor of the model outside the backbone: the heads of all families, by module name."""
     return {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+
+
+def _camtl_from(model_info: dict) -> dict:
+    """MultiTaskModel's CA-MTL arguments from tasks.json: its spec, and the length its attention blocks span."""
+    if model_info.get("conditioning", "none") != "camtl":
+        return {}
+    from prefinetune.recipe.config import CamtlSection
+
+    spec = CamtlSection(**model_info["camtl"])
+    return {"camtl": spec, "max_length": model_info["camtl_block"] * spec.attention_blocks}
 
 
 def read_tasks_info(out_dir: str | Path) -> dict[str, Any]:
@@ -163,7 +190,7 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
                       "spectral_norm": model.spectral_norm,
                       "head_dense": "shared" if model.shared_dense else "per_task", **design,
                       "alignment": "none" if model.alignment_at is None else "per_task",
-                      "alignment_at": model.alignment_at},
+                      "alignment_at": model.alignment_at, **_conditioning(model)},
             "heads": {"file": HEADS_FILE, "head": "classification/regression/multiple_choice: first token (BART: "
                       "last token) -> dropout -> dense -> tanh -> dropout -> out_proj, tensors "
                       "<family>.{dense_weight,dense_bias,out_weight,out_bias}[family_index]; span: span.{weight,bias} "
@@ -177,11 +204,21 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
             "tasks": tasks}
 
 
+def _conditioning(model: MultiTaskModel) -> dict:
+    if model.conditioning is None:
+        return {"conditioning": "none"}
+    return {"conditioning": "camtl", "camtl": model.camtl.model_dump(mode="json"),
+            "camtl_frozen_layers": model.conditioning.frozen, "camtl_block": model.conditioning.block}
+
+
 def _attends(model: MultiTaskModel, head: TaskSpec) -> bool:
     return model.attention is not None and get_family(head.family).task_bank
 
 
 def _no_stock_head(model: MultiTaskModel, head: TaskSpec) -> str | None:
+    if model.conditioning is not None:
+        return ("the backbone is CA-MTL-conditioned by task (model.conditioning: camtl), which no stock "
+                "transformers class holds; prefinetune.export.load_exported reproduces it")
     if model.alignment_at is not None:
         return (f"its {'input embeddings' if model.alignment_at == 'embeddings' else 'encoder states'} pass through "
                 "the task's alignment matrix (model.alignment: per_task), which no stock transformers class holds; "

@@ -193,7 +193,9 @@ class ClassificationFamily(Family):
     task_bank = True      # a head per dataset, stacked: model.head_dense applies
 
     def head_outputs(self, head, task, batch, features):
-        return head.read(features, task.family_index if task is not None else 0)
+        if task is None:            # another family's batch: cheaply, on the first token (the same graph)
+            return head.read(features.first_token(), 0)
+        return head.read(features, task.family_index)
 
     def entropy(self, outputs, batch):
         return softmax_entropy(outputs)

@@ -37,6 +37,10 @@ class Features:
     def __init__(self, states: torch.Tensor, pooled: torch.Tensor, mask: torch.Tensor, lm_logits):
         self.states, self.pooled, self.mask, self.lm_logits = states, pooled, mask, lm_logits
 
+    def first_token(self) -> "Features":
+        """The same features cut to the first position: what a head of another family's batch runs on."""
+        return Features(self.states[:, :1], self.pooled, self.mask[:, :1], self.lm_logits)
+
 
 class FamilyData:
     """A family's recipe checks and data side: raw values -> records -> shard columns."""

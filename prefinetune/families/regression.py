@@ -184,7 +184,9 @@ class RegressionFamily(Family):
     task_bank = True      # a head per dataset, stacked: model.head_dense applies
 
     def head_outputs(self, head, task, batch, features):
-        return head.read(features, task.family_index if task is not None else 0).squeeze(-1)
+        if task is None:            # another family's batch: cheaply, on the first token (the same graph)
+            return head.read(features.first_token(), 0).squeeze(-1)
+        return head.read(features, task.family_index).squeeze(-1)
 
     def sym_kl(self, clean, noisy, batch):
         """No distribution: the squared difference of the two outputs."""

@@ -62,6 +62,8 @@ def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[st
     """Shards per model (each with its own tokenizer), and every check a trial would fail, before any
     starts: each grid point's recipe keys, the task on the model's backbone, the reused head, the split
     roles. {label: shards folder}."""
+    from prefinetune.finetune.conditioning import check_conditioning
+    from prefinetune.finetune.head_reuse import head_source
     from prefinetune.finetune.lora import check_lora
     from prefinetune.finetune.resolve import resolve_finetune
     from prefinetune.run.driver import check_backbone, prepare_data
@@ -76,6 +78,9 @@ def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[st
         resolve_finetune(recipes[0])
         for recipe in {json.dumps(r.finetune.lora.model_dump()): r for r in recipes if r.finetune.lora}.values():
             check_lora(recipe)                   # each LoRA setting of the grid fits the backbone
+        for recipe in recipes[1:]:               # each grid point's model keys fit the export's head and conditioning
+            head_source(recipe)
+            check_conditioning(recipe)
     return shards
 
 

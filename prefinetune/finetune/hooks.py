@@ -43,9 +43,12 @@ class FinetuneHooks(RunHooks):
         return train, {roles.select: final[roles.select]}, final
 
     def start_model(self, model, recipe) -> str | None:
+        from prefinetune.finetune.conditioning import start_conditioning
         from prefinetune.finetune.head_reuse import start_heads
 
-        return start_heads(model, recipe)
+        conditioned = start_conditioning(model, recipe)
+        heads = start_heads(model, recipe)
+        return f"{heads}; {conditioned}" if conditioned else heads
 
     def shape_model(self, model, recipe) -> str | None:
         if recipe.finetune.lora is None:

@@ -6,6 +6,7 @@ the checks that must fail before any worker (or trial) starts.
 from __future__ import annotations
 
 from prefinetune.data.shards import read_manifest
+from prefinetune.finetune.conditioning import check_conditioning
 from prefinetune.finetune.head_reuse import head_source
 from prefinetune.finetune.plan import updates_for_epochs
 from prefinetune.finetune.splits import finetune_roles, finetune_rows
@@ -28,6 +29,7 @@ def resolve_finetune(recipe: RecipeConfig) -> RecipeConfig:
     raises ValueError for a task without dev and test, or a head that cannot be reused, RecipeError for a
     finetune.lora that does not fit the backbone."""
     head_source(recipe)                          # errors (labels, family) before anything starts
+    check_conditioning(recipe)                   # a CA-MTL export needs its conditioning here
     ft = recipe.finetune
     if ft.lora is not None:
         from prefinetune.finetune.lora import check_lora

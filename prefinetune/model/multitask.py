@@ -23,10 +23,11 @@ from torch import nn
 
 from prefinetune.families.family import BUILT_IN, Features, get_family
 from prefinetune.model.alignment import TaskAlignment
+from prefinetune.model.camtl import CamtlConditioning
 from prefinetune.model.source import resolve_model_source
 
 __all__ = ["AttentionHeads", "TaskSpec", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model",
-           "family_order"]
+           "family_order", "resolve_head_widths"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def _shift_right(ids: torch.Tensor, pad_id: int, start_id: int) -> torch.Tensor:
 
 class MultiTaskModel(nn.Module):
     def __init__(self, backbone: nn.Module, tasks: list[TaskSpec], head_dropout: float, spectral_norm: bool = False,
-                 shared_dense: bool = False, attention: AttentionHeads | None = None, alignment_at: str | None = None):
+                 shared_dense: bool = False, attention: AttentionHeads | None = None, alignment_at: str | None = None,
+                 camtl=None, max_length: int = 512):
         super().__init__()
         self.backbone = backbone
         self.encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
@@ -92,6 +94,8 @@ class MultiTaskModel(nn.Module):
         self.alignment_at = alignment_at       # model.alignment: per_task at embeddings|outputs (model/alignment.py)
         if alignment_at is not None:
             self.alignment = TaskAlignment(len(self.tasks), hidden)
+        self.camtl = camtl                     # model.conditioning: camtl (its spec; prefinetune/model/camtl.py)
+        self.conditioning = CamtlConditioning(backbone, len(self.tasks), camtl, max_length) if camtl else None
         for name in self.families:             # registered under the family's name: "classification.*", ...
             family = self._family[name]
             extra = {}
@@ -117,6 +121,8 @@ class MultiTaskModel(nn.Module):
         On BART the states are the decoder's: over the source, or over the target (batch["labels"])
         for a family whose decoder reads it (summarization)."""
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if self.conditioning is not None:      # the task whose embedding CA-MTL's hooks read, also in a recompute
+            self.conditioning.task = task_id
         if self.encoder_decoder:
             cfg = self.backbone.config
             source = batch["labels"] if reads_target else batch["input_ids"]
@@ -255,7 +261,17 @@ def build_model(recipe, backbone: nn.Module | None = None, rows: dict[str, int] 
     m = recipe.model
     return MultiTaskModel(backbone, heads, m.head_dropout, spectral_norm=recipe.r3f.spectral_norm,
                           shared_dense=m.head_dense == "shared", attention=attention_heads(recipe, rows),
-                          alignment_at=m.alignment_at if m.alignment == "per_task" else None)
+                          alignment_at=m.alignment_at if m.alignment == "per_task" else None,
+                          camtl=camtl_spec(m), max_length=m.max_length)
+
+
+def camtl_spec(model_section):
+    """The recipe's CA-MTL spec (model.camtl, or its defaults), or None without model.conditioning: camtl."""
+    from prefinetune.recipe.config import CamtlSection
+
+    if model_section.conditioning != "camtl":
+        return None
+    return model_section.camtl or CamtlSection()
 
 
 def attention_heads(recipe, rows: dict[str, int] | None = None) -> AttentionHeads | None:
@@ -269,6 +285,19 @@ def attention_heads(recipe, rows: dict[str, int] | None = None) -> AttentionHead
     if m.head_dim == "dypa" and rows is None:
         rows = training_rows(recipe.shards_path)
     return AttentionHeads(task_widths(m, names, rows), m.head_attention_heads or 1)
+
+
+def resolve_head_widths(recipe, rows: dict[str, int] | None = None):
+    """The recipe with model.head_dim dypa made the task -> width map it stands for (model.dypa dropped), from
+    the prepared shards' train rows: what the workers, the checkpoints' recorded recipe, recipe.json and the
+    export then build, so a resume or an export never sizes the heads from shards that changed since."""
+    from prefinetune.recipe.config import recipe_from_dict
+
+    if recipe.model.head != "attention" or recipe.model.head_dim != "dypa":
+        return recipe
+    data = recipe.model_dump(mode="json")
+    data["model"].update(head_dim=attention_heads(recipe, rows).widths, dypa=None)
+    return recipe_from_dict(data, "<recipe with DyPa's widths>")
 
 
 def training_rows(shards_dir) -> dict[str, int] | None:

@@ -19,8 +19,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from prefinetune.recipe.overrides import apply_overrides
 from prefinetune.recipe.task_config import Column, RecipeError, TaskConfig, _Strict, family_roles
 
-__all__ = ["RecipeConfig", "FinetuneSection", "TaskConfig", "RecipeError", "Column", "family_roles", "load_recipe",
-           "apply_overrides", "recipe_from_dict"]
+__all__ = ["RecipeConfig", "CamtlSection", "FinetuneSection", "TaskConfig", "RecipeError", "Column", "family_roles",
+           "load_recipe", "apply_overrides", "recipe_from_dict"]
 
 class RunSection(_Strict):
     name: str = Field("prefinetune", description="run name; the run folder is output_dir/name")
@@ -48,6 +48,24 @@ class DypaSection(_Strict):
             raise ValueError(f"model.dypa.sizes needs {len(self.bounds) + 1} widths (one more than bounds), "
                              f"got {len(self.sizes)}")
         return self
+
+
+class CamtlSection(_Strict):
+    """CA-MTL's task-conditioned transformer (prefinetune/model/camtl.py): which parts, and their sizes."""
+    conditional_attention: bool = Field(True, description="a block-diagonal task bias on each conditioned layer's "
+                                        "attention scores")
+    conditional_alignment: bool = Field(True, description="a task-modulated alignment between the embeddings and "
+                                        "the first layer")
+    conditional_layer_norm: bool = Field(True, description="task-modulated LayerNorms in each conditioned layer")
+    conditional_bottleneck: bool = Field(True, description="a task-modulated bottleneck adapter after each "
+                                         "conditioned layer")
+    freeze_bottom_layers: Union[Literal["half"], Annotated[int, Field(ge=0)]] = Field(
+        "half", description="encoder layers frozen from the bottom (half: CA-MTL's lower half, rounded down); the "
+        "layers above are the conditioned ones")
+    task_embedding_dim: int = Field(64, ge=1, description="the width of each task's embedding z")
+    attention_blocks: int = Field(4, ge=1, description="conditional attention: N, the diagonal blocks of the bias "
+                                  "(each of ceil(max_length / N) positions)")
+    bottleneck_dim: int = Field(64, ge=1, description="conditional bottleneck: its inner width")
 
 
 class ModelSection(_Strict):
@@ -81,12 +99,21 @@ class ModelSection(_Strict):
         "(alignment_at; prefinetune/model/alignment.py); T x H^2 parameters")
     alignment_at: Literal["embeddings", "outputs"] = Field(
         "embeddings", description="alignment per_task: embeddings, the task's input word embeddings before the "
-        "encoder (the paper's Algorithm 1: Z = E R); outputs, the encoder's states before the task's head")
+        "encoder (the paper's Algorithm 1: Z = E R); outputs, the backbone's final states (BART: the decoder's) "
+        "before the task's head")
+    conditioning: Literal["none", "camtl"] = Field(
+        "none", description="camtl: CA-MTL's task-conditioned transformer on a BERT/RoBERTa-type encoder (task "
+        "embeddings, conditional attention, alignment, layer norm and bottleneck, the bottom layers frozen; "
+        "model.camtl; prefinetune/model/camtl.py)")
+    camtl: Optional[CamtlSection] = Field(None, description="conditioning camtl: its parts and sizes; None: all "
+                                          "parts, the lower half frozen, z of 64")
     dypa: Optional[DypaSection] = Field(
         None, description="model.head_dim dypa: {bounds, sizes}; None: the paper's quartiles and 128/256/512/1024")
 
     @model_validator(mode="after")
     def _head_keys_fit_the_head(self) -> "ModelSection":
+        if self.camtl is not None and self.conditioning != "camtl":
+            raise ValueError("model.camtl sets CA-MTL's conditioning: it needs model.conditioning: camtl")
         if self.alignment == "none" and self.alignment_at != "embeddings":
             raise ValueError("model.alignment_at places the per-task alignment: it needs model.alignment: per_task")
         if self.head == "fc":
@@ -416,6 +443,10 @@ class FinetuneSection(_Strict):
     reuse_head: bool = Field(True, description="start from the export's head for this task where it has one "
                              "(by name, or head_from); false: a fresh head")
     head_from: Optional[str] = Field(None, description="the export's task whose head to reuse; None: the same name")
+    task_embedding_from: Optional[str] = Field(
+        None, description="a CA-MTL export (model.conditioning camtl): whose task embedding z the task starts from: a "
+        "task of the export, or 'mean' (the mean of its trained embeddings); None: the task's own where the export "
+        "has it (by name or head_from), else the mean")
     eval_at_start: bool = Field(True, description="score the starting model before the first update "
                                 "(update 0 in metrics.jsonl)")
     grid: dict[str, list[Any]] = Field(

@@ -44,7 +44,8 @@ def resolve_paths(recipe: RecipeConfig) -> RecipeConfig:
 
 def check_backbone(recipe: RecipeConfig) -> None:
     """Errors a run would meet only in its workers, found from the backbone's config alone: a task
-    whose family needs an encoder-decoder backbone (summarization: BART) on an encoder-only one."""
+    whose family needs an encoder-decoder backbone (summarization: BART) on an encoder-only one, CA-MTL's
+    conditioning on an encoder-decoder."""
     from transformers import AutoConfig
 
     from prefinetune.families.family import get_family
@@ -64,6 +65,10 @@ def check_backbone(recipe: RecipeConfig) -> None:
         raise RecipeError(f"tasks {[t.name for t in needy]} are {needy[0].family}, which needs an encoder-decoder "
                          f"backbone such as BART; model.name_or_path={m.name_or_path!r} is {config.model_type}, "
                          "encoder-only")
+    if m.conditioning == "camtl" and getattr(config, "is_encoder_decoder", False):
+        raise RecipeError(f"model.conditioning camtl conditions a BERT/RoBERTa-type encoder's layers; "
+                          f"model.name_or_path={m.name_or_path!r} is {config.model_type}, an encoder-decoder "
+                          "(not supported: CA-MTL's parts are defined on an encoder's attention and layer norms)")
 
 
 def prepare_data(recipe: RecipeConfig) -> dict:
@@ -274,6 +279,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     metrics, export, and the optional extras (plots), which may fail without failing the run. `hooks`
     (prefinetune/run/hooks.py): what a layer above the run changes in it (fine-tuning: its length from
     its epochs once the shards exist, its rows, its starting head, its summary)."""
+    from prefinetune.model.multitask import resolve_head_widths
     from prefinetune.run.errors import RunInterrupted
     from prefinetune.run.run_folder import RunLock, check_resume, check_start
     from prefinetune.run.trackers import check_trackers
@@ -287,7 +293,7 @@ def run(recipe: RecipeConfig, resume_from: str | None = None, source: str | None
     with RunLock(recipe.run_dir):
         check_start(recipe, resume_from)   # again, holding the lock: a run may have ended in between
         prepare_data(recipe)
-        recipe = hooks.resolve(recipe)
+        recipe = hooks.resolve(resolve_head_widths(recipe))      # DyPa's widths fixed once, from these shards
         check_resume(recipe, resume_from, hooks)
         (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json"), indent=2))
         print(header(recipe, source), flush=True)

@@ -74,15 +74,19 @@ class SvdTaskWeights:
         return True
 
     def representation(self, model, data, task_id: int, name: str, seed: int, device) -> list[float]:
-        """theta_t: the mean pooled state over the task's representation rows (float64 numbers)."""
+        """theta_t: the mean pooled state over the sequences of the task's representation rows (a multiple-choice
+        row: one per real choice, the padding choices of a batch left out), as float64 numbers."""
         rows = representation_rows(seed, self.names.index(name), len(data.splits[name]), self.rows)
-        total = None
+        total, count = None, 0
         with eval_mode(model), torch.no_grad():
             for start in range(0, len(rows), self.batch_size):
                 batch = data.batch(Slot(0, name, rows[start:start + self.batch_size]), device)
-                pooled = model.pooled(task_id, batch).double().sum(dim=0)
-                total = pooled if total is None else total + pooled
-        return (total / len(rows)).cpu().tolist()
+                pooled = model.pooled(task_id, batch).double()
+                if "choice_mask" in batch:
+                    pooled = pooled[batch["choice_mask"].reshape(-1)]
+                total = pooled.sum(dim=0) if total is None else total + pooled.sum(dim=0)
+                count += len(pooled)
+        return (total / count).cpu().tolist()
 
     def flush(self) -> dict[str, float]:
         """What a log window records: the weights in force and the update they were computed at."""

@@ -3,11 +3,11 @@
 Two real gloo workers train 4 updates of mixed families and save a checkpoint after update 2, under:
 bf16 ZeRO-1 and ZeRO-2 (DeepSpeed's bf16 on its CPU accelerator: the same optimizer and the same
 `bf16_zero_pp_rank_*` files as on GPUs), fp32 stage 0 and fp32 ZeRO-2 (also with the seed methods'
-options on: attention heads, per-task alignment). A fresh engine then loads that checkpoint through the
-project's own `load_checkpoint` (what the worker loop calls) and trains updates 3 and 4, on 2 workers
-and on 1, and must end where the uninterrupted run ended. The ZeRO-2 ones are also saved by 1 worker and
-resumed on 2 (re-sharded the other way). bf16 ZeRO-2 also meets a NaN row with `train.nonfinite_skips`
-on: the update is skipped on both ranks and leaves the weights bit-identical.
+options on: attention heads, per-task alignment, CA-MTL conditioning). A fresh engine then loads that
+checkpoint through the project's own `load_checkpoint` (what the worker loop calls) and trains updates 3
+and 4, on 2 workers and on 1, and must end where the uninterrupted run ended. The ZeRO-2 ones are also
+saved by 1 worker and resumed on 2 (re-sharded the other way). bf16 ZeRO-2 also meets a NaN row with
+`train.nonfinite_skips` on: the update is skipped on both ranks and leaves the weights bit-identical.
 
     python -m pytest tests/distributed/test_checkpoint_resume.py -q
 """
@@ -38,9 +38,12 @@ TASKS = ("classification2", "regression", "classification3", "multiple_choice")
 
 
 def _recipe(stage: int, precision: str, design: str, world: int):
-    """design seed_methods: Wolfe & Lundgaard's attention heads of two widths, Wu et al.'s per-task alignment."""
+    """design seed_methods: Wolfe & Lundgaard's attention heads of two widths, Wu et al.'s per-task alignment,
+    CA-MTL's conditioning (its lower half frozen)."""
     model = {"head": "attention", "head_dim": {"classification2": 8, "classification3": 16, "regression": 8},
-             "alignment": "per_task"} if design == "seed_methods" else {}
+             "alignment": "per_task", "conditioning": "camtl",
+             "camtl": {"task_embedding_dim": 8, "attention_blocks": 2, "bottleneck_dim": 8}} \
+        if design == "seed_methods" else {}
     return recipe_from_dict(mixed_recipe(
         ["classification", "regression", "multiple_choice"],
         train={"slots_per_update": SLOTS, "batch_size": 3, "updates": UPDATES, "nonfinite_skips": 1 if stage else 0},

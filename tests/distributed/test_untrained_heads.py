@@ -3,7 +3,7 @@ tasks and 2 slots an update, each update trains at most 2 tasks, and every other
 of the stacked bank: projection, bias and, per_task, its dense layer) comes out of the update
 bit-identical, for both fc head designs (model.head_dense) and for attention heads of two widths
 (model.head: attention: the task's rows of its width group) with Wu et al.'s per-task alignment matrices
-(model.alignment: per_task). Trained heads do move.
+(model.alignment: per_task) and CA-MTL's task embeddings (model.conditioning: camtl). Trained heads do move.
 
     python -m pytest tests/distributed/test_untrained_heads.py -q
 """
@@ -31,8 +31,9 @@ def _widths() -> dict:
 
 
 def _recipe(design: str) -> dict:
-    model = ({"head": "attention", "head_dim": _widths(), "alignment": "per_task"} if design == "attention"
-             else {"head_dense": design})
+    model = ({"head": "attention", "head_dim": _widths(), "alignment": "per_task", "conditioning": "camtl",
+              "camtl": {"task_embedding_dim": 8, "attention_blocks": 2, "bottleneck_dim": 8}}
+             if design == "attention" else {"head_dense": design})
     recipe = tiny_recipe(deepspeed={"zero_stage": 2}, model=model,
                          train={"updates": UPDATES, "slots_per_update": 2, "batch_size": 3},
                          optim={"lr": 1e-2, "warmup_updates": 0, "weight_decay": 0.1})
@@ -42,7 +43,7 @@ def _recipe(design: str) -> dict:
 
 def _heads(engine) -> dict:
     return {k: v.detach().clone() for k, v in engine.module.state_dict().items()
-            if k.startswith(("classification.", "alignment."))}
+            if k.startswith(("classification.", "alignment.", "conditioning.task_embedding"))}
 
 
 def _worker(rank: int, port: int, out: str) -> None:
@@ -78,7 +79,8 @@ def _rows(state: dict, index: int, per_task: bool, design: str = "") -> dict:
         group, row = AttentionHeadBank.placement(list(_widths().values()))[index]
         prefix = f"classification.groups.{group}."
         rows = {k: v[row] for k, v in state.items() if k.startswith(prefix)}
-        return {**rows, "alignment.weight": state["alignment.weight"][index]}      # Wu et al.'s R_t too
+        return {**rows, "alignment.weight": state["alignment.weight"][index],        # Wu et al.'s R_t too
+                "conditioning.task_embedding": state["conditioning.task_embedding"][index]}      # CA-MTL's z_t
     rows = {k: state[f"classification.{k}"][index] for k in ("out_weight", "out_bias")}
     if per_task:
         rows.update({k: state[f"classification.{k}"][index] for k in ("dense_weight", "dense_bias")})
@@ -110,7 +112,7 @@ def test_heads_of_tasks_not_trained_in_an_update_come_out_bit_identical(head_den
             assert 0 < len(trained) <= 2
             for index, name in enumerate(names):
                 old, new = _rows(before, index, per_task, head_dense), _rows(after, index, per_task, head_dense)
-                assert len(old) == (9 if head_dense == "attention" else 4 if per_task else 2)
+                assert len(old) == (10 if head_dense == "attention" else 4 if per_task else 2)
                 if name in trained:
                     assert any(not torch.equal(old[k], new[k]) for k in old), (u, name)
                 else:

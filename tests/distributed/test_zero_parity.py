@@ -312,6 +312,31 @@ def test_attention_heads_with_r3f_under_zero2_match_single_process_reference(par
     _assert_ranks_match(ranks, reference)
 
 
+def _camtl_case() -> dict:
+    """CA-MTL's conditioning, every part on, the lower half frozen, gradient checkpointing on (its hooks run again
+    in the recompute), mixed families, R3F on; the reference runs without checkpointing."""
+    return mixed_recipe(FAMILY_CASES["bert"], deepspeed={"zero_stage": 2}, run={"seed": 8},
+                        train={"updates": 3, "slots_per_update": 6, "batch_size": 3},
+                        r3f={"enabled": True, "sigma": 0.05, "weight": 1.0},
+                        model={"conditioning": "camtl", "gradient_checkpointing": True,
+                               "camtl": {"attention_blocks": 2, "task_embedding_dim": 8, "bottleneck_dim": 8}})
+
+
+@pytest.mark.slow
+def test_camtl_conditioning_with_r3f_under_zero2_matches_single_process_reference(parity):
+    recipe_dict = CASES["camtl-bert"][0]
+    recipe = recipe_from_dict({**recipe_dict, "model": {**recipe_dict["model"], "gradient_checkpointing": False}})
+    ranks = parity["camtl-bert"]
+    assert [r["checkpointing"] for r in ranks] == [True] * WORLD
+    reference = _family_reference(recipe, "bert")
+    initial = build_model(recipe, backbone=tiny_bert(seed=0)).state_dict()
+    frozen = [k for k in initial if k.startswith("backbone.encoder.layer.0.")]
+    assert frozen and all(torch.equal(ranks[r]["state"][k], initial[k]) for k in frozen for r in range(WORLD))
+    trained = [k for k in initial if k.startswith(("backbone.encoder.layer.1.", "conditioning."))]
+    assert all(not torch.equal(reference[k], initial[k]) for k in trained if k.endswith(("gamma", "up", "blocks")))
+    _assert_ranks_match(ranks, reference)
+
+
 def _svd_case() -> dict:
     """Wu et al.'s SVD task weights, recomputed before updates 1 and 3 (each rank computes its share of the tasks'
     representations, one all-gather), mixed families, R3F on. Not multiple choice or span: their scorers' biases
@@ -358,6 +383,7 @@ CASES = {
     "attention-bert": (_attention_case(), "bert", "families"),
     **{f"alignment-{b}": (_alignment_case(b), b, "families") for b in FAMILY_CASES},
     "svd-bert": (_svd_case(), "bert", "families"),
+    "camtl-bert": (_camtl_case(), "bert", "families"),
 }
 
 

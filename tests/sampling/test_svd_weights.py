@@ -58,6 +58,22 @@ def test_a_tasks_representation_is_the_mean_of_its_pooled_states():
     assert not weights.due(1) and weights.due(2)
 
 
+def test_a_multiple_choice_tasks_representation_is_the_mean_over_its_real_choices():
+    """One sequence per real choice, whatever the batch pads: each row alone gives its own choices' states."""
+    recipe = recipe_from_dict(mixed_recipe(["classification", "multiple_choice"], sampling={"task_weights": "svd"}))
+    model = build_model(recipe, backbone=tiny_bert()).eval()
+    data = TrainData(family_splits(recipe), recipe.tasks, pad_id=0)
+    weights = SvdTaskWeights([t.name for t in recipe.tasks], every=2, rank=1, rows=9, batch_size=4)
+    i = next(k for k, t in enumerate(recipe.tasks) if t.family == "multiple_choice")
+    got = weights.representation(model, data, i, "multiple_choice", 0, torch.device("cpu"))
+    states = []
+    with torch.no_grad():
+        for row in representation_rows(0, i, 30, 9):
+            batch = data.batch(Slot(0, "multiple_choice", (row,)), torch.device("cpu"))
+            states.append(model.pooled(i, batch).double()[batch["choice_mask"].reshape(-1)])
+    np.testing.assert_allclose(got, torch.cat(states).mean(dim=0).numpy(), rtol=1e-6, atol=1e-7)
+
+
 @pytest.mark.parametrize("sampling,message", [
     ({"svd_every": 5}, "sampling.svd_every sets the SVD task weights: it needs sampling.task_weights: svd"),
     ({"task_weights": "svd", "svd_rank": 4}, r"sampling.svd_rank=4 is more than the recipe's 3 tasks"),

@@ -1,0 +1,82 @@
+"""Fine-tuning from a CA-MTL export (`model.conditioning: camtl`, prefinetune/model/camtl.py): the export's
+backbone was trained through its task conditioning, so the fine-tuning model is built with the same
+conditioning and starts from the export's: every shared part as it is, and for the task's embedding z the
+task's own where the export has it (by name, or finetune.head_from), else `finetune.task_embedding_from`:
+a task of the export, or `mean`, the mean of its trained embeddings (CA-MTL's options for a new task).
+
+    check_conditioning(recipe)              # before anything starts: the same conditioning, a known source
+    note = start_conditioning(model, recipe)
+"""
+from __future__ import annotations
+
+import torch
+
+from prefinetune.finetune.head_reuse import export_folder, export_info
+from prefinetune.finetune.plan import FinetuneError
+
+__all__ = ["check_conditioning", "start_conditioning", "embedding_source"]
+
+
+def check_conditioning(recipe) -> None:
+    """A CA-MTL export needs the same model.conditioning and model.camtl here; task_embedding_from must name
+    one of its tasks (or mean); without a CA-MTL export, task_embedding_from has nothing to read."""
+    info, m, ft = export_info(recipe.model.name_or_path), recipe.model, recipe.finetune
+    theirs = info["model"].get("camtl") if info and info["model"].get("conditioning") == "camtl" else None
+    if theirs is None:
+        if ft.task_embedding_from is not None:
+            raise FinetuneError(f"finetune.task_embedding_from={ft.task_embedding_from!r} picks a CA-MTL task "
+                                f"embedding; {m.name_or_path} is not a CA-MTL export (model.conditioning: camtl)")
+        return
+    mine = (m.camtl.model_dump(mode="json") if m.camtl else _defaults()) if m.conditioning == "camtl" else None
+    if mine != theirs:
+        keys = " ".join(f"model.camtl.{k}={v}" for k, v in theirs.items())
+        raise FinetuneError(f"the export {m.name_or_path} is CA-MTL-conditioned ({theirs}); its backbone computes "
+                            f"what it learned only through that conditioning: fine-tuning it needs "
+                            f"model.conditioning=camtl {keys}")
+    embedding_source(info, recipe)
+
+
+def _defaults() -> dict:
+    from prefinetune.recipe.config import CamtlSection
+
+    return CamtlSection().model_dump(mode="json")
+
+
+def embedding_source(info: dict, recipe) -> int | str:
+    """The export's task index whose embedding the task starts from, or 'mean'."""
+    names = {t["name"]: t["head_index"] for t in info["tasks"]}
+    wanted = recipe.finetune.task_embedding_from
+    if wanted is None:
+        own = recipe.finetune.head_from or recipe.tasks[0].name
+        return names.get(own, "mean")
+    if wanted != "mean" and wanted not in names:
+        raise FinetuneError(f"finetune.task_embedding_from={wanted!r}: the export {recipe.model.name_or_path} has no "
+                            f"such task; it has {sorted(names)} (or use 'mean')")
+    return names.get(wanted, "mean")
+
+
+def start_conditioning(model, recipe) -> str | None:
+    """Copy the export's conditioning into `model` (built for the recipe's one task); what was done, or None."""
+    from safetensors.torch import load_file
+
+    from prefinetune.export.folder import HEADS_FILE
+
+    info = export_info(recipe.model.name_or_path)
+    if model.conditioning is None or info is None or info["model"].get("conditioning") != "camtl":
+        return None
+    saved = {k[len("conditioning."):]: v for k, v in load_file(str(export_folder(recipe.model.name_or_path) /
+                                                                     HEADS_FILE)).items()
+             if k.startswith("conditioning.")}
+    source = embedding_source(info, recipe)
+    table = saved.pop("task_embedding")
+    with torch.no_grad():
+        model.conditioning.load_state_dict({**saved, "task_embedding": model.conditioning.task_embedding.detach()},
+                                           strict=True)
+        model.conditioning.task_embedding[0].copy_(table.mean(dim=0) if source == "mean" else table[source])
+    which = ("the mean of the export's task embeddings" if source == "mean"
+             else f"the export's embedding of {_name(info, source)!r}")
+    return f"CA-MTL conditioning from the export; {recipe.tasks[0].name}'s task embedding starts from {which}"
+
+
+def _name(info: dict, index: int) -> str:
+    return next(t["name"] for t in info["tasks"] if t["head_index"] == index)
