@@ -163,7 +163,7 @@ def test_bart_and_bad_keys_are_refused_by_name(tmp_path):
     from prefinetune.run.driver import check_backbone
 
     bart_recipe = recipe_from_dict(mixed_recipe(["classification"], model={"conditioning": "camtl"}))
-    with pytest.raises(ValueError, match="conditions a BERT/RoBERTa-type encoder .*bart is not one"):
+    with pytest.raises(ValueError, match="BERT/RoBERTa-type encoder .*; bart with .* attention is not one"):
         build_model(bart_recipe, backbone=tiny_bart())
     folder = save_tiny_bart(tmp_path / "bart")
     data = bart_recipe.model_dump()
@@ -212,6 +212,9 @@ def test_an_export_reloads_the_conditioning_and_fine_tuning_starts_from_it(tmp_p
     with pytest.raises(FinetuneError, match=r"is CA-MTL-conditioned .* fine-tuning it needs model.conditioning=camtl "
                                             r"model.camtl.conditional_attention=True"):
         check_conditioning(finetune())
+    with pytest.raises(FinetuneError, match=r"conditional attention spans 128 positions .* needs model.max_length=128 "
+                                            r"\(this recipe has 64\)"):
+        check_conditioning(finetune("model.conditioning=camtl", *camtl, "model.max_length=64"))
     with pytest.raises(FinetuneError, match=r"task_embedding_from='nope': the export .* has no such task"):
         check_conditioning(finetune("model.conditioning=camtl", *camtl, "finetune.task_embedding_from=nope"))
     task = finetune().tasks[0]

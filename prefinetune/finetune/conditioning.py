@@ -33,6 +33,12 @@ def check_conditioning(recipe) -> None:
         raise FinetuneError(f"the export {m.name_or_path} is CA-MTL-conditioned ({theirs}); its backbone computes "
                             f"what it learned only through that conditioning: fine-tuning it needs "
                             f"model.conditioning=camtl {keys}")
+    span = info["model"]["camtl_block"] * theirs["attention_blocks"]
+    if -(-m.max_length // theirs["attention_blocks"]) != info["model"]["camtl_block"]:
+        raise FinetuneError(f"the export {m.name_or_path}'s conditional attention spans {span} positions "
+                            f"({theirs['attention_blocks']} blocks of {info['model']['camtl_block']}); its blocks are "
+                            f"sized by model.max_length, so fine-tuning it needs model.max_length={span} "
+                            f"(this recipe has {m.max_length})")
     embedding_source(info, recipe)
 
 

@@ -37,8 +37,17 @@ from torch.nn import functional as F
 __all__ = ["CamtlConditioning", "frozen_layer_count", "encoder_layers"]
 
 
+SUPPORTED = ("bert", "roberta", "xlm-roberta", "camembert")     # their layouts and masks are the ones hooked here
+
+
 def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
     """The encoder's layer list of a BERT/RoBERTa-type model (backbone.encoder.layer), or a ValueError why not."""
+    config = backbone.config
+    if config.model_type not in SUPPORTED or getattr(config, "_attn_implementation", "eager") not in ("eager", "sdpa"):
+        raise ValueError(f"model.conditioning camtl conditions a BERT/RoBERTa-type encoder ({', '.join(SUPPORTED)}, "
+                         f"eager or sdpa attention); {config.model_type} with "
+                         f"{getattr(config, '_attn_implementation', None)} attention is not one (BART's "
+                         "encoder-decoder is not supported)")
     layers = getattr(getattr(backbone, "encoder", None), "layer", None)
     if getattr(backbone.config, "is_encoder_decoder", False) or not isinstance(layers, nn.ModuleList) or not all(
             hasattr(layer, "attention") and hasattr(layer.attention, "self") and hasattr(layer, "output")

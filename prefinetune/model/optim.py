@@ -21,8 +21,9 @@ from torch import nn
 
 __all__ = ["lr_factor", "param_groups", "HeadAwareAdamW", "build_optimizer", "scheduler_factory"]
 
-# alignment.weight: Wu et al.'s per-task R_t starts at the identity, which decay would pull towards 0
-_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight", "alignment.weight")
+# alignment.weight (Wu et al.'s R_t), align_matrix (CA-MTL's R): start at the identity, which decay would pull to 0
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "layernorm.weight", "norm.weight", "alignment.weight",
+             "align_matrix")
 
 
 def lr_factor(step: int, warmup: int, total: int) -> float:
