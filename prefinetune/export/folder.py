@@ -29,7 +29,7 @@ from prefinetune.export.card import model_card, refresh_card
 from prefinetune.export.checkpoint import locate_checkpoint, state_dict_from_checkpoint
 from prefinetune.export.shared_weights import BACKBONE_FILE, Shared, load_shared, readable_files, share_backbone
 from prefinetune.families.family import get_family
-from prefinetune.model.multitask import AttentionHeads, MultiTaskModel, TaskSpec, build_model
+from prefinetune.model.multitask import AttentionHeads, MultiTaskModel, TaskSpec, build_model, with_head_widths
 from prefinetune.model.source import load_tokenizer
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.best_effort import failure_reason, warn
@@ -76,9 +76,7 @@ def _trained_widths(recipe: RecipeConfig, checkpoint_dir, tag: str | None) -> Re
     if not isinstance(saved, dict):
         raise ValueError(f"model.head_dim dypa: the checkpoint {root / tag} does not record the widths its run used; "
                          "give them as model.head_dim={task: width, ...} (the run's recipe.json has them)")
-    data = recipe.model_dump(mode="json")
-    data["model"].update(head_dim=saved, dypa=None)
-    return recipe_from_dict(data, "<recipe with the checkpoint's DyPa widths>")
+    return with_head_widths(recipe, saved)
 
 
 def export_model(model: MultiTaskModel, tokenizer, out_dir: str | Path, recipe: RecipeConfig | dict,
@@ -200,7 +198,7 @@ def tasks_info(model: MultiTaskModel, recipe: RecipeConfig) -> dict[str, Any]:
                       "{in,qkv,o,out}_{weight,bias}[head_row] (prefinetune/model/attention_heads.py); with "
                       "model.alignment per_task, alignment.weight[head_index], task t's H x H matrix R_t "
                       "(x @ R_t on alignment_at: its input word embeddings or "
-                      "the encoder's states; prefinetune/model/alignment.py)"},
+                      "the backbone's final states; prefinetune/model/alignment.py)"},
             "tasks": tasks}
 
 
@@ -220,7 +218,7 @@ def _no_stock_head(model: MultiTaskModel, head: TaskSpec) -> str | None:
         return ("the backbone is CA-MTL-conditioned by task (model.conditioning: camtl), which no stock "
                 "transformers class holds; prefinetune.export.load_exported reproduces it")
     if model.alignment_at is not None:
-        return (f"its {'input embeddings' if model.alignment_at == 'embeddings' else 'encoder states'} pass through "
+        return (f"its {'input embeddings' if model.alignment_at == 'embeddings' else 'final states'} pass through "
                 "the task's alignment matrix (model.alignment: per_task), which no stock transformers class holds; "
                 "prefinetune.export.load_exported reproduces it")
     if _attends(model, head):

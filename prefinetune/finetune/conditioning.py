@@ -13,6 +13,7 @@ import torch
 
 from prefinetune.finetune.head_reuse import export_folder, export_info
 from prefinetune.finetune.plan import FinetuneError
+from prefinetune.model.multitask import camtl_spec
 
 __all__ = ["check_conditioning", "start_conditioning", "embedding_source"]
 
@@ -27,7 +28,8 @@ def check_conditioning(recipe) -> None:
             raise FinetuneError(f"finetune.task_embedding_from={ft.task_embedding_from!r} picks a CA-MTL task "
                                 f"embedding; {m.name_or_path} is not a CA-MTL export (model.conditioning: camtl)")
         return
-    mine = (m.camtl.model_dump(mode="json") if m.camtl else _defaults()) if m.conditioning == "camtl" else None
+    spec = camtl_spec(m)
+    mine = spec.model_dump(mode="json") if spec is not None else None
     if mine != theirs:
         keys = " ".join(f"model.camtl.{k}={v}" for k, v in theirs.items())
         raise FinetuneError(f"the export {m.name_or_path} is CA-MTL-conditioned ({theirs}); its backbone computes "
@@ -40,12 +42,6 @@ def check_conditioning(recipe) -> None:
                             f"sized by model.max_length, so fine-tuning it needs model.max_length={span} "
                             f"(this recipe has {m.max_length})")
     embedding_source(info, recipe)
-
-
-def _defaults() -> dict:
-    from prefinetune.recipe.config import CamtlSection
-
-    return CamtlSection().model_dump(mode="json")
 
 
 def embedding_source(info: dict, recipe) -> int | str:

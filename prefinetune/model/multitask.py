@@ -27,7 +27,7 @@ from prefinetune.model.camtl import CamtlConditioning
 from prefinetune.model.source import resolve_model_source
 
 __all__ = ["AttentionHeads", "TaskSpec", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model",
-           "family_order", "resolve_head_widths"]
+           "family_order", "resolve_head_widths", "with_head_widths"]
 
 
 @dataclass(frozen=True)
@@ -291,13 +291,18 @@ def resolve_head_widths(recipe, rows: dict[str, int] | None = None):
     """The recipe with model.head_dim dypa made the task -> width map it stands for (model.dypa dropped), from
     the prepared shards' train rows: what the workers, the checkpoints' recorded recipe, recipe.json and the
     export then build, so a resume or an export never sizes the heads from shards that changed since."""
-    from prefinetune.recipe.config import recipe_from_dict
-
     if recipe.model.head != "attention" or recipe.model.head_dim != "dypa":
         return recipe
+    return with_head_widths(recipe, attention_heads(recipe, rows).widths)
+
+
+def with_head_widths(recipe, widths: dict[str, int]):
+    """The recipe with model.head_dim the given task -> width map (and model.dypa dropped)."""
+    from prefinetune.recipe.config import recipe_from_dict
+
     data = recipe.model_dump(mode="json")
-    data["model"].update(head_dim=attention_heads(recipe, rows).widths, dypa=None)
-    return recipe_from_dict(data, "<recipe with DyPa's widths>")
+    data["model"].update(head_dim=widths, dypa=None)
+    return recipe_from_dict(data, "<recipe with its heads' widths>")
 
 
 def training_rows(shards_dir) -> dict[str, int] | None:
