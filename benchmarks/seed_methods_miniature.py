@@ -10,8 +10,9 @@ held-out tasks at 10% of their training rows). What this scale shows, not a repr
    the lower half frozen); attention heads at a fixed d_t = 64 and with DyPa's widths (Wolfe & Lundgaard);
    SVD task weights recomputed every 25 updates (Wu, Zhang & Ré).
 2. `compare` each export and plain MiniLM on cb (NLI-style pair, 3 classes) and copa (multiple choice), held
-   out of the mixture, at 10% of their training rows, `--seeds` seeds (the study's recipes: 5 epochs). The
-   CA-MTL export is fine-tuned with its conditioning (its own compare; the same seeds and rows).
+   out of the mixture, at 10% of their training rows, `--seeds` seeds (the study's recipes: 5 epochs; one
+   worker per trial). The CA-MTL export is fine-tuned with its conditioning and the export's max_length (its
+   conditional attention's blocks are sized by it; copa's recipe has 64), in its own compare, same seeds and rows.
 3. Writes the JSON (every model's mean and std per task) and prints the table.
 
 Every step resumes: an export already written is kept, and each compare resumes its trials.
@@ -56,8 +57,17 @@ def compare_task(task: str, models: list[str], extra: list[str], seeds: int, dat
     from prefinetune.recipe.config import load_recipe
 
     recipe = load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml",
-                         [f"data.root={data_dir}", f"run.output_dir={out}", *HELDOUT[task], *extra])
+                         [f"data.root={data_dir}", f"run.output_dir={out}", "scaling.num_workers=1", *HELDOUT[task],
+                          *extra])
     return compare(recipe, models, [0.1], seeds, out)
+
+
+def camtl_overrides(export: str) -> list[str]:
+    """What fine-tuning a CA-MTL export needs: its conditioning and the max_length its blocks were sized by."""
+    import json
+
+    info = json.loads((Path(export) / "tasks.json").read_text())
+    return [*CAMTL, f"model.max_length={info['model']['max_length']}"]
 
 
 def cells(summary: dict) -> dict[str, dict]:
@@ -75,12 +85,14 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     args = p.parse_args(argv)
     work = Path(args.work_dir).expanduser().resolve()
+    args.data_dir = str(Path(args.data_dir).expanduser().resolve())     # in the recipes compare resumes by
     exports = {name: prefinetune(name, extra, args.data_dir, work, args.updates) for name, extra in VARIANTS.items()}
     plain = [MODEL] + [exports[n] for n in VARIANTS if n != "camtl_half_frozen"]
     table: dict = {}
     for task in HELDOUT:
         found = cells(compare_task(task, plain, [], args.seeds, args.data_dir, work / f"compare_{task}"))
-        found.update(cells(compare_task(task, [exports["camtl_half_frozen"]], CAMTL, args.seeds, args.data_dir,
+        camtl = exports["camtl_half_frozen"]
+        found.update(cells(compare_task(task, [camtl], camtl_overrides(camtl), args.seeds, args.data_dir,
                                         work / f"compare_{task}_camtl")))
         table[task] = found
     write_result(args.out, {"settings": {"model": MODEL, "recipe": str(RECIPE.relative_to(REPO)),

@@ -246,3 +246,30 @@ def test_an_export_reloads_the_conditioning_and_fine_tuning_starts_from_it(tmp_p
     assert trial_recipe(base, trials[0], tmp_path).model.camtl.task_embedding_dim == 8
     with pytest.raises(FinetuneError, match="is CA-MTL-conditioned"):
         prepare_models(base, {"export": str(folder)}, tmp_path / "compare")
+
+
+def test_a_new_task_starts_from_its_family_embeddings_where_it_reuses_a_shared_head():
+    """embedding_source on a hand-written export: a task the export has by name (or finetune.head_from) starts
+    from its own embedding; a new multiple-choice task from the mean of the export's multiple-choice tasks (the
+    shared head it reuses was trained on their conditioning); a new classification task from the mean of all;
+    a head_from the export lacks is refused even with reuse off."""
+    from prefinetune.finetune.conditioning import embedding_source
+    from prefinetune.finetune.plan import FinetuneError
+    from prefinetune.recipe.config import load_recipe
+
+    info = {"tasks": [{"name": n, "family": f, "head_index": i} for i, (n, f) in enumerate(
+        [("rte", "classification"), ("arc_easy", "multiple_choice"), ("cola", "classification"),
+         ("swag", "multiple_choice"), ("xquad_en", "span")])]}
+
+    def source(recipe_file, *extra):
+        return embedding_source(info, load_recipe(f"recipes/finetune/{recipe_file}.yaml", list(extra)))
+
+    assert source("rte") == [0]
+    assert source("copa") == [1, 3]
+    assert source("copa", "finetune.task_embedding_from=mean") == [0, 1, 2, 3, 4]
+    assert source("copa", "finetune.head_from=swag") == [3]
+    assert source("cb") == [0, 1, 2, 3, 4]
+    assert source("cb", "finetune.task_embedding_from=cola") == [2]
+    with pytest.raises(FinetuneError, match=r"finetune.head_from='nope': the export .* has no such task; it has "
+                                            r"\['arc_easy', 'cola', 'rte', 'swag', 'xquad_en'\]"):
+        source("cb", "finetune.reuse_head=false", "finetune.head_from=nope")

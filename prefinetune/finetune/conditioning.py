@@ -2,7 +2,9 @@
 backbone was trained through its task conditioning, so the fine-tuning model is built with the same
 conditioning and starts from the export's: every shared part as it is, and for the task's embedding z the
 task's own where the export has it (by name, or finetune.head_from), else `finetune.task_embedding_from`:
-a task of the export, or `mean`, the mean of its trained embeddings (CA-MTL's options for a new task).
+a task of the export, or `mean`, the mean of its trained embeddings (CA-MTL's options for a new task); unset
+for a new multiple-choice or span task, the mean of the export's tasks of that family, whose one shared head
+the task reuses.
 
     check_conditioning(recipe)              # before anything starts: the same conditioning, a known source
     note = start_conditioning(model, recipe)
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from prefinetune.families.family import get_family
 from prefinetune.finetune.head_reuse import export_folder, export_info
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.model.multitask import camtl_spec
@@ -44,17 +47,27 @@ def check_conditioning(recipe) -> None:
     embedding_source(info, recipe)
 
 
-def embedding_source(info: dict, recipe) -> int | str:
-    """The export's task index whose embedding the task starts from, or 'mean'."""
+def embedding_source(info: dict, recipe) -> list[int]:
+    """The export's task indices whose embeddings' mean the task starts from: finetune.task_embedding_from's
+    task (all of them for 'mean'); by default the task's own (by name or finetune.head_from), else, in a family
+    whose tasks share one head (multiple choice, span), the export's tasks of that family (the shared head it
+    may reuse was trained on their conditioning), else all of them (the mean)."""
     names = {t["name"]: t["head_index"] for t in info["tasks"]}
-    wanted = recipe.finetune.task_embedding_from
-    if wanted is None:
-        own = recipe.finetune.head_from or recipe.tasks[0].name
-        return names.get(own, "mean")
-    if wanted != "mean" and wanted not in names:
+    ft, task = recipe.finetune, recipe.tasks[0]
+    wanted = ft.task_embedding_from
+    if wanted not in (None, "mean") and wanted not in names:
         raise FinetuneError(f"finetune.task_embedding_from={wanted!r}: the export {recipe.model.name_or_path} has no "
                             f"such task; it has {sorted(names)} (or use 'mean')")
-    return names.get(wanted, "mean")
+    if ft.head_from is not None and ft.head_from not in names:
+        raise FinetuneError(f"finetune.head_from={ft.head_from!r}: the export {recipe.model.name_or_path} has no such "
+                            f"task; it has {sorted(names)}")
+    if wanted == "mean":
+        return sorted(names.values())
+    own = wanted or ft.head_from or task.name
+    if own in names:
+        return [names[own]]
+    family = [t["head_index"] for t in info["tasks"] if t["family"] == task.family]
+    return family if family and get_family(task.family).shared_head else sorted(names.values())
 
 
 def start_conditioning(model, recipe) -> str | None:
@@ -74,11 +87,14 @@ def start_conditioning(model, recipe) -> str | None:
     with torch.no_grad():
         model.conditioning.load_state_dict({**saved, "task_embedding": model.conditioning.task_embedding.detach()},
                                            strict=True)
-        model.conditioning.task_embedding[0].copy_(table.mean(dim=0) if source == "mean" else table[source])
-    which = ("the mean of the export's task embeddings" if source == "mean"
-             else f"the export's embedding of {_name(info, source)!r}")
-    return f"CA-MTL conditioning from the export; {recipe.tasks[0].name}'s task embedding starts from {which}"
+        model.conditioning.task_embedding[0].copy_(table[source].mean(dim=0))
+    return (f"CA-MTL conditioning from the export; {recipe.tasks[0].name}'s task embedding starts from "
+            f"{_which(info, source)}")
 
 
-def _name(info: dict, index: int) -> str:
-    return next(t["name"] for t in info["tasks"] if t["head_index"] == index)
+def _which(info: dict, source: list[int]) -> str:
+    names = [t["name"] for t in info["tasks"] if t["head_index"] in source]
+    if len(names) == 1:
+        return f"the export's embedding of {names[0]!r}"
+    return ("the mean of the export's task embeddings" if len(names) == len(info["tasks"])
+            else f"the mean of the export's embeddings of {names}")

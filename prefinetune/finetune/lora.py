@@ -30,16 +30,28 @@ def _quiet_peft():
         yield
 
 
-def _config(lora, backbone):
-    """peft's LoraConfig for the recipe's section; the pooler (frozen, read by no head) is never adapted:
-    a trainable parameter that no rank's graph touches has no place in a ZeRO run."""
+def _config(lora, backbone, frozen_layers: int = 0):
+    """peft's LoraConfig for the recipe's section; never adapted: the pooler (frozen, read by no head: a
+    trainable parameter that no rank's graph touches has no place in a ZeRO run) and the lower
+    `frozen_layers` encoder layers (a CA-MTL backbone's frozen half: CA-MTL trains only the layers above)."""
     from peft import LoraConfig
     from torch import nn
 
-    pooler = [name for name, module in backbone.named_modules()
-              if name.split(".")[0] == "pooler" and isinstance(module, nn.Linear)]
+    frozen = set()
+    if frozen_layers:
+        from prefinetune.model.camtl import encoder_layers
+
+        frozen = {id(m) for layer in encoder_layers(backbone)[:frozen_layers] for m in layer.modules()}
+    excluded = [name for name, module in backbone.named_modules() if isinstance(module, nn.Linear)
+                and (name.split(".")[0] == "pooler" or id(module) in frozen)]
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
-                      exclude_modules=pooler or None, bias="none")
+                      exclude_modules=excluded or None, bias="none")
+
+
+def _frozen_layers(model) -> int:
+    """The CA-MTL-frozen lower layers of a built model (0 without conditioning)."""
+    conditioning = getattr(model, "conditioning", None)
+    return conditioning.frozen if conditioning is not None else 0
 
 
 def check_lora(recipe) -> None:
@@ -49,6 +61,7 @@ def check_lora(recipe) -> None:
     from peft import get_peft_model
     from transformers import AutoConfig, AutoModel
 
+    from prefinetune.model.multitask import camtl_spec
     from prefinetune.model.source import resolve_model_source
     from prefinetune.recipe.config import RecipeError
 
@@ -57,9 +70,14 @@ def check_lora(recipe) -> None:
                                         trust_remote_code=m.trust_remote_code)
     with torch.device("meta"):
         backbone = AutoModel.from_config(config, trust_remote_code=m.trust_remote_code)
+    frozen, spec = 0, camtl_spec(m)
+    if spec is not None:
+        from prefinetune.model.camtl import encoder_layers, frozen_layer_count
+
+        frozen = frozen_layer_count(spec.freeze_bottom_layers, len(encoder_layers(backbone)))
     try:
         with _quiet_peft():
-            get_peft_model(backbone, _config(recipe.finetune.lora, backbone))
+            get_peft_model(backbone, _config(recipe.finetune.lora, backbone, frozen))
     except ValueError as err:
         raise RecipeError(f"finetune.lora does not fit the {config.model_type} backbone of "
                           f"{m.name_or_path}: {err}") from None
@@ -70,13 +88,15 @@ def add_lora(model, lora) -> str:
     so the model computes what it did); returns what was done, for the console."""
     from peft import get_peft_model
 
-    config = _config(lora, model.backbone)
+    skipped = _frozen_layers(model)
+    config = _config(lora, model.backbone, skipped)
     with _quiet_peft():
         model.backbone = get_peft_model(model.backbone, config)
     adapters = sum(p.numel() for p in model.backbone.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.backbone.parameters() if not p.requires_grad)
     modules = sorted(model.backbone.peft_config["default"].target_modules)
-    return (f"LoRA r={lora.r} alpha={lora.alpha:g} on {modules}: {adapters:,} adapter parameters train, "
+    where = f" (not in the {skipped} CA-MTL-frozen lower layers)" if skipped else ""
+    return (f"LoRA r={lora.r} alpha={lora.alpha:g} on {modules}{where}: {adapters:,} adapter parameters train, "
             f"{frozen:,} backbone parameters frozen")
 
 

@@ -446,7 +446,8 @@ class FinetuneSection(_Strict):
     task_embedding_from: Optional[str] = Field(
         None, description="a CA-MTL export (model.conditioning camtl): whose task embedding z the task starts from: a "
         "task of the export, or 'mean' (the mean of its trained embeddings); None: the task's own where the export "
-        "has it (by name or head_from), else the mean")
+        "has it (by name or head_from), else for a multiple-choice or span task the mean of the export's tasks of "
+        "that family (whose shared head it reuses), else the mean of all")
     eval_at_start: bool = Field(True, description="score the starting model before the first update "
                                 "(update 0 in metrics.jsonl)")
     grid: dict[str, list[Any]] = Field(

@@ -128,6 +128,30 @@ def test_lora_never_adapts_the_unused_pooler_and_a_bad_target_is_refused_before_
         check_lora(wide)
 
 
+def test_lora_on_a_camtl_backbone_adapts_only_the_layers_camtl_trains(trained):
+    """CA-MTL freezes the lower layers; LoRA on such a model (and its check) leaves them without adapters,
+    so they stay the export's, and adapts every conditioned layer above."""
+    from prefinetune.finetune.lora import add_lora, check_lora
+    from prefinetune.model.multitask import build_model
+    from prefinetune.recipe.config import CamtlSection
+
+    _, recipe, _, _ = trained
+    camtl = recipe.model_copy(deep=True)
+    camtl.model = camtl.model.model_copy(update={"conditioning": "camtl"})
+    model = build_model(camtl)
+    layers, frozen = len(model.backbone.encoder.layer), model.conditioning.frozen
+    assert 0 < frozen < layers
+    said = add_lora(model, camtl.finetune.lora)
+    adapted = {int(n.split("encoder.layer.")[1].split(".")[0]) for n, _ in model.named_parameters() if ".lora_" in n}
+    assert adapted == set(range(frozen, layers)), adapted
+    assert f"(not in the {frozen} CA-MTL-frozen lower layers)" in said
+    camtl.finetune.lora.target_modules = ["query", "value"]
+    check_lora(camtl)
+    camtl.model = camtl.model.model_copy(update={"camtl": CamtlSection(freeze_bottom_layers=layers)})
+    with pytest.raises(RecipeError, match="finetune.lora does not fit the bert backbone .*No modules were targeted"):
+        check_lora(camtl)       # every layer frozen: nothing left to adapt
+
+
 def test_lora_keys_are_checked_and_compare_can_search_them(tmp_path, monkeypatch):
     import sys
 
