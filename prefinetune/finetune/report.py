@@ -1,5 +1,7 @@
 """A comparison's results: the chosen grid point per model, fraction and seed (best on the select split),
-its test score, and mean +- std over seeds per model and fraction; as JSON, a markdown table and a plot.
+its test score, mean +- std over seeds per model and fraction, and each model against the first (the
+base), paired by seed (prefinetune/finetune/paired.py: the mean difference, its 95% interval, the paired
+test's p, wins/ties/losses); as JSON, a markdown table and a plot.
 
     summary = summarise("rte", results, labels, [0.1, 1.0], seeds=3)   # pure
     write_report(summary, out_dir)       # results.json, results.md, results.png (plot: best effort)
@@ -11,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prefinetune.finetune.paired import CONFIDENCE, paired_difference
 from prefinetune.finetune.plan import FinetuneError
 
 __all__ = ["default_metric", "choose", "summarise", "markdown_table", "plot", "write_report"]
@@ -63,21 +66,49 @@ def summarise(task: str, results: list[dict], labels: dict[str, str], fractions:
             (tm, ts), (sm, ss) = _mean_std(test), _mean_std(select)
             rows.append({"model": model, "fraction": fraction, "seeds": len(picks), "test_mean": tm, "test_std": ts,
                          "select_mean": sm, "select_std": ss, "test_scores": test,
+                         "seed_ids": [r["trial"]["seed"] for r in picks],
                          "chosen": [r["trial"]["point"] for r in picks],
                          "updates": [r["updates"] for r in picks]})
     first = results[0] if results else {"select_split": None, "test_split": None}
+    base = next(iter(labels), None)
     return {"task": task, "metric": metric, "select_split": first["select_split"], "test_split": first["test_split"],
-            "models": labels, "fractions": fractions, "seeds": seeds, "rows": rows}
+            "models": labels, "fractions": fractions, "seeds": seeds, "base": base, "rows": with_paired(rows, base)}
+
+
+def with_paired(rows: list[dict], base: str | None) -> list[dict]:
+    """Each row of another model than `base`, with "vs_base": its paired difference from base's row at the
+    same fraction (over the seeds both finished)."""
+    by_fraction = {r["fraction"]: r for r in rows if r["model"] == base}
+    out = []
+    for row in rows:
+        theirs = by_fraction.get(row["fraction"])
+        if row["model"] != base and theirs is not None:
+            row = {**row, "vs_base": paired_difference(dict(zip(row["seed_ids"], row["test_scores"])),
+                                                       dict(zip(theirs["seed_ids"], theirs["test_scores"])))}
+        out.append(row)
+    return out
+
+
+def delta_cell(stats: dict | None) -> str:
+    """A paired difference in a table cell: +0.050 [-0.010, +0.110] p=0.09 (W/T/L 7/1/2)."""
+    if stats is None or stats["n"] == 0:
+        return "-"
+    ci = "" if stats["ci"] is None else f" [{stats['ci'][0]:+.3f}, {stats['ci'][1]:+.3f}]"
+    p = "" if stats["p_value"] is None else f" p={stats['p_value']:.2g}"
+    return f"{stats['mean']:+.3f}{ci}{p} ({stats['wins']}/{stats['ties']}/{stats['losses']})"
 
 
 def markdown_table(summary: dict) -> str:
-    """Models down, fractions across: test mean +- std over seeds (the number of seeds where fewer)."""
+    """Models down, fractions across: test mean +- std over seeds (the number of seeds where fewer), and
+    per fraction the paired difference from the base model (the first)."""
     fractions = summary["fractions"]
     cells = {(r["model"], r["fraction"]): r for r in summary["rows"]}
-    head = "| model | " + " | ".join(f"{f:g} of train" for f in fractions) + " |"
+    head = "| model | " + " | ".join(f"{f:g} of train | Δ vs base at {f:g}" for f in fractions) + " |"
     lines = [f"{summary['task']}: {summary['test_split']} {summary['metric']}, mean ± std over "
-             f"{summary['seeds']} seeds; grid point chosen on {summary['select_split']}", "", head,
-             "|" + "---|" * (len(fractions) + 1)]
+             f"{summary['seeds']} seeds; grid point chosen on {summary['select_split']}. Δ vs base: the mean "
+             f"paired difference from {summary.get('base')} over the seeds both finished, its "
+             f"{CONFIDENCE:.0%} t-interval, the paired t-test's p, wins/ties/losses over seeds", "", head,
+             "|" + "---|" * (2 * len(fractions) + 1)]
     trials = summary.get("trials")
     if trials and not summary.get("complete", True):
         lines[:0] = [f"PARTIAL: {trials['finished']} of {trials['total']} trials finished (run the same command "
@@ -91,6 +122,7 @@ def markdown_table(summary: dict) -> str:
             empty = "failed" if (model, f) in failed else "-"
             row.append(empty if r is None else f"{r['test_mean']:.3f} ± {r['test_std']:.3f}"
                        + ("" if r["seeds"] == summary["seeds"] else f" ({r['seeds']} seeds)"))
+            row.append("base" if model == summary.get("base") else delta_cell((r or {}).get("vs_base")))
         lines.append("| " + " | ".join(row) + " |")
     if failures:
         lines += ["", f"Failed trials ({len(failures)}; run the same command again to retry them):"]
@@ -108,28 +140,46 @@ def legend_labels(summary: dict) -> dict[str, str]:
 
 
 def plot(summary: dict, path: Path) -> Path:
-    """Score vs fraction, one line per model, error bars of one std."""
+    """Left: score vs fraction, one line per model, error bars of one std. Right: each model's paired
+    difference from the base vs fraction, error bars its 95% t-interval (none below 2 seeds)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(11, 3.8))
     for model, label in legend_labels(summary).items():
         rows = sorted((r for r in summary["rows"] if r["model"] == model), key=lambda r: r["fraction"])
         if rows:
-            ax.errorbar([r["fraction"] for r in rows], [r["test_mean"] for r in rows],
-                        yerr=[r["test_std"] for r in rows], marker="o", capsize=3, label=label)
+            line = ax.errorbar([r["fraction"] for r in rows], [r["test_mean"] for r in rows],
+                               yerr=[r["test_std"] for r in rows], marker="o", capsize=3, label=label)
+            _plot_delta(dx, model, rows, line[0].get_color())      # the model's colour in both panels
         elif label != model:       # every trial of it failed: named in the legend, not dropped silently
             ax.plot([], [], linestyle="none", marker="x", label=label)
     ax.set_xlabel("fraction of the training rows")
     ax.set_ylabel(f"{summary['test_split']} {summary['metric']}")
     ax.set_title(f"{summary['task']} ({summary['seeds']} seeds, mean ± std)")
     ax.legend()
+    dx.axhline(0.0, color="grey", linewidth=0.8)
+    dx.set_xlabel("fraction of the training rows")
+    dx.set_ylabel(f"Δ {summary['metric']} vs {summary.get('base')}")
+    dx.set_title(f"paired difference from the base ({CONFIDENCE:.0%} t-interval)")
+    if dx.get_legend_handles_labels()[0]:
+        dx.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def _plot_delta(ax, model: str, rows: list[dict], color) -> None:
+    paired = [(r["fraction"], r["vs_base"]) for r in rows if r.get("vs_base") and r["vs_base"]["n"]]
+    if not paired:
+        return
+    means = [d["mean"] for _, d in paired]
+    low = [d["mean"] - d["ci"][0] if d["ci"] else 0.0 for _, d in paired]
+    high = [d["ci"][1] - d["mean"] if d["ci"] else 0.0 for _, d in paired]
+    ax.errorbar([f for f, _ in paired], means, yerr=[low, high], marker="o", capsize=3, label=model, color=color)
 
 
 def write_report(summary: dict, out_dir: Path) -> None:

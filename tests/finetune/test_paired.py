@@ -1,0 +1,111 @@
+"""compare's paired statistics (prefinetune/finetune/paired.py, report.py): each model against the base,
+paired by seed; checked against scipy and numpy computed directly on the trials' own scores.
+
+    python -m pytest tests/finetune/test_paired.py -q
+"""
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from prefinetune.finetune.paired import paired_difference
+from prefinetune.finetune.report import markdown_table, summarise, write_report
+
+
+def _result(model, fraction, seed, index, dev, test, lr):
+    return {"trial": {"model": model, "fraction": fraction, "seed": seed, "index": index, "point": {"optim.lr": lr}},
+            "updates": 10, "select_split": "dev", "test_split": "test",
+            "metrics": {"dev/cb/accuracy": dev, "test/cb/accuracy": test}}
+
+
+def test_the_difference_its_t_interval_and_p_are_scipy_s_on_the_paired_scores():
+    rng = np.random.default_rng(3)
+    base = {s: float(x) for s, x in enumerate(rng.random(5).round(3))}
+    cand = {s: base[s] + float(d) for s, d in enumerate(rng.normal(0.05, 0.03, 5).round(3))}
+    cand[1] = base[1]                      # a tie
+    cand[7] = 0.9                          # a seed the base lacks: not paired
+    got = paired_difference(cand, base)
+    diff = np.array([cand[s] - base[s] for s in range(5)])
+    half = stats.t.ppf(0.975, 4) * diff.std(ddof=1) / np.sqrt(5)        # the interval by hand
+    assert got["seeds"] == [0, 1, 2, 3, 4] and got["n"] == 5
+    assert got["mean"] == pytest.approx(diff.mean()) and got["std"] == pytest.approx(diff.std(ddof=1))
+    assert got["ci"] == pytest.approx([diff.mean() - half, diff.mean() + half])
+    assert got["p_value"] == pytest.approx(stats.ttest_rel([cand[s] for s in range(5)],
+                                                           [base[s] for s in range(5)]).pvalue)
+    assert (got["wins"], got["ties"], got["losses"]) == (int((diff > 0).sum()), 1, int((diff < 0).sum()))
+    assert got["bootstrap_ci"] is None                   # fewer than 10 seeds
+
+
+def test_from_ten_seeds_a_bootstrap_interval_and_the_edge_cases():
+    rng = np.random.default_rng(5)
+    base = {s: float(x) for s, x in enumerate(rng.random(12))}
+    cand = {s: base[s] + float(rng.normal(0.02, 0.05)) for s in base}
+    got = paired_difference(cand, base)
+    diff = np.array([cand[s] - base[s] for s in range(12)])
+    boot = stats.bootstrap((diff,), np.mean, n_resamples=9999, method="percentile", random_state=0)
+    assert got["bootstrap_ci"] == pytest.approx([boot.confidence_interval.low, boot.confidence_interval.high])
+    assert got["bootstrap_ci"][0] < diff.mean() < got["bootstrap_ci"][1]
+    one = paired_difference({0: 0.7}, {0: 0.5})
+    assert one["mean"] == pytest.approx(0.2) and one["ci"] is None and one["p_value"] is None and one["wins"] == 1
+    same = paired_difference({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})
+    assert same["ci"] == [0.0, 0.0] and same["p_value"] == 1.0 and same["ties"] == 2
+    shifted = paired_difference({0: 0.75, 1: 0.5}, {0: 0.5, 1: 0.25})
+    assert shifted["ci"] == [0.25, 0.25] and shifted["p_value"] == 0.0
+    assert paired_difference({}, {0: 0.5})["n"] == 0
+
+
+def test_a_comparison_reports_each_model_against_the_base_paired_by_seed(tmp_path):
+    """summarise on 3 models x 2 fractions x 10 seeds x 2 grid points (one trial of b missing): vs_base of
+    each non-base row is scipy's paired test on the test scores of the points best on dev, per seed;
+    results.md has the Δ columns, results.json the statistics, results.png both panels."""
+    rng = np.random.default_rng(0)
+    results, i = [], 0
+    for model, shift in (("base", 0.0), ("b", 0.05), ("c", -0.02)):
+        for fraction in (0.1, 1.0):
+            for seed in range(10):
+                for lr in (1e-5, 2e-5):
+                    if (model, fraction, seed) == ("b", 0.1, 3):
+                        continue
+                    dev, test = rng.random(), min(1.0, 0.5 + shift + 0.05 * rng.standard_normal())
+                    results.append(_result(model, fraction, seed, i, dev, test, lr))
+                    i += 1
+    summary = summarise("cb", results, {"base": "B", "b": "X", "c": "Y"}, [0.1, 1.0], 10)
+
+    def scores(model, fraction):      # the trials' own: per seed, the test score of the point best on dev
+        out = {}
+        for r in results:
+            t = r["trial"]
+            if (t["model"], t["fraction"]) == (model, fraction):
+                best = out.get(t["seed"])
+                if best is None or r["metrics"]["dev/cb/accuracy"] > best["metrics"]["dev/cb/accuracy"]:
+                    out[t["seed"]] = r
+        return {s: r["metrics"]["test/cb/accuracy"] for s, r in out.items()}
+
+    assert summary["base"] == "base"
+    for row in summary["rows"]:
+        if row["model"] == "base":
+            assert "vs_base" not in row
+            continue
+        mine, base = scores(row["model"], row["fraction"]), scores("base", row["fraction"])
+        seeds = sorted(set(mine) & set(base))
+        assert row["vs_base"]["seeds"] == seeds and len(seeds) == (9 if (row["model"], row["fraction"]) ==
+                                                                    ("b", 0.1) else 10)
+        test = stats.ttest_rel([mine[s] for s in seeds], [base[s] for s in seeds])
+        assert row["vs_base"]["p_value"] == pytest.approx(test.pvalue)
+        ci = test.confidence_interval()
+        assert row["vs_base"]["ci"] == pytest.approx([ci.low, ci.high])
+        assert row["vs_base"]["mean"] == pytest.approx(np.mean([mine[s] - base[s] for s in seeds]))
+    table = markdown_table(summary)
+    b01 = next(r for r in summary["rows"] if (r["model"], r["fraction"]) == ("b", 0.1))
+    d = b01["vs_base"]
+    assert "| model | 0.1 of train | Δ vs base at 0.1 | 1 of train | Δ vs base at 1 |" in table
+    assert (f"| b | {b01['test_mean']:.3f} ± {b01['test_std']:.3f} (9 seeds) | {d['mean']:+.3f} [{d['ci'][0]:+.3f}, "
+            f"{d['ci'][1]:+.3f}] p={d['p_value']:.2g} ({d['wins']}/{d['ties']}/{d['losses']}) |") in table
+    assert "| base | " in table and " | base |" in table
+    write_report(summary, tmp_path)
+    png = (tmp_path / "results.png").read_bytes()
+    width, height = struct.unpack(">II", png[16:24])
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and width > 2 * height        # the two panels side by side
