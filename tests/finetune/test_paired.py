@@ -5,6 +5,7 @@ paired by seed; checked against scipy and numpy computed directly on the trials'
 """
 from __future__ import annotations
 
+import json
 import struct
 
 import numpy as np
@@ -109,3 +110,46 @@ def test_a_comparison_reports_each_model_against_the_base_paired_by_seed(tmp_pat
     png = (tmp_path / "results.png").read_bytes()
     width, height = struct.unpack(">II", png[16:24])
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and width > 2 * height        # the two panels side by side
+
+
+def test_a_panel_is_one_table_across_tasks_with_the_average_paired_by_seed(tmp_path):
+    """panel_summary over two tasks' summaries (a seed of one task missing for b): each task's cell is its
+    own summary's; the average is the mean over tasks per seed, over the seeds both tasks finished, and
+    its Δ is scipy's paired test on those per-seed averages; panel.md/.json/.png are written."""
+    from prefinetune.finetune.panel import AVERAGE, panel_markdown, panel_summary, write_panel
+
+    rng = np.random.default_rng(1)
+    summaries, scores = [], {}
+    for task in ("cb", "copa"):
+        results = []
+        for i, (model, seed) in enumerate((m, s) for m in ("base", "b") for s in range(5)):
+            if (task, model, seed) == ("copa", "b", 2):
+                continue
+            test = float(rng.random())
+            scores[(task, model, seed)] = test
+            r = _result(model, 0.1, seed, i, 0.5, test, 1e-5)
+            r["metrics"] = {f"dev/{task}/accuracy": 0.5, f"test/{task}/accuracy": test}
+            results.append(r)
+        summaries.append(summarise(task, results, {"base": "B", "b": "X"}, [0.1], 5))
+    panel = panel_summary(summaries)
+    cells = panel["cells"]["0.1"]
+    for task, summary in zip(("cb", "copa"), summaries):
+        row = next(r for r in summary["rows"] if r["model"] == "b")
+        assert cells["b"][task]["mean"] == row["test_mean"] and cells["b"][task]["vs_base"] == row["vs_base"]
+
+    def average(model):
+        return {s: (scores[("cb", model, s)] + scores[("copa", model, s)]) / 2 for s in (0, 1, 3, 4)}
+
+    mine, base = average("b"), average("base")
+    assert cells["b"][AVERAGE]["n"] == 4 and cells["b"][AVERAGE]["mean"] == pytest.approx(np.mean(list(mine.values())))
+    assert cells["base"][AVERAGE]["n"] == 5
+    test = stats.ttest_rel([mine[s] for s in mine], [base[s] for s in mine])
+    assert cells["b"][AVERAGE]["vs_base"]["p_value"] == pytest.approx(test.pvalue)
+    assert cells["b"][AVERAGE]["vs_base"]["seeds"] == [0, 1, 3, 4]
+    table = panel_markdown(panel)
+    assert "| model | cb (accuracy) | copa (accuracy) | average |" in table
+    assert f"| b | {cells['b']['cb']['mean']:.3f} ± {cells['b']['cb']['std']:.3f} | " in table
+    assert f" | {cells['b'][AVERAGE]['mean']:.3f} ± {cells['b'][AVERAGE]['std']:.3f} (4 seeds) |" in table
+    write_panel(panel, tmp_path)
+    assert json.loads((tmp_path / "panel.json").read_text())["tasks"] == ["cb", "copa"]
+    assert (tmp_path / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
