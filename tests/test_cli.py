@@ -31,7 +31,7 @@ def test_the_help_lists_every_subcommand_and_the_default(capsys):
     assert text.startswith("usage: prefinetune [-h] --recipe RECIPE")
     assert "YAML recipe (required)" in text and "(default: None)" not in text
     names = ("pretrain", "prepare", "finetune", "compare", "export", "push", "task-folders", "predict", "report",
-             "study")
+             "study", "transfer-study")
     for name in names:
         assert f"\n  {name} " in text, name
     assert set(SUBCOMMANDS) == set(names)

@@ -1,5 +1,6 @@
 """`prefinetune`, the one command line: subcommands pretrain (the default), prepare, finetune, compare,
-export, push, task-folders, predict, report and study (`prefinetune --help` lists them; each has its own --help).
+export, push, task-folders, predict, report, study and transfer-study (`prefinetune --help` lists them;
+each has its own --help).
 The launch/ and data_prep/ scripts are thin shims over it, for `ray job submit` and habit.
 
     python launch/local_cpu.py                                   # embedded default: offline, 2 CPU workers
@@ -38,6 +39,8 @@ SUBCOMMANDS = {     # name -> (module, its main, what it does)
     "predict": ("prefinetune.cli.predict", "main", "an export's predictions on a split (+ GLUE/SuperGLUE files)"),
     "report": ("prefinetune.cli.report", "main", "a run's task similarity, loss curves and task mix"),
     "study": ("prefinetune.cli.study", "main", "the held-out study (pre-finetune, then compare)"),
+    "transfer-study": ("prefinetune.cli.transfer_study", "main",
+                       "the transfer study: pre-finetune, then the six-task panel paired by seed"),
 }
 
 

@@ -1,0 +1,43 @@
+"""`prefinetune transfer-study`: the transfer study (README, "Does pre-finetuning help downstream?"):
+pre-finetune MiniLM with a recipe (default recipes/prefinetune_minilm_cpu.yaml), then compare its export
+with plain MiniLM on the six-task held-out panel at 10% (10 seeds) and 100% (3 seeds) of their training
+rows, paired by seed (prefinetune/finetune/transfer_study.py).
+
+    prefinetune transfer-study --data-dir ../shared/data [--recipe R] [--name N] [--low-only] [key=value ...]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["make_parser", "main"]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="prefinetune transfer-study", description=__doc__.splitlines()[0].strip("`"))
+    p.add_argument("--data-dir", required=True, help="the shared data folder (only read)")
+    p.add_argument("--output-dir", default="runs/transfer_study")
+    p.add_argument("--recipe", help="the pre-finetuning recipe (default recipes/prefinetune_minilm_cpu.yaml)")
+    p.add_argument("--name", help="run.name of the pre-finetuning (a variant of the ablation: its own export)")
+    p.add_argument("--low-only", action="store_true", help="only the 10%% panel (what the ablation compares)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="pre-finetuning recipe keys, e.g. optim.lr=3e-5")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from prefinetune.cli.common import input_errors
+    from prefinetune.finetune.transfer_study import DEFAULT_RECIPE, run_transfer_study
+    from prefinetune.run.console import say
+
+    args = make_parser().parse_args(argv)
+    if args.overrides and not args.name:
+        say("error: overrides change the pre-finetuning: give the variant a --name (its own run and panels)",
+            sys.stderr)
+        return 2
+    try:
+        run_transfer_study(args.data_dir, args.output_dir, args.recipe or DEFAULT_RECIPE, args.name,
+                           args.overrides, args.low_only)
+    except input_errors() as err:
+        say(f"error: {err}", sys.stderr)
+        return 2
+    return 0

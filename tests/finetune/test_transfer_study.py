@@ -1,0 +1,51 @@
+"""The transfer study's plumbing (prefinetune/finetune/transfer_study.py): the panel spans the families
+and every task has its fine-tuning recipe; the shipped CPU recipe holds none of the panel's tasks nor their
+duplicates (a recipe that does is refused, naming them); study.md is the panels' tables under the command.
+(The panel itself runs on Ray Tune in tests/finetune/test_finetune_job.py; its statistics are tested in
+tests/finetune/test_paired.py. The study's own runs are longer than CI allows: their results are under
+benchmarks/results/.)
+
+    python -m pytest tests/finetune/test_transfer_study.py -q
+"""
+from __future__ import annotations
+
+import pytest
+
+from prefinetune.finetune.plan import FinetuneError
+from prefinetune.finetune.transfer_study import DEFAULT_RECIPE, DUPLICATES, PANEL, check_held_out, study_markdown
+from prefinetune.recipe.config import load_recipe
+
+
+def test_the_panel_spans_the_families_and_the_cpu_recipe_holds_none_of_it():
+    recipes = {task: load_recipe(f"recipes/finetune/{task}.yaml", extra) for task, extra in PANEL.items()}
+    kinds = {(r.tasks[0].family, r.tasks[0].family == "classification" and r.tasks[0].columns.text_pair is not None)
+             for r in recipes.values()}
+    assert kinds == {("classification", True), ("classification", False), ("regression", False),
+                     ("multiple_choice", False), ("tagging", False), ("span", False)}
+    assert recipes["cb"].finetune.epochs == 5
+    shipped = load_recipe(DEFAULT_RECIPE)
+    check_held_out(shipped)
+    assert len(shipped.tasks) >= 18 and shipped.deepspeed.zero_stage == 0 and shipped.scaling.num_workers == 1
+    with pytest.raises(FinetuneError, match=r"trains on \['stsb', 'ud_en_ewt', 'ud_en_ewt_xpos', 'xquad_en'\], "
+                                            r"held out for the transfer panel"):
+        check_held_out(load_recipe("recipes/heldout_study/prefinetune_19.yaml"))
+    assert all(dup not in PANEL for dups in DUPLICATES.values() for dup in dups)
+
+
+def test_the_study_markdown_holds_each_panel_under_the_command():
+    panel = {"tasks": ["cb"], "metrics": {"cb": "accuracy"}, "models": {"base": "B", "x": "X"}, "base": "base",
+             "fractions": [0.1], "seeds": 10, "complete": True, "trials": {"total": 20, "finished": 20, "failed": 0},
+             "cells": {"0.1": {"base": {"cb": {"mean": 0.5, "std": 0.1, "n": 10, "vs_base": None},
+                                        "average": {"mean": 0.5, "std": 0.1, "n": 10, "vs_base": None}},
+                               "x": {"cb": {"mean": 0.6, "std": 0.1, "n": 10, "vs_base": None}}}}}
+    study = {"recipe": str(DEFAULT_RECIPE), "name": "lr3", "overrides": ["optim.lr=3e-5"], "panels": {"0.1": panel}}
+    text = study_markdown(study)
+    assert "Reproduce: `python launch/transfer_study.py --data-dir ../shared/data --name lr3 optim.lr=3e-5`" in text
+    assert "## 0.1 of the training rows, 10 seeds" in text and "| x | 0.600 ± 0.100 | - |" in text
+
+
+def test_overrides_need_a_variant_name(capsys):
+    from prefinetune.cli import main
+
+    assert main(["transfer-study", "--data-dir", "/nowhere", "optim.lr=3e-5"]) == 2
+    assert "give the variant a --name" in capsys.readouterr().err
