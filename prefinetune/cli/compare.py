@@ -60,7 +60,10 @@ def compare_main(argv: list[str] | None = None) -> int:
     # `--models A B key=value` : argparse gives the override to --models; a recipe key is never a model
     overrides = [m for m in args.models + (args.recipes or []) if OVERRIDE.match(m)]
     args.models = [m for m in args.models if not OVERRIDE.match(m)]
-    args.recipes = [r for r in args.recipes if not OVERRIDE.match(r)] if args.recipes else None
+    if args.recipes is not None:
+        args.recipes = [r for r in args.recipes if not OVERRIDE.match(r)]
+        if not args.recipes:
+            compare_parser().error("--recipes needs at least one recipe file (key=value overrides are not recipes)")
     args.overrides = overrides + list(args.overrides)
     try:
         recipes = [load_recipe(path, data_dir_overrides(args.data_dir) + list(args.overrides))

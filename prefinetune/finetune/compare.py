@@ -150,15 +150,33 @@ def failure(config: dict, error: BaseException) -> dict:
 
 
 def check_same_comparison(out_dir: Path, record: dict) -> bool:
-    """Whether out_dir already holds this comparison (its comparison.json: the trials and the recipe), so
-    the run resumes it; another comparison there is refused rather than mixed in."""
+    """Whether out_dir already holds this comparison (its comparison.json: a one-task comparison's trials
+    and recipe, or a panel's tasks and every task's record), so the run resumes it; another comparison
+    there is refused rather than mixed in: Ray Tune restores an experiment's trials as first planned."""
     path = out_dir / "comparison.json"
     if not path.is_file():
         return False
-    if json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(record)):
-        raise FinetuneError(f"{out_dir} holds another comparison (other models, fractions, seeds, grid or "
-                            f"recipe; see {path}): give another --output-dir, or delete it to start over")
+    known = json.loads(path.read_text(encoding="utf-8"))
+    if known != json.loads(json.dumps(record)):
+        what = (f"a panel of {known['panel']} with other trials (tasks, models, fractions, seeds, grid or recipes)"
+                if "panel" in known else "another comparison (other models, fractions, seeds, grid or recipe)")
+        raise FinetuneError(f"{out_dir} holds {what}; see {path}: give another --output-dir, or delete the whole "
+                            "folder to start over")
     return True
+
+
+def check_kind(out_dir: Path, kind: str) -> None:
+    """A one-task comparison and a panel keep their Ray Tune experiment in the same place: a folder that
+    holds the other kind is refused, not resumed as this one."""
+    path = out_dir / "comparison.json"
+    if not path.is_file():
+        return
+    panel = "panel" in json.loads(path.read_text(encoding="utf-8"))
+    if panel and kind == "comparison":
+        raise FinetuneError(f"{out_dir} holds a panel (prefinetune compare --recipes; see {path}): give another "
+                            "--output-dir")
+    if not panel and kind == "panel":
+        raise FinetuneError(f"{out_dir} holds a one-task comparison (see {path}): give another --output-dir")
 
 
 def _trainable(cpus: float, gpus: float):
@@ -181,9 +199,10 @@ def _tuner(param_space: dict, out_dir: Path, cpus: float, gpus: float, callback)
                                                 callbacks=[callback]))
 
 
-def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int, out_dir: Path,
-          gpus_per_trial: float) -> tuple[dict, list[dict]]:
-    """Check every input, prepare the shards; ({label: model}, [{"trial", "recipe"}, ...])."""
+def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int,
+          gpus_per_trial: float) -> tuple[dict, dict]:
+    """The cheap checks and the part's record: ({label: model}, {"trials", "recipe"}, what comparison.json
+    keeps)."""
     if recipe.finetune is None:
         raise FinetuneError("compare needs a recipe with a finetune: section (recipes/finetune/*.yaml)")
     if seeds < 1:
@@ -193,57 +212,80 @@ def _plan(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds
     labels = model_labels(models)
     base = recipe.model_dump(mode="json")
     base["scaling"].update(num_workers=1, use_gpu=gpus_per_trial > 0)   # a trial is one process
-    trials = trial_grid(labels, fractions, seeds, recipe.finetune.grid)
-    record = {"trials": trials, "recipe": base}
-    known = check_same_comparison(out_dir, record)
-    shards = prepare_models(base, labels, out_dir)
-    if not known:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    # trials run in folders of Ray Tune's: their recipes' paths (model folders given relative to here too)
-    # travel absolute
-    return labels, [{"trial": t, "recipe": resolve_paths(trial_recipe(base, t, out_dir, shards[t["model"]]))
-                     .model_dump(mode="json")} for t in trials]
+    return labels, {"trials": trial_grid(labels, fractions, seeds, recipe.finetune.grid), "recipe": base}
+
+
+def _configs(record: dict, labels: dict, out_dir: Path) -> list[dict]:
+    """The part's shards prepared and every trial's check passed; its trials' configs ({"trial", "recipe"}).
+    Trials run in folders of Ray Tune's: their recipes' paths (model folders given relative to here too)
+    travel absolute."""
+    shards = prepare_models(record["recipe"], labels, out_dir)
+    return [{"trial": t, "recipe": resolve_paths(trial_recipe(record["recipe"], t, out_dir, shards[t["model"]]))
+             .model_dump(mode="json")} for t in record["trials"]]
 
 
 def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], fractions: list[float], seeds: int,
                     tune_dir: Path, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
                     metric: str | None = None) -> list[dict]:
-    """Each (recipe, folder) part's trials, all planned and checked first, then run (or resumed) as one Ray
-    Tune experiment in tune_dir; each part's summary written to its folder (results.*) and returned."""
+    """Each (recipe, folder) part's trials, all planned and checked first (the records written only then),
+    then run (or resumed) as one Ray Tune experiment in tune_dir; each part's summary written to its folder
+    (results.*) and returned. More than one part is a panel: tune_dir's comparison.json records them all."""
     from ray import tune
 
-    from prefinetune.finetune.report import summarise, write_report
     from prefinetune.finetune.trial_progress import TrialProgress
     from prefinetune.run.driver import _connect_ray
 
     fractions = check_fractions(fractions)
+    plans = [(recipe, part_dir, *_plan(recipe, models, fractions, seeds, gpus_per_trial)) for recipe, part_dir in parts]
+    panel = len(plans) > 1 or plans[0][1] != tune_dir
+    whole = ({"panel": [recipe.tasks[0].name for recipe, *_ in plans], "parts": [p[3] for p in plans]} if panel
+             else plans[0][3])
+    known = check_same_comparison(tune_dir, whole)          # before any shard is written
     planned = []
-    for recipe, part_dir in parts:
-        labels, configs = _plan(recipe, models, fractions, seeds, part_dir, gpus_per_trial)
+    for recipe, part_dir, labels, record in plans:
+        configs = _configs(record, labels, part_dir)
         points = len(configs) // (len(labels) * len(fractions) * seeds)
         print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} "
               f"seeds x {points} grid points = {len(configs)} trials; output {part_dir}", flush=True)
-        planned.append((recipe, part_dir, labels, configs))
-    every = [c for *_, configs in planned for c in configs]
+        planned.append((recipe, part_dir, labels, configs, record))
+    if not known:
+        for _, part_dir, _, _, record in planned:
+            _write_record(part_dir, record)
+        if panel:
+            _write_record(tune_dir, whole)
+    every = [c for *_, configs, _ in planned for c in configs]
     _connect_ray()
     with quiet_tune_restore_hint():
         grid = _tuner({"config": tune.grid_search(every)}, tune_dir, cpus_per_trial, gpus_per_trial,
                       TrialProgress(len(every))).fit()
-    errors = [r for r in grid if r.error is not None]
-    summaries = []
-    for recipe, part_dir, labels, configs in planned:
-        folders = {trial_folder(c) for c in configs}
-        mine = [r for r in errors if trial_folder(r.config["config"]) in folders]
-        failed = [r for r in mine if not interrupted_trial(r.error)]
-        results = [r for r in map(saved_trial, configs) if r is not None]
-        summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric)
-        summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
-        summary["failures"] = [failure(r.config["config"], r.error) for r in failed]
-        summary["complete"] = len(results) == len(configs)
-        write_report(summary, part_dir)
-        summaries.append(summary)
-    return summaries
+    errors = [(r.config["config"], r.error) for r in grid if r.error is not None]
+    return [part_summary(recipe, part_dir, labels, configs, list(map(saved_trial, configs)), errors, fractions,
+                         seeds, metric) for recipe, part_dir, labels, configs, _ in planned]
+
+
+def _write_record(folder: Path, record: dict) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "comparison.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def part_summary(recipe: RecipeConfig, part_dir: Path, labels: dict, configs: list[dict], saved: list,
+                 errors: list[tuple[dict, BaseException]], fractions: list[float], seeds: int,
+                 metric: str | None) -> dict:
+    """One part's summary, written to its folder: its finished trials (saved[i] for configs[i], None where
+    not finished), and its failed ones among the experiment's errors (matched by trial folder; a trial
+    stopped by Ctrl-C is neither finished nor failed)."""
+    from prefinetune.finetune.report import summarise, write_report
+
+    folders = {trial_folder(c) for c in configs}
+    failed = [(c, e) for c, e in errors if trial_folder(c) in folders and not interrupted_trial(e)]
+    results = [r for r in saved if r is not None]
+    points = len(configs) // (len(labels) * len(fractions) * seeds)
+    summary = summarise(recipe.tasks[0].name, results, labels, fractions, seeds, metric, points=points)
+    summary["trials"] = {"total": len(configs), "finished": len(results), "failed": len(failed)}
+    summary["failures"] = [failure(c, e) for c, e in failed]
+    summary["complete"] = len(results) == len(configs)
+    write_report(summary, part_dir)
+    return summary
 
 
 def raise_if_unfinished(summaries: list[dict], report: Path, kept: Path) -> None:
@@ -274,12 +316,3 @@ def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], see
                                 gpus_per_trial, metric)
     raise_if_unfinished([summary], out_dir / "results.md", out_dir / "trials")
     return summary
-
-
-def check_kind(out_dir: Path, kind: str) -> None:
-    """A single task's comparison and a panel keep their Ray Tune experiment in the same place: a folder
-    that holds the other kind is refused, not resumed as this one."""
-    other = {"comparison": "panel.json", "panel": "comparison.json"}[kind]
-    if (out_dir / other).is_file():
-        what = "a panel (prefinetune compare --recipes)" if kind == "comparison" else "a one-task comparison"
-        raise FinetuneError(f"{out_dir} holds {what} (see {out_dir / other}): give another --output-dir")

@@ -5,11 +5,13 @@ with each model against the base (the first) paired by seed, per task and on the
     panel = compare_panel([rte, copa, stsb], models, [0.1], seeds=10, out_dir="runs/panel")
     # out_dir/<task>/: that task's comparison (results.md/.json/.png, trials/, shards/)
     # out_dir/panel.md, panel.json, panel.png: the table across tasks
+    # out_dir/comparison.json: the record of every task's trials (a rerun resumes only the same panel)
 
 The average is Muppet's: the mean over tasks of each task's metric. Its paired statistics are over the
 per-seed averages (a seed counts where every task finished it for both models), so the average's interval
 is the seeds' spread of the whole panel, not a mix of the tasks' intervals. Run the same command again
-after an interruption: finished trials are kept.
+after an interruption: finished trials are kept. Ray Tune restores an experiment's trials as first
+planned, so a rerun with other tasks, models, seeds or overrides is refused (comparison.json).
 """
 from __future__ import annotations
 
@@ -39,25 +41,15 @@ def compare_panel(recipes: list, models: list[str], fractions: list[float], seed
         raise FinetuneError(f"--recipes: task {twice} comes twice; a panel compares each task once")
     out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
     check_kind(out_dir, "panel")
-    _check_same_panel(out_dir, names)
+    if metric is not None:
+        raise FinetuneError(f"--metric {metric}: a panel scores each task by its own first metric (accuracy, "
+                            "pearson, exact_match, ...); --metric is for one task's comparison (--recipe)")
     summaries = run_comparisons([(r, out_dir / n) for r, n in zip(recipes, names)], models, fractions, seeds,
                                 out_dir, cpus_per_trial, gpus_per_trial, metric)
     panel = panel_summary(summaries)
     write_panel(panel, out_dir)
     raise_if_unfinished(summaries, out_dir / "panel.md", out_dir)
     return panel
-
-
-def _check_same_panel(out_dir: Path, tasks: list[str]) -> None:
-    path = out_dir / "panel.json"
-    if path.is_file():
-        known = json.loads(path.read_text(encoding="utf-8")).get("tasks")
-        if known != tasks:
-            raise FinetuneError(f"{out_dir} holds a panel of {known}, not {tasks} (see {path}): give another "
-                                "--output-dir, or delete it to start over")
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"tasks": tasks, "complete": False}, indent=2) + "\n", encoding="utf-8")
 
 
 def panel_summary(summaries: list[dict]) -> dict:
@@ -107,9 +99,10 @@ def panel_markdown(panel: dict) -> str:
         t = panel["trials"]
         lines += [f"PARTIAL: {t['finished']} of {t['total']} trials finished (run the same command again to run "
                   "the rest; each task's results.md lists failed trials)", ""]
+    metrics = ", ".join(f"{t} {m}" for t, m in panel["metrics"].items())
     lines += [f"Test scores, mean ± std over {panel['seeds']} seeds (the number where fewer); the grid point "
-              f"chosen per seed on each task's select split. {AVERAGE}: the mean over tasks, per seed, over the "
-              "seeds every task finished.", ""]
+              f"chosen per seed on each task's select split. {AVERAGE}: the mean over tasks of each task's metric "
+              f"({metrics}), per seed, over the seeds every task finished.", ""]
     for fraction in panel["fractions"]:
         cells = panel["cells"].get(str(fraction), {})
         lines += [f"**{fraction:g} of the training rows**", "", "| model | " + " | ".join(names) + " |",

@@ -20,8 +20,17 @@ __all__ = ["default_metric", "choose", "summarise", "markdown_table", "plot", "w
 
 
 def _score(result: dict, split_key: str, metric: str) -> float:
-    task = result["task"]
-    return float(result["metrics"][f"{result[split_key]}/{task}/{metric}"])
+    task, split = result["task"], result[split_key]
+    try:
+        return float(result["metrics"][f"{split}/{task}/{metric}"])
+    except KeyError:
+        names = sorted({k.split("/")[2] for k in result["metrics"] if k.startswith(f"{split}/{task}/")} - {"rows"})
+        raise FinetuneError(f"--metric {metric}: task {task}'s trials report no {split} {metric}; they report "
+                            f"{names} (run the same command with one of them: finished trials are kept)") from None
+
+
+def _finite(value: float) -> bool:
+    return bool(np.isfinite(value))
 
 
 def default_metric(result: dict) -> str:
@@ -35,30 +44,61 @@ def default_metric(result: dict) -> str:
 
 def choose(results: list[dict], metric: str) -> dict[tuple, dict]:
     """{(model, fraction, seed): the result whose grid point scored best on the select split}; ties go to
-    the point listed first in the grid."""
+    the point listed first in the grid; a score that is not a number (a constant prediction's correlation)
+    ranks below every number."""
+    def rank(r):
+        score = _score(r, "select_split", metric)
+        return score if _finite(score) else -np.inf
+
     chosen: dict[tuple, dict] = {}
     for r in sorted(results, key=lambda r: r["trial"]["index"]):
         key = (r["trial"]["model"], r["trial"]["fraction"], r["trial"]["seed"])
-        if key not in chosen or _score(r, "select_split", metric) > _score(chosen[key], "select_split", metric):
+        if key not in chosen or rank(r) > rank(chosen[key]):
             chosen[key] = r
     return chosen
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
+def _whole_seeds(results: list[dict], points: int | None) -> list[dict]:
+    """The results of the (model, fraction, seed) triples whose every grid point finished: a seed chosen
+    from fewer points than the others is not comparable with them (None: no such check)."""
+    if points is None:
+        return results
+    count: dict[tuple, int] = {}
+    for r in results:
+        key = (r["trial"]["model"], r["trial"]["fraction"], r["trial"]["seed"])
+        count[key] = count.get(key, 0) + 1
+    return [r for r in results
+            if count[(r["trial"]["model"], r["trial"]["fraction"], r["trial"]["seed"])] >= points]
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Over the values that are numbers; (None, None) where none is (JSON has no NaN)."""
+    arr = np.asarray([v for v in values if _finite(v)], dtype=float)
+    if not len(arr):
+        return None, None
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
 
 
 def summarise(task: str, results: list[dict], labels: dict[str, str], fractions: list[float], seeds: int,
-              metric: str | None = None) -> dict:
-    """The comparison's table as data: per model and fraction, the test score of each seed's chosen point."""
+              metric: str | None = None, points: int | None = None) -> dict:
+    """The comparison's table as data: per model and fraction, the test score of each seed's chosen point,
+    over the seeds whose every one of the `points` grid points finished, with a test score that is a
+    number (the others are listed per row: "incomplete_seeds", "not_a_number_seeds")."""
     results = [{**r, "task": task} for r in results]
     metric = metric or (default_metric(results[0]) if results else "accuracy")
-    chosen = choose(results, metric)
+    if results:
+        _score(results[0], "select_split", metric)        # a metric the trials lack: named, with theirs
+    whole = _whole_seeds(results, points)
+    chosen, started = choose(whole, metric), {(r["trial"]["model"], r["trial"]["fraction"], r["trial"]["seed"])
+                                              for r in results}
     rows = []
     for model in labels:
         for fraction in fractions:
             picks = [chosen[(model, fraction, s)] for s in range(seeds) if (model, fraction, s) in chosen]
+            incomplete = [s for s in range(seeds) if (model, fraction, s) in started and (model, fraction, s)
+                          not in chosen]
+            nan = [r["trial"]["seed"] for r in picks if not _finite(_score(r, "test_split", metric))]
+            picks = [r for r in picks if r["trial"]["seed"] not in nan]
             if not picks:
                 continue
             test = [_score(r, "test_split", metric) for r in picks]
@@ -67,6 +107,7 @@ def summarise(task: str, results: list[dict], labels: dict[str, str], fractions:
             rows.append({"model": model, "fraction": fraction, "seeds": len(picks), "test_mean": tm, "test_std": ts,
                          "select_mean": sm, "select_std": ss, "test_scores": test,
                          "seed_ids": [r["trial"]["seed"] for r in picks],
+                         "incomplete_seeds": incomplete, "not_a_number_seeds": nan,
                          "chosen": [r["trial"]["point"] for r in picks],
                          "updates": [r["updates"] for r in picks]})
     first = results[0] if results else {"select_split": None, "test_split": None}

@@ -223,17 +223,19 @@ def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_p
     (held / "comparison.json").write_text(json.dumps({"trials": [], "recipe": {}}))
     cases.append((["--recipe", "recipes/finetune/rte.yaml", "--models", pretrained["base"], "--data-dir",
                    str(data_root), "--output-dir", str(held)], "holds another comparison"))
-    # a panel's folder that holds a panel of other tasks, and a one-task comparison's folder given to a panel
+    # a panel's folder that holds a panel of other trials, a one-task comparison's folder given to a panel,
+    # --metric with a panel (each task is scored by its own)
     (tmp_path / "panel").mkdir()
-    (tmp_path / "panel" / "panel.json").write_text(json.dumps({"tasks": ["rte", "cb"]}))
+    (tmp_path / "panel" / "comparison.json").write_text(json.dumps({"panel": ["rte", "cb"], "parts": []}))
     panel = ["--recipes", "recipes/finetune/rte.yaml", "recipes/finetune/copa.yaml", "--models", pretrained["base"]]
     cases += [([*panel, "--output-dir", str(tmp_path / "panel")],
-               "holds a panel of ['rte', 'cb'], not ['rte', 'copa']"),
+               "holds a panel of ['rte', 'cb'] with other trials"),
               ([*panel, "--output-dir", str(held)], "holds a one-task comparison"),
               (["--recipe", "recipes/finetune/rte.yaml", "--models", pretrained["base"], "--output-dir",
                 str(tmp_path / "panel")], "holds a panel (prefinetune compare --recipes)"),
               (["--recipes", "recipes/finetune/rte.yaml", "recipes/finetune/rte.yaml", "--models", pretrained["base"]],
-               "--recipes: task ['rte'] comes twice")]
+               "--recipes: task ['rte'] comes twice"),
+              ([*panel, "--metric", "accuracy"], "--metric accuracy: a panel scores each task by its own")]
     import ray
 
     for args, message in cases:

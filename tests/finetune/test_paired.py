@@ -54,7 +54,10 @@ def test_from_ten_seeds_a_bootstrap_interval_and_the_edge_cases():
     same = paired_difference({0: 0.5, 1: 0.6}, {0: 0.5, 1: 0.6})
     assert same["ci"] == [0.0, 0.0] and same["p_value"] == 1.0 and same["ties"] == 2
     shifted = paired_difference({0: 0.75, 1: 0.5}, {0: 0.5, 1: 0.25})
-    assert shifted["ci"] == [0.25, 0.25] and shifted["p_value"] == 0.0
+    assert shifted["ci"] == [0.25, 0.25] and shifted["p_value"] is None and shifted["wins"] == 2   # t undefined
+    # k/N scores whose differences are the same but for float rounding: no spread either, not p = 1e-30
+    rounded = paired_difference({0: 0.57, 1: 0.62, 2: 0.66}, {0: 0.55, 1: 0.60, 2: 0.64})
+    assert rounded["p_value"] is None and rounded["ci"] == pytest.approx([0.02, 0.02]) and rounded["wins"] == 3
     assert paired_difference({}, {0: 0.5})["n"] == 0
 
 
@@ -153,3 +156,65 @@ def test_a_panel_is_one_table_across_tasks_with_the_average_paired_by_seed(tmp_p
     write_panel(panel, tmp_path)
     assert json.loads((tmp_path / "panel.json").read_text())["tasks"] == ["cb", "copa"]
     assert (tmp_path / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_seed_counts_only_with_every_grid_point_finished_and_a_score_that_is_a_number():
+    """With 2 grid points: a seed of which one point finished is left out (listed as incomplete), so it is
+    not paired; a test score that is not a number (a constant prediction's correlation) is left out and
+    listed; a select score that is not a number never wins the choice; results.json stays valid JSON."""
+    nan = float("nan")
+    results = [_result("base", 1.0, s, i, 0.5, 0.6 + 0.01 * s, lr) for i, (s, lr) in
+               enumerate((s, lr) for s in range(4) for lr in (1e-5, 2e-5))]
+    results += [_result("b", 1.0, 0, 10, 0.5, 0.7, 1e-5), _result("b", 1.0, 0, 11, 0.4, 0.1, 2e-5),
+                _result("b", 1.0, 1, 12, nan, 0.2, 1e-5), _result("b", 1.0, 1, 13, 0.3, 0.75, 2e-5),
+                _result("b", 1.0, 2, 14, 0.5, 0.9, 1e-5),                      # seed 2: one point of two
+                _result("b", 1.0, 3, 15, 0.5, nan, 1e-5), _result("b", 1.0, 3, 16, 0.4, 0.2, 2e-5)]
+    summary = summarise("cb", results, {"base": "B", "b": "X"}, [1.0], 4, points=2)
+    b = next(r for r in summary["rows"] if r["model"] == "b")
+    assert b["seed_ids"] == [0, 1] and b["test_scores"] == [0.7, 0.75]      # seed 1: the finite dev score won
+    assert b["incomplete_seeds"] == [2] and b["not_a_number_seeds"] == [3]
+    assert b["vs_base"]["seeds"] == [0, 1]
+    assert b["vs_base"]["mean"] == pytest.approx(((0.7 - 0.6) + (0.75 - 0.61)) / 2)
+    json.loads(json.dumps(summary, allow_nan=False))
+    assert "(2 seeds)" in markdown_table(summary)
+
+
+def test_a_metric_the_trials_do_not_report_is_named_with_those_they_do():
+    from prefinetune.finetune.plan import FinetuneError
+
+    with pytest.raises(FinetuneError, match=r"--metric f1: task cb's trials report no dev f1; they report "
+                                            r"\['accuracy'\] \(run the same command with one of them"):
+        summarise("cb", [_result("a", 1.0, 0, 0, 0.5, 0.6, 1e-5)], {"a": "A"}, [1.0], 1, metric="f1")
+
+
+def test_each_part_of_a_panel_gets_its_own_failed_trials(tmp_path):
+    """part_summary matches the experiment's errors to a part by trial folder: a failure of task 2 is task
+    2's, and an interrupted trial (Ctrl-C) counts as neither finished nor failed."""
+    from types import SimpleNamespace
+
+    from prefinetune.finetune.compare import part_summary, raise_if_unfinished
+    from prefinetune.finetune.grid import trial_grid
+
+    def configs(task):
+        trials = trial_grid({"a": "A", "b": "B"}, [1.0], 1, {"optim.lr": [1e-5]})
+        return [{"trial": t, "recipe": {"run": {"output_dir": str(tmp_path / task / "trials"),
+                                                "name": f"{t['model']}"}}} for t in trials]
+
+    one, two = configs("cb"), configs("copa")
+    saved_one = [{**_result("a", 1.0, 0, 0, 0.5, 0.6, 1e-5), "trial": one[0]["trial"]},
+                 {**_result("b", 1.0, 0, 1, 0.5, 0.7, 1e-5), "trial": one[1]["trial"]}]
+    errors = [(two[1], RuntimeError("boom\nValueError: bad rows")), (two[0], KeyboardInterrupt())]
+    summaries = []
+    for task, cfg, saved in (("cb", one, saved_one), ("copa", two, [None, None])):
+        recipe = SimpleNamespace(tasks=[SimpleNamespace(name=task)])
+        (tmp_path / task).mkdir()
+        summaries.append(part_summary(recipe, tmp_path / task, {"a": "A", "b": "B"}, cfg, saved, errors, [1.0], 1,
+                                      "accuracy"))
+    assert summaries[0]["failures"] == [] and summaries[0]["complete"] is True
+    assert [f["reason"] for f in summaries[1]["failures"]] == ["ValueError: bad rows"]
+    assert summaries[1]["trials"] == {"total": 2, "finished": 0, "failed": 1}
+    assert "| b | failed |" in (tmp_path / "copa" / "results.md").read_text()
+    from prefinetune.finetune.compare import CompareInterrupted
+
+    with pytest.raises(CompareInterrupted, match="2 of 4 trials finished"):     # one stopped: not failed
+        raise_if_unfinished(summaries, tmp_path / "panel.md", tmp_path)
