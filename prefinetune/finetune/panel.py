@@ -15,7 +15,6 @@ planned, so a rerun with other tasks, models, seeds or overrides is refused (com
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import numpy as np
 from prefinetune.finetune.compare import check_kind, raise_if_unfinished, run_comparisons
 from prefinetune.finetune.paired import CONFIDENCE, paired_difference
 from prefinetune.finetune.plan import FinetuneError
-from prefinetune.finetune.report import delta_cell
+from prefinetune.finetune.report import delta_cell, write_outputs
 
 __all__ = ["compare_panel", "panel_summary", "panel_markdown", "write_panel", "AVERAGE"]
 
@@ -163,11 +162,4 @@ def plot_panel(panel: dict, path: Path) -> Path:
 
 
 def write_panel(panel: dict, out_dir: Path) -> None:
-    from prefinetune.run.best_effort import best_effort
-
-    out_dir = Path(out_dir)
-    (out_dir / "panel.json").write_text(json.dumps(panel, indent=2) + "\n", encoding="utf-8")
-    table = panel_markdown(panel)
-    (out_dir / "panel.md").write_text(table, encoding="utf-8")
-    print(f"[compare] the panel ({out_dir / 'panel.md'}):\n{table}", flush=True)
-    best_effort("the panel plot", plot_panel, panel, out_dir / "panel.png")
+    write_outputs(panel, out_dir, "panel", panel_markdown(panel), plot_panel, "the panel")

@@ -223,12 +223,17 @@ def _plot_delta(ax, model: str, rows: list[dict], color) -> None:
     ax.errorbar([f for f, _ in paired], means, yerr=[low, high], marker="o", capsize=3, label=model, color=color)
 
 
-def write_report(summary: dict, out_dir: Path) -> None:
+def write_outputs(data: dict, out_dir: Path, stem: str, table: str, plot_fn, what: str) -> None:
+    """STEM.json (the data), STEM.md (the table, also printed) and STEM.png (plot_fn(data, path), best effort:
+    a broken plotting library costs the picture, not the results)."""
     from prefinetune.run.best_effort import best_effort
 
     out_dir = Path(out_dir)
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    table = markdown_table(summary)
-    (out_dir / "results.md").write_text(table, encoding="utf-8")
-    print(f"[compare] results ({out_dir / 'results.md'}):\n{table}", flush=True)
-    best_effort("the comparison plot", plot, summary, out_dir / "results.png")
+    (out_dir / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (out_dir / f"{stem}.md").write_text(table, encoding="utf-8")
+    print(f"[compare] {what} ({out_dir / f'{stem}.md'}):\n{table}", flush=True)
+    best_effort(f"the {what} plot", plot_fn, data, out_dir / f"{stem}.png")
+
+
+def write_report(summary: dict, out_dir: Path) -> None:
+    write_outputs(summary, out_dir, "results", markdown_table(summary), plot, "results")
