@@ -60,6 +60,8 @@ def compare_main(argv: list[str] | None = None) -> int:
     # `--models A B key=value` : argparse gives the override to --models; a recipe key is never a model
     overrides = [m for m in args.models + (args.recipes or []) if OVERRIDE.match(m)]
     args.models = [m for m in args.models if not OVERRIDE.match(m)]
+    if not args.models:
+        compare_parser().error("--models needs at least one model (key=value overrides are not models)")
     if args.recipes is not None:
         args.recipes = [r for r in args.recipes if not OVERRIDE.match(r)]
         if not args.recipes:

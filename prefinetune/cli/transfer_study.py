@@ -26,8 +26,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from prefinetune.cli.common import input_errors
+    from prefinetune.finetune.compare import CompareInterrupted
     from prefinetune.finetune.transfer_study import DEFAULT_RECIPE, run_transfer_study
     from prefinetune.run.console import say
+    from prefinetune.run.errors import RunFailed, RunInterrupted
 
     args = make_parser().parse_args(argv)
     if args.overrides and not args.name:
@@ -40,4 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     except input_errors() as err:
         say(f"error: {err}", sys.stderr)
         return 2
+    except RunFailed as err:         # a worker stopped the pre-finetuning and said why
+        say(f"error: the run stopped: {err}", sys.stderr)
+        return 1
+    except (RunInterrupted, CompareInterrupted, KeyboardInterrupt) as err:
+        where = str(err) or "run the same command again to go on"
+        say(f"[study] interrupted: {where} (the same command goes on: exports and finished trials are kept)",
+            sys.stderr)
+        return 130
     return 0

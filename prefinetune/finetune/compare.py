@@ -241,6 +241,10 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     whole = ({"panel": [recipe.tasks[0].name for recipe, *_ in plans], "parts": [p[3] for p in plans]} if panel
              else plans[0][3])
     known = check_same_comparison(tune_dir, whole)          # before any shard is written
+    if not known and (tune_dir / "tune" / EXPERIMENT).exists():
+        raise FinetuneError(f"{tune_dir} holds a Ray Tune experiment ({tune_dir / 'tune' / EXPERIMENT}) without its "
+                            "record (comparison.json), which would be restored as first planned: give another "
+                            "--output-dir, or delete the whole folder to start over")
     planned = []
     for recipe, part_dir, labels, record in plans:
         configs = _configs(record, labels, part_dir)

@@ -38,11 +38,11 @@ def compare_panel(recipes: list, models: list[str], fractions: list[float], seed
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise FinetuneError(f"--recipes: task {twice} comes twice; a panel compares each task once")
-    out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
-    check_kind(out_dir, "panel")
     if metric is not None:
         raise FinetuneError(f"--metric {metric}: a panel scores each task by its own first metric (accuracy, "
                             "pearson, exact_match, ...); --metric is for one task's comparison (--recipe)")
+    out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
+    check_kind(out_dir, "panel")
     summaries = run_comparisons([(r, out_dir / n) for r, n in zip(recipes, names)], models, fractions, seeds,
                                 out_dir, cpus_per_trial, gpus_per_trial, metric)
     panel = panel_summary(summaries)
@@ -162,4 +162,4 @@ def plot_panel(panel: dict, path: Path) -> Path:
 
 
 def write_panel(panel: dict, out_dir: Path) -> None:
-    write_outputs(panel, out_dir, "panel", panel_markdown(panel), plot_panel, "the panel")
+    write_outputs(panel, out_dir, "panel", panel_markdown(panel), plot_panel, "panel")

@@ -83,7 +83,8 @@ def summarise(task: str, results: list[dict], labels: dict[str, str], fractions:
               metric: str | None = None, points: int | None = None) -> dict:
     """The comparison's table as data: per model and fraction, the test score of each seed's chosen point,
     over the seeds whose every one of the `points` grid points finished, with a test score that is a
-    number (the others are listed per row: "incomplete_seeds", "not_a_number_seeds")."""
+    number (the others are listed per row, "incomplete_seeds" and "not_a_number_seeds", and in
+    "excluded_seeds", which keeps them where none of a row's seeds is left)."""
     results = [{**r, "task": task} for r in results]
     metric = metric or (default_metric(results[0]) if results else "accuracy")
     if results:
@@ -91,7 +92,7 @@ def summarise(task: str, results: list[dict], labels: dict[str, str], fractions:
     whole = _whole_seeds(results, points)
     chosen, started = choose(whole, metric), {(r["trial"]["model"], r["trial"]["fraction"], r["trial"]["seed"])
                                               for r in results}
-    rows = []
+    rows, excluded = [], []
     for model in labels:
         for fraction in fractions:
             picks = [chosen[(model, fraction, s)] for s in range(seeds) if (model, fraction, s) in chosen]
@@ -99,6 +100,9 @@ def summarise(task: str, results: list[dict], labels: dict[str, str], fractions:
                           not in chosen]
             nan = [r["trial"]["seed"] for r in picks if not _finite(_score(r, "test_split", metric))]
             picks = [r for r in picks if r["trial"]["seed"] not in nan]
+            if incomplete or nan:
+                excluded.append({"model": model, "fraction": fraction, "incomplete_seeds": incomplete,
+                                 "not_a_number_seeds": nan})
             if not picks:
                 continue
             test = [_score(r, "test_split", metric) for r in picks]
@@ -113,7 +117,8 @@ def summarise(task: str, results: list[dict], labels: dict[str, str], fractions:
     first = results[0] if results else {"select_split": None, "test_split": None}
     base = next(iter(labels), None)
     return {"task": task, "metric": metric, "select_split": first["select_split"], "test_split": first["test_split"],
-            "models": labels, "fractions": fractions, "seeds": seeds, "base": base, "rows": with_paired(rows, base)}
+            "models": labels, "fractions": fractions, "seeds": seeds, "base": base, "rows": with_paired(rows, base),
+            "excluded_seeds": excluded}
 
 
 def with_paired(rows: list[dict], base: str | None) -> list[dict]:

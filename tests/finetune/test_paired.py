@@ -173,6 +173,8 @@ def test_a_seed_counts_only_with_every_grid_point_finished_and_a_score_that_is_a
     b = next(r for r in summary["rows"] if r["model"] == "b")
     assert b["seed_ids"] == [0, 1] and b["test_scores"] == [0.7, 0.75]      # seed 1: the finite dev score won
     assert b["incomplete_seeds"] == [2] and b["not_a_number_seeds"] == [3]
+    assert summary["excluded_seeds"] == [{"model": "b", "fraction": 1.0, "incomplete_seeds": [2],
+                                          "not_a_number_seeds": [3]}]
     assert b["vs_base"]["seeds"] == [0, 1]
     assert b["vs_base"]["mean"] == pytest.approx(((0.7 - 0.6) + (0.75 - 0.61)) / 2)
     json.loads(json.dumps(summary, allow_nan=False))

@@ -2,8 +2,8 @@
 and every task has its fine-tuning recipe; the shipped CPU recipe holds none of the panel's tasks nor their
 duplicates (a recipe that does is refused, naming them); study.md is the panels' tables under the command.
 (The panel itself runs on Ray Tune in tests/finetune/test_finetune_job.py; its statistics are tested in
-tests/finetune/test_paired.py. The study's own runs are longer than CI allows: their results are under
-benchmarks/results/.)
+tests/finetune/test_paired.py. The study's own runs are longer than CI allows: a command, its results
+written where the README's transfer study says.)
 
     python -m pytest tests/finetune/test_transfer_study.py -q
 """
@@ -12,7 +12,14 @@ from __future__ import annotations
 import pytest
 
 from prefinetune.finetune.plan import FinetuneError
-from prefinetune.finetune.transfer_study import DEFAULT_RECIPE, DUPLICATES, PANEL, check_held_out, study_markdown
+from prefinetune.finetune.transfer_study import (
+    DEFAULT_RECIPE,
+    DUPLICATES,
+    PANEL,
+    check_held_out,
+    reproduce,
+    study_markdown,
+)
 from prefinetune.recipe.config import load_recipe
 
 
@@ -25,10 +32,16 @@ def test_the_panel_spans_the_families_and_the_cpu_recipe_holds_none_of_it():
     assert recipes["cb"].finetune.epochs == 5
     shipped = load_recipe(DEFAULT_RECIPE)
     check_held_out(shipped)
-    assert len(shipped.tasks) >= 18 and shipped.deepspeed.zero_stage == 0 and shipped.scaling.num_workers == 1
-    with pytest.raises(FinetuneError, match=r"trains on \['stsb', 'ud_en_ewt', 'ud_en_ewt_xpos', 'xquad_en'\], "
-                                            r"held out for the transfer panel"):
+    assert len(shipped.tasks) >= 15 and shipped.deepspeed.zero_stage == 0 and shipped.scaling.num_workers == 1
+    with pytest.raises(FinetuneError, match=r"trains on \['mrpc', 'qnli', 'stsb', 'ud_en_ewt', 'ud_en_ewt_xpos', "
+                                            r"'xquad_en'\] \(.*'qnli': \['qnli/dev.tsv'\].*\), held out for the "
+                                            r"transfer panel"):
         check_held_out(load_recipe("recipes/heldout_study/prefinetune_19.yaml"))
+    renamed = shipped.model_copy(deep=True)          # a panel task under another name reads the same file
+    renamed.tasks[0] = renamed.tasks[0].model_copy(update={"name": "sentiment", "splits": {
+        "train": "stsb/train.tsv#rows=0:100", "dev": "sst2/dev.tsv"}})
+    with pytest.raises(FinetuneError, match=r"trains on \['sentiment'\] \(\{'sentiment': \['stsb/train.tsv'\]\}\)"):
+        check_held_out(renamed)
     assert all(dup not in PANEL for dups in DUPLICATES.values() for dup in dups)
 
 
@@ -38,9 +51,16 @@ def test_the_study_markdown_holds_each_panel_under_the_command():
              "cells": {"0.1": {"base": {"cb": {"mean": 0.5, "std": 0.1, "n": 10, "vs_base": None},
                                         "average": {"mean": 0.5, "std": 0.1, "n": 10, "vs_base": None}},
                                "x": {"cb": {"mean": 0.6, "std": 0.1, "n": 10, "vs_base": None}}}}}
-    study = {"recipe": str(DEFAULT_RECIPE), "name": "lr3", "overrides": ["optim.lr=3e-5"], "panels": {"0.1": panel}}
+    study = {"recipe": str(DEFAULT_RECIPE), "name": "lr3", "label": "lr3", "overrides": ["optim.lr=3e-5"],
+             "low_only": True, "data_dir": "../shared/data", "output_dir": "runs/transfer_study",
+             "panels": {"0.1": panel}}
     text = study_markdown(study)
-    assert "Reproduce: `python launch/transfer_study.py --data-dir ../shared/data --name lr3 optim.lr=3e-5`" in text
+    assert ("Reproduce: `python launch/transfer_study.py --data-dir ../shared/data --output-dir runs/transfer_study "
+            "--name lr3 --low-only optim.lr=3e-5`") in text
+    shipped = {**study, "name": None, "overrides": [], "low_only": False,
+               "recipe": "recipes/heldout_study/prefinetune_4.yaml"}
+    assert reproduce(shipped) == ("python launch/transfer_study.py --data-dir ../shared/data --output-dir "
+                                  "runs/transfer_study --recipe recipes/heldout_study/prefinetune_4.yaml")
     assert "## 0.1 of the training rows, 10 seeds" in text and "| x | 0.600 ± 0.100 | - |" in text
 
 
@@ -49,3 +69,20 @@ def test_overrides_need_a_variant_name(capsys):
 
     assert main(["transfer-study", "--data-dir", "/nowhere", "optim.lr=3e-5"]) == 2
     assert "give the variant a --name" in capsys.readouterr().err
+
+
+def test_a_kept_export_must_be_this_recipes(tmp_path):
+    """A variant's --name reused with other overrides: its export is not silently taken as the new one's."""
+    import json
+
+    from prefinetune.finetune.transfer_study import _prefinetune
+
+    recipe = load_recipe(DEFAULT_RECIPE, [f"run.output_dir={tmp_path}", "run.name=v"])
+    (recipe.run_dir / "export").mkdir(parents=True)
+    (recipe.run_dir / "export" / "tasks.json").write_text("{}")
+    (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json")))
+    assert _prefinetune(recipe, DEFAULT_RECIPE) == str(recipe.run_dir / "export")
+    other = load_recipe(DEFAULT_RECIPE, [f"run.output_dir={tmp_path}", "run.name=v", "optim.lr=3e-5"])
+    with pytest.raises(FinetuneError, match=r"holds an export trained by a recipe that differs in \['optim.lr'\]: "
+                                            "give this variant another --name"):
+        _prefinetune(other, DEFAULT_RECIPE)
