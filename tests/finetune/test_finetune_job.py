@@ -232,7 +232,7 @@ def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_p
                "holds a panel of ['rte', 'cb'] with other trials"),
               ([*panel, "--output-dir", str(held)], "holds a one-task comparison"),
               (["--recipe", "recipes/finetune/rte.yaml", "--models", pretrained["base"], "--output-dir",
-                str(tmp_path / "panel")], "holds a panel (prefinetune compare --recipes)"),
+                str(tmp_path / "panel")], "holds a panel (prefinetune compare --recipes; see"),
               (["--recipes", "recipes/finetune/rte.yaml", "recipes/finetune/rte.yaml", "--models", pretrained["base"]],
                "--recipes: task ['rte'] comes twice"),
               ([*panel, "--metric", "accuracy"], "--metric accuracy: a panel scores each task by its own")]
