@@ -35,16 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     from prefinetune.run.errors import RunFailed, RunInterrupted
 
     args = make_parser().parse_args(argv)
+    if args.ablation and (args.recipe or args.name or args.overrides or args.low_only):
+        say("error: --ablation takes its recipe and arms from the plan file (not --recipe, --name, --low-only or "
+            "overrides)", sys.stderr)
+        return 2
     if args.overrides and not args.name:
         say("error: overrides change the pre-finetuning: give the variant a --name (its own run and panels)",
             sys.stderr)
         return 2
     try:
         if args.ablation:
-            if args.recipe or args.name or args.overrides or args.low_only:
-                say("error: --ablation takes its recipe and arms from the plan file (not --recipe, --name, "
-                    "--low-only or overrides)", sys.stderr)
-                return 2
             run_ablation(args.ablation, args.data_dir, args.output_dir)
         else:
             run_transfer_study(args.data_dir, args.output_dir, args.recipe or DEFAULT_RECIPE, args.name,

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import load_recipe
 
-__all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_files", "run_transfer_study",
+__all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_folders", "check_same_run",
+           "run_transfer_study",
            "reproduce", "study_markdown", "AblationPlan", "load_ablation", "arm_recipe", "run_ablation"]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,32 +54,36 @@ LOW, FULL = (0.1, 10), (1.0, 3)          # (fraction of the training rows, seeds
 
 def check_held_out(recipe) -> None:
     """None of the panel's tasks, nor a set that holds their text, is in the pre-finetuning mixture: by
-    name, and by the files its tasks read (a task renamed still reads stsb/...)."""
+    name, and by the dataset folders its tasks read (a task renamed still reads stsb/...; trec_fine reads
+    trec/)."""
     held = {name for task in PANEL for name in (task, *DUPLICATES.get(task, []))}
-    files = held_files()
-    found = sorted({t.name for t in recipe.tasks if t.name in held or _files(t.splits) & set(files)})
+    folders = set(held_folders())
+    found = sorted({t.name for t in recipe.tasks if t.name in held or _folders(t.splits) & folders})
     if found:
-        why = {t.name: sorted(_files(t.splits) & set(files)) for t in recipe.tasks if t.name in found}
-        raise FinetuneError(f"the pre-finetuning recipe trains on {found} ({why}), held out for the transfer "
-                            f"panel ({sorted(PANEL)}, with the sets that hold their text: {DUPLICATES}): drop them "
-                            "from its tasks")
+        why = {t.name: sorted(_folders(t.splits) & folders) for t in recipe.tasks if t.name in found}
+        raise FinetuneError(f"the pre-finetuning recipe trains on {found} (folders {why}), held out for the "
+                            f"transfer panel ({sorted(PANEL)}, with the sets that hold their text: {DUPLICATES}): "
+                            "drop them from its tasks")
 
 
-def _files(splits: dict) -> set[str]:
-    """The files a task's splits read, without their row or article selectors (#rows=...)."""
-    return {str(path).split("#")[0] for path in splits.values()}
+def _folders(splits: dict) -> set[str]:
+    """The dataset folders (first path part under the data root) a task's splits read."""
+    import posixpath
+
+    return {posixpath.normpath(str(path).split("#")[0].replace("\\", "/")).lstrip("/").split("/")[0]
+            for path in splits.values()}
 
 
-def held_files() -> list[str]:
-    """Every file the panel's tasks and their duplicates read (their recipes, the catalog)."""
+def held_folders() -> list[str]:
+    """Every dataset folder the panel's tasks and their duplicates read (their recipes, the catalog)."""
     from prefinetune.catalog.shared_data import CATALOG, EVAL_ONLY
 
-    files = set()
+    folders = set()
     for task in PANEL:
-        files |= _files(load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml").tasks[0].splits)
+        folders |= _folders(load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml").tasks[0].splits)
         for dup in DUPLICATES.get(task, []):
-            files |= _files((CATALOG.get(dup) or EVAL_ONLY[dup])["splits"])
-    return sorted(files)
+            folders |= _folders((CATALOG.get(dup) or EVAL_ONLY[dup])["splits"])
+    return sorted(folders)
 
 
 def _prefinetune(recipe, source: Path) -> str:
@@ -89,9 +94,9 @@ def _prefinetune(recipe, source: Path) -> str:
     from prefinetune.run.driver import run
 
     check_held_out(recipe)
+    check_same_run(recipe)
     export = recipe.run_dir / "export"
     if (export / "tasks.json").is_file():
-        _check_same_run(recipe)
         print(f"[study] export exists, kept: {export}", flush=True)
         return str(export)
     newest = newest_in(recipe.checkpoints_dir.resolve())
@@ -102,16 +107,23 @@ def _prefinetune(recipe, source: Path) -> str:
     return str(export)
 
 
-def _check_same_run(recipe) -> None:
-    """A kept export was trained by this recipe (a variant's --name reused with other overrides is refused)."""
+def check_same_run(recipe) -> None:
+    """A run folder already there was started by this recipe (a variant's --name reused with other overrides
+    is refused); DyPa's widths, resolved into the run's recipe.json, are read back before comparing."""
+    from prefinetune.model.multitask import with_head_widths
     from prefinetune.run.run_folder import RESUMABLE, changed_keys
 
-    saved = json.loads((recipe.run_dir / "recipe.json").read_text(encoding="utf-8"))
+    path = recipe.run_dir / "recipe.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    if recipe.model.head_dim == "dypa" and isinstance(saved["model"].get("head_dim"), dict):
+        recipe = with_head_widths(recipe, saved["model"]["head_dim"])
     same = tuple(k for k in RESUMABLE if not k.startswith("train.updates"))
     changed = changed_keys(saved, recipe.model_dump(mode="json"), same)
     if changed:
-        raise FinetuneError(f"{recipe.run_dir} holds an export trained by a recipe that differs in {changed}: give "
-                            "this variant another --name")
+        raise FinetuneError(f"{recipe.run_dir} holds a run of a recipe that differs in {changed}: give this "
+                            "variant another --name (or delete that run folder)")
 
 
 def _panel(models: list[str], fraction: float, seeds: int, data_dir: str, out: Path) -> dict:
@@ -165,10 +177,24 @@ def study_markdown(study: dict) -> str:
     return "\n".join(lines)
 
 
+ARM_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NOT_ARM_KEYS = ("run.name", "run.output_dir", "data.root", "data.shards_dir")   # where an arm lives: the plan's
+
+
 class AblationArm(BaseModel):
     model_config = ConfigDict(extra="forbid")
     overrides: list[str] = Field(default_factory=list, description="recipe keys this arm changes (key=value)")
-    tasks: Optional[list[str]] = Field(None, description="the recipe's tasks this arm keeps (None: all)")
+    tasks: Optional[list[str]] = Field(None, min_length=1, description="the recipe's tasks this arm keeps "
+                                       "(None: all)")
+
+    @field_validator("overrides")
+    @classmethod
+    def _not_placement(cls, overrides: list[str]) -> list[str]:
+        bad = [o for o in overrides if o.startswith(NOT_ARM_KEYS)]
+        if bad:
+            raise ValueError(f"{bad}: an arm's run name, folders and data root are the plan's (its name, "
+                             "--output-dir, --data-dir)")
+        return overrides
 
 
 class AblationPlan(BaseModel):
@@ -177,7 +203,8 @@ class AblationPlan(BaseModel):
     recipe: str = Field(str(DEFAULT_RECIPE.relative_to(REPO)), description="the recipe every arm starts from")
     fraction: float = Field(0.1, gt=0, le=1, description="the panel's share of the training rows")
     seeds: int = Field(5, ge=2, description="the panel's seeds (paired statistics need 2 or more)")
-    arms: dict[str, AblationArm] = Field(description="arm name (its run's name) -> what it changes")
+    arms: dict[Annotated[str, StringConstraints(pattern=ARM_NAME)], AblationArm] = Field(
+        min_length=1, description="arm name (its run's name: letters, digits, _ . -) -> what it changes")
 
 
 def load_ablation(path: str | Path) -> AblationPlan:
@@ -185,15 +212,24 @@ def load_ablation(path: str | Path) -> AblationPlan:
     from pydantic import ValidationError
 
     try:
-        return AblationPlan.model_validate(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise FinetuneError(f"--ablation {path}: {err}") from None
+    try:
+        return AblationPlan.model_validate(data if data is not None else {})
     except ValidationError as err:
         first = err.errors()[0]
-        raise FinetuneError(f"{path}: {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+        where = ".".join(map(str, first["loc"])) or "(the file)"
+        raise FinetuneError(f"{path}: {where}: {first['msg']}") from None
 
 
 def arm_recipe(plan: AblationPlan, name: str, data_dir: str, out_dir: Path):
     """The recipe an arm pre-finetunes: the plan's recipe under the arm's name, with its overrides and
-    task subset (a task it names that the recipe lacks is refused)."""
+    task subset (validated again whole: a key that names a removed task is refused here, not mid-run).
+    Conditioning (CA-MTL) is refused: fine-tuning such an export needs the conditioning keys that the
+    panel's plain models cannot take, so it cannot share their panel."""
+    from prefinetune.recipe.config import recipe_from_dict
+
     arm = plan.arms[name]
     recipe = load_recipe(REPO / plan.recipe, [f"data.root={data_dir}", f"run.output_dir={out_dir}",
                                               f"run.name={name}", *arm.overrides])
@@ -201,35 +237,53 @@ def arm_recipe(plan: AblationPlan, name: str, data_dir: str, out_dir: Path):
         missing = sorted(set(arm.tasks) - {t.name for t in recipe.tasks})
         if missing:
             raise FinetuneError(f"ablation arm {name}: tasks {missing} are not in {plan.recipe}")
-        recipe = recipe.model_copy(update={"tasks": [t for t in recipe.tasks if t.name in arm.tasks]})
+        data = recipe.model_dump(mode="json")
+        data["tasks"] = [t for t in data["tasks"] if t["name"] in arm.tasks]
+        recipe = recipe_from_dict(data, f"<ablation arm {name}>")
+    if recipe.model.conditioning != "none":
+        raise FinetuneError(f"ablation arm {name}: model.conditioning={recipe.model.conditioning}: its export is "
+                            "fine-tuned only with the same conditioning, which the panel's other models cannot take; "
+                            "compare it in a panel of its own (prefinetune compare --recipes ... "
+                            "model.conditioning=camtl)")
     check_held_out(recipe)
     return recipe
 
 
-def panel_folder(plan: AblationPlan) -> str:
-    """ablation_panel_<the first 8 hex digits of the plan's sha256>: one folder per plan."""
+def panel_folder(recipes: dict, plan: AblationPlan) -> str:
+    """ablation_panel_<8 hex digits>: a hash of what the panel compares (each arm's recipe as it trains,
+    less where it lives, in the plan's order; the fraction and seeds), so a changed plan makes another
+    panel. An arm retrained under an unchanged recipe is not seen: delete its panel folder then."""
     import hashlib
 
-    digest = hashlib.sha256(json.dumps(plan.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
-    return f"ablation_panel_{digest}"
+    def what(recipe) -> dict:
+        data = recipe.model_dump(mode="json")
+        data["run"].pop("output_dir"), data["data"].pop("root"), data["data"].pop("shards_dir")
+        return data
+
+    key = {"arms": [what(r) for r in recipes.values()], "fraction": plan.fraction, "seeds": plan.seeds}
+    return "ablation_panel_" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path) -> dict:
-    """Every arm's export (kept, resumed or trained), then one panel over plain MiniLM and all of them."""
-    plan = load_ablation(plan_path)
-    out_dir = Path(out_dir).expanduser().resolve()
-    recipes = {name: arm_recipe(plan, name, data_dir, out_dir) for name in plan.arms}     # all checked first
-    exports = [_prefinetune(recipe, REPO / plan.recipe) for recipe in recipes.values()]
-    panel = _panel([BASE, *exports], plan.fraction, plan.seeds, data_dir, out_dir / panel_folder(plan))
-    result = {"plan": plan.model_dump(), "plan_file": str(plan_path), "panel": panel}
-    (out_dir / "ablation.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    """Every arm checked (its recipe, a run folder already there) before any trains; every arm's export
+    (kept, resumed or trained); then one panel over plain MiniLM and all of them."""
     from prefinetune.finetune.panel import panel_markdown
 
+    plan = load_ablation(plan_path)
+    out_dir = Path(out_dir).expanduser().resolve()
+    recipes = {name: arm_recipe(plan, name, data_dir, out_dir) for name in plan.arms}
+    for recipe in recipes.values():
+        check_same_run(recipe)
+    exports = [_prefinetune(recipe, REPO / plan.recipe) for recipe in recipes.values()]
+    folder = panel_folder(recipes, plan)
+    panel = _panel([BASE, *exports], plan.fraction, plan.seeds, data_dir, out_dir / folder)
+    result = {"plan": plan.model_dump(), "plan_file": str(plan_path), "panel_folder": folder, "panel": panel}
+    (out_dir / f"{folder}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     text = (f"# The CPU recipe's ablation\n\nReproduce: `python launch/transfer_study.py --data-dir {data_dir} "
             f"--output-dir {out_dir} --ablation {plan_path}`\n\n" + "\n".join(
                 f"- {name}: {' '.join(arm.overrides) or '(the recipe)'}"
                 + (f"; tasks {arm.tasks}" if arm.tasks is not None else "") for name, arm in plan.arms.items())
             + "\n\n" + panel_markdown(panel))
-    (out_dir / "ablation.md").write_text(text, encoding="utf-8")
+    (out_dir / f"{folder}.md").write_text(text, encoding="utf-8")
     print(text, flush=True)
     return result

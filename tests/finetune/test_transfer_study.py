@@ -34,14 +34,18 @@ def test_the_panel_spans_the_families_and_the_cpu_recipe_holds_none_of_it():
     check_held_out(shipped)
     assert len(shipped.tasks) >= 15 and shipped.deepspeed.zero_stage == 0 and shipped.scaling.num_workers == 1
     with pytest.raises(FinetuneError, match=r"trains on \['mrpc', 'qnli', 'stsb', 'ud_en_ewt', 'ud_en_ewt_xpos', "
-                                            r"'xquad_en'\] \(.*'qnli': \['qnli/dev.tsv'\].*\), held out for the "
+                                            r"'xquad_en'\] \(folders .*'qnli': \['qnli'\].*\), held out for the "
                                             r"transfer panel"):
         check_held_out(load_recipe("recipes/heldout_study/prefinetune_19.yaml"))
     renamed = shipped.model_copy(deep=True)          # a panel task under another name reads the same file
     renamed.tasks[0] = renamed.tasks[0].model_copy(update={"name": "sentiment", "splits": {
-        "train": "stsb/train.tsv#rows=0:100", "dev": "sst2/dev.tsv"}})
-    with pytest.raises(FinetuneError, match=r"trains on \['sentiment'\] \(\{'sentiment': \['stsb/train.tsv'\]\}\)"):
+        "train": "./stsb/train.tsv#rows=0:100", "dev": "sst2/dev.tsv"}})
+    with pytest.raises(FinetuneError, match=r"trains on \['sentiment'\] \(folders \{'sentiment': \['stsb'\]\}\)"):
         check_held_out(renamed)
+    sample = shipped.model_copy(deep=True)              # another file of a held-out set's folder
+    sample.tasks[0] = sample.tasks[0].model_copy(update={"splits": {"train": "snli/textfooler_test_sample.tsv"}})
+    with pytest.raises(FinetuneError, match=r"folders \{'sst2': \['snli'\]\}"):
+        check_held_out(sample)
     assert all(dup not in PANEL for dups in DUPLICATES.values() for dup in dups)
 
 
@@ -83,31 +87,70 @@ def test_a_kept_export_must_be_this_recipes(tmp_path):
     (recipe.run_dir / "recipe.json").write_text(json.dumps(recipe.model_dump(mode="json")))
     assert _prefinetune(recipe, DEFAULT_RECIPE) == str(recipe.run_dir / "export")
     other = load_recipe(DEFAULT_RECIPE, [f"run.output_dir={tmp_path}", "run.name=v", "optim.lr=3e-5"])
-    with pytest.raises(FinetuneError, match=r"holds an export trained by a recipe that differs in \['optim.lr'\]: "
+    with pytest.raises(FinetuneError, match=r"holds a run of a recipe that differs in \['optim.lr'\]: "
                                             "give this variant another --name"):
         _prefinetune(other, DEFAULT_RECIPE)
 
 
 def test_the_ablation_plan_s_arms_are_valid_recipes_that_hold_none_of_the_panel(tmp_path):
-    """Every arm of recipes/transfer_ablation.yaml loads as a recipe (its overrides are recipe keys), keeps
-    the tasks it names, and trains on nothing held out; a bad plan key or task is refused by name."""
+    """Every arm of recipes/transfer_ablation.yaml loads as a recipe (its overrides are recipe keys; a task
+    subset validated whole), changes its lever against u500 and trains on nothing held out; bad plans are
+    refused by name: a misspelt key, a task the recipe lacks, an arm that sets its own folders, a CA-MTL
+    arm (its export cannot share the plain models' panel)."""
     from prefinetune.finetune.transfer_study import arm_recipe, load_ablation, panel_folder
+    from prefinetune.run.run_folder import changed_keys
 
     plan = load_ablation("recipes/transfer_ablation.yaml")
     recipes = {name: arm_recipe(plan, name, "../shared/data", tmp_path) for name in plan.arms}
     assert recipes["prefinetune_minilm_cpu"].train.updates == 1500
-    assert recipes["u500_alpha_decay"].sampling.anneal == "linear"
+    reference = recipes["u500"].model_dump(mode="json")
+    levers = {name: changed_keys(reference, r.model_dump(mode="json"), ("run.name",))
+              for name, r in recipes.items() if name.startswith("u500_")}
+    assert levers["u500_seed1"] == ["run.seed"] and levers["u500_r3f"] == ["r3f.enabled"]
+    assert levers["u500_alpha_decay"] == ["sampling.anneal", "sampling.policy"]
+    assert recipes["u500_alpha_decay"].sampling.anneal == "exponential"
+    assert levers["u500_no_cap"] == ["sampling.examples_cap"] and levers["u500_token_budget"] == ["train.token_budget"]
     assert [t.name for t in recipes["tasks5_u167"].tasks] == ["sst2", "arc_easy", "rte", "commonsense_qa",
                                                               "conll2003"]             # the recipe's order
     per_task = {n: r.train.updates / len(r.tasks) for n, r in recipes.items() if n.startswith("tasks") or n == "u500"}
     assert max(per_task.values()) - min(per_task.values()) < 0.5          # equal updates per task
     assert all(r.run.name == n for n, r in recipes.items())
-    assert panel_folder(plan).startswith("ablation_panel_") and panel_folder(plan) != panel_folder(
-        plan.model_copy(update={"seeds": 10}))
+    folder = panel_folder(recipes, plan)
+    assert folder.startswith("ablation_panel_") and folder != panel_folder(
+        {**recipes, "u500": recipes["u500_lr2e-5"]}, plan) and folder != panel_folder(
+        recipes, plan.model_copy(update={"seeds": 10}))
+    assert folder == panel_folder({n: arm_recipe(plan, n, "/elsewhere", tmp_path / "x") for n in plan.arms}, plan)
     bad = tmp_path / "bad.yaml"
-    bad.write_text("arms: {a: {overides: []}}\n")
-    with pytest.raises(FinetuneError, match=r"bad.yaml: arms.a.overides: Extra inputs are not permitted"):
-        load_ablation(bad)
-    bad.write_text("arms: {a: {tasks: [cb]}}\n")
-    with pytest.raises(FinetuneError, match=r"ablation arm a: tasks \['cb'\] are not in"):
-        arm_recipe(load_ablation(bad), "a", "../shared/data", tmp_path)
+    for text, message in (("arms: {a: {overides: []}}", r"bad.yaml: arms.a.overides: Extra inputs are not permitted"),
+                          ("arms: {a: {overrides: [run.output_dir=/tmp]}}", r"the plan's"),
+                          ("arms: {../x: {}}", r"bad.yaml: arms.../x.\[key\]: String should match pattern"),
+                          ("arms: {}", r"bad.yaml: arms: Dictionary should have at least 1 item"),
+                          ("arms: [", r"--ablation .*bad.yaml: while parsing")):
+        bad.write_text(text + "\n")
+        with pytest.raises(FinetuneError, match=message):
+            load_ablation(bad)
+    for arm, message in (("{tasks: [cb]}", r"ablation arm a: tasks \['cb'\] are not in"),
+                         ("{overrides: [model.conditioning=camtl]}", r"ablation arm a: model.conditioning=camtl: .*"
+                                                                     "compare it in a panel of its own")):
+        bad.write_text(f"arms: {{a: {arm}}}\n")
+        with pytest.raises(FinetuneError, match=message):
+            arm_recipe(load_ablation(bad), "a", "../shared/data", tmp_path)
+
+
+def test_a_dypa_run_s_recorded_widths_are_its_own_recipe(tmp_path):
+    """The driver writes DyPa's resolved widths into recipe.json: the same arm is recognised, not refused."""
+    import json
+
+    from prefinetune.finetune.transfer_study import check_same_run
+    from prefinetune.model.multitask import with_head_widths
+
+    recipe = load_recipe(DEFAULT_RECIPE, [f"run.output_dir={tmp_path}", "run.name=d", "model.head=attention",
+                                          "model.head_dim=dypa"])
+    recipe.run_dir.mkdir(parents=True)
+    widths = {t.name: 128 for t in recipe.tasks if t.family == "classification"}
+    (recipe.run_dir / "recipe.json").write_text(json.dumps(with_head_widths(recipe, widths).model_dump(mode="json")))
+    check_same_run(recipe)
+    other = load_recipe(DEFAULT_RECIPE, [f"run.output_dir={tmp_path}", "run.name=d", "model.head=attention",
+                                         "model.head_dim=dypa", "optim.lr=1e-4"])
+    with pytest.raises(FinetuneError, match=r"differs in \['optim.lr'\]"):
+        check_same_run(other)
