@@ -4,7 +4,7 @@ with plain MiniLM on the six-task held-out panel at 10% (10 seeds) and 100% (3 s
 rows, paired by seed (prefinetune/finetune/transfer_study.py).
 
     prefinetune transfer-study --data-dir ../shared/data [--recipe R] [--name N] [--low-only] [key=value ...]
-    prefinetune transfer-study --data-dir ../shared/data --ablation recipes/transfer_ablation.yaml
+    prefinetune transfer-study --data-dir ../shared/data --ablation recipes/transfer_study/ablation.yaml
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="the pre-finetuning recipe (default recipes/prefinetune_minilm_cpu.yaml)")
     p.add_argument("--name", help="run.name of the pre-finetuning (a variant of the ablation: its own export)")
     p.add_argument("--low-only", action="store_true", help="only the 10%% panel")
-    p.add_argument("--ablation", help="an ablation plan (recipes/transfer_ablation.yaml): every arm pre-finetuned, "
-                   "then one panel over all of them")
+    p.add_argument("--ablation", help="an ablation plan (recipes/transfer_study/ablation.yaml): every arm "
+                   "pre-finetuned, then one panel over all of them")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pre-finetuning recipe keys, e.g. optim.lr=3e-5")
     return p
 

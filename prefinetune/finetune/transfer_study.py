@@ -14,7 +14,7 @@ Overrides (key=value) change the pre-finetuning recipe (the ablation's levers: t
 sampling.policy, r3f.enabled, ...), under its own run name (--name), so each variant keeps its export and
 its panels; --low-only runs the 10% panel alone. Every step resumes.
 
-The ablation (--ablation recipes/transfer_ablation.yaml): every arm of the plan pre-finetuned under its own
+The ablation (--ablation recipes/transfer_study/ablation.yaml): every arm of the plan pre-finetuned under its own
 name (its overrides, and optionally a subset of the recipe's tasks), then ONE panel over plain MiniLM and
 every arm's export at the plan's fraction and seeds, so all arms are paired with the base on the same
 seeds and rows. The panel's folder is named by the plan (ablation_panel_<hash>): a plan changed later (an
@@ -198,7 +198,7 @@ class AblationArm(BaseModel):
 
 
 class AblationPlan(BaseModel):
-    """recipes/transfer_ablation.yaml: the levers of the CPU recipe, one arm each."""
+    """recipes/transfer_study/ablation.yaml: the levers of the CPU recipe, one arm each."""
     model_config = ConfigDict(extra="forbid")
     recipe: str = Field(str(DEFAULT_RECIPE.relative_to(REPO)), description="the recipe every arm starts from")
     fraction: float = Field(0.1, gt=0, le=1, description="the panel's share of the training rows")

@@ -93,14 +93,14 @@ def test_a_kept_export_must_be_this_recipes(tmp_path):
 
 
 def test_the_ablation_plan_s_arms_are_valid_recipes_that_hold_none_of_the_panel(tmp_path):
-    """Every arm of recipes/transfer_ablation.yaml loads as a recipe (its overrides are recipe keys; a task
+    """Every arm of recipes/transfer_study/ablation.yaml loads as a recipe (its overrides are recipe keys; a task
     subset validated whole), changes its lever against u500 and trains on nothing held out; bad plans are
     refused by name: a misspelt key, a task the recipe lacks, an arm that sets its own folders, a CA-MTL
     arm (its export cannot share the plain models' panel)."""
     from prefinetune.finetune.transfer_study import arm_recipe, load_ablation, panel_folder
     from prefinetune.run.run_folder import changed_keys
 
-    plan = load_ablation("recipes/transfer_ablation.yaml")
+    plan = load_ablation("recipes/transfer_study/ablation.yaml")
     recipes = {name: arm_recipe(plan, name, "../shared/data", tmp_path) for name in plan.arms}
     assert recipes["prefinetune_minilm_cpu"].train.updates == 1500
     reference = recipes["u500"].model_dump(mode="json")
