@@ -57,8 +57,7 @@ def compare_task(task: str, models: list[str], extra: list[str], seeds: int, dat
     from prefinetune.recipe.config import load_recipe
 
     recipe = load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml",
-                         [f"data.root={data_dir}", f"run.output_dir={out}", "scaling.num_workers=1", *HELDOUT[task],
-                          *extra])
+                         [f"data.root={data_dir}", f"run.output_dir={out}", *HELDOUT[task], *extra])
     return compare(recipe, models, [0.1], seeds, out)
 
 

@@ -22,6 +22,7 @@ arm added) makes another panel, as Ray Tune restores an experiment only as first
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated, Optional
@@ -74,16 +75,17 @@ def _folders(splits: dict) -> set[str]:
             for path in splits.values()}
 
 
-def held_folders() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def held_folders() -> tuple[str, ...]:
     """Every dataset folder the panel's tasks and their duplicates read (their recipes, the catalog)."""
     from prefinetune.catalog.shared_data import CATALOG, EVAL_ONLY
 
     folders = set()
     for task in PANEL:
-        folders |= _folders(load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml").tasks[0].splits)
+        folders |= _folders(panel_recipe(task).tasks[0].splits)
         for dup in DUPLICATES.get(task, []):
             folders |= _folders((CATALOG.get(dup) or EVAL_ONLY[dup])["splits"])
-    return sorted(folders)
+    return tuple(sorted(folders))
 
 
 def _prefinetune(recipe, source: Path) -> str:
@@ -126,11 +128,16 @@ def check_same_run(recipe) -> None:
                             "variant another --name (or delete that run folder)")
 
 
+def panel_recipe(task: str, overrides: list[str] = ()):
+    """A panel task's fine-tuning recipe (recipes/finetune/<task>.yaml)."""
+    return load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml", list(overrides))
+
+
 def _panel(models: list[str], fraction: float, seeds: int, data_dir: str, out: Path) -> dict:
     from prefinetune.finetune.panel import compare_panel
 
-    recipes = [load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml",
-                           [f"data.root={data_dir}", f"run.output_dir={out}", *extra]) for task, extra in PANEL.items()]
+    recipes = [panel_recipe(task, [f"data.root={data_dir}", f"run.output_dir={out}", *extra])
+               for task, extra in PANEL.items()]
     return compare_panel(recipes, models, [fraction], seeds, out)
 
 
