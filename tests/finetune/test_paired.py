@@ -13,6 +13,7 @@ import pytest
 from scipy import stats
 
 from prefinetune.finetune.paired import paired_difference
+from prefinetune.finetune.plan import FinetuneError
 from prefinetune.finetune.report import markdown_table, summarise, write_report
 
 
@@ -156,6 +157,41 @@ def test_a_panel_is_one_table_across_tasks_with_the_average_paired_by_seed(tmp_p
     write_panel(panel, tmp_path)
     assert json.loads((tmp_path / "panel.json").read_text())["tasks"] == ["cb", "copa"]
     assert (tmp_path / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_model_against_a_reference_of_the_panel_is_scipy_s_paired_test_on_the_trials_scores():
+    """versus(panel, "u500"): every other model (the base too) against the reference, per task and on the
+    average, is scipy's paired t-test over the seeds both finished, on the trials' own test scores; the
+    ablation's Δ table shows it; a reference that is not a model of the panel is refused by name."""
+    from prefinetune.finetune.panel import AVERAGE, delta_table, panel_summary, versus
+
+    rng = np.random.default_rng(7)
+    summaries, scores = [], {}
+    for task in ("cb", "copa"):
+        results = []
+        for i, (model, seed) in enumerate((m, s) for m in ("base", "u500", "r3f") for s in range(4)):
+            if (task, model, seed) == ("cb", "r3f", 3):
+                continue
+            scores[(task, model, seed)] = test = float(rng.random())
+            r = _result(model, 0.1, seed, i, 0.5, test, 1e-5)
+            r["metrics"] = {f"dev/{task}/accuracy": 0.5, f"test/{task}/accuracy": test}
+            results.append(r)
+        summaries.append(summarise(task, results, {"base": "B", "u500": "U", "r3f": "R"}, [0.1], 4))
+    panel = panel_summary(summaries)
+    deltas = versus(panel, "u500")["0.1"]
+    assert sorted(deltas) == ["base", "r3f"]
+    for model, seeds in (("r3f", [0, 1, 2]), ("base", [0, 1, 2, 3])):
+        test = stats.ttest_rel([scores[("cb", model, s)] for s in seeds], [scores[("cb", "u500", s)] for s in seeds])
+        assert deltas[model]["cb"]["p_value"] == pytest.approx(test.pvalue) and deltas[model]["cb"]["seeds"] == seeds
+    mean = np.mean([np.mean([scores[(t, "r3f", s)] - scores[(t, "u500", s)] for t in ("cb", "copa")])
+                    for s in (0, 1, 2)])
+    assert deltas["r3f"][AVERAGE]["mean"] == pytest.approx(mean) and deltas["r3f"][AVERAGE]["n"] == 3
+    table = "\n".join(delta_table(panel, versus(panel, "u500"), "u500"))
+    assert "Δ vs u500 at 0.1 of the training rows" in table
+    assert f"| r3f | {deltas['r3f']['cb']['mean']:+.3f} [" in table
+    with pytest.raises(FinetuneError, match=r"the reference u1000 is not one of the panel's models "
+                                            r"\['base', 'u500', 'r3f'\]"):
+        versus(panel, "u1000")
 
 
 def test_a_seed_counts_only_with_every_grid_point_finished_and_a_score_that_is_a_number():

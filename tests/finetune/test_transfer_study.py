@@ -125,7 +125,9 @@ def test_the_ablation_plan_s_arms_are_valid_recipes_that_hold_none_of_the_panel(
                           ("arms: {a: {overrides: [run.output_dir=/tmp]}}", r"the plan's"),
                           ("arms: {../x: {}}", r"bad.yaml: arms.../x.\[key\]: String should match pattern"),
                           ("arms: {}", r"bad.yaml: arms: Dictionary should have at least 1 item"),
-                          ("arms: [", r"--ablation .*bad.yaml: while parsing")):
+                          ("arms: [", r"--ablation .*bad.yaml: while parsing"),
+                          ("reference: u5\narms: {u500: {}}", r"bad.yaml: \(the file\): Value error, reference 'u5' "
+                                                               r"is not one of the arms \['u500'\]")):
         bad.write_text(text + "\n")
         with pytest.raises(FinetuneError, match=message):
             load_ablation(bad)
@@ -135,6 +137,35 @@ def test_the_ablation_plan_s_arms_are_valid_recipes_that_hold_none_of_the_panel(
         bad.write_text(f"arms: {{a: {arm}}}\n")
         with pytest.raises(FinetuneError, match=message):
             arm_recipe(load_ablation(bad), "a", "../shared/data", tmp_path)
+
+
+def test_a_part_of_the_ablation_is_its_arms_with_the_reference_and_its_report_pairs_them_with_it(capsys):
+    """--arms chooses arms in the plan's order with the reference joined (an unknown arm refused by name);
+    the ablation's report lists the chosen arms' levers, the panel against plain MiniLM and each arm
+    against the reference; --arms without --ablation is refused."""
+    from prefinetune.cli import main
+    from prefinetune.finetune.transfer_study import ablation_markdown, chosen_arms, load_ablation
+
+    plan = load_ablation("recipes/transfer_study/ablation.yaml")
+    assert plan.reference == "u500" and chosen_arms(plan) == list(plan.arms)
+    assert chosen_arms(plan, ["u500_r3f", "u500_lr2e-5"]) == ["u500", "u500_lr2e-5", "u500_r3f"]
+    with pytest.raises(FinetuneError, match=r"--arms \['u500_r4f'\]: not in the plan's arms"):
+        chosen_arms(plan, ["u500_r4f", "u500_r3f"])
+    stats = {"n": 5, "mean": 0.01, "ci": [-0.02, 0.04], "p_value": 0.4, "wins": 3, "ties": 0, "losses": 2}
+    panel = {"tasks": ["cb"], "metrics": {"cb": "accuracy"}, "models": {"gt": "B", "u500": "U", "u500_r3f": "R"},
+             "base": "gt", "fractions": [0.1], "seeds": 5, "complete": True,
+             "trials": {"total": 15, "finished": 15, "failed": 0}, "cells": {"0.1": {}}}
+    result = {"plan": plan.model_dump(), "arms": ["u500", "u500_r3f"], "panel": panel,
+              "vs_reference": {"0.1": {"gt": {"cb": stats}, "u500_r3f": {"cb": stats}}},
+              "command": "python launch/transfer_study.py --ablation A --arms u500_r3f"}
+    text = ablation_markdown(result)
+    assert "- u500_r3f: train.updates=500 optim.warmup_updates=30 r3f.enabled=true" in text
+    assert "- u500_lr2e-5" not in text
+    assert "Reproduce: `python launch/transfer_study.py --ablation A --arms u500_r3f`" in text
+    assert "Each arm against u500, the arm it differs from in its lever alone:" in text
+    assert "| u500_r3f | +0.010 [-0.020, +0.040] p=0.4 (3/0/2) | - |" in text
+    assert main(["transfer-study", "--data-dir", "/nowhere", "--arms", "u500"]) == 2
+    assert "--arms chooses arms of an --ablation plan" in capsys.readouterr().err
 
 
 def test_a_dypa_run_s_recorded_widths_are_its_own_recipe(tmp_path):
