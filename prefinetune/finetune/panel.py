@@ -1,6 +1,7 @@
 """`prefinetune compare --recipes a.yaml b.yaml ...`: several downstream tasks as one Ray Tune experiment,
 and one table across them in the shape of Muppet's Table 3 (models down, tasks across, plus the average),
-with each model against the base (the first) paired by seed, per task and on the average.
+with each model against the base (the first) paired by seed, per task and on the average (versus():
+against any other model of the panel, as the ablation pairs its arms with its reference arm).
 
     panel = compare_panel([rte, copa, stsb], models, [0.1], seeds=10, out_dir="runs/panel")
     # out_dir/<task>/: that task's comparison (results.md/.json/.png, trials/, shards/)
@@ -54,7 +55,8 @@ def compare_panel(recipes: list, models: list[str], fractions: list[float], seed
 
 def panel_summary(summaries: list[dict]) -> dict:
     """The table across tasks as data, from each task's compare summary (prefinetune/finetune/report.py):
-    cells[fraction][model][task] = {mean, std, n, vs_base}, the task "average" included."""
+    cells[fraction][model][task] = {mean, std, n, vs_base, scores ({seed: test score})}, the task
+    "average" included."""
     first = summaries[0]
     tasks, models, base = [s["task"] for s in summaries], list(first["models"]), first["base"]
     per_seed = {(s["task"], r["fraction"], r["model"]): dict(zip(r["seed_ids"], r["test_scores"]))

