@@ -8,6 +8,14 @@ TINY_BERT = dict(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attenti
                  intermediate_size=48, max_position_embeddings=64, type_vocab_size=2,
                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
+# The multiple-choice head's bias adds one number to every choice's score, and the span head's two biases
+# one to every position's start (end) score, which the softmax over the choices (positions) cancels: their
+# gradient is zero but for rounding, and Adam's normalisation (eps 1e-6) turns that rounding into steps of
+# ~1e-5 whose values follow the order of the sums (the CPU's kernels, the worker count). Parity checks
+# leave them out of the comparison and check instead that they stayed at that noise level.
+ROUNDING_ONLY = frozenset({"multiple_choice.out_bias", "span.bias"})
+ROUNDING_LEVEL = 1e-3
+
 
 def tiny_bert(seed: int = 0):
     from transformers import AutoModel, BertConfig
