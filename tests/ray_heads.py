@@ -39,32 +39,38 @@ def own_ray_head(num_cpus: int = 2, dashboard: bool = True):
                               f"--temp-dir={temp}", "--disable-usage-stats"],
                              env=env, capture_output=True, text=True, timeout=180)
     if started.returncode != 0:
-        stop_ray_started_in(temp)
+        stop_ray_started_in(temp, port)
         raise RuntimeError(f"ray start --head failed ({started.returncode}):\n{started.stderr[-3000:]}")
     try:
         yield f"http://127.0.0.1:{dashboard_port}", env, temp
     finally:
-        stop_ray_started_in(temp)
+        stop_ray_started_in(temp, port)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def processes_naming(temp: str) -> list:
+def processes_naming(temp: str, gcs_port: int | None = None) -> list:
+    """The processes whose command line names the head's temp folder or, given its GCS port, its address:
+    Ray's client server (`ray.util.client.server --address=IP:PORT`) names no folder, and `ray start`,
+    its parent, has exited, so it is no child of the head's other processes either (seen left behind)."""
     import psutil
+
+    def ours(arg: str) -> bool:
+        return temp in arg or (gcs_port is not None and "address=" in arg and arg.endswith(f":{gcs_port}"))
 
     found = []
     for proc in psutil.process_iter(["cmdline"]):
-        if any(temp in arg for arg in proc.info["cmdline"] or []):
+        if any(ours(arg) for arg in proc.info["cmdline"] or []):
             found.append(proc)
     return found
 
 
-def stop_ray_started_in(temp: str, timeout: float = 30.0) -> None:
+def stop_ray_started_in(temp: str, gcs_port: int | None = None, timeout: float = 30.0) -> None:
     """Stop the Ray head whose --temp-dir is `temp`, and only it, as `ray stop --force` would (SIGKILL):
-    its processes name that folder on their command lines, and its workers are their children. Never
-    `ray stop`, which stops every Ray of this user on the machine."""
+    its processes name that folder or its GCS address on their command lines, and its workers are their
+    children. Never `ray stop`, which stops every Ray of this user on the machine."""
     import psutil
 
-    procs = {p.pid: p for root in processes_naming(temp) for p in [root, *_children(root)]}
+    procs = {p.pid: p for root in processes_naming(temp, gcs_port) for p in [root, *_children(root)]}
     for proc in procs.values():
         try:
             proc.kill()
@@ -72,7 +78,7 @@ def stop_ray_started_in(temp: str, timeout: float = 30.0) -> None:
             pass
     _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
     assert not alive, f"Ray processes of {temp} still alive: {alive}"
-    assert processes_naming(temp) == [], f"Ray processes of {temp} started while it was being stopped"
+    assert processes_naming(temp, gcs_port) == [], f"Ray processes of {temp} started while it was being stopped"
 
 
 def _children(proc) -> list:
