@@ -78,13 +78,6 @@ def _serve(rank: int, jobs, done) -> None:
         done.put((rank, error))
 
 
-_DEEPSPEED_GROUP_GLOBALS = ("_EXPERT_PARALLEL_GROUP", "_EXPERT_PARALLEL_GROUP_RANKS", "_EXPERT_DATA_PARALLEL_GROUP",
-                            "_EXPERT_DATA_PARALLEL_GROUP_RANKS", "_ALL_TO_ALL_GROUP", "_WORLD_GROUP",
-                            "_ZERO_PARAM_INTRA_PARALLEL_GROUP", "_TENSOR_MODEL_PARALLEL_GROUP", "_MODEL_PARALLEL_GROUP",
-                            "_DATA_PARALLEL_GROUP", "_MPU_TENSOR_MODEL_PARALLEL_WORLD_SIZE",
-                            "_MPU_TENSOR_MODEL_PARALLEL_RANK", "mesh_device", "mpu")
-
-
 def _tear_down_groups() -> None:
     """What a new process would not have: the job's process group, and DeepSpeed's references to it
     (deepspeed.comm.destroy_process_group releases them the same way)."""
@@ -93,17 +86,8 @@ def _tear_down_groups() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     groups = sys.modules.get("deepspeed.utils.groups")
-    if groups is None:
-        return
-    release = getattr(groups, "_release_process_group_references", None)     # DeepSpeed >= 0.19.8
-    if release is not None:
-        release(None)
-        return
-    for name in _DEEPSPEED_GROUP_GLOBALS:                                     # older: the same globals by hand
-        if isinstance(getattr(groups, name, None), dict):
-            getattr(groups, name).clear()
-        elif hasattr(groups, name):
-            setattr(groups, name, None)
+    if groups is not None:
+        groups._release_process_group_references(None)
 
 
 def _name(fn) -> str:
