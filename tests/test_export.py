@@ -151,6 +151,7 @@ def test_export_reproduces_trained_model(tmp_path, dist_group, model_type, zero_
             torch.testing.assert_close(clf(**inputs).logits, expected[name], atol=1e-6, rtol=0)
 
     reloaded, info = load_exported(out)
+    assert not reloaded.backbone.use_kernels          # no hub kernels (prefinetune/model/source.py)
     for name, logits in task_logits(reloaded, inputs).items():
         torch.testing.assert_close(logits, expected[name], atol=1e-6, rtol=0)
     assert [t["name"] for t in info["tasks"]] == list(TASKS)

@@ -119,6 +119,26 @@ def test_a_new_model_trains_with_the_backbones_dropout_on(tmp_path):
     assert not torch.equal(first, model.backbone(**batch).last_hidden_state)     # dropout is on
 
 
+def test_no_hub_kernels_are_swapped_in_when_loaded_or_when_switching_train_and_eval(tmp_path):
+    """transformers (with `kernels` installed) swaps layers for hub-downloaded kernels by default, again at
+    each train()/eval() on a GPU: the first GPU run died at its first evaluation fetching one offline."""
+    from transformers import AutoModel
+
+    from prefinetune.model.tiny import save_tiny_bert
+
+    folder = save_tiny_bert(tmp_path / "bert")
+    recipe = recipe_from_dict({"model": {"name_or_path": str(folder)}, "train": {"updates": 1},
+                               "tasks": [{"name": "t", "label_names": ["a", "b"], "splits": {"train": "t.jsonl"},
+                                          "columns": {"text": "x", "label": "y"}}]})
+    default = AutoModel.from_pretrained(folder)
+    pytest.importorskip("kernels")          # what the project's loading must override: transformers' default
+    assert default.use_kernels and default.kernels_mode is not None
+    model = build_model(recipe)
+    model.eval()
+    model.train()
+    assert not model.backbone.use_kernels and model.backbone.kernels_mode is None
+
+
 def test_a_nan_in_an_idle_head_is_said_to_be_that_heads_not_the_slots_task():
     """The multiple-choice head's weights turned NaN: a classification slot's loss is NaN through the
     0-weighted idle term, and the message names the idle head, not the task; a NaN in the slot's own

@@ -30,7 +30,7 @@ from prefinetune.export.checkpoint import locate_checkpoint, state_dict_from_che
 from prefinetune.export.shared_weights import BACKBONE_FILE, Shared, load_shared, readable_files, share_backbone
 from prefinetune.families.family import get_family
 from prefinetune.model.multitask import AttentionHeads, MultiTaskModel, TaskSpec, build_model, with_head_widths
-from prefinetune.model.source import load_tokenizer
+from prefinetune.model.source import NO_HUB_KERNELS, load_tokenizer
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.best_effort import failure_reason, warn
 
@@ -120,7 +120,7 @@ def load_exported(out_dir: str | Path, trust_remote_code: bool = False) -> tuple
 
     out = Path(out_dir)
     info = read_tasks_info(out)
-    backbone = AutoModel.from_pretrained(out, trust_remote_code=trust_remote_code)
+    backbone = AutoModel.from_pretrained(out, trust_remote_code=trust_remote_code, **NO_HUB_KERNELS)
     tasks = sorted(info["tasks"], key=lambda t: t["head_index"])
     heads = [TaskSpec(t["name"], t["family"], t["num_labels"]) for t in tasks]
     attention = None

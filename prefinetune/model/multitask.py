@@ -24,7 +24,7 @@ from torch import nn
 from prefinetune.families.family import BUILT_IN, Features, get_family
 from prefinetune.model.alignment import TaskAlignment
 from prefinetune.model.camtl import CamtlConditioning
-from prefinetune.model.source import resolve_model_source
+from prefinetune.model.source import NO_HUB_KERNELS, resolve_model_source
 
 __all__ = ["AttentionHeads", "TaskSpec", "MultiTaskModel", "freeze_pooler", "load_backbone", "build_model",
            "family_order", "resolve_head_widths", "with_head_widths"]
@@ -231,7 +231,8 @@ def load_backbone(name_or_path: str, revision: str | None = None, trust_remote_c
                              f"{[k for pair in DROPOUT_KEYS for k in pair]}")
         for key in keys:
             setattr(config, key, dropout)
-    return AutoModel.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, config=config)
+    return AutoModel.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code, config=config,
+                                     **NO_HUB_KERNELS)
 
 
 def enable_gradient_checkpointing(backbone: nn.Module) -> None:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-__all__ = ["resolve_model_source", "load_tokenizer"]
+__all__ = ["resolve_model_source", "load_tokenizer", "NO_HUB_KERNELS"]
+
+# Keyword arguments for every model `from_pretrained`. transformers 5.x, when the `kernels` package is
+# installed (a dependency of 5.25), swaps layers for kernels downloaded from the hub
+# (kernels-community/...) by default, and swaps again at every train()/eval() on a GPU: code fetched
+# and run as with trust_remote_code, numerics that differ between training and evaluation, and a crash
+# where the hub cannot be reached (the first GPU run died at its first evaluation, update 40, offline:
+# "Version 1 of 'kernels-community/activation' is not available in the local cache"). Off, always.
+NO_HUB_KERNELS = {"use_kernels": False}
 
 
 def resolve_model_source(name_or_path: str) -> str:
