@@ -1,6 +1,7 @@
 """The one-command device check: the GPU path of a run, end to end, on one CUDA device.
 
     python benchmarks/gpu_check.py --data-dir ../shared/data      # writes benchmarks/results/gpu_check.json
+    python benchmarks/gpu_check.py --model DIR --random-weights   # DIR's config and tokenizer, random weights
 
 What it runs, each step a check that passes or fails with its reason (the JSON keeps every one):
 1. train: a short pre-finetuning run through Ray Train on 1 GPU worker (the process group NCCL with gloo
@@ -15,7 +16,8 @@ What it runs, each step a check that passes or fails with its reason (the JSON k
 4. mfu: model FLOPs utilisation of the training step (benchmarks/gpu_mfu.py).
 
 Exits 2 with the reason on a machine without CUDA (or without Ray / DeepSpeed), 1 if a check failed, else 0.
-Budget: under 8 minutes on one modern GPU (most of it Ray's start and the data preparation).
+Measured on one H200: 3 minutes in all (train 97 s, restart 46 s, nonfinite 14 s, mfu 17 s), most of it Ray's
+start and the data preparation. On a machine without a package index: benchmarks/device_bundle.py.
 """
 from __future__ import annotations
 
@@ -33,11 +35,11 @@ TASKS = ["rte", "sst2", "stsb", "copa"]
 UPDATES, MORE = 40, 10
 
 
-def recipe_dict(data_dir: str, work: Path, updates: int) -> dict:
+def recipe_dict(data_dir: str, work: Path, updates: int, model: str) -> dict:
     from prefinetune.catalog.shared_data import catalog_task
 
     return {"run": {"output_dir": str(work), "name": "gpu_check", "seed": 0},
-            "model": {"name_or_path": MODEL, "max_length": 128},
+            "model": {"name_or_path": model, "max_length": 128},
             "data": {"root": data_dir, "shards_dir": str(work / "shards")},
             "tasks": [catalog_task(t) for t in TASKS],
             "train": {"updates": updates, "slots_per_update": 8, "batch_size": 16, "log_every": 10,
@@ -50,21 +52,39 @@ def recipe_dict(data_dir: str, work: Path, updates: int) -> dict:
             "scaling": {"num_workers": 1, "use_gpu": True, "cpus_per_worker": 2}}
 
 
-def check_train(data_dir: str, work: Path) -> dict:
+def random_weights_copy(source: str, folder: Path, seed: int = 0) -> str:
+    """A copy of `source`'s config and tokenizer with weights initialised at random (safetensors).
+
+    For a device machine that the pretrained weights cannot reach (the device tool carries 64 MiB a call:
+    MiniLM's 90 MB of weights do not fit beside Ray): every check here tests the mechanics of the GPU
+    path, and the MFU depends on the shapes alone, so none of them needs the pretrained values."""
+    import torch
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from prefinetune.model.source import resolve_model_source
+
+    source = resolve_model_source(source)
+    torch.manual_seed(seed)
+    AutoModel.from_config(AutoConfig.from_pretrained(source)).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(source).save_pretrained(folder)
+    return str(folder)
+
+
+def check_train(data_dir: str, work: Path, model: str) -> dict:
     from prefinetune.recipe.config import recipe_from_dict
     from prefinetune.run.driver import run
 
-    out = run(recipe_from_dict(recipe_dict(data_dir, work, UPDATES)))
+    out = run(recipe_from_dict(recipe_dict(data_dir, work, UPDATES, model)))
     assert out["metrics"]["update"] == UPDATES, out["metrics"]
     assert Path(out["export"], "model.safetensors").is_file()
     return {"checkpoint": out["checkpoint"], "final_metrics": out["metrics"]}
 
 
-def check_restart(data_dir: str, work: Path, checkpoint: str) -> dict:
+def check_restart(data_dir: str, work: Path, checkpoint: str, model: str) -> dict:
     from prefinetune.recipe.config import recipe_from_dict
     from prefinetune.run.driver import run
 
-    out = run(recipe_from_dict(recipe_dict(data_dir, work, UPDATES + MORE)), resume_from=checkpoint)
+    out = run(recipe_from_dict(recipe_dict(data_dir, work, UPDATES + MORE, model)), resume_from=checkpoint)
     logged = [json.loads(line)["update"] for line in Path(out["run_dir"], "metrics.jsonl").read_text().splitlines()]
     assert out["metrics"]["update"] == UPDATES + MORE and max(logged) == UPDATES + MORE, logged
     return {"checkpoint": out["checkpoint"], "final_metrics": out["metrics"]}
@@ -74,7 +94,7 @@ def _state(engine) -> dict:
     return {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
 
 
-def check_nonfinite(data_dir: str, work: Path, checkpoint: str) -> dict:
+def check_nonfinite(data_dir: str, work: Path, checkpoint: str, model: str) -> dict:
     import torch
 
     from prefinetune.data.shards import open_split
@@ -88,8 +108,8 @@ def check_nonfinite(data_dir: str, work: Path, checkpoint: str) -> dict:
     from prefinetune.run.step import TrainData, run_update
     from prefinetune.sampling.schedule import plan_update, worker_slots
 
-    recipe = recipe_from_dict(recipe_dict(data_dir, work, UPDATES + MORE + 2))
-    tokenizer = load_tokenizer(MODEL)
+    recipe = recipe_from_dict(recipe_dict(data_dir, work, UPDATES + MORE + 2, model))
+    tokenizer = load_tokenizer(model)
     splits = {t.name: open_split(recipe.shards_path, t.name, "train") for t in recipe.tasks}
     data = TrainData(splits, recipe.tasks, tokenizer.pad_token_id, "auto", None, 16, 128)
     one_process_group()
@@ -121,12 +141,13 @@ def check_nonfinite(data_dir: str, work: Path, checkpoint: str) -> dict:
     return {"backend": backend, "resumed_after_update": int(state["update"]), "skipped": skipped.skipped}
 
 
-def check_mfu(data_dir: str, work: Path, peak_tflops: float) -> dict:
+def check_mfu(data_dir: str, work: Path, peak_tflops: float, model: str, profile: Path) -> dict:
     import gpu_mfu
 
     out = work / "gpu_mfu.json"
     code = gpu_mfu.main(["--data-dir", data_dir, "--work", str(work / "mfu"), "--peak-tflops", str(peak_tflops),
-                         "--updates", "30", "--out", str(out)])
+                         "--updates", "30", "--out", str(out), "--model", model,
+                         "--profile", str(profile)])
     assert code == 0, f"gpu_mfu.py exited {code}"
     return json.loads(out.read_text())
 
@@ -147,12 +168,28 @@ def missing_requirement() -> str | None:
     return None
 
 
+def versions() -> dict:
+    """The versions the check ran with (a device image has its own)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "deepspeed", "ray", "transformers", "datasets", "pyarrow", "numpy", "pydantic"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--work", default="/tmp/prefinetune_gpu_check")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_check.json"))
+    p.add_argument("--model", default=MODEL, help="the backbone: a folder, hub id or pkg: source (default MiniLM)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="use --model's config and tokenizer with random weights (a machine its weights cannot reach)")
     args = p.parse_args(argv)
     why = missing_requirement()
     if why:
@@ -164,12 +201,15 @@ def main(argv=None) -> int:
     import shutil
 
     shutil.rmtree(work / "gpu_check", ignore_errors=True)    # a run folder holds one run: each check starts anew
-    result: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "checks": {}}
+    model = random_weights_copy(args.model, work / "random_model") if args.random_weights else args.model
+    result: dict = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "model": args.model,
+                    "random_weights": args.random_weights, "versions": versions(), "checks": {}}
     checkpoint = None
-    steps = [("train", lambda: check_train(args.data_dir, work)),
-             ("restart", lambda: check_restart(args.data_dir, work, checkpoint)),
-             ("nonfinite", lambda: check_nonfinite(args.data_dir, work, checkpoint)),
-             ("mfu", lambda: check_mfu(args.data_dir, work, args.peak_tflops))]
+    steps = [("train", lambda: check_train(args.data_dir, work, model)),
+             ("restart", lambda: check_restart(args.data_dir, work, checkpoint, model)),
+             ("nonfinite", lambda: check_nonfinite(args.data_dir, work, checkpoint, model)),
+             ("mfu", lambda: check_mfu(args.data_dir, work, args.peak_tflops, model,
+                                     Path(args.out).with_suffix(".profile.txt")))]
     for name, step in steps:
         start = time.perf_counter()
         try:

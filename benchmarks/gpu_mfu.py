@@ -21,9 +21,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from minilm_tasks import REPO, prepared_tasks, write_result  # noqa: E402
+from minilm_tasks import MODEL, REPO, prepared_tasks, write_result  # noqa: E402
 
-SLOTS, ROWS, LENGTH = 2, 16, 128
+SLOTS, ROWS, LENGTH = 2, 16, 128             # the defaults: system (c) of benchmarks/throughput.py
+PROFILED = 5                  # updates profiled after the timed ones (--profile): within the LR schedule
 
 
 def update_flops(params: int, layers: int, hidden: int, batches: list) -> float:
@@ -35,6 +36,22 @@ def update_flops(params: int, layers: int, hidden: int, batches: list) -> float:
     return flops
 
 
+def profile_updates(path: str, update, indices) -> None:
+    """torch.profiler over `update(i)` for each index: where an update's time goes, by operator, sorted by
+    the time the CPU spends in it and by the time the GPU does (a launch-bound step shows the first)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for i in indices:
+            update(i)
+        torch.cuda.synchronize()
+    table = prof.key_averages()
+    Path(path).write_text("\n\n".join(table.table(sort_by=key, row_limit=40)
+                                      for key in ("self_cpu_time_total", "self_cuda_time_total", "cpu_time_total")))
+    print(f"wrote {path}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
@@ -42,6 +59,11 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="/tmp/prefinetune_gpu_mfu")
     p.add_argument("--peak-tflops", type=float, required=True, help="the GPU's dense bf16 peak, TFLOP/s")
     p.add_argument("--updates", type=int, default=60)
+    p.add_argument("--model", default=MODEL, help="the backbone (default: MiniLM from its PyPI package)")
+    p.add_argument("--profile", help="profile 5 more updates (torch.profiler), tables here")
+    p.add_argument("--slots", type=int, default=SLOTS, help="slots (micro-batches) per update")
+    p.add_argument("--rows", type=int, default=ROWS, help="rows per slot")
+    p.add_argument("--zero-stage", type=int, default=2, choices=(0, 1, 2))
     args = p.parse_args(argv)
     import torch
 
@@ -54,12 +76,12 @@ def main(argv=None) -> int:
     from prefinetune.run.step import TrainData, run_update
     from prefinetune.sampling.schedule import plan_update, worker_slots
 
-    recipe, tokenizer, data = prepared_tasks(args.data_dir, Path(args.work), ["sst2"], "gpu_mfu",
-                                             train={"slots_per_update": SLOTS, "batch_size": ROWS,
-                                                    "updates": args.updates},
-                                             deepspeed={"zero_stage": 2, "precision": "bf16"},
+    recipe, tokenizer, data = prepared_tasks(args.data_dir, Path(args.work), ["sst2"], "gpu_mfu", args.model,
+                                             train={"slots_per_update": args.slots, "batch_size": args.rows,
+                                                    "updates": args.updates + PROFILED},
+                                             deepspeed={"zero_stage": args.zero_stage, "precision": "bf16"},
                                              scaling={"num_workers": 1, "use_gpu": True})
-    data = TrainData(data.splits, recipe.tasks, tokenizer.pad_token_id, "auto", None, ROWS, LENGTH)   # the default
+    data = TrainData(data.splits, recipe.tasks, tokenizer.pad_token_id, "auto", None, args.rows, LENGTH)   # the default
     one_process_group()
     device = torch.device("cuda")
     model = build_model(recipe).to(device)
@@ -68,7 +90,8 @@ def main(argv=None) -> int:
     engine = build_engine(model, recipe, 1, on_gpu=True)
     times, flops = [], []
     for u in range(args.updates):
-        plan = plan_update(recipe.sampling, 0, u, args.updates, SLOTS, data.sizes, ROWS, data.row_drawer)
+        plan = plan_update(recipe.sampling, 0, u, args.updates + PROFILED, args.slots, data.sizes, args.rows,
+                           data.row_drawer)
         slots = worker_slots(plan, 0, 1)
         torch.cuda.synchronize()
         start = time.perf_counter()
@@ -82,10 +105,18 @@ def main(argv=None) -> int:
     result = {"gpu": torch.cuda.get_device_name(0), "peak_tflops_bf16": args.peak_tflops,
               "achieved_tflops": achieved / 1e12, "mfu": achieved / (args.peak_tflops * 1e12),
               "median_update_s": float(np.median(times[steady])), "parameters": params,
-              "settings": {"model": recipe.model.name_or_path, "slots": SLOTS, "rows": ROWS, "max_length": LENGTH,
-                           "precision": "bf16", "zero_stage": 2, "updates": args.updates}}
+              "settings": {"model": recipe.model.name_or_path, "slots": args.slots, "rows": args.rows,
+                           "max_length": LENGTH, "precision": "bf16", "zero_stage": args.zero_stage,
+                           "updates": args.updates}}
     print(f"{result['gpu']}: {result['achieved_tflops']:.2f} TFLOP/s, MFU {100 * result['mfu']:.2f}%")
     write_result(args.out, result)
+    if args.profile:
+        def update(u: int):
+            plan = plan_update(recipe.sampling, 0, u, args.updates + PROFILED, args.slots, data.sizes, args.rows,
+                               data.row_drawer)
+            run_update(engine, {"sst2": 0}, worker_slots(plan, 0, 1), data, device, 0, u)
+
+        profile_updates(args.profile, update, range(args.updates, args.updates + PROFILED))
     return 0
 
 

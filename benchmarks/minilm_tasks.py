@@ -51,10 +51,10 @@ def time_slot(model, task_id: int, task, batch: dict, r3f=None, backward=None) -
     return time.perf_counter() - start
 
 
-def bench_recipe(data_dir: str, work: Path, tasks: list[str], name: str, **sections):
+def bench_recipe(data_dir: str, work: Path, tasks: list[str], name: str, model: str = MODEL, **sections):
     """A one-worker CPU recipe over catalog `tasks`, max_length 128, batches of 16 rows."""
     recipe = {"run": {"output_dir": str(work), "name": name},
-              "model": {"name_or_path": MODEL, "max_length": 128},
+              "model": {"name_or_path": model, "max_length": 128},
               "data": {"root": data_dir, "shards_dir": str(work / "shards")},
               "tasks": [catalog_task(t) for t in tasks],
               "train": {"updates": 1, "slots_per_update": 1, "batch_size": 16},
@@ -64,11 +64,11 @@ def bench_recipe(data_dir: str, work: Path, tasks: list[str], name: str, **secti
     return recipe_from_dict(recipe)
 
 
-def prepared_tasks(data_dir: str, work: Path, tasks: list[str], name: str, **sections):
+def prepared_tasks(data_dir: str, work: Path, tasks: list[str], name: str, model: str = MODEL, **sections):
     """(recipe, tokenizer, TrainData of the train splits), shards written under `work` (reused if there)."""
-    recipe = bench_recipe(data_dir, work, tasks, name, **sections)
-    tokenizer = load_tokenizer(MODEL)
-    prepare_tasks(recipe, tokenizer, MODEL, progress=False)
+    recipe = bench_recipe(data_dir, work, tasks, name, model, **sections)
+    tokenizer = load_tokenizer(model)
+    prepare_tasks(recipe, tokenizer, model, progress=False)
     splits = {t.name: open_split(recipe.shards_path, t.name, "train") for t in recipe.tasks}
     return recipe, tokenizer, TrainData(splits, recipe.tasks, tokenizer.pad_token_id)
 

@@ -23,3 +23,24 @@ def test_without_cuda_it_exits_2_with_the_reason(tmp_path):
     assert done.returncode == 2, done.stderr
     assert "gpu_check.py: cannot run here: no CUDA device is visible here" in done.stderr
     assert not out.exists() and not (tmp_path / "work").exists()
+
+
+def test_random_weights_copy_keeps_the_shapes_and_tokenizer_with_new_values(tmp_path):
+    """--random-weights: the model the check builds where the pretrained weights cannot travel."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from prefinetune.model.source import NO_HUB_KERNELS
+    from prefinetune.model.tiny import save_tiny_bert
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from gpu_check import random_weights_copy
+
+    source = save_tiny_bert(tmp_path / "bert", seed=7)          # the copy draws with seed 0: other values
+    folder = Path(random_weights_copy(str(source), tmp_path / "random"))
+    original = AutoModel.from_pretrained(source, **NO_HUB_KERNELS).state_dict()
+    copy = AutoModel.from_pretrained(folder, **NO_HUB_KERNELS).state_dict()
+    assert (folder / "model.safetensors").is_file()
+    assert {k: v.shape for k, v in copy.items()} == {k: v.shape for k, v in original.items()}
+    assert not torch.equal(copy["embeddings.word_embeddings.weight"], original["embeddings.word_embeddings.weight"])
+    text = "a test sentence"
+    assert AutoTokenizer.from_pretrained(folder)(text) == AutoTokenizer.from_pretrained(source)(text)
