@@ -43,6 +43,8 @@ def compare_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     p.add_argument("--metric", help="the metric that selects and is reported (default: the task's first)")
+    p.add_argument("--reuse-from", nargs="+", default=[], metavar="DIR", help="earlier comparisons' output folders: "
+                   "a trial they finished (same recipe, model, fraction, seed, grid point) is copied, not run again")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="any recipe key, e.g. finetune.epochs=2")
     return p
 
@@ -73,11 +75,11 @@ def compare_main(argv: list[str] | None = None) -> int:
         if args.recipes:
             out = args.output_dir or str(Path(recipes[0].run.output_dir) / "compare_panel")
             compare_panel(recipes, args.models, args.fractions, args.seeds, out, args.cpus_per_trial,
-                          args.gpus_per_trial, args.metric)
+                          args.gpus_per_trial, args.metric, args.reuse_from)
         else:
             out = args.output_dir or str(Path(recipes[0].run.output_dir) / f"compare_{recipes[0].tasks[0].name}")
             compare(recipes[0], args.models, args.fractions, args.seeds, out, args.cpus_per_trial,
-                    args.gpus_per_trial, args.metric)
+                    args.gpus_per_trial, args.metric, args.reuse_from)
     except input_errors() as err:
         say(f"error: {err}", sys.stderr)
         return 2

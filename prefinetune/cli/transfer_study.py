@@ -25,6 +25,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "pre-finetuned, then one panel over all of them")
     p.add_argument("--arms", nargs="+", metavar="ARM", help="with --ablation: only these arms (and the plan's "
                    "reference), a panel of their own; a plan too long for one sitting runs in parts")
+    p.add_argument("--no-reuse", action="store_true", help="run every trial, none copied from the other "
+                   "panels in --output-dir (by default a trial they finished is copied: same recipe, model, seed)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="pre-finetuning recipe keys, e.g. optim.lr=3e-5")
     return p
 
@@ -50,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.ablation:
-            run_ablation(args.ablation, args.data_dir, args.output_dir, args.arms)
+            run_ablation(args.ablation, args.data_dir, args.output_dir, args.arms, not args.no_reuse)
         else:
             run_transfer_study(args.data_dir, args.output_dir, args.recipe or DEFAULT_RECIPE, args.name,
-                               args.overrides, args.low_only)
+                               args.overrides, args.low_only, not args.no_reuse)
     except input_errors() as err:
         say(f"error: {err}", sys.stderr)
         return 2

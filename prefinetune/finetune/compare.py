@@ -22,6 +22,7 @@ from pathlib import Path
 
 from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_recipe
 from prefinetune.finetune.plan import FinetuneError
+from prefinetune.finetune.trial_reuse import reuse_trials, trial_folder
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.driver import resolve_paths
 from prefinetune.run.ray_adapter import interrupted_trial, quiet_tune_restore_hint
@@ -82,12 +83,6 @@ def prepare_models(base: dict, labels: dict[str, str], out_dir: Path) -> dict[st
             head_source(recipe)
             check_conditioning(recipe)
     return shards
-
-
-def trial_folder(config: dict) -> Path:
-    """The folder a trial (one of compare's configs: {"trial", "recipe"}) writes: its recipe's run folder."""
-    run = config["recipe"]["run"]
-    return Path(run["output_dir"]) / run["name"]
 
 
 def saved_trial(config: dict) -> dict | None:
@@ -226,10 +221,12 @@ def _configs(record: dict, labels: dict, out_dir: Path) -> list[dict]:
 
 def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], fractions: list[float], seeds: int,
                     tune_dir: Path, cpus_per_trial: float = 1, gpus_per_trial: float = 0,
-                    metric: str | None = None) -> list[dict]:
+                    metric: str | None = None, reuse_from: list[Path] = ()) -> list[dict]:
     """Each (recipe, folder) part's trials, all planned and checked first (the records written only then),
     then run (or resumed) as one Ray Tune experiment in tune_dir; each part's summary written to its folder
-    (results.*) and returned. More than one part is a panel: tune_dir's comparison.json records them all."""
+    (results.*) and returned. More than one part is a panel: tune_dir's comparison.json records them all.
+    A trial finished in the same part of a `reuse_from` folder (another panel) is copied, not run
+    (prefinetune/finetune/trial_reuse.py)."""
     from ray import tune
 
     from prefinetune.finetune.trial_progress import TrialProgress
@@ -248,6 +245,11 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     planned = []
     for recipe, part_dir, labels, record in plans:
         configs = _configs(record, labels, part_dir)
+        sources = [Path(r).expanduser().resolve() / (part_dir.name if panel else "") for r in reuse_from]
+        reused = reuse_trials(configs, part_dir, record["recipe"], sources)
+        if reused:
+            print(f"[compare] {recipe.tasks[0].name}: {reused} finished trials copied from earlier panels "
+                  f"({', '.join(str(r) for r in reuse_from)})", flush=True)
         points = len(configs) // (len(labels) * len(fractions) * seeds)
         print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} "
               f"seeds x {points} grid points = {len(configs)} trials; output {part_dir}", flush=True)
@@ -309,14 +311,16 @@ def raise_if_unfinished(summaries: list[dict], report: Path, kept: Path) -> None
 
 
 def compare(recipe: RecipeConfig, models: list[str], fractions: list[float], seeds: int, out_dir: str | Path,
-            cpus_per_trial: float = 1, gpus_per_trial: float = 0, metric: str | None = None) -> dict:
-    """Run (or resume) the comparison; returns the summary that results.json holds."""
+            cpus_per_trial: float = 1, gpus_per_trial: float = 0, metric: str | None = None,
+            reuse_from: list[Path] = ()) -> dict:
+    """Run (or resume) the comparison; returns the summary that results.json holds. Trials finished in a
+    `reuse_from` comparison (same recipe, same trial) are copied, not run again."""
     from prefinetune.run.driver import writable_folder
 
     check_fractions(fractions)
     out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
     check_kind(out_dir, "comparison")
     [summary] = run_comparisons([(recipe, out_dir)], models, fractions, seeds, out_dir, cpus_per_trial,
-                                gpus_per_trial, metric)
+                                gpus_per_trial, metric, reuse_from)
     raise_if_unfinished([summary], out_dir / "results.md", out_dir / "trials")
     return summary

@@ -32,8 +32,10 @@ AVERAGE = "average"
 
 
 def compare_panel(recipes: list, models: list[str], fractions: list[float], seeds: int, out_dir: str | Path,
-                  cpus_per_trial: float = 1, gpus_per_trial: float = 0, metric: str | None = None) -> dict:
-    """Run (or resume) every recipe's comparison as one experiment; returns the summary panel.json holds."""
+                  cpus_per_trial: float = 1, gpus_per_trial: float = 0, metric: str | None = None,
+                  reuse_from: list[Path] = ()) -> dict:
+    """Run (or resume) every recipe's comparison as one experiment; returns the summary panel.json holds.
+    Trials finished in `reuse_from` panels (same task recipe, same trial) are copied, not run again."""
     from prefinetune.run.driver import writable_folder
 
     names = [r.tasks[0].name for r in recipes]
@@ -46,7 +48,7 @@ def compare_panel(recipes: list, models: list[str], fractions: list[float], seed
     out_dir = writable_folder(Path(out_dir).expanduser().resolve(), "--output-dir")
     check_kind(out_dir, "panel")
     summaries = run_comparisons([(r, out_dir / n) for r, n in zip(recipes, names)], models, fractions, seeds,
-                                out_dir, cpus_per_trial, gpus_per_trial, metric)
+                                out_dir, cpus_per_trial, gpus_per_trial, metric, reuse_from)
     panel = panel_summary(summaries)
     write_panel(panel, out_dir)
     raise_if_unfinished(summaries, out_dir / "panel.md", out_dir)

