@@ -4,8 +4,10 @@ one DeepSpeed ZeRO-2 worker), run in one process without Ray, timed over steady 
 
 MFU = achieved model FLOPs/s / the GPU's peak dense bf16 FLOPs/s. Model FLOPs per update are counted
 the usual way for a transformer encoder (Kaplan et al. 2020; Chinchilla's appendix): 6 x parameters
-x real tokens for the matrix multiplies (forward 2, backward 4) plus attention's 12 x layers x hidden
+x real tokens for the matrix multiplies (forward 2, backward 4; the parameters less the embedding tables,
+which are looked up, not multiplied: 10.9M of MiniLM's 22.9M) plus attention's 12 x layers x hidden
 x tokens x sequence length; padding tokens are not counted, so padding lowers MFU as it should.
+(The H200 figures of 2026-12-04, benchmarks/results/gpu_mfu_h200.json, counted all 22.9M: about 2x.)
 
     python benchmarks/gpu_mfu.py --data-dir ../shared/data --peak-tflops 989 --out benchmarks/results/gpu_mfu.json
 
@@ -52,7 +54,16 @@ def profile_updates(path: str, update, indices) -> None:
     print(f"wrote {path}")
 
 
-def main(argv=None) -> int:
+def matmul_parameters(model) -> int:
+    """The parameters that take part in matrix multiplies: all but the embedding tables (a lookup does
+    none), as Kaplan et al.'s N counts them."""
+    from torch import nn
+
+    embedded = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding))
+    return sum(p.numel() for p in model.parameters()) - embedded
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_mfu.json"))
@@ -64,7 +75,11 @@ def main(argv=None) -> int:
     p.add_argument("--slots", type=int, default=SLOTS, help="slots (micro-batches) per update")
     p.add_argument("--rows", type=int, default=ROWS, help="rows per slot")
     p.add_argument("--zero-stage", type=int, default=2, choices=(0, 1, 2))
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     import torch
 
     if not torch.cuda.is_available():
@@ -76,23 +91,26 @@ def main(argv=None) -> int:
     from prefinetune.run.step import TrainData, run_update
     from prefinetune.sampling.schedule import plan_update, worker_slots
 
+    total = args.updates + PROFILED
     recipe, tokenizer, data = prepared_tasks(args.data_dir, Path(args.work), ["sst2"], "gpu_mfu", args.model,
                                              train={"slots_per_update": args.slots, "batch_size": args.rows,
-                                                    "updates": args.updates + PROFILED},
+                                                    "updates": total},
                                              deepspeed={"zero_stage": args.zero_stage, "precision": "bf16"},
                                              scaling={"num_workers": 1, "use_gpu": True})
     data = TrainData(data.splits, recipe.tasks, tokenizer.pad_token_id, "auto", None, args.rows, LENGTH)   # the default
     one_process_group()
     device = torch.device("cuda")
     model = build_model(recipe).to(device)
-    cfg = model.backbone.config
-    params = sum(p.numel() for p in model.parameters())
+    cfg, params = model.backbone.config, matmul_parameters(model)
     engine = build_engine(model, recipe, 1, on_gpu=True)
+
+    def slots_of(u: int):
+        return worker_slots(plan_update(recipe.sampling, 0, u, total, args.slots, data.sizes, args.rows,
+                                        data.row_drawer), 0, 1)
+
     times, flops = [], []
     for u in range(args.updates):
-        plan = plan_update(recipe.sampling, 0, u, args.updates + PROFILED, args.slots, data.sizes, args.rows,
-                           data.row_drawer)
-        slots = worker_slots(plan, 0, 1)
+        slots = slots_of(u)
         torch.cuda.synchronize()
         start = time.perf_counter()
         run_update(engine, {"sst2": 0}, slots, data, device, 0, u)
@@ -104,19 +122,17 @@ def main(argv=None) -> int:
     achieved = sum(flops[steady]) / sum(times[steady])
     result = {"gpu": torch.cuda.get_device_name(0), "peak_tflops_bf16": args.peak_tflops,
               "achieved_tflops": achieved / 1e12, "mfu": achieved / (args.peak_tflops * 1e12),
-              "median_update_s": float(np.median(times[steady])), "parameters": params,
+              "median_update_s": float(np.median(times[steady])),
+              "update_s_p10_p90": [float(q) for q in np.percentile(times[steady], [10, 90])],
+              "parameters": sum(p.numel() for p in model.parameters()), "matmul_parameters": params,
               "settings": {"model": recipe.model.name_or_path, "slots": args.slots, "rows": args.rows,
                            "max_length": LENGTH, "precision": "bf16", "zero_stage": args.zero_stage,
                            "updates": args.updates}}
     print(f"{result['gpu']}: {result['achieved_tflops']:.2f} TFLOP/s, MFU {100 * result['mfu']:.2f}%")
     write_result(args.out, result)
     if args.profile:
-        def update(u: int):
-            plan = plan_update(recipe.sampling, 0, u, args.updates + PROFILED, args.slots, data.sizes, args.rows,
-                               data.row_drawer)
-            run_update(engine, {"sst2": 0}, worker_slots(plan, 0, 1), data, device, 0, u)
-
-        profile_updates(args.profile, update, range(args.updates, args.updates + PROFILED))
+        profile_updates(args.profile, lambda u: run_update(engine, {"sst2": 0}, slots_of(u), data, device, 0, u),
+                        range(args.updates, total))
     return 0
 
 

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from minilm_tasks import MODEL, REPO, write_result  # noqa: E402
 
 from prefinetune.losses.r3f import noise_survival  # noqa: E402
-from prefinetune.model.source import resolve_model_source  # noqa: E402
+from prefinetune.model.source import NO_HUB_KERNELS, resolve_model_source  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -30,7 +30,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from transformers import AutoModel
 
-    embeddings = AutoModel.from_pretrained(resolve_model_source(args.model)).get_input_embeddings().weight
+    backbone = AutoModel.from_pretrained(resolve_model_source(args.model), **NO_HUB_KERNELS)
+    embeddings = backbone.get_input_embeddings().weight
     table = {name: {f"{s:g}": noise_survival(embeddings, s, "normal", dtype) for s in args.sigmas}
              for name, dtype in DTYPES.items()}
     for name, row in table.items():

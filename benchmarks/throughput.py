@@ -56,11 +56,12 @@ def _bare_loop(data_dir: str, steps: int) -> dict:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from prefinetune.model.source import resolve_model_source
+    from prefinetune.model.source import NO_HUB_KERNELS, resolve_model_source
 
     tokenizer, ids, labels = _sst2(data_dir)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_source(MODEL), num_labels=2).train()
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_source(MODEL), num_labels=2,
+                                                               **NO_HUB_KERNELS).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=LR)
     rng = np.random.default_rng(0)
     times, real = [], 0
@@ -93,11 +94,12 @@ def _trainer(data_dir: str, steps: int) -> dict:
         TrainingArguments,
     )
 
-    from prefinetune.model.source import resolve_model_source
+    from prefinetune.model.source import NO_HUB_KERNELS, resolve_model_source
 
     tokenizer, ids, labels = _sst2(data_dir)
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_source(MODEL), num_labels=2)
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model_source(MODEL), num_labels=2,
+                                                               **NO_HUB_KERNELS)
     data = Dataset.from_dict({"input_ids": ids, "labels": labels.tolist()})
     marks: list[float] = []
 

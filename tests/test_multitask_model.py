@@ -130,8 +130,8 @@ def test_no_hub_kernels_are_swapped_in_when_loaded_or_when_switching_train_and_e
     recipe = recipe_from_dict({"model": {"name_or_path": str(folder)}, "train": {"updates": 1},
                                "tasks": [{"name": "t", "label_names": ["a", "b"], "splits": {"train": "t.jsonl"},
                                           "columns": {"text": "x", "label": "y"}}]})
-    default = AutoModel.from_pretrained(folder)
     pytest.importorskip("kernels")          # what the project's loading must override: transformers' default
+    default = AutoModel.from_pretrained(folder)
     assert default.use_kernels and default.kernels_mode is not None
     model = build_model(recipe)
     model.eval()

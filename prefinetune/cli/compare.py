@@ -60,8 +60,9 @@ def compare_main(argv: list[str] | None = None) -> int:
 
     args = compare_parser().parse_args(argv)
     # `--models A B key=value` : argparse gives the override to --models; a recipe key is never a model
-    overrides = [m for m in args.models + (args.recipes or []) if OVERRIDE.match(m)]
+    overrides = [m for m in args.models + (args.recipes or []) + args.reuse_from if OVERRIDE.match(m)]
     args.models = [m for m in args.models if not OVERRIDE.match(m)]
+    args.reuse_from = [r for r in args.reuse_from if not OVERRIDE.match(r)]
     if not args.models:
         compare_parser().error("--models needs at least one model (key=value overrides are not models)")
     if args.recipes is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_recipe
 from prefinetune.finetune.plan import FinetuneError
-from prefinetune.finetune.trial_reuse import reuse_trials, trial_folder
+from prefinetune.finetune.trial_reuse import reuse_sources, reuse_trials, trial_folder
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.driver import resolve_paths
 from prefinetune.run.ray_adapter import interrupted_trial, quiet_tune_restore_hint
@@ -237,6 +237,8 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     panel = len(plans) > 1 or plans[0][1] != tune_dir
     whole = ({"panel": [recipe.tasks[0].name for recipe, *_ in plans], "parts": [p[3] for p in plans]} if panel
              else plans[0][3])
+    for _, part_dir, *_ in plans:
+        reuse_sources(reuse_from, part_dir.name)            # each --reuse-from folder holds a comparison
     known = check_same_comparison(tune_dir, whole)          # before any shard is written
     if not known and (tune_dir / "tune" / EXPERIMENT).exists():
         raise FinetuneError(f"{tune_dir} holds a Ray Tune experiment ({tune_dir / 'tune' / EXPERIMENT}) without its "
@@ -245,11 +247,10 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     planned = []
     for recipe, part_dir, labels, record in plans:
         configs = _configs(record, labels, part_dir)
-        sources = [Path(r).expanduser().resolve() / (part_dir.name if panel else "") for r in reuse_from]
-        reused = reuse_trials(configs, part_dir, record["recipe"], sources)
-        if reused:
-            print(f"[compare] {recipe.tasks[0].name}: {reused} finished trials copied from earlier panels "
-                  f"({', '.join(str(r) for r in reuse_from)})", flush=True)
+        reused = reuse_trials(configs, part_dir, tune_dir, record["recipe"], reuse_sources(reuse_from, part_dir.name))
+        if reuse_from:
+            print(f"[compare] {recipe.tasks[0].name}: {reused} finished trials copied from "
+                  f"{', '.join(str(r) for r in reuse_from)}", flush=True)
         points = len(configs) // (len(labels) * len(fractions) * seeds)
         print(f"[compare] {recipe.tasks[0].name}: {len(labels)} models x {len(fractions)} fractions x {seeds} "
               f"seeds x {points} grid points = {len(configs)} trials; output {part_dir}", flush=True)
