@@ -23,7 +23,7 @@ import numpy as np
 from prefinetune.finetune.compare import check_kind, raise_if_unfinished, run_comparisons
 from prefinetune.finetune.paired import CONFIDENCE, paired_difference
 from prefinetune.finetune.plan import FinetuneError
-from prefinetune.finetune.report import delta_cell, write_outputs
+from prefinetune.finetune.report import delta_cell, metric_label, write_outputs
 
 __all__ = ["compare_panel", "panel_summary", "panel_markdown", "write_panel", "versus", "delta_table",
            "AVERAGE"]
@@ -136,7 +136,7 @@ def panel_markdown(panel: dict) -> str:
         t = panel["trials"]
         lines += [f"PARTIAL: {t['finished']} of {t['total']} trials finished (run the same command again to run "
                   "the rest; each task's results.md lists failed trials)", ""]
-    metrics = ", ".join(f"{t} {m}" for t, m in panel["metrics"].items())
+    metrics = ", ".join(f"{t} {metric_label(m)}" for t, m in panel["metrics"].items())
     lines += [f"Test scores, mean ± std over {panel['seeds']} seeds (the number where fewer); the grid point "
               f"chosen per seed on each task's select split. {AVERAGE}: the mean over tasks of each task's metric "
               f"({metrics}), per seed, over the seeds every task finished.", ""]
@@ -156,7 +156,7 @@ def panel_markdown(panel: dict) -> str:
 def _columns(panel: dict) -> tuple[list[str], list[str]]:
     """The table's columns (the tasks, then the average) and their headings (each task with its metric)."""
     return ([*panel["tasks"], AVERAGE],
-            [f"{t} ({panel['metrics'][t]})" for t in panel["tasks"]] + [AVERAGE])
+            [f"{t} ({metric_label(panel['metrics'][t])})" for t in panel["tasks"]] + [AVERAGE])
 
 
 def _score_cell(cell: dict | None, seeds: int) -> str:

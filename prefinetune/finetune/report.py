@@ -16,7 +16,7 @@ import numpy as np
 from prefinetune.finetune.paired import CONFIDENCE, paired_difference
 from prefinetune.finetune.plan import FinetuneError
 
-__all__ = ["default_metric", "choose", "summarise", "markdown_table", "plot", "write_report"]
+__all__ = ["default_metric", "metric_label", "choose", "summarise", "markdown_table", "plot", "write_report"]
 
 
 def _score(result: dict, split_key: str, metric: str) -> float:
@@ -40,6 +40,11 @@ def default_metric(result: dict) -> str:
     if not names:
         raise FinetuneError(f"trial {result['trial']} reported no {result['select_split']} metrics")
     return names[0]
+
+
+def metric_label(metric: str | None) -> str:
+    """A summary's metric as shown: known once a trial of the task has finished."""
+    return metric or "metric unknown, no trial finished yet"
 
 
 def choose(results: list[dict], metric: str) -> dict[tuple, dict]:
@@ -86,7 +91,7 @@ def summarise(task: str, results: list[dict], labels: dict[str, str], fractions:
     number (the others are listed per row, "incomplete_seeds" and "not_a_number_seeds", and in
     "excluded_seeds", which keeps them where none of a row's seeds is left)."""
     results = [{**r, "task": task} for r in results]
-    metric = metric or (default_metric(results[0]) if results else "accuracy")
+    metric = metric or (default_metric(results[0]) if results else None)     # None: no trial finished yet
     if results:
         _score(results[0], "select_split", metric)        # a metric the trials lack: named, with theirs
     whole = _whole_seeds(results, points)
@@ -150,7 +155,7 @@ def markdown_table(summary: dict) -> str:
     fractions = summary["fractions"]
     cells = {(r["model"], r["fraction"]): r for r in summary["rows"]}
     head = "| model | " + " | ".join(f"{f:g} of train | Δ vs base at {f:g}" for f in fractions) + " |"
-    lines = [f"{summary['task']}: {summary['test_split']} {summary['metric']}, mean ± std over "
+    lines = [f"{summary['task']}: {summary['test_split']} {metric_label(summary['metric'])}, mean ± std over "
              f"{summary['seeds']} seeds; grid point chosen on {summary['select_split']}. Δ vs base: the mean "
              f"paired difference from {summary.get('base')} over the seeds both finished, its "
              f"{CONFIDENCE:.0%} t-interval, the paired t-test's p, wins/ties/losses over seeds", "", head,
@@ -203,12 +208,12 @@ def plot(summary: dict, path: Path) -> Path:
         elif label != model:       # every trial of it failed: named in the legend, not dropped silently
             ax.plot([], [], linestyle="none", marker="x", label=label)
     ax.set_xlabel("fraction of the training rows")
-    ax.set_ylabel(f"{summary['test_split']} {summary['metric']}")
+    ax.set_ylabel(f"{summary['test_split']} {metric_label(summary['metric'])}")
     ax.set_title(f"{summary['task']} ({summary['seeds']} seeds, mean ± std)")
     ax.legend()
     dx.axhline(0.0, color="grey", linewidth=0.8)
     dx.set_xlabel("fraction of the training rows")
-    dx.set_ylabel(f"Δ {summary['metric']} vs {summary.get('base')}")
+    dx.set_ylabel(f"Δ {metric_label(summary['metric'])} vs {summary.get('base')}")
     dx.set_title(f"paired difference from the base ({CONFIDENCE:.0%} t-interval)")
     if dx.get_legend_handles_labels()[0]:
         dx.legend()

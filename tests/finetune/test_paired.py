@@ -256,3 +256,20 @@ def test_each_part_of_a_panel_gets_its_own_failed_trials(tmp_path):
 
     with pytest.raises(CompareInterrupted, match="2 of 4 trials finished"):     # one stopped: not failed
         raise_if_unfinished(summaries, tmp_path / "panel.md", tmp_path)
+
+
+def test_a_task_none_of_whose_trials_finished_is_not_labelled_with_a_guessed_metric():
+    """A partial panel: stsb scored by pearson, ud_en_ewt with no trial finished yet (it was "accuracy")."""
+    from prefinetune.finetune.panel import panel_markdown, panel_summary
+    from prefinetune.finetune.report import summarise
+
+    labels = {"base": "BASE", "b": "B"}
+    results = []
+    for i, model in enumerate(labels):
+        r = _result(model, 1.0, 0, i, 0.5, 0.6, 1e-5)
+        r["metrics"] = {"dev/stsb/pearson": 0.5 + i / 10, "test/stsb/pearson": 0.6 + i / 10}
+        results.append(r)
+    panel = panel_summary([summarise("stsb", results, labels, [1.0], 1), summarise("ud_en_ewt", [], labels, [1.0], 1)])
+    assert panel["metrics"] == {"stsb": "pearson", "ud_en_ewt": None}
+    assert "| model | stsb (pearson) | ud_en_ewt (metric unknown, no trial finished yet) | average |" in \
+        panel_markdown(panel)
