@@ -32,5 +32,9 @@ def _describe(result: dict) -> str:
     point = " ".join(f"{k}={v}" for k, v in t["point"].items())
     scores = " ".join(f"{k.split('/')[0]} {k.split('/')[2]} {v:.3f}" for k, v in m.items()
                       if k.count("/") == 2 and not k.endswith("/rows"))
-    kept = " (saved before an interruption, not trained again)" if result.get("kept") else ""
+    kept = ""
+    if result.get("reused_from"):           # prefinetune/finetune/trial_reuse.py
+        kept = f" (copied from {result['reused_from']}, not trained again)"
+    elif result.get("kept"):
+        kept = " (saved before an interruption, not trained again)"
     return f"{t['model']} fraction {t['fraction']} seed {t['seed']} {point}: {scores}{kept}"

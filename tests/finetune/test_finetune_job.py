@@ -202,6 +202,7 @@ def test_a_panel_is_one_experiment_across_tasks_and_one_table(pretrained, data_r
     done = _cli(*[str(again) if a == str(out) else a for a in args], "--reuse-from", str(out))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count(f"2 finished trials copied from {out}") == 2, done.stdout[-3000:]
+    assert done.stdout.count(f"(copied from {out}/") == 4, done.stdout[-3000:]      # each trial's line says so
     copied = [json.loads(p.read_text()) for p in sorted(again.glob("*/trials/*/trial.json"))]
     assert len(copied) == 4 and all(c["reused_from"].startswith(str(out)) for c in copied)
     assert json.loads((again / "panel.json").read_text())["cells"] == panel["cells"]

@@ -127,3 +127,12 @@ def test_reuse_from_takes_a_panel_s_task_folder_or_a_comparison_and_refuses_anyt
     assert reuse_sources([panel, single], "cb") == [(panel / "cb", panel), (single, single)]
     with pytest.raises(FinetuneError, match=rf"--reuse-from {tmp_path / 'nothing'}: not the output folder"):
         reuse_sources([panel, tmp_path / "nothing"], "cb")
+
+
+def test_a_copied_trial_s_progress_line_says_where_it_came_from():
+    from prefinetune.finetune.trial_progress import _describe
+
+    result = {"trial": _trial(LABEL, BASE, 0, 0), "metrics": {"test/cb/accuracy": 0.5}, "kept": True}
+    assert _describe(result).endswith("test accuracy 0.500 (saved before an interruption, not trained again)")
+    copied = {**result, "reused_from": "/runs/panel_a/cb/trials/x"}
+    assert _describe(copied).endswith("test accuracy 0.500 (copied from /runs/panel_a/cb/trials/x, not trained again)")
