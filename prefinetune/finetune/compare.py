@@ -22,7 +22,7 @@ from pathlib import Path
 
 from prefinetune.finetune.grid import model_labels, trial_grid, trial_id, trial_recipe
 from prefinetune.finetune.plan import FinetuneError
-from prefinetune.finetune.trial_reuse import reuse_sources, reuse_trials, trial_folder
+from prefinetune.finetune.trial_reuse import finished_trial, reuse_sources, reuse_trials, trial_folder
 from prefinetune.recipe.config import RecipeConfig, recipe_from_dict
 from prefinetune.run.driver import resolve_paths
 from prefinetune.run.ray_adapter import interrupted_trial, quiet_tune_restore_hint
@@ -89,12 +89,8 @@ def saved_trial(config: dict) -> dict | None:
     """The result a trial saved in its folder's trial.json, or None where it has not finished. The folder,
     not Ray Tune's record, says what finished: a Ctrl-C can fall between a trial's save and Tune's receipt
     of its report."""
-    path = trial_folder(config) / "trial.json"
-    try:
-        result = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    return result if result.get("trial") == config["trial"] else None
+    result = finished_trial(trial_folder(config))
+    return result if result is not None and result.get("trial") == config["trial"] else None
 
 
 def run_trial(config: dict) -> None:
@@ -237,8 +233,7 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     panel = len(plans) > 1 or plans[0][1] != tune_dir
     whole = ({"panel": [recipe.tasks[0].name for recipe, *_ in plans], "parts": [p[3] for p in plans]} if panel
              else plans[0][3])
-    for _, part_dir, *_ in plans:
-        reuse_sources(reuse_from, part_dir.name)            # each --reuse-from folder holds a comparison
+    sources = {part_dir: reuse_sources(reuse_from, part_dir.name) for _, part_dir, *_ in plans}   # checked first
     known = check_same_comparison(tune_dir, whole)          # before any shard is written
     if not known and (tune_dir / "tune" / EXPERIMENT).exists():
         raise FinetuneError(f"{tune_dir} holds a Ray Tune experiment ({tune_dir / 'tune' / EXPERIMENT}) without its "
@@ -247,7 +242,7 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     planned = []
     for recipe, part_dir, labels, record in plans:
         configs = _configs(record, labels, part_dir)
-        reused = reuse_trials(configs, part_dir, tune_dir, record["recipe"], reuse_sources(reuse_from, part_dir.name))
+        reused = reuse_trials(configs, part_dir, tune_dir, record["recipe"], sources[part_dir])
         if reuse_from:
             print(f"[compare] {recipe.tasks[0].name}: {reused} finished trials copied from "
                   f"{', '.join(str(r) for r in reuse_from)}", flush=True)

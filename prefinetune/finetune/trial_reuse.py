@@ -25,7 +25,7 @@ from pathlib import Path
 
 from prefinetune.finetune.plan import FinetuneError
 
-__all__ = ["RECORD", "trial_folder", "reuse_sources", "reuse_trials"]
+__all__ = ["RECORD", "trial_folder", "finished_trial", "reuse_sources", "reuse_trials"]
 
 RECORD = "comparison.json"
 
@@ -82,7 +82,8 @@ def _trial_key(trial: dict) -> str:
     return json.dumps({k: v for k, v in trial.items() if k != "index"}, sort_keys=True)
 
 
-def _finished(folder: Path) -> dict | None:
+def finished_trial(folder: Path) -> dict | None:
+    """The trial.json a finished trial left in its folder, or None (not finished, or cut short)."""
     try:
         return json.loads((folder / "trial.json").read_text(encoding="utf-8"))
     except (FileNotFoundError, json.JSONDecodeError):
@@ -99,7 +100,7 @@ def _source_trials(part: Path, comparison: Path, recipe_key: str) -> dict[str, P
         return {}
     found = {}
     for folder in sorted(part.glob("trials/*")):
-        result = _finished(folder)
+        result = finished_trial(folder)
         if result is not None and "trial" in result:
             found[_trial_key(result["trial"])] = folder
     return found
@@ -111,7 +112,7 @@ def _copy(twin: Path, own: Path, trial: dict) -> None:
     staging = own.with_name(own.name + ".reusing")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(twin, staging, ignore=shutil.ignore_patterns("trial.json", "trial.json.partial"))
-    result = {**_finished(twin), "trial": trial, "reused_from": str(twin)}
+    result = {**finished_trial(twin), "trial": trial, "reused_from": str(twin)}
     (staging / "trial.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(own, ignore_errors=True)              # a trial stopped part-way starts over as the copy
     staging.rename(own)
@@ -133,7 +134,7 @@ def reuse_trials(configs: list[dict], part: Path, comparison: Path, recipe: dict
         data = _data_key(part, label)
         twin = next((f for f in found.get(_trial_key(config["trial"]), []) if _data_key(f.parents[1], label) == data),
                     None)
-        if twin is None or data is None or _finished(own) is not None:
+        if twin is None or data is None or finished_trial(own) is not None:
             continue
         _copy(twin, own, config["trial"])
         copied += 1
