@@ -1,0 +1,44 @@
+"""Pair models from different panels by seed: each model against a reference model, per task and on
+the average (prefinetune/finetune/panel_merge.py), as a markdown table on stdout and JSON with --out.
+The README's transfer study uses it to pair a variant's export with the shipped recipe's, each in its
+own panel:
+
+    python benchmarks/pair_panels.py benchmarks/results/transfer_study/panel_0.1.json \
+        benchmarks/results/transfer_study/lr2e5_panel_0.1.json --reference prefinetune_minilm_cpu \
+        --out benchmarks/results/transfer_study/lr2e5_vs_shipped.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prefinetune.finetune.panel import delta_table, versus  # noqa: E402
+from prefinetune.finetune.panel_merge import merge_panels, read_panel  # noqa: E402
+from prefinetune.finetune.plan import FinetuneError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("panels", nargs="+", help="panel.json files of the same tasks, fractions and seeds")
+    p.add_argument("--reference", required=True, help="the model every other is paired with")
+    p.add_argument("--out", help="write the paired differences here as JSON")
+    args = p.parse_args(argv)
+    try:
+        merged = merge_panels([read_panel(path) for path in args.panels], args.panels)
+        deltas = versus(merged, args.reference)
+    except (FinetuneError, OSError, KeyError, json.JSONDecodeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("\n".join(delta_table(merged, deltas, args.reference)))
+    if args.out:
+        Path(args.out).write_text(json.dumps({"panels": args.panels, "reference": args.reference,
+                                              "vs_reference": deltas}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Pairing models from different panels (prefinetune/finetune/panel_merge.py, benchmarks/pair_panels.py):
+merged panels pair by seed with scipy's paired t-test on the raw scores, and panels that do not reproduce
+each other's trials are refused by name.
+
+    python -m pytest tests/finetune/test_panel_merge.py -q
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from prefinetune.finetune.panel import versus
+from prefinetune.finetune.panel_merge import merge_panels, read_panel
+from prefinetune.finetune.plan import FinetuneError
+
+TASKS = ("cb", "copa")
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pair_panels.py"
+
+
+def pair_panels(argv: list[str]) -> int:
+    """benchmarks/pair_panels.py's main, loaded from its file (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("pair_panels", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main(argv)
+
+
+def _panel(scores: dict[str, dict[str, list[float]]]) -> dict:
+    """A panel.json's shape: {model: {task: per-seed scores}}, its "average" the per-seed task mean."""
+    cells = {}
+    for model, by_task in scores.items():
+        average = np.mean([by_task[t] for t in TASKS], axis=0)
+        cells[model] = {task: {"mean": float(np.mean(v)), "scores": {str(s): x for s, x in enumerate(v)}}
+                        for task, v in {**by_task, "average": list(average)}.items()}
+    return {"tasks": list(TASKS), "metrics": {t: "accuracy" for t in TASKS}, "base": "plain",
+            "fractions": [0.1], "seeds": 4, "models": {m: f"/exports/{m}" for m in scores},
+            "cells": {"0.1": cells}, "complete": True}
+
+
+PLAIN = {"cb": [0.50, 0.40, 0.62, 0.55], "copa": [0.52, 0.60, 0.48, 0.57]}
+SHIPPED = {"cb": [0.58, 0.44, 0.60, 0.63], "copa": [0.66, 0.64, 0.61, 0.62]}
+VARIANT = {"cb": [0.52, 0.48, 0.66, 0.59], "copa": [0.60, 0.58, 0.59, 0.70]}
+
+
+def _write(tmp_path, name, panel):
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(panel))
+    return str(path)
+
+
+def test_a_model_of_one_panel_pairs_with_a_model_of_another_as_scipy_pairs_their_scores(tmp_path):
+    a = read_panel(_write(tmp_path, "a", _panel({"plain": PLAIN, "shipped": SHIPPED})))
+    b = read_panel(_write(tmp_path, "b", _panel({"plain": PLAIN, "variant": VARIANT})))
+    assert a["cells"]["0.1"]["plain"]["cb"]["scores"][2] == 0.62          # seeds are ints again
+    merged = merge_panels([a, b], ["a", "b"])
+    assert list(merged["models"]) == ["plain", "shipped", "variant"]
+    got = versus(merged, "shipped")["0.1"]["variant"]
+    for task in TASKS:
+        assert got[task]["mean"] == pytest.approx(np.mean(VARIANT[task]) - np.mean(SHIPPED[task]))
+        assert got[task]["p_value"] == pytest.approx(stats.ttest_rel(VARIANT[task], SHIPPED[task]).pvalue)
+    mean = [np.mean([VARIANT[t][s] for t in TASKS]) for s in range(4)]
+    shipped = [np.mean([SHIPPED[t][s] for t in TASKS]) for s in range(4)]
+    assert got["average"]["p_value"] == pytest.approx(stats.ttest_rel(mean, shipped).pvalue)
+
+
+def test_panels_whose_shared_model_scored_differently_do_not_pair(tmp_path):
+    other = {**PLAIN, "copa": [0.52, 0.60, 0.49, 0.57]}
+    a, b = _panel({"plain": PLAIN, "shipped": SHIPPED}), _panel({"plain": other, "variant": VARIANT})
+    with pytest.raises(FinetuneError, match=r"b: plain at fraction 0.1, copa seed 2: 0.49 here, 0.48"):
+        merge_panels([read_panel(_write(tmp_path, "a", a)), read_panel(_write(tmp_path, "b", b))], ["a", "b"])
+
+
+def test_panels_of_other_seeds_or_one_name_for_two_models_are_refused_by_file_and_key(tmp_path):
+    a, b = _panel({"plain": PLAIN, "shipped": SHIPPED}), _panel({"plain": PLAIN, "variant": VARIANT})
+    with pytest.raises(FinetuneError, match=r"b.json: its seeds 5 differ from .*a.json's 4"):
+        merge_panels([a, {**b, "seeds": 5}], [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    moved = {**b, "models": {"plain": "/elsewhere/plain", "variant": "/exports/variant"}}
+    with pytest.raises(FinetuneError, match="b: the model plain is /elsewhere/plain, another panel's is "
+                                            "/exports/plain"):
+        merge_panels([a, moved], ["a", "b"])
+
+
+def test_the_command_prints_the_table_and_writes_the_differences(tmp_path, capsys):
+    a = _write(tmp_path, "a", _panel({"plain": PLAIN, "shipped": SHIPPED}))
+    b = _write(tmp_path, "b", _panel({"plain": PLAIN, "variant": VARIANT}))
+    out = tmp_path / "pairs.json"
+    assert pair_panels([a, b, "--reference", "shipped", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "Δ vs shipped at 0.1" in table and "| variant |" in table and "| plain |" in table
+    written = json.loads(out.read_text())
+    assert written["reference"] == "shipped" and written["panels"] == [a, b]
+    cb = written["vs_reference"]["0.1"]["variant"]["cb"]
+    assert cb["p_value"] == pytest.approx(stats.ttest_rel(VARIANT["cb"], SHIPPED["cb"]).pvalue)
+    assert pair_panels([a, b, "--reference", "nobody"]) == 2
+    assert "the reference nobody is not one of the panel's models" in capsys.readouterr().err
