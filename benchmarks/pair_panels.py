@@ -30,13 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         merged = merge_panels([read_panel(path) for path in args.panels], args.panels)
         deltas = versus(merged, args.reference)
-    except (FinetuneError, OSError, KeyError, json.JSONDecodeError) as err:
+    except (FinetuneError, OSError, json.JSONDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if not merged["complete"]:
+        print("PARTIAL: a panel has unfinished trials; the pairs are over the seeds both models finished\n")
     print("\n".join(delta_table(merged, deltas, args.reference)))
     if args.out:
         Path(args.out).write_text(json.dumps({"panels": args.panels, "reference": args.reference,
-                                              "vs_reference": deltas}, indent=2) + "\n")
+                                              "complete": merged["complete"], "vs_reference": deltas},
+                                             indent=2) + "\n")
     return 0
 
 

@@ -24,6 +24,9 @@ SHARED_KEYS = ("tasks", "metrics", "base", "fractions", "seeds")
 def read_panel(path: str | Path) -> dict:
     """A panel.json as written by compare_panel, with its seeds as ints again (JSON keys are strings)."""
     panel = json.loads(Path(path).read_text())
+    missing = [key for key in (*SHARED_KEYS, "models", "cells") if key not in panel]
+    if missing:
+        raise FinetuneError(f"{path}: not a panel.json as compare writes it (no {', '.join(missing)})")
     for by_model in panel["cells"].values():
         for by_task in by_model.values():
             for cell in by_task.values():
@@ -32,39 +35,48 @@ def read_panel(path: str | Path) -> dict:
 
 
 def merge_panels(panels: list[dict], sources: list[str]) -> dict:
-    """One panel holding every model of `panels` (sources name them in errors). Refused where they differ
-    in tasks, metrics, base, fractions or seeds, where one name stands for two models, or where a model
-    they share scored differently on some seed."""
+    """One panel holding every model of `panels` (sources name them in errors; the inputs are copied, not
+    shared). Refused where they differ in tasks, metrics, base, fractions or seeds, where one name stands
+    for two models, or where a model they share lacks a task or seed in one of them or scored differently."""
     first = panels[0]
-    for panel, source in zip(panels[1:], sources[1:]):
+    for panel, source in zip(panels[1:], sources[1:], strict=True):
         for key in SHARED_KEYS:
             if panel[key] != first[key]:
-                raise FinetuneError(f"{source}: its {key} {panel[key]!r} differ from {sources[0]}'s "
-                                    f"{first[key]!r}: only panels of the same runs pair by seed")
-    merged = {**first, "models": {}, "cells": {f: {} for f in first["cells"]},
+                raise FinetuneError(f"{source}: its {key} ({panel[key]!r}) differ from {sources[0]}'s "
+                                    f"({first[key]!r}): only panels of the same runs pair by seed")
+    merged = {**{key: first[key] for key in SHARED_KEYS}, "models": {}, "cells": {},
               "complete": all(p.get("complete", True) for p in panels)}
-    for panel, source in zip(panels, sources):
+    for panel, source in zip(panels, sources, strict=True):
         _add_models(merged, panel, source)
     return merged
 
 
 def _add_models(merged: dict, panel: dict, source: str) -> None:
-    """Copy a panel's models and cells into merged, checking those already there agree."""
+    """Copy a panel's models and cells (seeds as ints) into merged, checking those already there agree."""
     for model, where in panel["models"].items():
         if merged["models"].setdefault(model, where) != where:
-            raise FinetuneError(f"{source}: the model {model} is {where}, another panel's is "
+            raise FinetuneError(f"{source}: the model {model} is {where}, in a panel before it "
                                 f"{merged['models'][model]}")
     for fraction, by_model in panel["cells"].items():
         for model, by_task in by_model.items():
-            mine = merged["cells"][fraction].setdefault(model, by_task)
-            if mine is not by_task:
-                _check_same_scores(mine, by_task, f"{source}: {model} at fraction {fraction}")
+            copy = {task: {**cell, "scores": {int(seed): score for seed, score in cell["scores"].items()}}
+                    for task, cell in by_task.items()}
+            mine = merged["cells"].setdefault(fraction, {}).setdefault(model, copy)
+            if mine is not copy:
+                _check_same_scores(mine, copy, f"{source}: {model} at fraction {fraction}")
 
 
 def _check_same_scores(mine: dict, theirs: dict, where: str) -> None:
+    """Refuse a shared model whose tasks, seeds or scores differ between two panels."""
+    if set(mine) != set(theirs):
+        raise FinetuneError(f"{where}: tasks {sorted(theirs)} here, {sorted(mine)} in a panel before it")
     for task, cell in theirs.items():
+        before = mine[task]["scores"]
+        if set(before) != set(cell["scores"]):
+            raise FinetuneError(f"{where}, {task}: seeds {sorted(cell['scores'])} here, {sorted(before)} in a "
+                                "panel before it: only finished panels pair")
         for seed, score in cell["scores"].items():
-            other = mine.get(task, {}).get("scores", {}).get(seed)
-            if other is not None and other != score:
-                raise FinetuneError(f"{where}, {task} seed {seed}: {score} here, {other} in the panel before: "
-                                    "the panels do not reproduce each other's trials, so their seeds do not pair")
+            if before[seed] != score:
+                raise FinetuneError(f"{where}, {task} seed {seed}: {score} here, {before[seed]} in a panel "
+                                    "before it: the panels do not reproduce each other's trials, so their seeds "
+                                    "do not pair")

@@ -61,8 +61,11 @@ def test_a_model_of_one_panel_pairs_with_a_model_of_another_as_scipy_pairs_their
     assert list(merged["models"]) == ["plain", "shipped", "variant"]
     got = versus(merged, "shipped")["0.1"]["variant"]
     for task in TASKS:
-        assert got[task]["mean"] == pytest.approx(np.mean(VARIANT[task]) - np.mean(SHIPPED[task]))
+        diff = np.subtract(VARIANT[task], SHIPPED[task])
+        half = stats.t.ppf(0.975, 3) * diff.std(ddof=1) / 2
+        assert got[task]["ci"] == pytest.approx([diff.mean() - half, diff.mean() + half])
         assert got[task]["p_value"] == pytest.approx(stats.ttest_rel(VARIANT[task], SHIPPED[task]).pvalue)
+        assert (got[task]["wins"], got[task]["losses"]) == ((diff > 0).sum(), (diff < 0).sum())
     mean = [np.mean([VARIANT[t][s] for t in TASKS]) for s in range(4)]
     shipped = [np.mean([SHIPPED[t][s] for t in TASKS]) for s in range(4)]
     assert got["average"]["p_value"] == pytest.approx(stats.ttest_rel(mean, shipped).pvalue)
@@ -75,12 +78,33 @@ def test_panels_whose_shared_model_scored_differently_do_not_pair(tmp_path):
         merge_panels([read_panel(_write(tmp_path, "a", a)), read_panel(_write(tmp_path, "b", b))], ["a", "b"])
 
 
+def test_a_shared_model_missing_a_seed_or_a_task_in_one_panel_is_refused():
+    short = _panel({"plain": PLAIN, "variant": VARIANT})
+    del short["cells"]["0.1"]["plain"]["copa"]["scores"]["3"]
+    with pytest.raises(FinetuneError, match=r"b: plain at fraction 0.1, copa: seeds \[0, 1, 2\] here, "
+                                            r"\[0, 1, 2, 3\] in a panel before it"):
+        merge_panels([_panel({"plain": PLAIN, "shipped": SHIPPED}), short], ["a", "b"])
+    del short["cells"]["0.1"]["plain"]["copa"]
+    with pytest.raises(FinetuneError, match=r"b: plain at fraction 0.1: tasks \['average', 'cb'\] here"):
+        merge_panels([_panel({"plain": PLAIN, "shipped": SHIPPED}), short], ["a", "b"])
+
+
+def test_three_panels_merge_unread_ones_too_leaving_their_inputs_and_completeness_as_they_were():
+    a, b = _panel({"plain": PLAIN, "shipped": SHIPPED}), _panel({"plain": PLAIN, "variant": VARIANT})
+    c = {**_panel({"plain": PLAIN, "third": SHIPPED}), "complete": False}
+    merged = merge_panels([a, b, c], ["a", "b", "c"])          # seeds as JSON strings: made ints
+    assert list(merged["models"]) == ["plain", "shipped", "variant", "third"] and merged["complete"] is False
+    merged["cells"]["0.1"]["plain"]["cb"]["scores"][0] = 9.0
+    assert a["cells"]["0.1"]["plain"]["cb"]["scores"] == {"0": 0.50, "1": 0.40, "2": 0.62, "3": 0.55}
+    assert versus(merged, "shipped")["0.1"]["third"]["cb"]["mean"] == 0.0
+
+
 def test_panels_of_other_seeds_or_one_name_for_two_models_are_refused_by_file_and_key(tmp_path):
     a, b = _panel({"plain": PLAIN, "shipped": SHIPPED}), _panel({"plain": PLAIN, "variant": VARIANT})
-    with pytest.raises(FinetuneError, match=r"b.json: its seeds 5 differ from .*a.json's 4"):
+    with pytest.raises(FinetuneError, match=r"b.json: its seeds \(5\) differ from .*a.json's \(4\)"):
         merge_panels([a, {**b, "seeds": 5}], [str(tmp_path / "a.json"), str(tmp_path / "b.json")])
     moved = {**b, "models": {"plain": "/elsewhere/plain", "variant": "/exports/variant"}}
-    with pytest.raises(FinetuneError, match="b: the model plain is /elsewhere/plain, another panel's is "
+    with pytest.raises(FinetuneError, match="b: the model plain is /elsewhere/plain, in a panel before it "
                                             "/exports/plain"):
         merge_panels([a, moved], ["a", "b"])
 
@@ -96,5 +120,10 @@ def test_the_command_prints_the_table_and_writes_the_differences(tmp_path, capsy
     assert written["reference"] == "shipped" and written["panels"] == [a, b]
     cb = written["vs_reference"]["0.1"]["variant"]["cb"]
     assert cb["p_value"] == pytest.approx(stats.ttest_rel(VARIANT["cb"], SHIPPED["cb"]).pvalue)
+    assert written["complete"] is True and "PARTIAL" not in table
     assert pair_panels([a, b, "--reference", "nobody"]) == 2
     assert "the reference nobody is not one of the panel's models" in capsys.readouterr().err
+    c = _write(tmp_path, "c", {"tasks": []})
+    assert pair_panels([a, c, "--reference", "shipped"]) == 2
+    assert f"{c}: not a panel.json as compare writes it (no metrics, base, fractions, seeds, models, cells)" \
+        in capsys.readouterr().err
