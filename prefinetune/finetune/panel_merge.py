@@ -22,15 +22,12 @@ SHARED_KEYS = ("tasks", "metrics", "base", "fractions", "seeds")
 
 
 def read_panel(path: str | Path) -> dict:
-    """A panel.json as written by compare_panel, with its seeds as ints again (JSON keys are strings)."""
+    """A panel.json as written by compare_panel (its seeds still JSON's strings: merge_panels makes them ints),
+    refused by name where it lacks a key a panel has."""
     panel = json.loads(Path(path).read_text())
     missing = [key for key in (*SHARED_KEYS, "models", "cells") if key not in panel]
     if missing:
         raise FinetuneError(f"{path}: not a panel.json as compare writes it (no {', '.join(missing)})")
-    for by_model in panel["cells"].values():
-        for by_task in by_model.values():
-            for cell in by_task.values():
-                cell["scores"] = {int(seed): score for seed, score in cell["scores"].items()}
     return panel
 
 
