@@ -78,6 +78,25 @@ def test_panels_whose_shared_model_scored_differently_do_not_pair(tmp_path):
         merge_panels([read_panel(_write(tmp_path, "a", a)), read_panel(_write(tmp_path, "b", b))], ["a", "b"])
 
 
+def test_a_tolerance_pairs_panels_apart_by_float_rounding_alone_keeping_the_first_panels_scores(tmp_path):
+    rounded = {task: [x + 4e-7 * (seed % 2) for seed, x in enumerate(v)] for task, v in PLAIN.items()}
+    a, b = _panel({"plain": PLAIN, "shipped": SHIPPED}), _panel({"plain": rounded, "variant": VARIANT})
+    with pytest.raises(FinetuneError, match=r"b: plain at fraction 0.1, cb seed 1: 0.4000004\d* here, 0.4 in a "
+                                            r"panel before it \(more than the tolerance 0 apart\)"):
+        merge_panels([a, b], ["a", "b"])
+    merged = merge_panels([a, b], ["a", "b"], tolerance=1e-6)
+    assert merged["largest_difference"] == pytest.approx(4e-7, rel=1e-3)     # the average's gap is 4e-7 too
+    assert merged["cells"]["0.1"]["plain"]["cb"]["scores"][1] == 0.40
+    got = versus(merged, "plain")["0.1"]["variant"]["cb"]
+    assert got["p_value"] == pytest.approx(stats.ttest_rel(VARIANT["cb"], PLAIN["cb"]).pvalue)
+    assert merge_panels([a, a], ["a", "a"], tolerance=1e-6)["largest_difference"] == 0.0
+    far = _panel({"plain": {**PLAIN, "copa": [0.52, 0.60, 0.481, 0.57]}, "variant": VARIANT})
+    with pytest.raises(FinetuneError, match=r"copa seed 2: 0.481 here, 0.48 .*more than the tolerance 1e-06"):
+        merge_panels([a, far], ["a", "b"], tolerance=1e-6)
+    with pytest.raises(FinetuneError, match=r"the tolerance must be a number of 0 or more, not -1"):
+        merge_panels([a, b], ["a", "b"], tolerance=-1)
+
+
 def test_a_shared_model_missing_a_seed_or_a_task_in_one_panel_is_refused():
     short = _panel({"plain": PLAIN, "variant": VARIANT})
     del short["cells"]["0.1"]["plain"]["copa"]["scores"]["3"]
@@ -127,3 +146,16 @@ def test_the_command_prints_the_table_and_writes_the_differences(tmp_path, capsy
     assert pair_panels([a, c, "--reference", "shipped"]) == 2
     assert f"{c}: not a panel.json as compare writes it (no metrics, base, fractions, seeds, models, cells)" \
         in capsys.readouterr().err
+
+
+def test_the_command_pairs_within_a_tolerance_and_says_how_far_apart_the_scores_were(tmp_path, capsys):
+    rounded = {task: [x + 7e-7 for x in v] for task, v in PLAIN.items()}
+    a = _write(tmp_path, "a", _panel({"plain": PLAIN, "shipped": SHIPPED}))
+    b = _write(tmp_path, "b", _panel({"plain": rounded, "variant": VARIANT}))
+    assert pair_panels([a, b, "--reference", "shipped"]) == 2
+    assert "more than the tolerance 0 apart" in capsys.readouterr().err
+    out = tmp_path / "pairs.json"
+    assert pair_panels([a, b, "--reference", "shipped", "--tolerance", "1e-6", "--out", str(out)]) == 0
+    assert "differ by up to 7e-07 between the panels (--tolerance 1e-06)" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["tolerance"] == 1e-6 and written["largest_difference"] == pytest.approx(7e-7, rel=1e-3)
