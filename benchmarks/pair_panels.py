@@ -9,7 +9,8 @@ own panel:
 
 Shared models must score the same in every panel; --tolerance 1e-6 lets panels run on two machines pair
 through float rounding (the README's ablation measured 7.7e-7 on stsb), and the table says how far apart
-the scores it accepted were.
+the scores it accepted were. --brief prints one cell a task (Δ and p, bold where p < 0.05) and each
+model's count of significant gains and losses: the README's ablation at a glance.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from prefinetune.finetune.panel import delta_table, versus  # noqa: E402
+from prefinetune.finetune.panel import brief_delta_table, delta_table, versus  # noqa: E402
 from prefinetune.finetune.panel_merge import merge_panels, read_panel  # noqa: E402
 from prefinetune.finetune.plan import FinetuneError  # noqa: E402
 
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="write the paired differences here as JSON")
     p.add_argument("--tolerance", type=float, default=0.0,
                    help="how far a shared model's scores may differ between panels (default 0: equal)")
+    p.add_argument("--brief", action="store_true",
+                   help="one cell a task: the difference and its p, bold where p < 0.05, and the count of "
+                        "significant gains and losses (the intervals and wins stay in --out)")
     args = p.parse_args(argv)
     try:
         merged = merge_panels([read_panel(path) for path in args.panels], args.panels, args.tolerance)
@@ -44,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     if merged["largest_difference"]:
         print(f"The shared models' scores differ by up to {merged['largest_difference']:.2g} between the panels "
               f"(--tolerance {args.tolerance:g}); the first panel's are used.\n")
-    print("\n".join(delta_table(merged, deltas, args.reference)))
+    table = brief_delta_table if args.brief else delta_table
+    print("\n".join(table(merged, deltas, args.reference)))
     if args.out:
         Path(args.out).write_text(json.dumps({"panels": args.panels, "reference": args.reference,
                                               "complete": merged["complete"], "tolerance": args.tolerance,

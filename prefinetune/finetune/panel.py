@@ -26,7 +26,7 @@ from prefinetune.finetune.plan import FinetuneError
 from prefinetune.finetune.report import delta_cell, metric_label, write_outputs
 
 __all__ = ["compare_panel", "panel_summary", "panel_markdown", "write_panel", "versus", "delta_table",
-           "AVERAGE"]
+           "brief_delta_table", "AVERAGE"]
 
 AVERAGE = "average"
 
@@ -115,6 +115,37 @@ def delta_table(panel: dict, deltas: dict, against: str) -> list[str]:
     versus() returns them)."""
     return [line for fraction in panel["fractions"]
             for line in _delta_rows(panel, deltas.get(str(fraction), {}), against, f"{fraction:g}")]
+
+
+def brief_delta_table(panel: dict, deltas: dict, against: str, alpha: float = 0.05) -> list[str]:
+    """delta_table at a glance: per fraction, each model's Δ from `against` as "Δ (p)" per task, bold where
+    p < alpha, and how many tasks (the average aside) it gains and loses on significantly: the transfer
+    study's goal (gains on four of six, losses on none) read off one row."""
+    columns, names = _columns(panel)
+    lines = []
+    for fraction in panel["fractions"]:
+        lines += [f"Δ vs {against} at {fraction:g} of the training rows, paired by seed (p of the paired t-test; "
+                  f"bold: p < {alpha:g}):", "", "| model | " + " | ".join(names) + " | gains / losses |",
+                  "|" + "---|" * (len(names) + 2)]
+        for model, by_task in deltas.get(str(fraction), {}).items():
+            tests = [by_task.get(c) for c in columns]
+            sig = [t["mean"] for t, c in zip(tests, columns) if c != AVERAGE and _significant(t, alpha)]
+            lines.append(f"| {model} | " + " | ".join(_brief_cell(t, alpha) for t in tests)
+                         + f" | {sum(d > 0 for d in sig)} / {sum(d < 0 for d in sig)} |")
+        lines.append("")
+    return lines
+
+
+def _significant(stats: dict | None, alpha: float) -> bool:
+    return stats is not None and stats["p_value"] is not None and stats["p_value"] < alpha
+
+
+def _brief_cell(stats: dict | None, alpha: float) -> str:
+    """+0.115 (0.0055), bold where significant; "-" where nothing was paired."""
+    if stats is None or stats["n"] == 0:
+        return "-"
+    p = "" if stats["p_value"] is None else f" ({stats['p_value']:.2g})"
+    return f"**{stats['mean']:+.3f}**{p}" if _significant(stats, alpha) else f"{stats['mean']:+.3f}{p}"
 
 
 def _delta_rows(panel: dict, deltas: dict, against: str, fraction: str) -> list[str]:

@@ -159,3 +159,20 @@ def test_the_command_pairs_within_a_tolerance_and_says_how_far_apart_the_scores_
     assert "differ by up to 7e-07 between the panels (--tolerance 1e-06)" in capsys.readouterr().out
     written = json.loads(out.read_text())
     assert written["tolerance"] == 1e-6 and written["largest_difference"] == pytest.approx(7e-7, rel=1e-3)
+
+
+def test_the_brief_table_gives_each_difference_its_p_bolds_the_significant_and_counts_them(tmp_path, capsys):
+    a = _write(tmp_path, "a", _panel({"plain": PLAIN, "shipped": SHIPPED}))
+    b = _write(tmp_path, "b", _panel({"plain": PLAIN, "variant": VARIANT}))
+    assert pair_panels([a, b, "--reference", "plain", "--brief"]) == 0
+    rows = {line.split(" | ")[0][2:]: line.strip("| \n").split(" | ")[1:]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "model" not in line}
+    for model, scores in (("shipped", SHIPPED), ("variant", VARIANT)):
+        significant = []
+        for task, cell in zip(TASKS, rows[model]):
+            diff, p = np.subtract(scores[task], PLAIN[task]).mean(), stats.ttest_rel(scores[task], PLAIN[task]).pvalue
+            text = f"{diff:+.3f}"
+            assert cell == (f"**{text}** ({p:.2g})" if p < 0.05 else f"{text} ({p:.2g})")
+            significant += [diff] if p < 0.05 else []
+        assert rows[model][-1] == f"{sum(d > 0 for d in significant)} / {sum(d < 0 for d in significant)}"
+    assert rows["shipped"][1] == "**+0.090** (0.041)" and rows["shipped"][-1] == "1 / 0"    # copa gains
