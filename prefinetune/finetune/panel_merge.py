@@ -75,15 +75,17 @@ def _largest_gap(mine: dict, theirs: dict, where: str, tolerance: float) -> floa
     differ, or a score differs by more than the tolerance."""
     if set(mine) != set(theirs):
         raise FinetuneError(f"{where}: tasks {sorted(theirs)} here, {sorted(mine)} in a panel before it")
+    largest = 0.0
     for task, cell in theirs.items():
         before = mine[task]["scores"]
         if set(before) != set(cell["scores"]):
             raise FinetuneError(f"{where}, {task}: seeds {sorted(cell['scores'])} here, {sorted(before)} in a "
                                 "panel before it: only finished panels pair")
         for seed, score in cell["scores"].items():
-            if abs(before[seed] - score) > tolerance:
+            gap = abs(before[seed] - score)
+            if gap > tolerance:
                 raise FinetuneError(f"{where}, {task} seed {seed}: {score} here, {before[seed]} in a panel "
                                     f"before it (more than the tolerance {tolerance:g} apart): the panels do "
                                     "not reproduce each other's trials, so their seeds do not pair")
-    return max((abs(mine[t]["scores"][s] - x) for t, c in theirs.items() for s, x in c["scores"].items()),
-               default=0.0)
+            largest = max(largest, gap)
+    return largest
