@@ -1,6 +1,7 @@
 """The transfer study: `prefinetune transfer-study` as a script (prefinetune/cli/transfer_study.py).
 
-    python launch/transfer_study.py --data-dir ../shared/data [--recipe R] [--name N] [--low-only] [key=value ...]
+    python launch/transfer_study.py --data-dir ../shared/data [--recipe R] [--name N] [--low-only | --full-only] \
+        [key=value ...]
     python launch/transfer_study.py --data-dir ../shared/data --ablation recipes/transfer_study/ablation.yaml \
         [--arms A B]
 """

@@ -3,7 +3,8 @@ pre-finetune MiniLM with a recipe (default recipes/prefinetune_minilm_cpu.yaml),
 with plain MiniLM on the six-task held-out panel at 10% (10 seeds) and 100% (3 seeds) of their training
 rows, paired by seed (prefinetune/finetune/transfer_study.py).
 
-    prefinetune transfer-study --data-dir ../shared/data [--recipe R] [--name N] [--low-only] [key=value ...]
+    prefinetune transfer-study --data-dir ../shared/data [--recipe R] [--name N] [--low-only | --full-only]
+        [key=value ...]
     prefinetune transfer-study --data-dir ../shared/data --ablation recipes/transfer_study/ablation.yaml [--arms A B]
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="the pre-finetuning recipe (default recipes/prefinetune_minilm_cpu.yaml)")
     p.add_argument("--name", help="run.name of the pre-finetuning (a variant of the ablation: its own export)")
     p.add_argument("--low-only", action="store_true", help="only the 10%% panel")
+    p.add_argument("--full-only", action="store_true", help="only the 100%% panel")
     p.add_argument("--ablation", help="an ablation plan (recipes/transfer_study/ablation.yaml): every arm "
                    "pre-finetuned, then one panel over all of them")
     p.add_argument("--arms", nargs="+", metavar="ARM", help="with --ablation: only these arms (and the plan's "
@@ -39,9 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     from prefinetune.run.errors import RunFailed, RunInterrupted
 
     args = make_parser().parse_args(argv)
-    if args.ablation and (args.recipe or args.name or args.overrides or args.low_only):
-        say("error: --ablation takes its recipe and arms from the plan file (not --recipe, --name, --low-only or "
-            "overrides)", sys.stderr)
+    if args.ablation and (args.recipe or args.name or args.overrides or args.low_only
+                          or args.full_only):
+        say("error: --ablation takes its recipe and arms from the plan file (not --recipe, --name, --low-only, "
+            "--full-only or overrides)", sys.stderr)
         return 2
     if args.arms and not args.ablation:
         say("error: --arms chooses arms of an --ablation plan", sys.stderr)
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             run_ablation(args.ablation, args.data_dir, args.output_dir, args.arms, not args.no_reuse)
         else:
             run_transfer_study(args.data_dir, args.output_dir, args.recipe or DEFAULT_RECIPE, args.name,
-                               args.overrides, args.low_only, not args.no_reuse)
+                               args.overrides, args.low_only, not args.no_reuse, args.full_only)
     except input_errors() as err:
         say(f"error: {err}", sys.stderr)
         return 2

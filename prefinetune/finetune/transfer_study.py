@@ -8,11 +8,13 @@
    is largest) and at 100% with 3, each the base-paired table across tasks with Δ, its 95% interval and p;
 3. study.md and study.json in the output folder: both tables, the settings and the command.
 
-    python launch/transfer_study.py --data-dir ../shared/data [--recipe R] [--name N] [--low-only] [key=value ...]
+    python launch/transfer_study.py --data-dir ../shared/data [--recipe R] [--name N] [--low-only | --full-only]
+        [key=value ...]
 
 Overrides (key=value) change the pre-finetuning recipe (the ablation's levers: train.updates, optim.lr,
 sampling.policy, r3f.enabled, ...), under its own run name (--name), so each variant keeps its export and
-its panels; --low-only runs the 10% panel alone. Every step resumes.
+its panels; --low-only runs the 10% panel alone, --full-only the 100% one (a machine that has not kept
+the 10% panel's trials need not run them again first). Every step resumes.
 
 The ablation (--ablation recipes/transfer_study/ablation.yaml): every arm of the plan pre-finetuned under its own
 name (its overrides, and optionally a subset of the recipe's tasks), then ONE panel over plain MiniLM and
@@ -39,7 +41,7 @@ from prefinetune.finetune.plan import FinetuneError
 from prefinetune.recipe.config import load_recipe
 
 __all__ = ["PANEL", "DUPLICATES", "BASE", "DEFAULT_RECIPE", "check_held_out", "held_folders", "check_same_run",
-           "run_transfer_study", "earlier_panels",
+           "study_panels", "run_transfer_study", "earlier_panels",
            "reproduce", "study_markdown", "AblationPlan", "load_ablation", "arm_recipe", "chosen_arms",
            "check_labels", "run_ablation", "ablation_command", "ablation_markdown"]
 
@@ -156,18 +158,26 @@ def _panel(models: list[str], fraction: float, seeds: int, data_dir: str, out: P
     return compare_panel(recipes, models, [fraction], seeds, out, reuse_from=earlier_panels(out) if reuse else ())
 
 
+def study_panels(low_only: bool = False, full_only: bool = False) -> list[tuple[float, int]]:
+    """The (fraction, seeds) panels a study runs: both, or the 10% or the 100% one alone."""
+    if low_only and full_only:
+        raise FinetuneError("--low-only and --full-only exclude each other (leave both out for both panels)")
+    return [LOW] if low_only else [FULL] if full_only else [LOW, FULL]
+
+
 def run_transfer_study(data_dir: str, out_dir: str | Path, recipe: str | Path = DEFAULT_RECIPE,
                        name: str | None = None, overrides: list[str] = (), low_only: bool = False,
-                       reuse: bool = True) -> dict:
+                       reuse: bool = True, full_only: bool = False) -> dict:
+    panels = study_panels(low_only, full_only)
     out_dir = Path(out_dir).expanduser().resolve()
     loaded = load_recipe(recipe, [f"data.root={data_dir}", f"run.output_dir={out_dir}",
                                   *([f"run.name={name}"] if name else []), *overrides])
     export = _prefinetune(loaded, Path(recipe))
     label = loaded.run.name
     study = {"recipe": str(recipe), "name": name, "label": label, "overrides": list(overrides),
-             "low_only": low_only, "data_dir": data_dir, "output_dir": str(out_dir), "panel": PANEL,
-             "duplicates": DUPLICATES, "panels": {}}
-    for fraction, seeds in ([LOW] if low_only else [LOW, FULL]):
+             "low_only": low_only, "full_only": full_only, "data_dir": data_dir, "output_dir": str(out_dir),
+             "panel": PANEL, "duplicates": DUPLICATES, "panels": {}}
+    for fraction, seeds in panels:
         study["panels"][str(fraction)] = _panel([BASE, export], fraction, seeds, data_dir,
                                                 out_dir / f"{label}_panel_{fraction:g}", reuse)
     (out_dir / f"{label}_study.json").write_text(json.dumps(study, indent=2) + "\n", encoding="utf-8")
@@ -184,7 +194,8 @@ def reproduce(study: dict) -> str:
                      *([f"--output-dir {study['output_dir']}"] if study.get("output_dir") else []),
                      *([f"--recipe {shown}"] if recipe.resolve() != DEFAULT_RECIPE else []),
                      *([f"--name {study['name']}"] if study.get("name") else []),
-                     *(["--low-only"] if study.get("low_only") else []), *study["overrides"]])
+                     *(["--low-only"] if study.get("low_only") else []),
+                     *(["--full-only"] if study.get("full_only") else []), *study["overrides"]])
 
 
 def study_markdown(study: dict) -> str:

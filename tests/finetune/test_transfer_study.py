@@ -19,6 +19,7 @@ from prefinetune.finetune.transfer_study import (
     check_held_out,
     reproduce,
     study_markdown,
+    study_panels,
 )
 from prefinetune.recipe.config import load_recipe
 
@@ -66,6 +67,27 @@ def test_the_study_markdown_holds_each_panel_under_the_command():
     assert reproduce(shipped) == ("python launch/transfer_study.py --data-dir ../shared/data --output-dir "
                                   "runs/transfer_study --recipe recipes/heldout_study/prefinetune_4.yaml")
     assert "## 0.1 of the training rows, 10 seeds" in text and "| x | 0.600 ± 0.100 | - |" in text
+
+
+def test_either_panel_runs_alone_and_the_command_says_which(capsys, tmp_path):
+    """--full-only runs the 100% panel alone (3 seeds), --low-only the 10% one (10 seeds); both together are
+    refused before anything is pre-finetuned, and the reproduce line keeps the choice."""
+    from prefinetune.cli import main
+
+    assert study_panels() == [(0.1, 10), (1.0, 3)]
+    assert study_panels(low_only=True) == [(0.1, 10)] and study_panels(full_only=True) == [(1.0, 3)]
+    with pytest.raises(FinetuneError, match="--low-only and --full-only exclude each other"):
+        study_panels(True, True)
+    out = tmp_path / "study"
+    assert main(["transfer-study", "--data-dir", "/nowhere", "--output-dir", str(out), "--low-only",
+                 "--full-only"]) == 2
+    assert "--low-only and --full-only exclude each other" in capsys.readouterr().err and not out.exists()
+    study = {"recipe": str(DEFAULT_RECIPE), "name": None, "overrides": [], "full_only": True,
+             "data_dir": "../shared/data", "output_dir": "runs/transfer_study"}
+    assert reproduce(study) == ("python launch/transfer_study.py --data-dir ../shared/data --output-dir "
+                                "runs/transfer_study --full-only")
+    assert main(["transfer-study", "--data-dir", "/nowhere", "--ablation", "plan.yaml", "--full-only"]) == 2
+    assert "not --recipe, --name, --low-only, --full-only or overrides" in capsys.readouterr().err
 
 
 def test_overrides_need_a_variant_name(capsys):
