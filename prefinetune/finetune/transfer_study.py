@@ -6,7 +6,8 @@
 2. the panel (`compare --recipes`, prefinetune/finetune/panel.py): plain MiniLM against the export on six
    held-out tasks spanning the families, at 10% of their training rows with 10 seeds (where the variance
    is largest) and at 100% with 3, each the base-paired table across tasks with Δ, its 95% interval and p;
-3. study.md and study.json in the output folder: both tables, the settings and the command.
+3. study.md and study.json in the output folder: the tables of the panels this command ran (both, or the
+   one of --low-only / --full-only; each panel's folder keeps its own), the settings and the command.
 
     python launch/transfer_study.py --data-dir ../shared/data [--recipe R] [--name N] [--low-only | --full-only]
         [key=value ...]
