@@ -41,8 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from prefinetune.run.errors import RunFailed, RunInterrupted
 
     args = make_parser().parse_args(argv)
-    if args.ablation and (args.recipe or args.name or args.overrides or args.low_only
-                          or args.full_only):
+    if args.ablation and (args.recipe or args.name or args.overrides or args.low_only or args.full_only):
         say("error: --ablation takes its recipe and arms from the plan file (not --recipe, --name, --low-only, "
             "--full-only or overrides)", sys.stderr)
         return 2
