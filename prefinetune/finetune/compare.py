@@ -176,12 +176,14 @@ def _trainable(cpus: float, gpus: float):
     return tune.with_resources(run_trial, {"cpu": cpus, "gpu": gpus})
 
 
-def _tuner(param_space: dict, out_dir: Path, cpus: float, gpus: float, callback):
+def _tuner(param_space: dict, out_dir: Path, cpus: float, gpus: float, callback, finished: int):
     from ray import tune
 
     path = out_dir / "tune" / EXPERIMENT
     if tune.Tuner.can_restore(str(path)):
-        print(f"[compare] resuming the trials in {path}: finished ones are kept", flush=True)
+        total = len(param_space["config"]["grid_search"])
+        print(f"[compare] resuming the trials in {path}: {finished} of {total} finished, kept; the other "
+              f"{total - finished} run now", flush=True)
         return tune.Tuner.restore(str(path), _trainable(cpus, gpus), resume_errored=True, restart_errored=False,
                                   param_space=param_space)
     return tune.Tuner(_trainable(cpus, gpus), param_space=param_space,
@@ -258,8 +260,9 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     every = [c for *_, configs, _ in planned for c in configs]
     _connect_ray()
     with quiet_tune_restore_hint():
+        finished = sum(saved_trial(config) is not None for config in every)
         grid = _tuner({"config": tune.grid_search(every)}, tune_dir, cpus_per_trial, gpus_per_trial,
-                      TrialProgress(len(every))).fit()
+                      TrialProgress(len(every)), finished).fit()
     errors = [(r.config["config"], r.error) for r in grid if r.error is not None]
     return [part_summary(recipe, part_dir, labels, configs, list(map(saved_trial, configs)), errors, fractions,
                          seeds, metric) for recipe, part_dir, labels, configs, _ in planned]

@@ -19,9 +19,9 @@ import logging
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["SNAPSHOT", "TUNE_LOGGER", "quiet_tune_restore_hint", "interrupted_trial", "worker_failures",
-           "wrapped_causes", "ray_train_report_logger", "set_aside_snapshot", "CLEANER_LOGGER", "CLEANER_STOP_FAILED",
-           "quiet_slow_cleaner_stop"]
+__all__ = ["SNAPSHOT", "TUNE_LOGGER", "ANALYSIS_LOGGER", "quiet_tune_restore_hint", "interrupted_trial",
+           "worker_failures", "wrapped_causes", "ray_train_report_logger", "set_aside_snapshot", "CLEANER_LOGGER",
+           "CLEANER_STOP_FAILED", "quiet_slow_cleaner_stop"]
 
 # Ray Train's record of the checkpoints a run reported (ray.train.v2 CheckpointManager), beside them:
 # a new run with the same name and storage path loads it and hands its newest checkpoint to the workers.
@@ -70,18 +70,25 @@ def set_aside_snapshot(experiment: Path) -> Optional[Path]:
 # Ray Tune logs its "interrupted ... Resume experiment with: Tuner.restore(...)" warning on the logger of
 # the module that runs the experiment; prefinetune says instead to run the same command again.
 TUNE_LOGGER = "ray.tune.tune"
+# Tuner.restore reads the experiment's results back and warns "Failed to fetch metrics for N trial(s)",
+# with a FileNotFoundError line for each, about every trial that had not reported yet: on a resume these
+# are exactly the trials still to run, and prefinetune says how many finished instead.
+ANALYSIS_LOGGER = "ray.tune.analysis.experiment_analysis"
 
 
 @contextlib.contextmanager
 def quiet_tune_restore_hint():
-    """Ray Tune's warnings on TUNE_LOGGER turned off while a comparison runs (its errors stay)."""
-    logger = logging.getLogger(TUNE_LOGGER)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """Ray Tune's warnings on TUNE_LOGGER and ANALYSIS_LOGGER turned off while a comparison runs (their
+    errors stay)."""
+    loggers = [logging.getLogger(name) for name in (TUNE_LOGGER, ANALYSIS_LOGGER)]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def interrupted_trial(error: BaseException | None) -> bool:

@@ -139,7 +139,9 @@ def test_compare_on_ray_tune_writes_table_and_plot_and_resumes(pretrained, data_
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     trained = [line for line in done.stdout.splitlines()
                if line.startswith("[compare] trial ") and "not trained again" not in line]
-    assert "resuming the trials" in done.stdout and len(trained) == 4 - len(kept), done.stdout
+    assert f"resuming the trials in {out_dir / 'tune' / 'compare'}: {len(kept)} of 4 finished, kept; the other " \
+        f"{4 - len(kept)} run now" in done.stdout and len(trained) == 4 - len(kept), done.stdout
+    assert "Failed to fetch metrics" not in done.stdout + done.stderr     # Ray's note on the trials still to run
     assert {p: p.stat().st_mtime_ns for p in kept} == stamps
     results = json.loads((out_dir / "results.json").read_text())
     assert results["trials"] == {"total": 4, "finished": 4, "failed": 0} and results["complete"] is True

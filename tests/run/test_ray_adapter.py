@@ -58,17 +58,21 @@ def test_the_snapshot_is_where_ray_train_keeps_it_and_is_set_aside_whole(tmp_pat
     assert set_aside_snapshot(experiment) is None
 
 
-def test_tunes_restore_hint_is_logged_where_it_is_quieted():
+def test_tunes_restore_hint_and_missing_metrics_warning_are_logged_where_they_are_quieted():
+    import ray.tune.analysis.experiment_analysis as analysis_module
     import ray.tune.tune as tune_module
 
-    from prefinetune.run.ray_adapter import TUNE_LOGGER, quiet_tune_restore_hint
+    from prefinetune.run.ray_adapter import ANALYSIS_LOGGER, TUNE_LOGGER, quiet_tune_restore_hint
 
     assert tune_module.__name__ == TUNE_LOGGER and "Resume experiment with" in open(tune_module.__file__).read()
-    logger = logging.getLogger(TUNE_LOGGER)
-    before = logger.level
+    assert analysis_module.__name__ == ANALYSIS_LOGGER
+    assert "Failed to fetch metrics" in open(analysis_module.__file__).read()
+    loggers = [logging.getLogger(TUNE_LOGGER), logging.getLogger(ANALYSIS_LOGGER)]
+    before = [logger.level for logger in loggers]
     with quiet_tune_restore_hint():
-        assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
-    assert logger.level == before
+        for logger in loggers:
+            assert not logger.isEnabledFor(logging.WARNING) and logger.isEnabledFor(logging.ERROR)
+    assert [logger.level for logger in loggers] == before
 
 
 def test_a_trial_stopped_by_ctrl_c_is_told_from_a_failed_one():
