@@ -176,14 +176,15 @@ def _trainable(cpus: float, gpus: float):
     return tune.with_resources(run_trial, {"cpu": cpus, "gpu": gpus})
 
 
-def _tuner(param_space: dict, out_dir: Path, cpus: float, gpus: float, callback, finished: int):
+def _tuner(param_space: dict, out_dir: Path, cpus: float, gpus: float, callback):
     from ray import tune
 
     path = out_dir / "tune" / EXPERIMENT
     if tune.Tuner.can_restore(str(path)):
-        total = len(param_space["config"]["grid_search"])
-        print(f"[compare] resuming the trials in {path}: {finished} of {total} finished, kept; the other "
-              f"{total - finished} run now", flush=True)
+        configs = param_space["config"]["grid_search"]
+        finished = sum(saved_trial(config) is not None for config in configs)
+        print(f"[compare] resuming the trials in {path}: {finished} of {len(configs)} finished, kept; the other "
+              f"{len(configs) - finished} run now", flush=True)
         return tune.Tuner.restore(str(path), _trainable(cpus, gpus), resume_errored=True, restart_errored=False,
                                   param_space=param_space)
     return tune.Tuner(_trainable(cpus, gpus), param_space=param_space,
@@ -260,9 +261,8 @@ def run_comparisons(parts: list[tuple[RecipeConfig, Path]], models: list[str], f
     every = [c for *_, configs, _ in planned for c in configs]
     _connect_ray()
     with quiet_tune_restore_hint():
-        finished = sum(saved_trial(config) is not None for config in every)
         grid = _tuner({"config": tune.grid_search(every)}, tune_dir, cpus_per_trial, gpus_per_trial,
-                      TrialProgress(len(every)), finished).fit()
+                      TrialProgress(len(every))).fit()
     errors = [(r.config["config"], r.error) for r in grid if r.error is not None]
     return [part_summary(recipe, part_dir, labels, configs, list(map(saved_trial, configs)), errors, fractions,
                          seeds, metric) for recipe, part_dir, labels, configs, _ in planned]
